@@ -1,0 +1,344 @@
+//! The stable-track Deployment.
+
+use super::{config_name, fnv1a, image, meta, pvc_name, selector_labels, CONFIG_HASH_ANNOTATION};
+use crate::config::{self, SpecError, API_PORT, CONFIG_DIR, CONFIG_KEY, DATA_DIR, METRICS_PORT};
+use crate::crd::PushGateway;
+use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec, DeploymentStrategy};
+use k8s_openapi::api::core::v1::{
+    Capabilities, ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource,
+    EnvVar, EnvVarSource, HTTPGetAction, PersistentVolumeClaimVolumeSource, PodSecurityContext,
+    PodSpec, PodTemplateSpec, Probe, SeccompProfile, SecretKeySelector, SecurityContext, Volume,
+    VolumeMount,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use kube::ResourceExt;
+
+/// Distroless "nonroot" uid/gid of the gateway image.
+const RUN_AS: i64 = 65532;
+/// Extra seconds past the drain window before the kubelet sends SIGKILL.
+const GRACE_MARGIN_SECS: i64 = 10;
+
+fn probe(path: &str, period: i32, failures: i32) -> Probe {
+    Probe {
+        http_get: Some(HTTPGetAction {
+            path: Some(path.into()),
+            port: IntOrString::String("metrics".into()),
+            ..Default::default()
+        }),
+        period_seconds: Some(period),
+        failure_threshold: Some(failures),
+        ..Default::default()
+    }
+}
+
+fn mount(name: &str, path: &str, read_only: bool) -> VolumeMount {
+    VolumeMount {
+        name: name.into(),
+        mount_path: path.into(),
+        read_only: Some(read_only),
+        ..Default::default()
+    }
+}
+
+fn container(pgw: &PushGateway) -> Container {
+    let spec = &pgw.spec;
+    let redis = spec.store.as_ref().and_then(|s| s.redis.as_ref());
+    let env = redis.map(|r| {
+        vec![EnvVar {
+            name: "PUSHGATE_STORE".into(),
+            value_from: Some(EnvVarSource {
+                secret_key_ref: Some(SecretKeySelector {
+                    name: r.secret_ref.name.clone(),
+                    key: r.secret_ref.key.clone().unwrap_or_else(|| "url".into()),
+                    optional: Some(false),
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }]
+    });
+    let mut mounts = vec![
+        mount("config", CONFIG_DIR, true),
+        mount("tmp", "/tmp", false),
+    ];
+    if spec.embedded_store() {
+        mounts.push(mount("data", DATA_DIR, false));
+    }
+    Container {
+        name: "gateway".into(),
+        image: Some(image(pgw)),
+        args: Some(vec![
+            "serve".into(),
+            "--config".into(),
+            format!("{CONFIG_DIR}/{CONFIG_KEY}"),
+        ]),
+        ports: Some(vec![
+            ContainerPort {
+                name: Some("http".into()),
+                container_port: API_PORT,
+                protocol: Some("TCP".into()),
+                ..Default::default()
+            },
+            ContainerPort {
+                name: Some("metrics".into()),
+                container_port: METRICS_PORT,
+                protocol: Some("TCP".into()),
+                ..Default::default()
+            },
+        ]),
+        env,
+        readiness_probe: Some(probe("/readyz", 5, 2)),
+        liveness_probe: Some(probe("/healthz", 10, 3)),
+        resources: spec.resources.clone(),
+        security_context: Some(SecurityContext {
+            run_as_non_root: Some(true),
+            read_only_root_filesystem: Some(true),
+            allow_privilege_escalation: Some(false),
+            capabilities: Some(Capabilities {
+                drop: Some(vec!["ALL".into()]),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        volume_mounts: Some(mounts),
+        ..Default::default()
+    }
+}
+
+fn volumes(pgw: &PushGateway) -> Vec<Volume> {
+    let mut v = vec![
+        Volume {
+            name: "config".into(),
+            config_map: Some(ConfigMapVolumeSource {
+                name: config_name(pgw),
+                ..Default::default()
+            }),
+            ..Default::default()
+        },
+        Volume {
+            name: "tmp".into(),
+            empty_dir: Some(EmptyDirVolumeSource::default()),
+            ..Default::default()
+        },
+    ];
+    if pgw.spec.embedded_store() {
+        v.push(Volume {
+            name: "data".into(),
+            persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource {
+                claim_name: pvc_name(pgw),
+                read_only: Some(false),
+            }),
+            ..Default::default()
+        });
+    }
+    v
+}
+
+/// The Deployment running the gateway. `spec.replicas` is left out when an
+/// HPA owns it, so the operator and the HPA never fight over it.
+pub fn deployment(pgw: &PushGateway, config_map: &ConfigMap) -> Result<Deployment, SpecError> {
+    let spec = &pgw.spec;
+    let drain = config::drain_window(spec)?;
+    let over = spec.pod_overrides.clone().unwrap_or_default();
+    let config_text = config_map
+        .data
+        .as_ref()
+        .and_then(|d| d.get(CONFIG_KEY))
+        .map(String::as_str)
+        .unwrap_or_default();
+
+    let mut pod_labels = over.labels.unwrap_or_default();
+    pod_labels.extend(selector_labels(pgw));
+    let mut pod_annotations = over.annotations.unwrap_or_default();
+    pod_annotations.insert(CONFIG_HASH_ANNOTATION.into(), fnv1a(config_text));
+
+    let replicas = match spec.autoscaling {
+        Some(_) => None,
+        None => Some(spec.replicas.unwrap_or(1)),
+    };
+    // The embedded store's RWO volume can only be mounted by one pod at a time.
+    let strategy = spec.embedded_store().then(|| DeploymentStrategy {
+        type_: Some("Recreate".into()),
+        ..Default::default()
+    });
+
+    Ok(Deployment {
+        metadata: meta(pgw, pgw.name_any()),
+        spec: Some(DeploymentSpec {
+            replicas,
+            strategy,
+            selector: LabelSelector {
+                match_labels: Some(selector_labels(pgw)),
+                ..Default::default()
+            },
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta {
+                    labels: Some(pod_labels),
+                    annotations: Some(pod_annotations),
+                    ..Default::default()
+                }),
+                spec: Some(PodSpec {
+                    containers: vec![container(pgw)],
+                    volumes: Some(volumes(pgw)),
+                    termination_grace_period_seconds: Some(
+                        drain.as_secs() as i64 + GRACE_MARGIN_SECS,
+                    ),
+                    enable_service_links: Some(false),
+                    automount_service_account_token: Some(false),
+                    node_selector: over.node_selector,
+                    tolerations: over.tolerations,
+                    priority_class_name: over.priority_class_name,
+                    security_context: Some(PodSecurityContext {
+                        run_as_non_root: Some(true),
+                        run_as_user: Some(RUN_AS),
+                        run_as_group: Some(RUN_AS),
+                        fs_group: Some(RUN_AS),
+                        seccomp_profile: Some(SeccompProfile {
+                            type_: "RuntimeDefault".into(),
+                            ..Default::default()
+                        }),
+                        sysctls: over.sysctls,
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                }),
+            },
+            ..Default::default()
+        }),
+        ..Default::default()
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::testutil::*;
+    use super::super::{config_map, desired};
+    use crate::crd::PushGatewaySpec;
+
+    fn pod(spec: PushGatewaySpec) -> k8s_openapi::api::core::v1::PodSpec {
+        let d = desired(&pgw(spec)).unwrap();
+        d.deployment.spec.unwrap().template.spec.unwrap()
+    }
+
+    #[test]
+    fn probes_hit_readyz_and_healthz_on_metrics_port() {
+        let c = &pod(PushGatewaySpec::default()).containers[0];
+        let r = c
+            .readiness_probe
+            .as_ref()
+            .unwrap()
+            .http_get
+            .as_ref()
+            .unwrap();
+        let l = c
+            .liveness_probe
+            .as_ref()
+            .unwrap()
+            .http_get
+            .as_ref()
+            .unwrap();
+        assert_eq!(r.path.as_deref(), Some("/readyz"));
+        assert_eq!(l.path.as_deref(), Some("/healthz"));
+        let metrics = c
+            .ports
+            .as_ref()
+            .unwrap()
+            .iter()
+            .find(|p| p.name.as_deref() == Some("metrics"));
+        assert_eq!(metrics.unwrap().container_port, 9090);
+        assert_eq!(format!("{:?}", r.port), "String(\"metrics\")");
+    }
+
+    #[test]
+    fn security_context_is_restricted() {
+        let p = pod(PushGatewaySpec::default());
+        let sc = p.containers[0].security_context.clone().unwrap();
+        assert_eq!(sc.run_as_non_root, Some(true));
+        assert_eq!(sc.read_only_root_filesystem, Some(true));
+        assert_eq!(sc.allow_privilege_escalation, Some(false));
+        assert_eq!(sc.capabilities.unwrap().drop, Some(vec!["ALL".to_string()]));
+        let psc = p.security_context.unwrap();
+        assert_eq!(psc.seccomp_profile.unwrap().type_, "RuntimeDefault");
+        assert_eq!(psc.run_as_non_root, Some(true));
+    }
+
+    #[test]
+    fn grace_period_exceeds_drain_window() {
+        assert_eq!(
+            pod(PushGatewaySpec::default()).termination_grace_period_seconds,
+            Some(30)
+        );
+        let spec: PushGatewaySpec =
+            serde_json::from_value(serde_json::json!({"delivery": {"drainWindow": "1m"}})).unwrap();
+        assert_eq!(pod(spec).termination_grace_period_seconds, Some(70));
+    }
+
+    #[test]
+    fn replicas_left_to_hpa_when_autoscaling() {
+        let mut spec = redis_spec();
+        spec.replicas = Some(3);
+        let d = desired(&pgw(spec.clone())).unwrap().deployment;
+        assert_eq!(d.spec.unwrap().replicas, Some(3));
+        spec.autoscaling =
+            serde_json::from_value(serde_json::json!({"minReplicas": 2, "maxReplicas": 5}))
+                .unwrap();
+        let d = desired(&pgw(spec)).unwrap().deployment;
+        assert_eq!(d.spec.unwrap().replicas, None);
+    }
+
+    #[test]
+    fn redis_url_comes_from_secret_not_configmap() {
+        let p = pod(redis_spec());
+        let env = &p.containers[0].env.as_ref().unwrap()[0];
+        assert_eq!(env.name, "PUSHGATE_STORE");
+        let sel = env
+            .value_from
+            .as_ref()
+            .unwrap()
+            .secret_key_ref
+            .as_ref()
+            .unwrap();
+        assert_eq!((sel.name.as_str(), sel.key.as_str()), ("redis-url", "url"));
+        assert!(p
+            .volumes
+            .unwrap()
+            .iter()
+            .all(|v| v.persistent_volume_claim.is_none()));
+    }
+
+    #[test]
+    fn sysctls_and_resources_pass_through() {
+        let spec: PushGatewaySpec = serde_json::from_value(serde_json::json!({
+            "resources": {"limits": {"memory": "256Mi"}},
+            "podOverrides": {"sysctls": [{"name": "net.ipv4.ip_local_port_range", "value": "1024 65535"}]}
+        }))
+        .unwrap();
+        let p = pod(spec);
+        let limits = p.containers[0].resources.clone().unwrap().limits.unwrap();
+        assert_eq!(limits["memory"].0, "256Mi");
+        let sysctls = p.security_context.unwrap().sysctls.unwrap();
+        assert_eq!(sysctls[0].name, "net.ipv4.ip_local_port_range");
+    }
+
+    #[test]
+    fn config_change_changes_pod_template_hash() {
+        let a = pgw(PushGatewaySpec::default());
+        let b =
+            pgw(serde_json::from_value(serde_json::json!({"limits": {"maxBatch": 5}})).unwrap());
+        let hash = |p: &crate::crd::PushGateway| {
+            let cm = config_map(p).unwrap();
+            let d = super::deployment(p, &cm).unwrap();
+            d.spec
+                .unwrap()
+                .template
+                .metadata
+                .unwrap()
+                .annotations
+                .unwrap()[super::CONFIG_HASH_ANNOTATION]
+                .clone()
+        };
+        assert_ne!(hash(&a), hash(&b));
+        assert_eq!(hash(&a), hash(&a.clone()));
+    }
+}

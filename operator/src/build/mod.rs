@@ -1,0 +1,197 @@
+//! Pure functions from a `PushGateway` to the objects it should own. No API
+//! calls here, so every field that matters is unit-tested without a cluster.
+
+mod deployment;
+mod objects;
+
+pub use deployment::deployment;
+pub use objects::{config_map, hpa, pdb, pvc, service};
+
+use crate::config::SpecError;
+use crate::crd::PushGateway;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
+use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Service};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
+use kube::{Resource, ResourceExt};
+use std::collections::BTreeMap;
+
+/// Field manager of every server-side apply.
+pub const MANAGER: &str = "pushgate-operator";
+/// Default gateway image repository; the tag is the operator version.
+pub const IMAGE_REPO: &str = "ghcr.io/pushgate/pushgate";
+/// Pod template annotation that rolls pods when the config changes.
+pub const CONFIG_HASH_ANNOTATION: &str = "pushgate.dev/config-hash";
+
+/// Everything one PushGateway owns.
+#[derive(Debug, Clone)]
+pub struct Desired {
+    /// Gateway config file.
+    pub config_map: ConfigMap,
+    /// Stable track.
+    pub deployment: Deployment,
+    /// API + metrics Service.
+    pub service: Service,
+    /// Disruption budget.
+    pub pdb: PodDisruptionBudget,
+    /// Claim of the embedded store, if used.
+    pub pvc: Option<PersistentVolumeClaim>,
+    /// Autoscaler, if autoscaling is set.
+    pub hpa: Option<HorizontalPodAutoscaler>,
+}
+
+/// Builds every owned object, or the first spec error found.
+pub fn desired(pgw: &PushGateway) -> Result<Desired, SpecError> {
+    let config_map = config_map(pgw)?;
+    Ok(Desired {
+        deployment: deployment(pgw, &config_map)?,
+        config_map,
+        service: service(pgw),
+        pdb: pdb(pgw),
+        pvc: pvc(pgw),
+        hpa: hpa(pgw),
+    })
+}
+
+/// Image of the stable track.
+pub fn image(pgw: &PushGateway) -> String {
+    pgw.spec
+        .image
+        .clone()
+        .unwrap_or_else(|| format!("{IMAGE_REPO}:{}", env!("CARGO_PKG_VERSION")))
+}
+
+/// Name of the ConfigMap holding `pushgate.yaml`.
+pub fn config_name(pgw: &PushGateway) -> String {
+    format!("{}-config", pgw.name_any())
+}
+
+/// Name of the embedded store's claim.
+pub fn pvc_name(pgw: &PushGateway) -> String {
+    format!("{}-data", pgw.name_any())
+}
+
+/// In-cluster URL of the HTTP API.
+pub fn url(pgw: &PushGateway) -> String {
+    let port = pgw.spec.service.as_ref().and_then(|s| s.port).unwrap_or(80);
+    let ns = pgw.namespace().unwrap_or_else(|| "default".into());
+    let host = format!("{}.{ns}.svc", pgw.name_any());
+    if port == 80 {
+        format!("http://{host}")
+    } else {
+        format!("http://{host}:{port}")
+    }
+}
+
+/// Labels selecting the stable track's pods.
+pub fn selector_labels(pgw: &PushGateway) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        ("app.kubernetes.io/name".into(), "pushgate".into()),
+        ("app.kubernetes.io/instance".into(), pgw.name_any()),
+        ("pushgate.dev/track".into(), "stable".into()),
+    ])
+}
+
+fn labels(pgw: &PushGateway) -> BTreeMap<String, String> {
+    let mut l = selector_labels(pgw);
+    l.insert("app.kubernetes.io/managed-by".into(), MANAGER.into());
+    l
+}
+
+fn owner_ref(pgw: &PushGateway) -> OwnerReference {
+    // controller_owner_ref only fails without a uid, i.e. for objects never
+    // read from the API; the reconciler only sees stored objects.
+    pgw.controller_owner_ref(&())
+        .unwrap_or_else(|| OwnerReference {
+            api_version: PushGateway::api_version(&()).into(),
+            kind: PushGateway::kind(&()).into(),
+            name: pgw.name_any(),
+            uid: String::new(),
+            controller: Some(true),
+            block_owner_deletion: Some(true),
+        })
+}
+
+/// Metadata shared by all owned objects: name, namespace, labels, owner.
+fn meta(pgw: &PushGateway, name: String) -> ObjectMeta {
+    ObjectMeta {
+        name: Some(name),
+        namespace: pgw.namespace(),
+        labels: Some(labels(pgw)),
+        owner_references: Some(vec![owner_ref(pgw)]),
+        ..Default::default()
+    }
+}
+
+/// Stable FNV-1a, so the config hash does not change between operator builds.
+fn fnv1a(data: &str) -> String {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in data.bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    format!("{h:016x}")
+}
+
+#[cfg(test)]
+pub(crate) mod testutil {
+    use crate::crd::{PushGateway, PushGatewaySpec};
+
+    /// A PushGateway as read from the API (with uid), for builder tests.
+    pub fn pgw(spec: PushGatewaySpec) -> PushGateway {
+        let mut p = PushGateway::new("demo", spec);
+        p.metadata.namespace = Some("ns1".into());
+        p.metadata.uid = Some("uid-1".into());
+        p.metadata.generation = Some(3);
+        p
+    }
+
+    /// Redis-backed spec, the only one allowed to scale.
+    pub fn redis_spec() -> PushGatewaySpec {
+        serde_json::from_value(serde_json::json!({
+            "store": {"redis": {"secretRef": {"name": "redis-url"}}}
+        }))
+        .unwrap()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::testutil::*;
+    use super::*;
+    use crate::crd::PushGatewaySpec;
+
+    #[test]
+    fn every_object_is_owned_by_the_pushgateway() {
+        let d = desired(&pgw(PushGatewaySpec::default())).unwrap();
+        let metas = [
+            &d.config_map.metadata,
+            &d.deployment.metadata,
+            &d.service.metadata,
+            &d.pdb.metadata,
+            &d.pvc.as_ref().unwrap().metadata,
+        ];
+        for m in metas {
+            let o = &m.owner_references.as_ref().unwrap()[0];
+            assert_eq!((o.kind.as_str(), o.uid.as_str()), ("PushGateway", "uid-1"));
+            assert_eq!(o.controller, Some(true));
+            assert_eq!(m.namespace.as_deref(), Some("ns1"));
+        }
+        assert!(d.hpa.is_none());
+    }
+
+    #[test]
+    fn url_uses_service_dns_name() {
+        assert_eq!(url(&pgw(PushGatewaySpec::default())), "http://demo.ns1.svc");
+    }
+
+    #[test]
+    fn default_image_is_pinned_to_operator_version() {
+        let i = image(&pgw(PushGatewaySpec::default()));
+        assert_eq!(
+            i,
+            format!("ghcr.io/pushgate/pushgate:{}", env!("CARGO_PKG_VERSION"))
+        );
+    }
+}

@@ -1,0 +1,234 @@
+//! ConfigMap, Service, PodDisruptionBudget, PVC and HPA.
+
+use super::{config_name, meta, pvc_name, selector_labels};
+use crate::config::{self, SpecError, CONFIG_KEY, METRICS_PORT};
+use crate::crd::PushGateway;
+use k8s_openapi::api::autoscaling::v2::{
+    CrossVersionObjectReference, HorizontalPodAutoscaler, HorizontalPodAutoscalerSpec,
+    MetricIdentifier, MetricSpec, MetricTarget, PodsMetricSource, ResourceMetricSource,
+};
+use k8s_openapi::api::core::v1::{
+    ConfigMap, PersistentVolumeClaim, PersistentVolumeClaimSpec, Service, ServicePort, ServiceSpec,
+    VolumeResourceRequirements,
+};
+use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use kube::ResourceExt;
+use std::collections::BTreeMap;
+
+/// The ConfigMap with the rendered `pushgate.yaml`.
+pub fn config_map(pgw: &PushGateway) -> Result<ConfigMap, SpecError> {
+    Ok(ConfigMap {
+        metadata: meta(pgw, config_name(pgw)),
+        data: Some(BTreeMap::from([(
+            CONFIG_KEY.to_string(),
+            config::render(&pgw.spec)?,
+        )])),
+        ..Default::default()
+    })
+}
+
+/// One Service for the API (named port `http`) and metrics (`metrics`).
+pub fn service(pgw: &PushGateway) -> Service {
+    let s = pgw.spec.service.clone().unwrap_or_default();
+    let mut metadata = meta(pgw, pgw.name_any());
+    metadata.annotations = s.annotations;
+    let port = |name: &str, port: i32, target: &str| ServicePort {
+        name: Some(name.into()),
+        port,
+        target_port: Some(IntOrString::String(target.into())),
+        protocol: Some("TCP".into()),
+        ..Default::default()
+    };
+    Service {
+        metadata,
+        spec: Some(ServiceSpec {
+            type_: Some(s.type_.unwrap_or_else(|| "ClusterIP".into())),
+            selector: Some(selector_labels(pgw)),
+            ports: Some(vec![
+                port("http", s.port.unwrap_or(80), "http"),
+                port("metrics", METRICS_PORT, "metrics"),
+            ]),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// At most one gateway pod voluntarily down at a time.
+pub fn pdb(pgw: &PushGateway) -> PodDisruptionBudget {
+    PodDisruptionBudget {
+        metadata: meta(pgw, pgw.name_any()),
+        spec: Some(PodDisruptionBudgetSpec {
+            max_unavailable: Some(IntOrString::Int(1)),
+            selector: Some(LabelSelector {
+                match_labels: Some(selector_labels(pgw)),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// The embedded store's claim; `None` with a Redis store.
+pub fn pvc(pgw: &PushGateway) -> Option<PersistentVolumeClaim> {
+    if !pgw.spec.embedded_store() {
+        return None;
+    }
+    let e = pgw
+        .spec
+        .store
+        .as_ref()
+        .and_then(|s| s.embedded.clone())
+        .unwrap_or_default();
+    Some(PersistentVolumeClaim {
+        metadata: meta(pgw, pvc_name(pgw)),
+        spec: Some(PersistentVolumeClaimSpec {
+            access_modes: Some(vec!["ReadWriteOnce".into()]),
+            storage_class_name: e.storage_class,
+            resources: Some(VolumeResourceRequirements {
+                requests: Some(BTreeMap::from([(
+                    "storage".to_string(),
+                    e.size.unwrap_or_else(|| Quantity("1Gi".into())),
+                )])),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    })
+}
+
+fn pods_metric(name: &str, average: Quantity) -> MetricSpec {
+    MetricSpec {
+        type_: "Pods".into(),
+        pods: Some(PodsMetricSource {
+            metric: MetricIdentifier {
+                name: name.into(),
+                selector: None,
+            },
+            target: MetricTarget {
+                type_: "AverageValue".into(),
+                average_value: Some(average),
+                ..Default::default()
+            },
+        }),
+        ..Default::default()
+    }
+}
+
+/// autoscaling/v2 HPA on the gateway's own load metrics plus memory.
+pub fn hpa(pgw: &PushGateway) -> Option<HorizontalPodAutoscaler> {
+    let a = pgw.spec.autoscaling.clone()?;
+    let q = |v: Option<Quantity>, d: &str| v.unwrap_or_else(|| Quantity(d.into()));
+    Some(HorizontalPodAutoscaler {
+        metadata: meta(pgw, pgw.name_any()),
+        spec: Some(HorizontalPodAutoscalerSpec {
+            scale_target_ref: CrossVersionObjectReference {
+                api_version: Some("apps/v1".into()),
+                kind: "Deployment".into(),
+                name: pgw.name_any(),
+            },
+            min_replicas: Some(a.min_replicas),
+            max_replicas: a.max_replicas,
+            metrics: Some(vec![
+                pods_metric(
+                    "pushgate_event_loop_lag_seconds",
+                    q(a.target_event_loop_lag, "50m"),
+                ),
+                pods_metric(
+                    "pushgate_subscriber_lag_events",
+                    q(a.target_subscriber_lag, "100"),
+                ),
+                pods_metric(
+                    "pushgate_connections",
+                    q(a.target_connections_per_pod, "5k"),
+                ),
+                MetricSpec {
+                    type_: "Resource".into(),
+                    resource: Some(ResourceMetricSource {
+                        name: "memory".into(),
+                        target: MetricTarget {
+                            type_: "Utilization".into(),
+                            average_utilization: Some(a.target_memory_utilization.unwrap_or(80)),
+                            ..Default::default()
+                        },
+                    }),
+                    ..Default::default()
+                },
+            ]),
+            behavior: a.behavior,
+        }),
+        ..Default::default()
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::testutil::*;
+    use super::*;
+    use crate::crd::PushGatewaySpec;
+
+    #[test]
+    fn hpa_has_gateway_metrics_memory_and_behavior() {
+        let mut spec = redis_spec();
+        spec.autoscaling = serde_json::from_value(serde_json::json!({
+            "minReplicas": 2, "maxReplicas": 7, "targetConnectionsPerPod": "2000",
+            "behavior": {"scaleDown": {"stabilizationWindowSeconds": 120}}
+        }))
+        .unwrap();
+        let h = hpa(&pgw(spec)).unwrap().spec.unwrap();
+        assert_eq!((h.min_replicas, h.max_replicas), (Some(2), 7));
+        assert_eq!(h.scale_target_ref.kind, "Deployment");
+        let m = h.metrics.unwrap();
+        let pods: Vec<_> = m.iter().filter_map(|m| m.pods.as_ref()).collect();
+        let names: Vec<_> = pods.iter().map(|p| p.metric.name.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "pushgate_event_loop_lag_seconds",
+                "pushgate_subscriber_lag_events",
+                "pushgate_connections"
+            ]
+        );
+        assert_eq!(pods[2].target.average_value.as_ref().unwrap().0, "2000");
+        let mem = m.iter().find_map(|m| m.resource.as_ref()).unwrap();
+        assert_eq!(
+            (mem.name.as_str(), mem.target.average_utilization),
+            ("memory", Some(80))
+        );
+        let sd = h.behavior.unwrap().scale_down.unwrap();
+        assert_eq!(sd.stabilization_window_seconds, Some(120));
+    }
+
+    #[test]
+    fn pvc_only_for_embedded_store() {
+        let spec: PushGatewaySpec = serde_json::from_value(serde_json::json!({
+            "store": {"embedded": {"size": "5Gi", "storageClass": "fast"}}
+        }))
+        .unwrap();
+        let p = pvc(&pgw(spec)).unwrap().spec.unwrap();
+        assert_eq!(p.storage_class_name.as_deref(), Some("fast"));
+        assert_eq!(p.resources.unwrap().requests.unwrap()["storage"].0, "5Gi");
+        assert!(pvc(&pgw(redis_spec())).is_none());
+    }
+
+    #[test]
+    fn service_exposes_http_and_metrics() {
+        let s = service(&pgw(PushGatewaySpec::default())).spec.unwrap();
+        let ports: Vec<_> = s
+            .ports
+            .unwrap()
+            .iter()
+            .map(|p| (p.name.clone().unwrap(), p.port))
+            .collect();
+        assert_eq!(
+            ports,
+            [("http".to_string(), 80), ("metrics".to_string(), 9090)]
+        );
+        assert_eq!(s.selector.unwrap()["pushgate.dev/track"], "stable");
+    }
+}

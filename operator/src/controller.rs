@@ -1,0 +1,374 @@
+//! The reconcile loop: desired objects → server-side apply → status + Events.
+
+use crate::build::{self, Desired, MANAGER};
+use crate::config::SpecError;
+use crate::crd::PushGateway;
+use crate::metrics::Metrics;
+use crate::status::{self, Failure};
+use futures_util::StreamExt;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
+use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Service};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::reflector::{self, ObjectRef};
+use kube::runtime::{predicates, watcher, WatchStreamExt};
+use kube::{Api, Client, Resource, ResourceExt};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use std::collections::HashMap;
+use std::fmt::Debug;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// Label put on every owned object; also narrows the operator's watches.
+const MANAGED_SELECTOR: &str = "app.kubernetes.io/managed-by=pushgate-operator";
+/// Periodic resync of healthy objects.
+const RESYNC: Duration = Duration::from_secs(300);
+/// First and largest retry delay after a failed reconcile.
+const BACKOFF_BASE: Duration = Duration::from_secs(1);
+const BACKOFF_MAX: Duration = Duration::from_secs(300);
+
+/// Why a reconcile failed.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The spec passed the CRD schema but cannot be rendered.
+    #[error("invalid spec: {0}")]
+    Spec(#[from] SpecError),
+    /// An API call failed.
+    #[error("{action}: {source}")]
+    Kube {
+        /// What was being done.
+        action: String,
+        /// The API error.
+        source: kube::Error,
+    },
+}
+
+impl Error {
+    /// CamelCase reason for conditions, Events and metrics.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Error::Spec(_) => "InvalidSpec",
+            Error::Kube { .. } => "ApplyFailed",
+        }
+    }
+}
+
+/// Shared state of all reconciles.
+pub struct Context {
+    client: Client,
+    recorder: Recorder,
+    metrics: Metrics,
+    failures: Mutex<HashMap<ObjectRef<PushGateway>, u32>>,
+}
+
+impl Context {
+    /// A context publishing Events as `pushgate-operator` / `instance`.
+    pub fn new(client: Client, metrics: Metrics, instance: String) -> Self {
+        let reporter = Reporter {
+            controller: MANAGER.into(),
+            instance: Some(instance),
+        };
+        Self {
+            recorder: Recorder::new(client.clone(), reporter),
+            client,
+            metrics,
+            failures: Mutex::default(),
+        }
+    }
+
+    async fn event(
+        &self,
+        pgw: &PushGateway,
+        type_: EventType,
+        reason: &str,
+        action: &str,
+        note: String,
+    ) {
+        let ev = Event {
+            type_,
+            reason: reason.into(),
+            note: Some(note),
+            action: action.into(),
+            secondary: None,
+        };
+        if let Err(e) = self.recorder.publish(&ev, &pgw.object_ref(&())).await {
+            tracing::warn!(error = %e, "publishing event failed");
+        }
+    }
+}
+
+fn kube_err(action: impl Into<String>) -> impl FnOnce(kube::Error) -> Error {
+    let action = action.into();
+    move |source| Error::Kube { action, source }
+}
+
+/// Applies one object with the operator's field manager and reports
+/// creation or change as an Event. Returns the object as stored.
+async fn apply<K>(ctx: &Context, pgw: &PushGateway, obj: &K) -> Result<K, Error>
+where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + Debug
+        + Serialize
+        + DeserializeOwned,
+{
+    let ns = pgw.namespace().unwrap_or_default();
+    let api: Api<K> = Api::namespaced(ctx.client.clone(), &ns);
+    let name = obj.name_any();
+    let what = format!("{} {name}", K::kind(&()));
+    let before = api
+        .get_opt(&name)
+        .await
+        .map_err(kube_err(format!("reading {what}")))?
+        .and_then(|o| o.resource_version());
+    let params = PatchParams::apply(MANAGER).force();
+    let after = api
+        .patch(&name, &params, &Patch::Apply(obj))
+        .await
+        .map_err(kube_err(format!("applying {what}")))?;
+    match before {
+        None => {
+            ctx.event(
+                pgw,
+                EventType::Normal,
+                "Created",
+                "Apply",
+                format!("created {what}"),
+            )
+            .await
+        }
+        Some(rv) if after.resource_version().as_deref() != Some(rv.as_str()) => {
+            ctx.event(
+                pgw,
+                EventType::Normal,
+                "Updated",
+                "Apply",
+                format!("updated {what}"),
+            )
+            .await
+        }
+        Some(_) => {}
+    }
+    Ok(after)
+}
+
+/// Deletes an object this operator owns but no longer wants (e.g. the HPA
+/// after autoscaling was removed).
+async fn remove<K>(ctx: &Context, pgw: &PushGateway, name: &str) -> Result<(), Error>
+where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + Debug
+        + DeserializeOwned,
+{
+    let api: Api<K> = Api::namespaced(ctx.client.clone(), &pgw.namespace().unwrap_or_default());
+    let what = format!("{} {name}", K::kind(&()));
+    let Some(obj) = api
+        .get_opt(name)
+        .await
+        .map_err(kube_err(format!("reading {what}")))?
+    else {
+        return Ok(());
+    };
+    let ours = obj
+        .owner_references()
+        .iter()
+        .any(|o| Some(&o.uid) == pgw.uid().as_ref());
+    if ours {
+        api.delete(name, &DeleteParams::default())
+            .await
+            .map_err(kube_err(format!("deleting {what}")))?;
+        ctx.event(
+            pgw,
+            EventType::Normal,
+            "Deleted",
+            "Delete",
+            format!("deleted {what}"),
+        )
+        .await;
+    }
+    Ok(())
+}
+
+async fn apply_all(ctx: &Context, pgw: &PushGateway, d: &Desired) -> Result<Deployment, Error> {
+    apply(ctx, pgw, &d.config_map).await?;
+    if let Some(pvc) = &d.pvc {
+        apply(ctx, pgw, pvc).await?;
+    }
+    let dep = apply(ctx, pgw, &d.deployment).await?;
+    apply(ctx, pgw, &d.service).await?;
+    apply(ctx, pgw, &d.pdb).await?;
+    match &d.hpa {
+        Some(h) => {
+            apply(ctx, pgw, h).await?;
+        }
+        None => remove::<HorizontalPodAutoscaler>(ctx, pgw, &pgw.name_any()).await?,
+    }
+    Ok(dep)
+}
+
+async fn write_status(
+    ctx: &Context,
+    pgw: &PushGateway,
+    dep: Option<&Deployment>,
+    failure: Option<&Failure>,
+) -> Result<(), Error> {
+    let api: Api<PushGateway> =
+        Api::namespaced(ctx.client.clone(), &pgw.namespace().unwrap_or_default());
+    let status = status::compute(pgw, dep, failure, &Timestamp::now().to_string());
+    if pgw.status.as_ref() == Some(&status) {
+        return Ok(());
+    }
+    let patch = serde_json::json!({
+        "apiVersion": PushGateway::api_version(&()),
+        "kind": PushGateway::kind(&()),
+        "status": status,
+    });
+    api.patch_status(
+        &pgw.name_any(),
+        &PatchParams::apply(MANAGER).force(),
+        &Patch::Apply(&patch),
+    )
+    .await
+    .map_err(kube_err("writing status"))?;
+    Ok(())
+}
+
+async fn reconcile_inner(pgw: &PushGateway, ctx: &Context) -> Result<(), Error> {
+    let result = match build::desired(pgw) {
+        Ok(d) => apply_all(ctx, pgw, &d).await,
+        Err(e) => Err(e.into()),
+    };
+    match result {
+        Ok(dep) => write_status(ctx, pgw, Some(&dep), None).await,
+        Err(err) => {
+            let failure = Failure {
+                reason: err.reason().into(),
+                message: err.to_string(),
+            };
+            let dep = Api::<Deployment>::namespaced(
+                ctx.client.clone(),
+                &pgw.namespace().unwrap_or_default(),
+            )
+            .get_opt(&pgw.name_any())
+            .await
+            .ok()
+            .flatten();
+            ctx.event(
+                pgw,
+                EventType::Warning,
+                err.reason(),
+                "Reconcile",
+                err.to_string(),
+            )
+            .await;
+            if let Err(e) = write_status(ctx, pgw, dep.as_ref(), Some(&failure)).await {
+                tracing::warn!(error = %e, "could not record failure in status");
+            }
+            Err(err)
+        }
+    }
+}
+
+/// Reconciles one PushGateway; called by the controller runtime.
+pub async fn reconcile(pgw: Arc<PushGateway>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let start = Instant::now();
+    let result = reconcile_inner(&pgw, &ctx).await;
+    let outcome = if result.is_ok() { "ok" } else { "error" };
+    ctx.metrics.reconciles.with_label_values(&[outcome]).inc();
+    ctx.metrics
+        .duration
+        .with_label_values(&[outcome])
+        .observe(start.elapsed().as_secs_f64());
+    result?;
+    ctx.failures
+        .lock()
+        .unwrap()
+        .remove(&ObjectRef::from_obj(&*pgw));
+    Ok(Action::requeue(RESYNC))
+}
+
+/// Delay before retry `n` (1-based): doubling from 1s, capped at 5 minutes.
+pub fn backoff(n: u32) -> Duration {
+    BACKOFF_BASE
+        .saturating_mul(1u32 << n.saturating_sub(1).min(16))
+        .min(BACKOFF_MAX)
+}
+
+/// Per-object exponential backoff after a failed reconcile.
+pub fn error_policy(pgw: Arc<PushGateway>, err: &Error, ctx: Arc<Context>) -> Action {
+    ctx.metrics.errors.with_label_values(&[err.reason()]).inc();
+    let mut failures = ctx.failures.lock().unwrap();
+    let n = failures.entry(ObjectRef::from_obj(&*pgw)).or_insert(0);
+    *n += 1;
+    let delay = backoff(*n);
+    tracing::warn!(name = %pgw.name_any(), error = %err, retry_in = ?delay, "reconcile failed");
+    Action::requeue(delay)
+}
+
+fn api<K>(client: &Client, namespace: Option<&str>) -> Api<K>
+where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,
+{
+    match namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    }
+}
+
+/// Runs the controller until a shutdown signal arrives.
+pub async fn run(
+    client: Client,
+    namespace: Option<String>,
+    ctx: Arc<Context>,
+) -> anyhow::Result<()> {
+    let ns = namespace.as_deref();
+    let pgws: Api<PushGateway> = api(&client, ns);
+    if let Err(e) = pgws.list(&ListParams::default().limit(1)).await {
+        anyhow::bail!("cannot list PushGateways ({e}); is the CRD installed? kubectl apply -f crds/pushgate.dev_pushgateways.yaml");
+    }
+    let (reader, writer) = reflector::store();
+    // Status writes do not bump metadata.generation, so filtering on it keeps
+    // the operator's own status updates from triggering another reconcile.
+    let stream = watcher(pgws, watcher::Config::default())
+        .default_backoff()
+        .reflect(writer)
+        .applied_objects()
+        .predicate_filter(predicates::generation, Default::default());
+    let owned = || watcher::Config::default().labels(MANAGED_SELECTOR);
+    Controller::for_stream(stream, reader)
+        .owns(api::<ConfigMap>(&client, ns), owned())
+        .owns(api::<Deployment>(&client, ns), owned())
+        .owns(api::<Service>(&client, ns), owned())
+        .owns(api::<PodDisruptionBudget>(&client, ns), owned())
+        .owns(api::<PersistentVolumeClaim>(&client, ns), owned())
+        .owns(api::<HorizontalPodAutoscaler>(&client, ns), owned())
+        .shutdown_on_signal()
+        .run(reconcile, error_policy, ctx)
+        .for_each(|r| async move {
+            if let Err(e) = r {
+                tracing::debug!(error = %e, "reconcile result");
+            }
+        })
+        .await;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::backoff;
+    use std::time::Duration;
+
+    #[test]
+    fn backoff_doubles_and_caps() {
+        assert_eq!(backoff(1), Duration::from_secs(1));
+        assert_eq!(backoff(2), Duration::from_secs(2));
+        assert_eq!(backoff(5), Duration::from_secs(16));
+        assert_eq!(backoff(30), Duration::from_secs(300));
+    }
+}

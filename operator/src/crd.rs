@@ -1,0 +1,358 @@
+//! The `PushGateway` custom resource (group `pushgate.dev`, version `v1alpha1`).
+//!
+//! CEL rules live on the structs they constrain so `kubectl apply` rejects
+//! impossible specs with a message a person understands.
+
+use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscalerBehavior;
+use k8s_openapi::api::core::v1::{ResourceRequirements, Sysctl, Toleration};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use kube::CustomResource;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// Desired state of one pushgate deployment.
+// Several printer columns share `type_ = "string"`, which the lint misreads
+// as a repeated attribute.
+#[allow(clippy::duplicated_attributes)]
+#[derive(CustomResource, Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[kube(
+    group = "pushgate.dev",
+    version = "v1alpha1",
+    kind = "PushGateway",
+    namespaced,
+    shortname = "pgw",
+    status = "PushGatewayStatus",
+    derive = "PartialEq",
+    derive = "Default",
+    doc = "A pushgate SSE push gateway managed by pushgate-operator",
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].status"
+    ),
+    printcolumn(
+        name = "Replicas",
+        type_ = "integer",
+        json_path = ".status.readyReplicas"
+    ),
+    printcolumn(name = "Canary", type_ = "string", json_path = ".spec.canary.image"),
+    printcolumn(name = "Weight", type_ = "integer", json_path = ".spec.canary.weight"),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
+)]
+#[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [
+    {
+        "rule": "!(!has(self.store) || has(self.store.embedded)) || !has(self.replicas) || self.replicas <= 1",
+        "message": "store.embedded keeps events on a single pod's volume, so replicas must be 1; use store.redis to run more replicas"
+    },
+    {
+        "rule": "!(!has(self.store) || has(self.store.embedded)) || !has(self.autoscaling)",
+        "message": "autoscaling needs a shared store: store.embedded cannot be autoscaled; use store.redis"
+    },
+    {
+        "rule": "!has(self.canary) || (has(self.store) && has(self.store.redis))",
+        "message": "canary needs a shared store (store.redis) so both tracks serve the same events"
+    }
+]))]
+pub struct PushGatewaySpec {
+    /// Gateway image; defaults to ghcr.io/pushgate/pushgate:<operator version>.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
+    /// Number of gateway pods when autoscaling is not set (default 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0))]
+    pub replicas: Option<i32>,
+    /// Container resource requests and limits.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourceRequirements>,
+    /// Where events are stored; the embedded store is used when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub store: Option<StoreSpec>,
+    /// How long and how many events each topic keeps.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retention: Option<RetentionSpec>,
+    /// Stream delivery tuning.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delivery: Option<DeliverySpec>,
+    /// Per-pod limits.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limits: Option<LimitsSpec>,
+    /// Horizontal autoscaling; requires store.redis.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub autoscaling: Option<AutoscalingSpec>,
+    /// Canary track routed by trace-id hash; requires store.redis.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub canary: Option<CanarySpec>,
+    /// The Service in front of the gateway pods.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service: Option<ServiceSpec>,
+    /// Extra pod settings.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod_overrides: Option<PodOverrides>,
+}
+
+/// Event store: exactly one of `embedded` or `redis`.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [
+    {
+        "rule": "has(self.embedded) != has(self.redis)",
+        "message": "store: set exactly one of embedded or redis"
+    }
+]))]
+pub struct StoreSpec {
+    /// Single-pod store on a PersistentVolumeClaim.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub embedded: Option<EmbeddedStore>,
+    /// Shared Redis store; the URL comes from a Secret.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redis: Option<RedisStore>,
+}
+
+/// PersistentVolumeClaim settings of the embedded store.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct EmbeddedStore {
+    /// Volume size (default 1Gi).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size: Option<Quantity>,
+    /// StorageClass of the claim; the cluster default when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storage_class: Option<String>,
+}
+
+/// Redis store whose `redis://` URL is read from a Secret.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RedisStore {
+    /// Secret (same namespace) holding the URL.
+    pub secret_ref: SecretKeyRef,
+}
+
+/// A key in a Secret of the PushGateway's namespace.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SecretKeyRef {
+    /// Secret name.
+    pub name: String,
+    /// Key inside the Secret (default `url`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+}
+
+/// Retention per topic.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RetentionSpec {
+    /// Events kept per topic.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_events: Option<u64>,
+    /// Oldest event kept, as a duration like `24h`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_age: Option<String>,
+}
+
+/// Delivery tuning; durations are strings like `15s`.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DeliverySpec {
+    /// Interval of SSE heartbeat comments.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub heartbeat: Option<String>,
+    /// `retry:` hint sent to clients.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry: Option<String>,
+    /// Per-subscriber queue length.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub queue_size: Option<u32>,
+    /// Time streams get to finish on shutdown.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drain_window: Option<String>,
+}
+
+/// Per-pod limits of the gateway.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct LimitsSpec {
+    /// Largest accepted publish body.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_body_bytes: Option<u64>,
+    /// Topics one stream may subscribe to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_topics_per_stream: Option<u32>,
+    /// Events per batch publish.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_batch: Option<u32>,
+    /// Concurrent streams per pod.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_connections: Option<u32>,
+    /// New streams accepted per second.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub accept_rate: Option<u32>,
+    /// Publishes accepted per second.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub publish_rate: Option<u32>,
+}
+
+/// HorizontalPodAutoscaler settings.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [
+    {
+        "rule": "self.minReplicas <= self.maxReplicas",
+        "message": "autoscaling.minReplicas must not be greater than autoscaling.maxReplicas"
+    }
+]))]
+pub struct AutoscalingSpec {
+    /// Lower bound of replicas.
+    #[schemars(range(min = 1))]
+    pub min_replicas: i32,
+    /// Upper bound of replicas.
+    #[schemars(range(min = 1))]
+    pub max_replicas: i32,
+    /// Average event-loop lag per pod (default `50m`, i.e. 50ms).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_event_loop_lag: Option<Quantity>,
+    /// Average subscriber lag in events per pod (default 100).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_subscriber_lag: Option<Quantity>,
+    /// Average open streams per pod (default 5000).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_connections_per_pod: Option<Quantity>,
+    /// Average memory utilisation in percent of requests (default 80).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_memory_utilization: Option<i32>,
+    /// Passed through to the HPA's `spec.behavior`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub behavior: Option<HorizontalPodAutoscalerBehavior>,
+}
+
+/// Canary track (reconciled by a later version of the operator).
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [
+    {
+        "rule": "self.weight >= 0 && self.weight <= 100",
+        "message": "canary.weight is the percentage of streams sent to the canary and must be between 0 and 100"
+    }
+]))]
+pub struct CanarySpec {
+    /// Image of the canary track.
+    pub image: String,
+    /// Percentage of streams routed to the canary.
+    pub weight: i32,
+    /// How streams are assigned to a track.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hash: Option<CanaryHash>,
+}
+
+/// Routing-key settings for the canary split.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CanaryHash {
+    /// Header used as routing key when there is no `traceparent`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub header: Option<String>,
+    /// Salt mixed into the hash; changing it reshuffles buckets.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub salt: Option<String>,
+    /// Header that forces a track (`stable` or `canary`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub override_header: Option<String>,
+}
+
+/// Service settings.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ServiceSpec {
+    /// Service type (default ClusterIP).
+    #[serde(default, rename = "type", skip_serializing_if = "Option::is_none")]
+    pub type_: Option<String>,
+    /// Service port of the HTTP API (default 80).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 65535))]
+    pub port: Option<i32>,
+    /// Extra Service annotations.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub annotations: Option<BTreeMap<String, String>>,
+}
+
+/// Pod template overrides.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PodOverrides {
+    /// Extra pod labels.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub labels: Option<BTreeMap<String, String>>,
+    /// Extra pod annotations.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub annotations: Option<BTreeMap<String, String>>,
+    /// Node selector.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_selector: Option<BTreeMap<String, String>>,
+    /// Tolerations.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tolerations: Option<Vec<Toleration>>,
+    /// Priority class.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub priority_class_name: Option<String>,
+    /// Namespaced sysctls, e.g. `net.ipv4.ip_local_port_range`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sysctls: Option<Vec<Sysctl>>,
+}
+
+/// Observed state written by the operator.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PushGatewayStatus {
+    /// `metadata.generation` this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// `Ready`, `Progressing`, `Degraded`.
+    #[serde(default)]
+    pub conditions: Vec<Condition>,
+    /// Desired gateway pods.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replicas: Option<i32>,
+    /// Ready gateway pods.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ready_replicas: Option<i32>,
+    /// Image of the stable track.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
+    /// In-cluster URL of the HTTP API.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+}
+
+/// A status condition in the usual Kubernetes shape.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Condition {
+    /// Condition type.
+    #[serde(rename = "type")]
+    pub type_: String,
+    /// `True`, `False` or `Unknown`.
+    pub status: String,
+    /// CamelCase reason.
+    pub reason: String,
+    /// Human-readable detail.
+    pub message: String,
+    /// RFC 3339 time of the last status change.
+    pub last_transition_time: String,
+    /// Generation the condition was computed for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+}
+
+impl PushGatewaySpec {
+    /// True when the single-pod embedded store is used (also the default).
+    pub fn embedded_store(&self) -> bool {
+        self.store.as_ref().is_none_or(|s| s.redis.is_none())
+    }
+}

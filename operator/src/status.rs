@@ -1,0 +1,229 @@
+//! Status computed from the observed Deployment: a pure function, so the
+//! condition logic is tested without a cluster.
+
+use crate::build;
+use crate::crd::{Condition, PushGateway, PushGatewayStatus};
+use k8s_openapi::api::apps::v1::Deployment;
+
+/// A reconcile failure to surface as `Degraded=True`.
+#[derive(Debug, Clone)]
+pub struct Failure {
+    /// CamelCase reason, e.g. `InvalidSpec`.
+    pub reason: String,
+    /// Human-readable message.
+    pub message: String,
+}
+
+struct Rollout {
+    desired: i32,
+    ready: i32,
+    done: bool,
+}
+
+fn rollout(dep: Option<&Deployment>) -> Rollout {
+    let Some(d) = dep else {
+        return Rollout {
+            desired: 0,
+            ready: 0,
+            done: false,
+        };
+    };
+    let desired = d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
+    let st = d.status.clone().unwrap_or_default();
+    let ready = st.ready_replicas.unwrap_or(0);
+    let current = st.observed_generation >= d.metadata.generation;
+    let updated = st.updated_replicas.unwrap_or(0) >= desired;
+    // Old pods still terminating mean the rollout has not settled.
+    let settled = st.replicas.unwrap_or(0) <= desired;
+    Rollout {
+        desired,
+        ready,
+        done: current && updated && settled && ready >= desired && desired > 0,
+    }
+}
+
+fn condition(
+    prev: &[Condition],
+    type_: &str,
+    ok: bool,
+    reason: &str,
+    message: String,
+    generation: Option<i64>,
+    now: &str,
+) -> Condition {
+    let status = if ok { "True" } else { "False" };
+    // Keep the transition time unless the status flipped, so an unchanged
+    // status is a no-op write (no new resourceVersion, no reconcile loop).
+    let last = prev
+        .iter()
+        .find(|c| c.type_ == type_ && c.status == status)
+        .map(|c| c.last_transition_time.clone())
+        .unwrap_or_else(|| now.to_string());
+    Condition {
+        type_: type_.into(),
+        status: status.into(),
+        reason: reason.into(),
+        message,
+        last_transition_time: last,
+        observed_generation: generation,
+    }
+}
+
+/// The status to write after a reconcile attempt.
+pub fn compute(
+    pgw: &PushGateway,
+    dep: Option<&Deployment>,
+    failure: Option<&Failure>,
+    now: &str,
+) -> PushGatewayStatus {
+    let prev = pgw.status.clone().unwrap_or_default().conditions;
+    let generation = pgw.metadata.generation;
+    let r = rollout(dep);
+    let ready_msg = format!("{}/{} gateway pods ready", r.ready, r.desired);
+    let (ready_reason, progressing_reason) = if r.done {
+        ("AllReplicasReady", "RolloutComplete")
+    } else {
+        ("ReplicasNotReady", "RollingOut")
+    };
+    let degraded = match failure {
+        Some(f) => condition(
+            &prev,
+            "Degraded",
+            true,
+            &f.reason,
+            f.message.clone(),
+            generation,
+            now,
+        ),
+        None => condition(
+            &prev,
+            "Degraded",
+            false,
+            "ReconcileSucceeded",
+            "all objects applied".into(),
+            generation,
+            now,
+        ),
+    };
+    let ok = r.done && failure.is_none();
+    PushGatewayStatus {
+        observed_generation: generation,
+        conditions: vec![
+            condition(
+                &prev,
+                "Ready",
+                ok,
+                if failure.is_some() {
+                    "Degraded"
+                } else {
+                    ready_reason
+                },
+                ready_msg.clone(),
+                generation,
+                now,
+            ),
+            condition(
+                &prev,
+                "Progressing",
+                !r.done,
+                progressing_reason,
+                ready_msg,
+                generation,
+                now,
+            ),
+            degraded,
+        ],
+        replicas: dep.map(|_| r.desired),
+        ready_replicas: Some(r.ready),
+        image: Some(build::image(pgw)),
+        url: Some(build::url(pgw)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::build::testutil::pgw;
+    use crate::crd::PushGatewaySpec;
+    use k8s_openapi::api::apps::v1::{DeploymentSpec, DeploymentStatus};
+
+    fn dep(replicas: i32, ready: i32) -> Deployment {
+        let mut d = Deployment {
+            spec: Some(DeploymentSpec {
+                replicas: Some(replicas),
+                ..Default::default()
+            }),
+            status: Some(DeploymentStatus {
+                observed_generation: Some(1),
+                replicas: Some(replicas),
+                updated_replicas: Some(replicas),
+                ready_replicas: Some(ready),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        d.metadata.generation = Some(1);
+        d
+    }
+
+    fn get<'a>(s: &'a PushGatewayStatus, t: &str) -> &'a Condition {
+        s.conditions.iter().find(|c| c.type_ == t).unwrap()
+    }
+
+    #[test]
+    fn ready_when_all_replicas_ready() {
+        let s = compute(
+            &pgw(PushGatewaySpec::default()),
+            Some(&dep(1, 1)),
+            None,
+            "t0",
+        );
+        assert_eq!(get(&s, "Ready").status, "True");
+        assert_eq!(get(&s, "Progressing").status, "False");
+        assert_eq!(get(&s, "Degraded").status, "False");
+        assert_eq!(s.observed_generation, Some(3));
+        assert_eq!(s.ready_replicas, Some(1));
+    }
+
+    #[test]
+    fn not_ready_while_rolling_out() {
+        let s = compute(
+            &pgw(PushGatewaySpec::default()),
+            Some(&dep(2, 1)),
+            None,
+            "t0",
+        );
+        assert_eq!(get(&s, "Ready").status, "False");
+        assert_eq!(get(&s, "Progressing").status, "True");
+    }
+
+    #[test]
+    fn failure_is_degraded_with_reason() {
+        let f = Failure {
+            reason: "InvalidSpec".into(),
+            message: "bad".into(),
+        };
+        let s = compute(
+            &pgw(PushGatewaySpec::default()),
+            Some(&dep(1, 1)),
+            Some(&f),
+            "t0",
+        );
+        let d = get(&s, "Degraded");
+        assert_eq!(
+            (d.status.as_str(), d.reason.as_str(), d.message.as_str()),
+            ("True", "InvalidSpec", "bad")
+        );
+        assert_eq!(get(&s, "Ready").status, "False");
+    }
+
+    #[test]
+    fn transition_time_kept_when_status_unchanged() {
+        let mut p = pgw(PushGatewaySpec::default());
+        p.status = Some(compute(&p, Some(&dep(1, 1)), None, "t0"));
+        let again = compute(&p, Some(&dep(1, 1)), None, "t1");
+        assert_eq!(Some(&again), p.status.as_ref());
+        let flipped = compute(&p, Some(&dep(1, 0)), None, "t2");
+        assert_eq!(get(&flipped, "Ready").last_transition_time, "t2");
+    }
+}

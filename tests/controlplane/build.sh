@@ -1,0 +1,111 @@
+#!/usr/bin/env bash
+# Builds the pinned Kubernetes control plane used by the operator tests from Go
+# modules (no release downloads are possible here) into
+#   $PUSHGATE_K8S_CACHE/<k8s version>/bin   (default $HOME/.cache/pushgate-k8s)
+# Idempotent: binaries already present are skipped. Prints the bin dir last.
+# Usage: bash tests/controlplane/build.sh
+set -euo pipefail
+
+# One Kubernetes minor everywhere; must match the k8s-openapi feature of the
+# operator crate (v1_34).
+K8S_VERSION="v1.34.4"
+ETCD_VERSION="v3.6.16"
+KWOK_VERSION="v0.8.0"
+
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+cache="${PUSHGATE_K8S_CACHE:-$HOME/.cache/pushgate-k8s}"
+bin="$cache/$K8S_VERSION/bin"
+work="$cache/$K8S_VERSION/work"
+mkdir -p "$bin" "$work"
+
+export GOTOOLCHAIN=local
+export GOFLAGS=-mod=mod
+export CGO_ENABLED=0
+export GOMODCACHE="$cache/gomod"
+export GOCACHE="$cache/gobuild"
+export GOPATH="$cache/gopath"
+export GOPROXY="${GOPROXY:-https://proxy.golang.org,direct}"
+
+fail() { echo "controlplane/build.sh: FAILED: $*" >&2; exit 1; }
+command -v go >/dev/null || fail "the Go toolchain (go) is not on PATH; install Go >= 1.24"
+have() { [ -x "$bin/$1" ]; }
+stamp() { date +%s; }
+t_all=$(stamp)
+
+# --- etcd: wrapper module around etcdmain.Main --------------------------------
+if ! have etcd; then
+  echo "==> building etcd $ETCD_VERSION"
+  t=$(stamp)
+  d="$work/etcd"; rm -rf "$d"; mkdir -p "$d"; cp "$here/etcd/main.go" "$d/"
+  ( cd "$d"
+    go mod init pushgate.dev/controlplane/etcd >/dev/null 2>&1
+    go get "go.etcd.io/etcd/server/v3@$ETCD_VERSION"
+    go mod tidy
+    go build -trimpath -ldflags "-s -w" -o "$bin/etcd" .
+  ) || fail "etcd build"
+  echo "    etcd built in $(( $(stamp) - t ))s"
+fi
+
+# --- Kubernetes components: wrapper module replacing every staging module -----
+k8s_cmds=(kube-apiserver kube-controller-manager kube-scheduler kubectl)
+missing=()
+for c in "${k8s_cmds[@]}"; do have "$c" || missing+=("$c"); done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "==> building ${missing[*]} $K8S_VERSION"
+  t=$(stamp)
+  d="$work/k8s"; mkdir -p "$d"
+  minor="${K8S_VERSION#v1.}"; minor="${minor%%.*}"
+  staging_version="v0.${K8S_VERSION#v1.}"
+  ( cd "$d"
+    modfile=$(go mod download -json "k8s.io/kubernetes@$K8S_VERSION" | sed -n 's/.*"GoMod": "\(.*\)".*/\1/p')
+    [ -f "$modfile" ] || fail "could not download go.mod of k8s.io/kubernetes@$K8S_VERSION"
+    {
+      echo "module pushgate.dev/controlplane/k8s"
+      echo
+      echo "go 1.24.0"
+      echo
+      echo "replace ("
+      # Every staging module k8s.io/kubernetes replaces with ./staging/...
+      sed -n 's#^[[:space:]]*\(k8s.io/[a-z0-9-]*\) => ./staging/.*#\t\1 => \1 '"$staging_version"'#p' "$modfile"
+      echo ")"
+    } > go.mod
+    cat > tools.go <<'GO'
+//go:build tools
+
+// Package tools pins the Kubernetes commands this module builds.
+package tools
+
+import (
+	_ "k8s.io/kubernetes/cmd/kube-apiserver"
+	_ "k8s.io/kubernetes/cmd/kube-controller-manager"
+	_ "k8s.io/kubernetes/cmd/kube-scheduler"
+	_ "k8s.io/kubernetes/cmd/kubectl"
+)
+GO
+    go get "k8s.io/kubernetes@$K8S_VERSION"
+    pkg="k8s.io/component-base/version"
+    cgo="k8s.io/client-go/pkg/version"
+    ld="-s -w"
+    for p in "$pkg" "$cgo"; do
+      ld="$ld -X $p.gitVersion=$K8S_VERSION -X $p.gitMajor=1 -X $p.gitMinor=$minor -X $p.gitTreeState=clean -X $p.buildDate=1970-01-01T00:00:00Z"
+    done
+    pkgs=()
+    for c in "${missing[@]}"; do pkgs+=("k8s.io/kubernetes/cmd/$c"); done
+    go build -trimpath -tags selinux,notest -ldflags "$ld" -o "$bin/" "${pkgs[@]}"
+  ) || fail "kubernetes build (${missing[*]})"
+  echo "    ${missing[*]} built in $(( $(stamp) - t ))s"
+fi
+
+# --- kwok: fake kubelet, no replace directives ---------------------------------
+if ! have kwok; then
+  echo "==> building kwok $KWOK_VERSION"
+  t=$(stamp)
+  GOBIN="$bin" GOFLAGS= go install -trimpath -ldflags "-s -w" "sigs.k8s.io/kwok/cmd/kwok@$KWOK_VERSION" \
+    || fail "kwok build"
+  echo "    kwok built in $(( $(stamp) - t ))s"
+fi
+
+for c in etcd "${k8s_cmds[@]}" kwok; do have "$c" || fail "$bin/$c missing after build"; done
+echo "==> control plane ready in $(( $(stamp) - t_all ))s:"
+( cd "$bin" && ls -l etcd "${k8s_cmds[@]}" kwok | awk '{printf "    %-26s %6.1f MiB\n", $9, $5/1048576}' )
+echo "$bin"
