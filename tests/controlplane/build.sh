@@ -105,6 +105,22 @@ if ! have kwok; then
   echo "    kwok built in $(( $(stamp) - t ))s"
 fi
 
+# --- kwok stages: pod/node lifecycles from the same pinned module ------------
+stages="$cache/$K8S_VERSION/kwok-stages.yaml"
+if [ ! -s "$stages" ]; then
+  src="$GOMODCACHE/sigs.k8s.io/kwok@$KWOK_VERSION/kustomize/stage"
+  [ -d "$src" ] || GOFLAGS= go mod download "sigs.k8s.io/kwok@$KWOK_VERSION" || fail "downloading kwok stages"
+  tmp="$stages.tmp"; : > "$tmp"
+  for f in node/fast/node-initialize.yaml node/heartbeat/node-heartbeat.yaml \
+           pod/general/pod-create.yaml pod/general/pod-init-container-running.yaml \
+           pod/general/pod-init-container-completed.yaml pod/general/pod-ready.yaml \
+           pod/general/pod-complete.yaml pod/general/pod-delete.yaml; do
+    [ -f "$src/$f" ] || fail "kwok stage $f not found in $src"
+    { echo "---"; cat "$src/$f"; } >> "$tmp"
+  done
+  mv "$tmp" "$stages"
+fi
+
 for c in etcd "${k8s_cmds[@]}" kwok; do have "$c" || fail "$bin/$c missing after build"; done
 echo "==> control plane ready in $(( $(stamp) - t_all ))s:"
 ( cd "$bin" && ls -l etcd "${k8s_cmds[@]}" kwok | awk '{printf "    %-26s %6.1f MiB\n", $9, $5/1048576}' )

@@ -1,0 +1,693 @@
+//! Real kube-apiserver + etcd (+ controller-manager, scheduler, kwok) on loopback.
+//!
+//! Binaries come from `tests/controlplane/build.sh` (Go-built, cached under
+//! `$HOME/.cache/pushgate-k8s`). One control plane is shared by all tests of a
+//! test binary ([`ControlPlane::shared`]); tests isolate themselves with a
+//! unique namespace each ([`ControlPlane::namespace`]).
+
+use anyhow::{bail, Context as _};
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+/// Name of the fake node kwok manages.
+pub const NODE: &str = "kwok-node-0";
+
+/// A running control plane; everything is killed and removed on drop.
+pub struct ControlPlane {
+    dir: Mutex<Option<tempfile::TempDir>>,
+    root: PathBuf,
+    bin: PathBuf,
+    kubeconfig: PathBuf,
+    children: Mutex<Vec<(String, Child)>>,
+}
+
+/// Location of the build script, which also reports where the binaries are.
+pub fn build_script() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("controlplane/build.sh")
+}
+
+/// Runs the (idempotent) build script and returns the bin directory.
+pub fn bin_dir() -> anyhow::Result<PathBuf> {
+    let script = build_script();
+    let out = Command::new("bash")
+        .arg(&script)
+        .stderr(Stdio::inherit())
+        .output()
+        .with_context(|| format!("running {}", script.display()))?;
+    if !out.status.success() {
+        bail!(
+            "control-plane build failed ({}); run `bash {}` and fix the error it prints",
+            out.status,
+            script.display()
+        );
+    }
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let dir = PathBuf::from(stdout.lines().last().unwrap_or_default().trim());
+    if !dir.join("kube-apiserver").exists() {
+        bail!("build script did not report a bin dir with kube-apiserver: {stdout}");
+    }
+    Ok(dir)
+}
+
+/// A loopback port that was free a moment ago.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("bind an ephemeral loopback port")
+}
+
+fn run(cmd: &mut Command) -> anyhow::Result<Output> {
+    let out = cmd.output().with_context(|| format!("spawning {cmd:?}"))?;
+    if !out.status.success() {
+        bail!("{cmd:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    Ok(out)
+}
+
+fn tail(path: &Path) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<_> = text.lines().collect();
+    lines[lines.len().saturating_sub(25)..].join("\n")
+}
+
+/// Polls `check` every 200ms until it returns true or `timeout` passes.
+pub fn wait_until(
+    what: &str,
+    timeout: Duration,
+    mut check: impl FnMut() -> bool,
+) -> anyhow::Result<()> {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if check() {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    bail!("timed out after {timeout:?} waiting for {what}")
+}
+
+fn etcd_healthy(port: u16) -> bool {
+    let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) else {
+        return false;
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+    if s.write_all(b"GET /health HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
+        .is_err()
+    {
+        return false;
+    }
+    let mut body = String::new();
+    let _ = s.read_to_string(&mut body);
+    body.contains("\"health\":\"true\"")
+}
+
+struct Certs {
+    ca: PathBuf,
+    ca_key: PathBuf,
+    server: PathBuf,
+    server_key: PathBuf,
+    admin: PathBuf,
+    admin_key: PathBuf,
+    sa_key: PathBuf,
+    sa_pub: PathBuf,
+}
+
+/// Throwaway CA, apiserver serving cert, admin client cert (system:masters)
+/// and service-account signing key, made with the openssl CLI.
+fn make_certs(dir: &Path) -> anyhow::Result<Certs> {
+    let p = |n: &str| dir.join(n);
+    let ossl = |args: &[&str]| run(Command::new("openssl").args(args).current_dir(dir));
+    ossl(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-days",
+        "3",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.crt",
+        "-subj",
+        "/CN=pushgate-test-ca",
+    ])
+    .context("openssl is required to make the test CA")?;
+    std::fs::write(
+        p("server.ext"),
+        "basicConstraints=CA:FALSE\nkeyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n\
+         subjectAltName=DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,IP:127.0.0.1,IP:10.0.0.1\n",
+    )?;
+    std::fs::write(
+        p("client.ext"),
+        "basicConstraints=CA:FALSE\nkeyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=clientAuth\n",
+    )?;
+    for (name, subj, ext) in [
+        ("server", "/CN=kube-apiserver", "server.ext"),
+        ("admin", "/O=system:masters/CN=admin", "client.ext"),
+    ] {
+        ossl(&[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            &format!("{name}.key"),
+            "-out",
+            &format!("{name}.csr"),
+            "-subj",
+            subj,
+        ])?;
+        ossl(&[
+            "x509",
+            "-req",
+            "-in",
+            &format!("{name}.csr"),
+            "-CA",
+            "ca.crt",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-days",
+            "3",
+            "-out",
+            &format!("{name}.crt"),
+            "-extfile",
+            ext,
+        ])?;
+    }
+    ossl(&["genrsa", "-out", "sa.key", "2048"])?;
+    ossl(&["rsa", "-in", "sa.key", "-pubout", "-out", "sa.pub"])?;
+    Ok(Certs {
+        ca: p("ca.crt"),
+        ca_key: p("ca.key"),
+        server: p("server.crt"),
+        server_key: p("server.key"),
+        admin: p("admin.crt"),
+        admin_key: p("admin.key"),
+        sa_key: p("sa.key"),
+        sa_pub: p("sa.pub"),
+    })
+}
+
+static SHARED: OnceLock<Result<ControlPlane, String>> = OnceLock::new();
+
+extern "C" fn shutdown_shared() {
+    if let Some(Ok(cp)) = SHARED.get() {
+        cp.shutdown();
+    }
+}
+
+impl ControlPlane {
+    /// The control plane of this test binary, started on first use and torn
+    /// down when the process exits.
+    pub fn shared() -> &'static ControlPlane {
+        let cp = SHARED.get_or_init(|| {
+            let cp = ControlPlane::start().map_err(|e| format!("{e:#}"));
+            // Statics are never dropped; atexit runs when the test harness exits.
+            // SAFETY: registering a plain extern "C" fn has no preconditions.
+            unsafe { libc::atexit(shutdown_shared) };
+            cp
+        });
+        match cp {
+            Ok(cp) => cp,
+            Err(e) => panic!("control plane failed to start: {e}"),
+        }
+    }
+
+    /// Builds (if needed) and starts etcd, kube-apiserver,
+    /// kube-controller-manager, kube-scheduler and kwok, and a fake Node.
+    pub fn start() -> anyhow::Result<ControlPlane> {
+        let t0 = Instant::now();
+        let bin = bin_dir()?;
+        let dir = tempfile::Builder::new().prefix("pushgate-k8s-").tempdir()?;
+        let root = dir.path().to_path_buf();
+        let cp = ControlPlane {
+            dir: Mutex::new(Some(dir)),
+            kubeconfig: root.join("kubeconfig"),
+            root,
+            bin,
+            children: Mutex::default(),
+        };
+        let certs = make_certs(&cp.root)?;
+        let s = |p: &Path| p.display().to_string();
+
+        let (etcd_port, peer_port, api_port) = (free_port(), free_port(), free_port());
+        cp.spawn(
+            "etcd",
+            &[
+                "--data-dir",
+                &s(&cp.root.join("etcd")),
+                "--listen-client-urls",
+                &format!("http://127.0.0.1:{etcd_port}"),
+                "--advertise-client-urls",
+                &format!("http://127.0.0.1:{etcd_port}"),
+                "--listen-peer-urls",
+                &format!("http://127.0.0.1:{peer_port}"),
+                "--initial-advertise-peer-urls",
+                &format!("http://127.0.0.1:{peer_port}"),
+                "--initial-cluster",
+                &format!("default=http://127.0.0.1:{peer_port}"),
+                "--unsafe-no-fsync",
+            ],
+        )?;
+        cp.wait_for("etcd", Duration::from_secs(30), || etcd_healthy(etcd_port))?;
+
+        cp.spawn(
+            "kube-apiserver",
+            &[
+                "--etcd-servers",
+                &format!("http://127.0.0.1:{etcd_port}"),
+                "--bind-address=127.0.0.1",
+                "--secure-port",
+                &api_port.to_string(),
+                "--advertise-address=127.0.0.1",
+                "--endpoint-reconciler-type=none",
+                "--tls-cert-file",
+                &s(&certs.server),
+                "--tls-private-key-file",
+                &s(&certs.server_key),
+                "--client-ca-file",
+                &s(&certs.ca),
+                "--service-account-issuer=https://kubernetes.default.svc",
+                "--service-account-key-file",
+                &s(&certs.sa_pub),
+                "--service-account-signing-key-file",
+                &s(&certs.sa_key),
+                "--service-cluster-ip-range=10.0.0.0/24",
+                "--authorization-mode=RBAC",
+                "--disable-admission-plugins=ServiceAccount",
+                "--allow-privileged=true",
+            ],
+        )?;
+        std::fs::write(&cp.kubeconfig, format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: test\n  cluster:\n    server: https://127.0.0.1:{api_port}\n    certificate-authority: {}\n\
+             users:\n- name: admin\n  user:\n    client-certificate: {}\n    client-key: {}\n\
+             contexts:\n- name: test\n  context:\n    cluster: test\n    user: admin\n    namespace: default\ncurrent-context: test\n",
+            s(&certs.ca), s(&certs.admin), s(&certs.admin_key),
+        ))?;
+        cp.wait_for("kube-apiserver /readyz", Duration::from_secs(90), || {
+            cp.kubectl_output(&["get", "--raw", "/readyz"])
+                .is_ok_and(|o| o.status.success())
+        })?;
+
+        let kc = s(&cp.kubeconfig);
+        cp.spawn(
+            "kube-controller-manager",
+            &[
+                "--kubeconfig",
+                &kc,
+                "--secure-port=0",
+                "--leader-elect=false",
+                "--root-ca-file",
+                &s(&certs.ca),
+                "--service-account-private-key-file",
+                &s(&certs.sa_key),
+                "--cluster-signing-cert-file",
+                &s(&certs.ca),
+                "--cluster-signing-key-file",
+                &s(&certs.ca_key),
+            ],
+        )?;
+        cp.spawn(
+            "kube-scheduler",
+            &[
+                "--kubeconfig",
+                &kc,
+                "--leader-elect=false",
+                "--secure-port=0",
+            ],
+        )?;
+        cp.spawn(
+            "kwok",
+            &[
+                "--kubeconfig",
+                &kc,
+                "--manage-all-nodes=true",
+                // Written by build.sh from the pinned kwok module: pod/node lifecycles.
+                "--config",
+                &s(&cp.bin.join("../kwok-stages.yaml")),
+                "--server-address",
+                &format!("127.0.0.1:{}", free_port()),
+            ],
+        )?;
+        cp.kubectl_stdin(&["apply", "-f", "-"], &format!(
+            "apiVersion: v1\nkind: Node\nmetadata:\n  name: {NODE}\n  labels:\n    type: kwok\n    kubernetes.io/hostname: {NODE}\n\
+             status:\n  allocatable: {{cpu: \"32\", memory: 256Gi, pods: \"110\"}}\n  capacity: {{cpu: \"32\", memory: 256Gi, pods: \"110\"}}\n"
+        ))?;
+        cp.wait_for(
+            "kwok to mark the fake node Ready",
+            Duration::from_secs(60),
+            || {
+                cp.kubectl_output(&[
+                    "get",
+                    "node",
+                    NODE,
+                    "-o",
+                    "jsonpath={.status.conditions[?(@.type==\"Ready\")].status}",
+                ])
+                .is_ok_and(|o| o.stdout == b"True")
+            },
+        )?;
+        // The controller-manager creates the default ServiceAccount; its
+        // presence shows the controllers are running.
+        cp.wait_for(
+            "kube-controller-manager (default ServiceAccount)",
+            Duration::from_secs(60),
+            || {
+                cp.kubectl_output(&["get", "serviceaccount", "default", "-n", "default"])
+                    .is_ok_and(|o| o.status.success())
+            },
+        )?;
+        eprintln!(
+            "control plane up in {:?} at {}",
+            t0.elapsed(),
+            cp.root.display()
+        );
+        Ok(cp)
+    }
+
+    fn spawn(&self, name: &str, args: &[&str]) -> anyhow::Result<()> {
+        let log = std::fs::File::create(self.root.join(format!("{name}.log")))?;
+        let child = Command::new(self.bin.join(name))
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .env("HOME", &self.root)
+            .spawn()
+            .with_context(|| format!("spawning {}", self.bin.join(name).display()))?;
+        self.children
+            .lock()
+            .unwrap()
+            .push((name.to_string(), child));
+        Ok(())
+    }
+
+    /// Waits for `check`, failing early (with the log tail) if a component died.
+    fn wait_for(
+        &self,
+        what: &str,
+        timeout: Duration,
+        mut check: impl FnMut() -> bool,
+    ) -> anyhow::Result<()> {
+        let mut dead = None;
+        let r = wait_until(what, timeout, || {
+            for (name, child) in self.children.lock().unwrap().iter_mut() {
+                if let Ok(Some(status)) = child.try_wait() {
+                    dead = Some((name.clone(), status));
+                    return true;
+                }
+            }
+            check()
+        });
+        if let Some((name, status)) = dead {
+            bail!(
+                "{name} exited ({status}) while waiting for {what}:\n{}",
+                tail(&self.root.join(format!("{name}.log")))
+            );
+        }
+        r
+    }
+
+    /// Path of the admin kubeconfig.
+    pub fn kubeconfig_path(&self) -> &Path {
+        &self.kubeconfig
+    }
+
+    /// Directory of the Go-built binaries.
+    pub fn bin(&self) -> &Path {
+        &self.bin
+    }
+
+    /// A fresh client; build one per test, since a client is bound to the
+    /// tokio runtime it was first used on.
+    pub async fn client(&self) -> anyhow::Result<kube::Client> {
+        let kc = kube::config::Kubeconfig::read_from(&self.kubeconfig)?;
+        let cfg = kube::Config::from_custom_kubeconfig(kc, &Default::default()).await?;
+        Ok(kube::Client::try_from(cfg)?)
+    }
+
+    fn kubectl_cmd(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(self.bin.join("kubectl"));
+        c.arg("--kubeconfig").arg(&self.kubeconfig).args(args);
+        c
+    }
+
+    /// Runs kubectl and returns its raw output, whatever the exit status.
+    pub fn kubectl_output(&self, args: &[&str]) -> anyhow::Result<Output> {
+        Ok(self.kubectl_cmd(args).output()?)
+    }
+
+    /// Runs kubectl, failing with its stderr unless it succeeds; returns stdout.
+    pub fn kubectl(&self, args: &[&str]) -> anyhow::Result<String> {
+        let out = run(&mut self.kubectl_cmd(args))?;
+        Ok(String::from_utf8(out.stdout)?)
+    }
+
+    /// Runs kubectl with `stdin` piped in; returns the raw output.
+    pub fn kubectl_stdin_output(&self, args: &[&str], stdin: &str) -> anyhow::Result<Output> {
+        let mut child = self
+            .kubectl_cmd(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()?;
+        child
+            .stdin
+            .take()
+            .expect("piped stdin")
+            .write_all(stdin.as_bytes())?;
+        Ok(child.wait_with_output()?)
+    }
+
+    /// Like [`ControlPlane::kubectl_stdin_output`], failing unless kubectl succeeds.
+    pub fn kubectl_stdin(&self, args: &[&str], stdin: &str) -> anyhow::Result<String> {
+        let out = self.kubectl_stdin_output(args, stdin)?;
+        if !out.status.success() {
+            bail!(
+                "kubectl {args:?} failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        Ok(String::from_utf8(out.stdout)?)
+    }
+
+    /// Creates a namespace unique to this process and call: `<prefix>-<pid>-<n>`.
+    pub fn namespace(&self, prefix: &str) -> anyhow::Result<String> {
+        static N: AtomicU32 = AtomicU32::new(0);
+        let ns = format!(
+            "{prefix}-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        );
+        self.kubectl(&["create", "namespace", &ns])?;
+        Ok(ns)
+    }
+
+    /// Directory holding certs, logs and etcd data.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Kills every component and removes the temp dir (idempotent).
+    pub fn shutdown(&self) {
+        let mut children =
+            std::mem::take(&mut *self.children.lock().unwrap_or_else(|e| e.into_inner()));
+        for (_, c) in children.iter_mut().rev() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        drop(self.dir.lock().unwrap_or_else(|e| e.into_inner()).take());
+    }
+}
+
+impl Drop for ControlPlane {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+/// Path of the generated PushGateway CRD in the repository.
+pub fn crd_path() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../crds/pushgate.dev_pushgateways.yaml")
+}
+
+impl ControlPlane {
+    /// Applies the committed CRD and waits until it is served (idempotent).
+    pub fn install_crds(&self) -> anyhow::Result<()> {
+        self.kubectl(&[
+            "apply",
+            "--server-side",
+            "-f",
+            &crd_path().display().to_string(),
+        ])?;
+        self.kubectl(&[
+            "wait",
+            "--for=condition=Established",
+            "crd/pushgateways.pushgate.dev",
+            "--timeout=30s",
+        ])?;
+        Ok(())
+    }
+}
+
+/// A `pushgate-operator` process against a [`ControlPlane`]; killed on drop.
+pub struct OperatorProcess {
+    child: Child,
+    /// Identity written to the leader Lease.
+    pub identity: String,
+    /// Port of its `/metrics` and `/healthz`.
+    pub metrics_port: u16,
+    log: PathBuf,
+}
+
+/// Knobs of an [`OperatorProcess`].
+#[derive(Debug, Clone)]
+pub struct OperatorOptions {
+    /// Namespace to watch (also holds the Lease).
+    pub namespace: String,
+    /// Lease name.
+    pub lease_name: String,
+    /// Lease identity.
+    pub identity: String,
+    /// Lease duration in seconds.
+    pub lease_duration: u64,
+    /// Renew interval in seconds.
+    pub renew_interval: u64,
+}
+
+impl OperatorOptions {
+    /// Defaults for a test namespace: short lease so handovers are quick.
+    pub fn new(namespace: &str, identity: &str) -> Self {
+        Self {
+            namespace: namespace.into(),
+            lease_name: "pushgate-operator".into(),
+            identity: identity.into(),
+            lease_duration: 6,
+            renew_interval: 1,
+        }
+    }
+}
+
+/// The `pushgate-operator` binary built next to this test executable.
+pub fn operator_binary() -> anyhow::Result<PathBuf> {
+    let exe = std::env::current_exe()?;
+    // target/<profile>/deps/<test> → target/<profile>/pushgate-operator
+    let bin = exe
+        .parent()
+        .and_then(Path::parent)
+        .map(|d| d.join("pushgate-operator"))
+        .context("locating the target dir")?;
+    if !bin.exists() {
+        bail!(
+            "{} is missing; build it with `cargo build -p operator --bins` \
+             (or run `cargo test --workspace`, which builds it)",
+            bin.display()
+        );
+    }
+    Ok(bin)
+}
+
+impl OperatorProcess {
+    /// Starts the operator and waits until its `/healthz` answers.
+    pub fn start(cp: &ControlPlane, opts: &OperatorOptions) -> anyhow::Result<OperatorProcess> {
+        let metrics_port = free_port();
+        let log = cp.root().join(format!("operator-{}.log", opts.identity));
+        let file = std::fs::File::create(&log)?;
+        let child = Command::new(operator_binary()?)
+            .args([
+                "--namespace",
+                &opts.namespace,
+                "--lease-namespace",
+                &opts.namespace,
+            ])
+            .args([
+                "--lease-name",
+                &opts.lease_name,
+                "--identity",
+                &opts.identity,
+            ])
+            .args(["--metrics-listen", &format!("127.0.0.1:{metrics_port}")])
+            .args(["--lease-duration", &opts.lease_duration.to_string()])
+            .args(["--renew-interval", &opts.renew_interval.to_string()])
+            .env("KUBECONFIG", cp.kubeconfig_path())
+            .env("RUST_LOG", "info,kube=warn")
+            .stdin(Stdio::null())
+            .stdout(file.try_clone()?)
+            .stderr(file)
+            .spawn()?;
+        let mut op = OperatorProcess {
+            child,
+            identity: opts.identity.clone(),
+            metrics_port,
+            log,
+        };
+        let mut exited = None;
+        let r = wait_until("operator /healthz", Duration::from_secs(20), || {
+            if let Ok(Some(s)) = op.child.try_wait() {
+                exited = Some(s);
+                return true;
+            }
+            http_get(metrics_port, "/healthz").is_some_and(|b| b == "ok")
+        });
+        if let Some(s) = exited {
+            bail!("operator exited ({s}):\n{}", tail(&op.log));
+        }
+        r?;
+        Ok(op)
+    }
+
+    /// Current value of an unlabelled metric or a labelled series, e.g.
+    /// `pushgate_operator_reconciles_total{result="ok"}`; 0 when absent.
+    pub fn metric(&self, series: &str) -> f64 {
+        http_get(self.metrics_port, "/metrics")
+            .and_then(|body| {
+                body.lines().find_map(|l| {
+                    l.strip_prefix(series)
+                        .and_then(|rest| rest.strip_prefix(' '))
+                        .and_then(|v| v.trim().parse().ok())
+                })
+            })
+            .unwrap_or(0.0)
+    }
+
+    /// The operator's log so far (for assertion messages).
+    pub fn log_tail(&self) -> String {
+        tail(&self.log)
+    }
+
+    /// SIGKILLs the process: no lease release, the hard failover case.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Whether the process is still running.
+    pub fn running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+}
+
+impl Drop for OperatorProcess {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Minimal blocking HTTP/1.0 GET on loopback; `None` on any failure.
+pub fn http_get(port: u16, path: &str) -> Option<String> {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").ok()?;
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).ok()?;
+    let (head, body) = resp.split_once("\r\n\r\n")?;
+    head.starts_with("HTTP/1.1 200").then(|| body.to_string())
+}
