@@ -1,0 +1,68 @@
+//! The HTTP surface (DESIGN 2.1): routes, request parsing at the edge, and
+//! per-connection context.
+
+mod ops;
+mod publish;
+mod subscribe;
+mod trace;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::routing::{get, post};
+use axum::Router;
+use tokio_util::sync::CancellationToken;
+
+use crate::error::ApiError;
+use crate::node::Node;
+
+/// Facts about the TCP connection a request arrived on.
+#[derive(Clone, Debug)]
+pub struct ConnInfo {
+    /// Client address.
+    pub peer: SocketAddr,
+    /// Cancelling it closes the connection.
+    pub kill: CancellationToken,
+}
+
+/// The API and stream routes (plus health and metrics).
+pub fn api_router(node: Arc<Node>) -> Router {
+    Router::new()
+        .route("/v1/stream", get(subscribe::stream))
+        .route(
+            "/v1/topics/{*path}",
+            post(publish::publish_one).delete(publish::wipe),
+        )
+        .route("/v1/publish", post(publish::publish_batch))
+        .merge(ops_routes())
+        .fallback(not_found)
+        .layer(axum::middleware::from_fn(trace::log_request))
+        .with_state(node)
+}
+
+/// Health and metrics only (the separate metrics port).
+pub fn ops_router(node: Arc<Node>) -> Router {
+    ops_routes().fallback(not_found).with_state(node)
+}
+
+fn ops_routes() -> Router<Arc<Node>> {
+    Router::new()
+        .route("/healthz", get(ops::healthz))
+        .route("/readyz", get(ops::readyz))
+        .route("/metrics", get(ops::metrics))
+}
+
+async fn not_found() -> ApiError {
+    ApiError::new(
+        axum::http::StatusCode::NOT_FOUND,
+        "not_found",
+        "no such endpoint",
+    )
+}
+
+/// Splits a raw query string into its decoded pairs.
+fn query_pairs(query: Option<&str>) -> Vec<(String, String)> {
+    form_urlencoded::parse(query.unwrap_or("").as_bytes())
+        .into_owned()
+        .collect()
+}

@@ -1,0 +1,239 @@
+//! Publishing: `POST /v1/topics/{topic}/events`, `POST /v1/publish`, and
+//! `DELETE /v1/topics/{topic}` (wipe history, new epoch).
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
+use bytes::Bytes;
+use serde::Deserialize;
+
+use super::{query_pairs, ConnInfo};
+use crate::cursor::Cursor;
+use crate::error::ApiError;
+use crate::node::Node;
+use crate::sse;
+use crate::store::{Ack, NewEvent};
+use crate::topic::Topic;
+
+/// Longest accepted `Idempotency-Key` and event type.
+const MAX_KEY_LEN: usize = 200;
+const MAX_EVENT_TYPE_LEN: usize = 100;
+
+fn parse_topic(s: &str) -> Result<Topic, ApiError> {
+    Topic::parse(s).map_err(|e| ApiError::bad_request("bad_topic", e.to_string()))
+}
+
+fn parse_event_type(t: &str) -> Result<Arc<str>, ApiError> {
+    let bad = |m: &str| Err(ApiError::bad_request("bad_event_type", m));
+    if t.is_empty() || t.len() > MAX_EVENT_TYPE_LEN {
+        return bad("event type must be 1 to 100 characters");
+    }
+    if t.chars().any(|c| c.is_control()) {
+        return bad("event type must not contain control characters");
+    }
+    if sse::is_reserved_event_type(t) {
+        return bad("event type `reset` is reserved for the gateway");
+    }
+    Ok(Arc::from(t))
+}
+
+fn parse_idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
+    let Some(v) = headers.get("idempotency-key") else {
+        return Ok(None);
+    };
+    match v.to_str() {
+        Ok(k) if !k.is_empty() && k.len() <= MAX_KEY_LEN => Ok(Some(k.to_owned())),
+        _ => Err(ApiError::bad_request(
+            "bad_idempotency_key",
+            "Idempotency-Key must be 1 to 200 visible ASCII characters",
+        )),
+    }
+}
+
+fn check_rate(node: &Node, conn: &ConnInfo, n: usize) -> Result<(), ApiError> {
+    node.publish_rate
+        .try_take(&conn.peer.ip(), n.min(u32::MAX as usize) as u32)
+        .map_err(|wait| {
+            ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limited",
+                "publish rate limit exceeded",
+            )
+            .with_retry_after(wait.as_secs_f64().ceil() as u64)
+        })
+}
+
+async fn read_body(body: Body, limit: usize) -> Result<Bytes, ApiError> {
+    axum::body::to_bytes(body, limit).await.map_err(|e| {
+        let too_large = std::error::Error::source(&e)
+            .is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
+        if too_large {
+            ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "body_too_large",
+                format!("body exceeds {limit} bytes"),
+            )
+        } else {
+            ApiError::bad_request("bad_body", format!("cannot read body: {e}"))
+        }
+    })
+}
+
+fn utf8(bytes: Bytes) -> Result<Arc<str>, ApiError> {
+    String::from_utf8(bytes.into())
+        .map(Arc::from)
+        .map_err(|_| ApiError::bad_request("bad_data", "event data must be UTF-8 text"))
+}
+
+#[derive(serde::Serialize)]
+struct Published {
+    id: String,
+    topic: Topic,
+    seq: u64,
+}
+
+impl From<&Ack> for Published {
+    fn from(a: &Ack) -> Self {
+        Published {
+            id: Cursor::single(&a.topic, a.epoch, a.seq, a.ts_ms).encode(),
+            topic: a.topic.clone(),
+            seq: a.seq,
+        }
+    }
+}
+
+fn created<T: serde::Serialize>(body: &T, replayed: bool) -> Response {
+    let mut resp = (StatusCode::CREATED, Json(body)).into_response();
+    if replayed {
+        resp.headers_mut().insert(
+            "idempotent-replayed",
+            "true".parse().expect("static header"),
+        );
+    }
+    resp
+}
+
+pub async fn publish_one(
+    State(node): State<Arc<Node>>,
+    Extension(conn): Extension<ConnInfo>,
+    Path(path): Path<String>,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let Some(topic) = path.strip_suffix("/events") else {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "publish with POST /v1/topics/{topic}/events",
+        ));
+    };
+    let topic = parse_topic(topic)?;
+    let mut event_type = None;
+    for (k, v) in query_pairs(uri.query()) {
+        if k == "event" {
+            event_type = Some(parse_event_type(&v)?);
+        }
+    }
+    let idempotency_key = parse_idempotency_key(&headers)?;
+    check_rate(&node, &conn, 1)?;
+    let data = utf8(read_body(body, node.config.limits.max_body_bytes).await?)?;
+    let acks = node
+        .publish(vec![NewEvent {
+            topic,
+            event_type,
+            data,
+            idempotency_key,
+        }])
+        .await?;
+    let ack = acks.first().expect("one ack per event");
+    Ok(created(&Published::from(ack), ack.duplicate))
+}
+
+/// One element of a batch publish.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BatchItem {
+    topic: String,
+    /// A string is sent as is; any other JSON value is sent as its JSON text.
+    data: serde_json::Value,
+    #[serde(default)]
+    event: Option<String>,
+    #[serde(default)]
+    idempotency_key: Option<String>,
+}
+
+pub async fn publish_batch(
+    State(node): State<Arc<Node>>,
+    Extension(conn): Extension<ConnInfo>,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let limits = &node.config.limits;
+    let bytes = read_body(body, limits.max_batch_bytes).await?;
+    let items: Vec<BatchItem> = serde_json::from_slice(&bytes).map_err(|e| {
+        ApiError::bad_request(
+            "bad_batch",
+            format!("body must be a JSON array of {{topic, data, event?}}: {e}"),
+        )
+    })?;
+    if items.is_empty() {
+        return Err(ApiError::bad_request("empty_batch", "batch is empty"));
+    }
+    if items.len() > limits.max_batch {
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "batch_too_large",
+            format!(
+                "batch has {} events; the limit is {}",
+                items.len(),
+                limits.max_batch
+            ),
+        ));
+    }
+    let mut batch = Vec::with_capacity(items.len());
+    for item in items {
+        let data: Arc<str> = match item.data {
+            serde_json::Value::String(s) => Arc::from(s),
+            other => Arc::from(other.to_string()),
+        };
+        if data.len() > limits.max_body_bytes {
+            return Err(ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "body_too_large",
+                format!("an event's data exceeds {} bytes", limits.max_body_bytes),
+            ));
+        }
+        if let Some(k) = &item.idempotency_key {
+            if k.is_empty() || k.len() > MAX_KEY_LEN || !k.bytes().all(|b| b.is_ascii_graphic()) {
+                return Err(ApiError::bad_request(
+                    "bad_idempotency_key",
+                    "idempotency_key must be 1 to 200 visible ASCII characters",
+                ));
+            }
+        }
+        batch.push(NewEvent {
+            topic: parse_topic(&item.topic)?,
+            event_type: item.event.as_deref().map(parse_event_type).transpose()?,
+            data,
+            idempotency_key: item.idempotency_key,
+        });
+    }
+    check_rate(&node, &conn, batch.len())?;
+    let acks = node.publish(batch).await?;
+    let body: Vec<Published> = acks.iter().map(Published::from).collect();
+    Ok(created(&body, false))
+}
+
+pub async fn wipe(
+    State(node): State<Arc<Node>>,
+    Path(path): Path<String>,
+) -> Result<Response, ApiError> {
+    let topic = parse_topic(&path)?;
+    let epoch = node.wipe(&topic).await?;
+    tracing::info!(%topic, epoch, "topic history wiped");
+    Ok(Json(serde_json::json!({ "topic": topic, "epoch": epoch })).into_response())
+}

@@ -1,0 +1,83 @@
+//! `pushgate`: the gateway binary.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+use pushgate::config::{Config, Overrides};
+use pushgate::{lifecycle, telemetry, Gateway};
+
+#[global_allocator]
+static ALLOC: pushgate::alloc::CountingAlloc = pushgate::alloc::CountingAlloc;
+
+/// pushgate: Server-Sent Events push gateway with exact resume.
+#[derive(Parser)]
+#[command(version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the gateway. Settings come from built-in defaults, then the
+    /// --config file, then PUSHGATE_* variables, then flags (last wins).
+    Serve {
+        /// YAML config file (keys as in docs/CONFIG.md)
+        #[arg(long, env = "PUSHGATE_CONFIG", value_name = "FILE")]
+        config: Option<PathBuf>,
+        #[command(flatten)]
+        overrides: Overrides,
+    },
+    /// Print the effective configuration as YAML and exit.
+    Config {
+        /// YAML config file
+        #[arg(long, env = "PUSHGATE_CONFIG", value_name = "FILE")]
+        config: Option<PathBuf>,
+        #[command(flatten)]
+        overrides: Overrides,
+    },
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Serve { config, overrides } => {
+            let config = Config::load(config.as_deref(), &overrides)?;
+            telemetry::init(config.log_format, &config.log_level)?;
+            match lifecycle::raise_nofile_limit() {
+                Ok((before, after, hard)) => {
+                    tracing::info!(before, after, hard, "open-file limit raised")
+                }
+                Err(e) => tracing::warn!(error = %e, "cannot raise the open-file limit"),
+            }
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?;
+            rt.block_on(serve(config))
+        }
+        Command::Config { config, overrides } => {
+            let config = Config::load(config.as_deref(), &overrides)?;
+            print!("{}", serde_yaml::to_string(&config)?);
+            Ok(())
+        }
+    }
+}
+
+async fn serve(config: Config) -> anyhow::Result<()> {
+    let store = if config.store == "embedded" {
+        format!("embedded:{}", config.data_dir.display())
+    } else {
+        "redis".to_owned()
+    };
+    let gw = Gateway::start(config).await?;
+    tracing::info!(
+        api = %gw.server.api_addr,
+        metrics = ?gw.server.metrics_addr,
+        store,
+        version = env!("CARGO_PKG_VERSION"),
+        "listening"
+    );
+    lifecycle::shutdown_signal().await;
+    gw.drain().await;
+    Ok(())
+}

@@ -1,0 +1,155 @@
+//! Prometheus metrics, all prefixed `pushgate_`, in a registry per gateway instance.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use prometheus::{
+    Encoder, Gauge, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
+    TextEncoder,
+};
+
+/// Every metric the gateway exports.
+pub struct Metrics {
+    registry: Registry,
+    /// Open SSE streams.
+    pub connections: IntGauge,
+    /// Streams accepted.
+    pub streams_opened_total: IntCounter,
+    /// Streams refused, by reason (`max_connections`, `accept_rate`, `draining`, `store`).
+    pub streams_rejected_total: IntCounterVec,
+    /// Events acknowledged to publishers (duplicates excluded).
+    pub events_published_total: IntCounter,
+    /// Events written to streams (live and replayed).
+    pub events_delivered_total: IntCounter,
+    /// Events written from history on resume.
+    pub events_replayed_total: IntCounter,
+    /// Subscribers disconnected because their queue was full.
+    pub slow_consumer_disconnects_total: IntCounter,
+    /// Events queued for subscribers but not yet written, summed.
+    pub subscriber_lag_events: IntGauge,
+    /// How late the runtime's periodic probe tick fired (last sample).
+    pub event_loop_lag_seconds: Gauge,
+    /// Resumes by outcome (`exact` or `reset`).
+    pub resume_total: IntCounterVec,
+    /// Time between the last event a client had (its cursor) and its resume.
+    pub reconnect_gap_seconds: Histogram,
+    /// Time to make a publish durable.
+    pub publish_duration_seconds: Histogram,
+    /// Failed store operations.
+    pub store_errors_total: IntCounter,
+    /// Bytes allocated on the heap (counting allocator of the `pushgate` binary).
+    pub heap_bytes: IntGauge,
+}
+
+fn register<T: prometheus::core::Collector + Clone + 'static>(r: &Registry, m: T) -> T {
+    r.register(Box::new(m.clone()))
+        .expect("metric names are unique");
+    m
+}
+
+impl Metrics {
+    /// A fresh registry with every metric at zero.
+    pub fn new() -> Arc<Metrics> {
+        let r = Registry::new_custom(Some("pushgate".into()), None).expect("valid prefix");
+        let counter = |name: &str, help: &str| {
+            register(&r, IntCounter::new(name, help).expect("valid metric"))
+        };
+        let gauge =
+            |name: &str, help: &str| register(&r, IntGauge::new(name, help).expect("valid metric"));
+        let histogram = |name: &str, help: &str, buckets: Vec<f64>| {
+            register(
+                &r,
+                Histogram::with_opts(HistogramOpts::new(name, help).buckets(buckets))
+                    .expect("valid metric"),
+            )
+        };
+        let latency = vec![
+            0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+        ];
+        let gaps = vec![
+            0.1, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 300.0, 1800.0, 3600.0,
+        ];
+        Arc::new(Metrics {
+            connections: gauge("connections", "Open SSE streams"),
+            streams_opened_total: counter("streams_opened_total", "SSE streams accepted"),
+            streams_rejected_total: register(
+                &r,
+                IntCounterVec::new(
+                    Opts::new("streams_rejected_total", "SSE streams refused, by reason"),
+                    &["reason"],
+                )
+                .expect("valid metric"),
+            ),
+            events_published_total: counter(
+                "events_published_total",
+                "Events acknowledged to publishers",
+            ),
+            events_delivered_total: counter(
+                "events_delivered_total",
+                "Events written to streams, live or replayed",
+            ),
+            events_replayed_total: counter(
+                "events_replayed_total",
+                "Events written from history on resume",
+            ),
+            slow_consumer_disconnects_total: counter(
+                "slow_consumer_disconnects_total",
+                "Subscribers disconnected because their queue was full",
+            ),
+            subscriber_lag_events: gauge(
+                "subscriber_lag_events",
+                "Events queued for subscribers but not yet written, summed",
+            ),
+            event_loop_lag_seconds: register(
+                &r,
+                Gauge::new(
+                    "event_loop_lag_seconds",
+                    "How late the async runtime's periodic probe tick fired",
+                )
+                .expect("valid metric"),
+            ),
+            resume_total: register(
+                &r,
+                IntCounterVec::new(
+                    Opts::new("resume_total", "Stream resumes by outcome"),
+                    &["outcome"],
+                )
+                .expect("valid metric"),
+            ),
+            reconnect_gap_seconds: histogram(
+                "reconnect_gap_seconds",
+                "Time from the cursor's event to the resume of the stream",
+                gaps,
+            ),
+            publish_duration_seconds: histogram(
+                "publish_duration_seconds",
+                "Time to make a publish durable",
+                latency,
+            ),
+            store_errors_total: counter("store_errors_total", "Failed store operations"),
+            heap_bytes: gauge("heap_bytes", "Bytes allocated on the heap"),
+            registry: r,
+        })
+    }
+
+    /// The text exposition format.
+    pub fn render(&self) -> String {
+        self.heap_bytes.set(crate::alloc::allocated_bytes() as i64);
+        let mut out = Vec::new();
+        TextEncoder::new()
+            .encode(&self.registry.gather(), &mut out)
+            .expect("text encoding cannot fail");
+        String::from_utf8(out).expect("text format is UTF-8")
+    }
+
+    /// Samples how late a periodic tick fires, until the process ends.
+    pub async fn probe_event_loop(self: Arc<Self>, period: Duration) {
+        let mut next = tokio::time::Instant::now() + period;
+        loop {
+            tokio::time::sleep_until(next).await;
+            let late = tokio::time::Instant::now().saturating_duration_since(next);
+            self.event_loop_lag_seconds.set(late.as_secs_f64());
+            next = tokio::time::Instant::now() + period;
+        }
+    }
+}

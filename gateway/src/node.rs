@@ -1,0 +1,191 @@
+//! The gateway node: owns the store, the hub, metrics, limits and the drain
+//! state, and runs their background tasks. HTTP handlers only talk to it.
+
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::http::StatusCode;
+use rand::Rng;
+use tokio::sync::watch;
+
+use crate::config::Config;
+use crate::error::ApiError;
+use crate::fanout::Hub;
+use crate::limits::{KeyedRateLimit, RateLimit};
+use crate::metrics::Metrics;
+use crate::store::embedded::EmbeddedStore;
+use crate::store::{Ack, NewEvent, Store, StoreError, StoreOptions};
+use crate::topic::Topic;
+
+/// One running gateway.
+pub struct Node {
+    /// Effective configuration.
+    pub config: Config,
+    /// Durable history and the live feed.
+    pub store: Arc<dyn Store>,
+    /// Local fan-out.
+    pub hub: Arc<Hub>,
+    /// Metrics registry.
+    pub metrics: Arc<Metrics>,
+    /// New streams per second.
+    pub accept_rate: RateLimit,
+    /// Events per second per publisher.
+    pub publish_rate: KeyedRateLimit<IpAddr>,
+    draining: watch::Sender<Option<Instant>>,
+    store_ok: AtomicBool,
+}
+
+impl Node {
+    /// Opens the configured store and starts the background tasks. Call inside a tokio runtime.
+    pub async fn start(config: Config) -> anyhow::Result<Arc<Node>> {
+        let metrics = Metrics::new();
+        let hub = Hub::new(
+            config.retention.hot_cache_events,
+            config.delivery.queue_size,
+            config.delivery.slow_consumer_grace,
+            metrics.clone(),
+        );
+        let sink_hub = hub.clone();
+        let opts = StoreOptions {
+            retention: config.retention.clone(),
+            sink: Arc::new(move |e| sink_hub.dispatch(e)),
+        };
+        let store: Arc<dyn Store> = if config.store == "embedded" {
+            Arc::new(EmbeddedStore::open(&config.data_dir, config.fsync, opts)?)
+        } else {
+            anyhow::bail!(
+                "store {:?} is not available in this build; use `embedded`",
+                config.store
+            );
+        };
+        let node = Arc::new(Node {
+            accept_rate: RateLimit::new(config.limits.accept_rate),
+            publish_rate: KeyedRateLimit::new(config.limits.publish_rate),
+            config,
+            store,
+            hub,
+            metrics,
+            draining: watch::channel(None).0,
+            store_ok: AtomicBool::new(true),
+        });
+        node.spawn_background();
+        Ok(node)
+    }
+
+    fn spawn_background(self: &Arc<Self>) {
+        let weak = Arc::downgrade(self);
+        let trim_every = self.config.retention.trim_interval;
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            let mut last_trim = Instant::now();
+            loop {
+                tick.tick().await;
+                let Some(node) = weak.upgrade() else { return };
+                let ok = node.store.ping().await.is_ok();
+                if node.store_ok.swap(ok, Ordering::Relaxed) != ok {
+                    tracing::warn!(reachable = ok, "store reachability changed");
+                }
+                if !ok {
+                    node.metrics.store_errors_total.inc();
+                }
+                if last_trim.elapsed() >= trim_every {
+                    last_trim = Instant::now();
+                    match node.store.trim().await {
+                        Ok(n) if n > 0 => tracing::debug!(removed = n, "retention trim"),
+                        Ok(_) => {}
+                        Err(e) => {
+                            node.metrics.store_errors_total.inc();
+                            tracing::warn!(error = %e, "retention trim failed");
+                        }
+                    }
+                    node.hub.sweep();
+                }
+            }
+        });
+        tokio::spawn(
+            self.metrics
+                .clone()
+                .probe_event_loop(Duration::from_millis(250)),
+        );
+    }
+
+    /// Liveness and readiness: ready unless draining or the store is unreachable.
+    pub fn is_ready(&self) -> bool {
+        !self.is_draining() && self.store_ok.load(Ordering::Relaxed)
+    }
+
+    /// True once [`Node::start_drain`] was called.
+    pub fn is_draining(&self) -> bool {
+        self.draining.borrow().is_some()
+    }
+
+    /// Starts the drain: readiness goes false, new streams are refused, and
+    /// each open stream closes at a random moment within the drain window.
+    pub fn start_drain(&self) {
+        self.draining.send_if_modified(|d| {
+            if d.is_none() {
+                *d = Some(Instant::now());
+                true
+            } else {
+                false
+            }
+        });
+    }
+
+    /// Watch that turns `Some(start)` when draining begins.
+    pub fn drain_signal(&self) -> watch::Receiver<Option<Instant>> {
+        self.draining.subscribe()
+    }
+
+    /// A `retry:` value in ms: the configured base, jittered ±50 % so a mass
+    /// reconnect spreads out.
+    pub fn jittered_retry_ms(&self) -> u64 {
+        let base = self.config.delivery.retry.as_millis().max(2) as u64;
+        rand::rng().random_range(base / 2..=base + base / 2)
+    }
+
+    /// `Retry-After` seconds matching the retry hint.
+    pub fn retry_after_secs(&self) -> u64 {
+        self.config.delivery.retry.as_secs().max(1)
+    }
+
+    /// Stores a batch durably and fans it out; errors are already API errors.
+    pub async fn publish(&self, batch: Vec<NewEvent>) -> Result<Vec<Ack>, ApiError> {
+        let timer = self.metrics.publish_duration_seconds.start_timer();
+        let result = self.store.append(batch).await;
+        timer.observe_duration();
+        match result {
+            Ok(acks) => {
+                let fresh = acks.iter().filter(|a| !a.duplicate).count();
+                self.metrics.events_published_total.inc_by(fresh as u64);
+                Ok(acks)
+            }
+            Err(e) => Err(self.store_error(e)),
+        }
+    }
+
+    /// Drops a topic's history and starts a new epoch.
+    pub async fn wipe(&self, topic: &Topic) -> Result<u64, ApiError> {
+        let head = self
+            .store
+            .wipe(topic)
+            .await
+            .map_err(|e| self.store_error(e))?;
+        self.hub.clear_ring(topic);
+        Ok(head.epoch)
+    }
+
+    /// Counts and converts a store failure.
+    pub fn store_error(&self, e: StoreError) -> ApiError {
+        self.metrics.store_errors_total.inc();
+        tracing::warn!(error = %e, "store operation failed");
+        match e {
+            StoreError::Unavailable(m) => {
+                ApiError::unavailable("store_unavailable", m, self.retry_after_secs())
+            }
+            StoreError::Rejected(m) => ApiError::new(StatusCode::BAD_REQUEST, "store_rejected", m),
+        }
+    }
+}

@@ -1,0 +1,198 @@
+//! Where a stream starts in each topic, from the client's cursor and the
+//! store's heads. Pure: no I/O, so every rule of the resume contract is unit-tested.
+
+use crate::cursor::{Position, ResumeFrom};
+use crate::store::TopicHead;
+use crate::topic::Topic;
+
+/// Why a client is told its history was cut.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(tag = "reason", rename_all = "snake_case")]
+pub enum Cut {
+    /// Retention removed events the client had not seen (`missed_from..=missed_to`).
+    Trimmed {
+        /// First missed seq.
+        missed_from: u64,
+        /// Last missed seq.
+        missed_to: u64,
+    },
+    /// The topic's history was wiped; its epoch changed.
+    EpochChanged,
+}
+
+/// The start of one topic in a stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Start {
+    /// The topic.
+    pub topic: Topic,
+    /// Epoch the positions refer to (0: topic has no history yet).
+    pub epoch: u64,
+    /// Replay events with `after < seq <= upto`, then go live.
+    pub after: u64,
+    /// The head when the stream started.
+    pub upto: u64,
+    /// Set when the client must be told that history was cut.
+    pub cut: Option<Cut>,
+}
+
+/// A cursor that cannot be honoured.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("cursor for topic {topic} points past its newest event (seq {seq} > {last})")]
+pub struct CursorAhead {
+    /// The topic.
+    pub topic: Topic,
+    /// Seq in the cursor.
+    pub seq: u64,
+    /// Newest seq in the store.
+    pub last: u64,
+}
+
+/// Computes the start of `topic` given its head and what the client asked for.
+pub fn plan(topic: &Topic, head: TopicHead, from: &ResumeFrom) -> Result<Start, CursorAhead> {
+    let oldest_retained_after = |h: TopicHead| {
+        if h.first_seq == 0 {
+            h.last_seq
+        } else {
+            h.first_seq - 1
+        }
+    };
+    let start = |after: u64, cut: Option<Cut>| Start {
+        topic: topic.clone(),
+        epoch: head.epoch,
+        after,
+        upto: head.last_seq,
+        cut,
+    };
+    let pos = match from {
+        ResumeFrom::Live => return Ok(start(head.last_seq, None)),
+        ResumeFrom::Earliest => return Ok(start(oldest_retained_after(head), None)),
+        ResumeFrom::At(c) => match c.position(topic) {
+            // A topic the cursor does not know joins live, like a new subscription.
+            None => return Ok(start(head.last_seq, None)),
+            Some(p) => p,
+        },
+    };
+    let Position { epoch, seq, .. } = pos;
+    if head.epoch == 0 {
+        // Nothing was ever stored (or the store lost the topic entirely).
+        let cut = (epoch != 0).then_some(Cut::EpochChanged);
+        return Ok(start(0, cut));
+    }
+    if epoch != 0 && epoch != head.epoch {
+        return Ok(start(oldest_retained_after(head), Some(Cut::EpochChanged)));
+    }
+    // Same epoch, or the client started before the topic had any history (seq counts from 0).
+    let seq = if epoch == 0 { 0 } else { seq };
+    if seq > head.last_seq {
+        return Err(CursorAhead {
+            topic: topic.clone(),
+            seq,
+            last: head.last_seq,
+        });
+    }
+    let first_needed = seq + 1;
+    let first_available = if head.first_seq == 0 {
+        head.last_seq + 1
+    } else {
+        head.first_seq
+    };
+    if first_available > first_needed {
+        let cut = Cut::Trimmed {
+            missed_from: first_needed,
+            missed_to: first_available - 1,
+        };
+        return Ok(start(first_available - 1, Some(cut)));
+    }
+    Ok(start(seq, None))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cursor::Cursor;
+
+    fn t() -> Topic {
+        Topic::parse("t").unwrap()
+    }
+    fn head(epoch: u64, first_seq: u64, last_seq: u64) -> TopicHead {
+        TopicHead {
+            epoch,
+            first_seq,
+            last_seq,
+        }
+    }
+    fn at(epoch: u64, seq: u64) -> ResumeFrom {
+        ResumeFrom::At(Cursor::single(&t(), epoch, seq, 0))
+    }
+
+    #[test]
+    fn live_and_earliest() {
+        let h = head(5, 3, 10);
+        let s = plan(&t(), h, &ResumeFrom::Live).unwrap();
+        assert_eq!((s.after, s.upto, s.cut), (10, 10, None));
+        let s = plan(&t(), h, &ResumeFrom::Earliest).unwrap();
+        assert_eq!((s.after, s.upto, s.cut), (2, 10, None));
+        let s = plan(&t(), head(5, 0, 10), &ResumeFrom::Earliest).unwrap();
+        assert_eq!(s.after, 10, "nothing retained: earliest is live");
+    }
+
+    #[test]
+    fn exact_resume_within_retention() {
+        let s = plan(&t(), head(5, 3, 10), &at(5, 2)).unwrap();
+        assert_eq!(
+            (s.after, s.cut),
+            (2, None),
+            "seq 3 is the first needed and is there"
+        );
+        let s = plan(&t(), head(5, 3, 10), &at(5, 10)).unwrap();
+        assert_eq!((s.after, s.cut), (10, None));
+    }
+
+    #[test]
+    fn trimmed_history_is_reported() {
+        let s = plan(&t(), head(5, 6, 10), &at(5, 2)).unwrap();
+        assert_eq!(s.after, 5);
+        assert_eq!(
+            s.cut,
+            Some(Cut::Trimmed {
+                missed_from: 3,
+                missed_to: 5
+            })
+        );
+        let s = plan(&t(), head(5, 0, 10), &at(5, 7)).unwrap();
+        assert_eq!(s.after, 10, "all gone: continue live");
+        assert_eq!(
+            s.cut,
+            Some(Cut::Trimmed {
+                missed_from: 8,
+                missed_to: 10
+            })
+        );
+    }
+
+    #[test]
+    fn epoch_change_is_reported() {
+        let s = plan(&t(), head(6, 1, 4), &at(5, 9)).unwrap();
+        assert_eq!((s.after, s.cut), (0, Some(Cut::EpochChanged)));
+        let s = plan(&t(), head(0, 0, 0), &at(5, 9)).unwrap();
+        assert_eq!((s.after, s.cut), (0, Some(Cut::EpochChanged)));
+    }
+
+    #[test]
+    fn cursor_from_before_the_topic_existed_replays_from_the_start() {
+        let s = plan(&t(), head(6, 1, 4), &at(0, 0)).unwrap();
+        assert_eq!((s.after, s.cut), (0, None));
+    }
+
+    #[test]
+    fn cursor_ahead_is_an_error() {
+        assert!(plan(&t(), head(5, 1, 4), &at(5, 9)).is_err());
+    }
+
+    #[test]
+    fn topic_missing_from_cursor_joins_live() {
+        let other = ResumeFrom::At(Cursor::single(&Topic::parse("o").unwrap(), 1, 1, 0));
+        let s = plan(&t(), head(5, 1, 4), &other).unwrap();
+        assert_eq!((s.after, s.cut), (4, None));
+    }
+}

@@ -1,0 +1,114 @@
+//! Accept loops: HTTP/1.1 and h2c on one port (hyper-util's auto builder),
+//! each connection with a kill switch in its requests' extensions.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tower::ServiceExt;
+
+use crate::http::{api_router, ops_router, ConnInfo};
+use crate::node::Node;
+
+/// Running listeners of one gateway.
+pub struct Server {
+    /// Bound API address.
+    pub api_addr: SocketAddr,
+    /// Bound metrics address, if configured.
+    pub metrics_addr: Option<SocketAddr>,
+    stop: CancellationToken,
+    loops: Vec<JoinHandle<GracefulShutdown>>,
+}
+
+impl Server {
+    /// Binds the configured addresses and starts serving.
+    pub async fn start(node: Arc<Node>) -> anyhow::Result<Server> {
+        let stop = CancellationToken::new();
+        let api = TcpListener::bind(node.config.listen)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", node.config.listen))?;
+        let api_addr = api.local_addr()?;
+        let mut loops = vec![tokio::spawn(serve(
+            api,
+            api_router(node.clone()),
+            stop.clone(),
+        ))];
+        let mut metrics_addr = None;
+        if let Some(addr) = node.config.metrics_listen {
+            let l = TcpListener::bind(addr)
+                .await
+                .map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))?;
+            metrics_addr = Some(l.local_addr()?);
+            loops.push(tokio::spawn(serve(
+                l,
+                ops_router(node.clone()),
+                stop.clone(),
+            )));
+        }
+        Ok(Server {
+            api_addr,
+            metrics_addr,
+            stop,
+            loops,
+        })
+    }
+
+    /// Stops accepting, lets in-flight requests finish for up to `grace`, then drops the rest.
+    pub async fn shutdown(self, grace: Duration) {
+        self.stop.cancel();
+        for l in self.loops {
+            if let Ok(graceful) = l.await {
+                let _ = tokio::time::timeout(grace, graceful.shutdown()).await;
+            }
+        }
+    }
+}
+
+async fn serve(listener: TcpListener, router: Router, stop: CancellationToken) -> GracefulShutdown {
+    let graceful = GracefulShutdown::new();
+    loop {
+        let (tcp, peer) = tokio::select! {
+            _ = stop.cancelled() => return graceful,
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    // EMFILE and friends: back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    continue;
+                }
+            },
+        };
+        let _ = tcp.set_nodelay(true);
+        let kill = CancellationToken::new();
+        let info = ConnInfo {
+            peer,
+            kill: kill.clone(),
+        };
+        let svc = router
+            .clone()
+            .map_request(move |mut req: axum::http::Request<Incoming>| {
+                req.extensions_mut().insert(info.clone());
+                req
+            });
+        let conn = auto::Builder::new(TokioExecutor::new())
+            .serve_connection_with_upgrades(TokioIo::new(tcp), TowerToHyperService::new(svc))
+            .into_owned();
+        let conn = graceful.watch(conn);
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = conn => {}
+                _ = kill.cancelled() => {}
+            }
+        });
+    }
+}

@@ -1,0 +1,314 @@
+//! The store conformance suite: every [`Store`] implementation must pass
+//! [`run_all`] unchanged. Each case gets a fresh store from the factory and
+//! uses topic names unique to the run, so a shared server is fine.
+
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use super::{NewEvent, Store, StoreOptions, StoredEvent};
+use crate::config::Retention;
+use crate::topic::Topic;
+
+/// A store under test plus everything its live sink received.
+pub struct Subject {
+    /// The store.
+    pub store: Arc<dyn Store>,
+    live: Arc<Mutex<Vec<Arc<StoredEvent>>>>,
+    prefix: String,
+}
+
+impl Subject {
+    fn topic(&self, name: &str) -> Topic {
+        Topic::parse(&format!("{}/{name}", self.prefix)).expect("valid test topic")
+    }
+
+    fn live_for(&self, t: &Topic) -> Vec<u64> {
+        let live = self.live.lock().unwrap();
+        live.iter()
+            .filter(|e| &e.topic == t)
+            .map(|e| e.seq)
+            .collect()
+    }
+}
+
+fn event(topic: &Topic, data: &str) -> NewEvent {
+    NewEvent {
+        topic: topic.clone(),
+        event_type: None,
+        data: Arc::from(data),
+        idempotency_key: None,
+    }
+}
+
+async fn make<F, Fut>(factory: &F, retention: Retention) -> Subject
+where
+    F: Fn(StoreOptions) -> Fut,
+    Fut: Future<Output = Arc<dyn Store>>,
+{
+    let live: Arc<Mutex<Vec<Arc<StoredEvent>>>> = Arc::default();
+    let sink_live = live.clone();
+    let store = factory(StoreOptions {
+        retention,
+        sink: Arc::new(move |e| sink_live.lock().unwrap().push(e)),
+    })
+    .await;
+    Subject {
+        store,
+        live,
+        prefix: format!("conf-{:08x}", rand::random::<u32>()),
+    }
+}
+
+/// Runs every case against stores built by `factory`; panics on the first failure.
+pub async fn run_all<F, Fut>(factory: F)
+where
+    F: Fn(StoreOptions) -> Fut,
+    Fut: Future<Output = Arc<dyn Store>>,
+{
+    let r = Retention::default();
+    sequences_are_per_topic_and_gapless(make(&factory, r.clone()).await).await;
+    payloads_survive_exactly(make(&factory, r.clone()).await).await;
+    batches_are_ordered_and_atomic(make(&factory, r.clone()).await).await;
+    reads_page_in_order(make(&factory, r.clone()).await).await;
+    idempotency_key_dedupes(make(&factory, r.clone()).await).await;
+    live_sink_sees_each_event_once_in_order(make(&factory, r.clone()).await).await;
+    wipe_starts_a_new_epoch(make(&factory, r.clone()).await).await;
+    unknown_topic_has_empty_head(make(&factory, r.clone()).await).await;
+    concurrent_appends_get_unique_seqs(make(&factory, r.clone()).await).await;
+    let by_count = Retention {
+        max_events: 3,
+        ..r.clone()
+    };
+    retention_by_count(make(&factory, by_count).await).await;
+    let by_age = Retention {
+        max_age: Duration::from_millis(300),
+        ..r
+    };
+    retention_by_age(make(&factory, by_age).await).await;
+}
+
+async fn append_one(s: &Subject, t: &Topic, data: &str) -> u64 {
+    let acks = s.store.append(vec![event(t, data)]).await.expect("append");
+    assert_eq!(acks.len(), 1);
+    assert!(!acks[0].duplicate);
+    acks[0].seq
+}
+
+async fn sequences_are_per_topic_and_gapless(s: Subject) {
+    let (a, b) = (s.topic("a"), s.topic("b"));
+    for i in 1..=5 {
+        assert_eq!(append_one(&s, &a, "x").await, i);
+    }
+    assert_eq!(
+        append_one(&s, &b, "y").await,
+        1,
+        "topics count independently"
+    );
+    let head = s.store.head(&a).await.unwrap();
+    assert_eq!((head.first_seq, head.last_seq), (1, 5));
+    assert_ne!(head.epoch, 0, "a published topic has an epoch");
+    let events = s.store.read_after(&a, 0, 100).await.unwrap();
+    assert!(events.iter().all(|e| e.epoch == head.epoch));
+}
+
+async fn payloads_survive_exactly(s: Subject) {
+    let t = s.topic("payloads");
+    let payloads = [
+        "",
+        "plain",
+        "multi\nline\r\nand\rcr",
+        "ünïcødé ✓ 🚀",
+        "\0nul",
+        &"z".repeat(60_000),
+    ];
+    for p in payloads {
+        let mut e = event(&t, p);
+        e.event_type = Some(Arc::from("kind.v1"));
+        s.store.append(vec![e]).await.unwrap();
+    }
+    let read = s.store.read_after(&t, 0, 100).await.unwrap();
+    assert_eq!(read.len(), payloads.len());
+    for (ev, p) in read.iter().zip(payloads) {
+        assert_eq!(&*ev.data, p);
+        assert_eq!(ev.event_type.as_deref(), Some("kind.v1"));
+        assert_eq!(ev.topic, t);
+        assert!(ev.ts_ms > 1_600_000_000_000, "timestamp is in ms");
+    }
+}
+
+async fn batches_are_ordered_and_atomic(s: Subject) {
+    let (a, b) = (s.topic("a"), s.topic("b"));
+    let batch = vec![
+        event(&a, "a1"),
+        event(&b, "b1"),
+        event(&a, "a2"),
+        event(&b, "b2"),
+    ];
+    let acks = s.store.append(batch).await.unwrap();
+    let got: Vec<(String, u64)> = acks.iter().map(|k| (k.topic.to_string(), k.seq)).collect();
+    assert_eq!(
+        got,
+        vec![
+            (a.to_string(), 1),
+            (b.to_string(), 1),
+            (a.to_string(), 2),
+            (b.to_string(), 2)
+        ]
+    );
+    let data: Vec<String> = s
+        .store
+        .read_after(&a, 0, 10)
+        .await
+        .unwrap()
+        .iter()
+        .map(|e| e.data.to_string())
+        .collect();
+    assert_eq!(data, ["a1", "a2"]);
+    assert!(s.store.append(Vec::new()).await.unwrap().is_empty());
+}
+
+async fn reads_page_in_order(s: Subject) {
+    let t = s.topic("paged");
+    let batch: Vec<NewEvent> = (1..=25).map(|i| event(&t, &i.to_string())).collect();
+    s.store.append(batch).await.unwrap();
+    let mut after = 0;
+    let mut seen = Vec::new();
+    for _ in 0..10 {
+        let page = s.store.read_after(&t, after, 7).await.unwrap();
+        if page.is_empty() {
+            break;
+        }
+        assert!(page.len() <= 7);
+        after = page.last().unwrap().seq;
+        seen.extend(page.iter().map(|e| e.data.parse::<u64>().unwrap()));
+    }
+    assert_eq!(seen, (1..=25).collect::<Vec<_>>());
+    assert!(s.store.read_after(&t, 25, 7).await.unwrap().is_empty());
+    assert_eq!(s.store.read_after(&t, 20, 100).await.unwrap().len(), 5);
+}
+
+async fn idempotency_key_dedupes(s: Subject) {
+    let (t, other) = (s.topic("idem"), s.topic("idem2"));
+    let mut e = event(&t, "once");
+    e.idempotency_key = Some("req-1".into());
+    let first = s.store.append(vec![e.clone()]).await.unwrap().remove(0);
+    let again = s.store.append(vec![e.clone()]).await.unwrap().remove(0);
+    assert!(!first.duplicate && again.duplicate);
+    assert_eq!((again.seq, again.epoch), (first.seq, first.epoch));
+    assert_eq!(s.store.read_after(&t, 0, 10).await.unwrap().len(), 1);
+    e.topic = other.clone();
+    let elsewhere = s.store.append(vec![e]).await.unwrap().remove(0);
+    assert!(!elsewhere.duplicate, "keys are scoped to their topic");
+    assert_eq!(
+        s.live_for(&t),
+        vec![1],
+        "a duplicate is not fanned out again"
+    );
+}
+
+async fn live_sink_sees_each_event_once_in_order(s: Subject) {
+    let (a, b) = (s.topic("a"), s.topic("b"));
+    for i in 0..20 {
+        let t = if i % 3 == 0 { &b } else { &a };
+        s.store.append(vec![event(t, "x")]).await.unwrap();
+    }
+    assert_eq!(s.live_for(&a), (1..=13).collect::<Vec<_>>());
+    assert_eq!(s.live_for(&b), (1..=7).collect::<Vec<_>>());
+}
+
+async fn wipe_starts_a_new_epoch(s: Subject) {
+    let t = s.topic("wiped");
+    append_one(&s, &t, "old").await;
+    append_one(&s, &t, "old").await;
+    let before = s.store.head(&t).await.unwrap();
+    let after = s.store.wipe(&t).await.unwrap();
+    assert_ne!(after.epoch, before.epoch);
+    assert_ne!(after.epoch, 0);
+    assert_eq!(s.store.head(&t).await.unwrap(), after);
+    assert!(s.store.read_after(&t, 0, 10).await.unwrap().is_empty());
+    assert_eq!(
+        append_one(&s, &t, "new").await,
+        1,
+        "seq restarts in the new epoch"
+    );
+    let read = s.store.read_after(&t, 0, 10).await.unwrap();
+    assert_eq!(read[0].epoch, after.epoch);
+}
+
+async fn unknown_topic_has_empty_head(s: Subject) {
+    let t = s.topic("never");
+    let head = s.store.head(&t).await.unwrap();
+    assert_eq!((head.epoch, head.first_seq, head.last_seq), (0, 0, 0));
+    assert!(s.store.read_after(&t, 0, 10).await.unwrap().is_empty());
+    s.store.ping().await.unwrap();
+}
+
+async fn concurrent_appends_get_unique_seqs(s: Subject) {
+    let t = s.topic("busy");
+    let s = Arc::new(s);
+    let mut tasks = Vec::new();
+    for w in 0..8 {
+        let (s, t) = (s.clone(), t.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut seqs = Vec::new();
+            for i in 0..25 {
+                seqs.push(append_one(&s, &t, &format!("{w}-{i}")).await);
+            }
+            seqs
+        }));
+    }
+    let mut all = Vec::new();
+    for task in tasks {
+        let seqs = task.await.unwrap();
+        assert!(
+            seqs.windows(2).all(|w| w[0] < w[1]),
+            "one publisher's seqs increase"
+        );
+        all.extend(seqs);
+    }
+    all.sort_unstable();
+    assert_eq!(all, (1..=200).collect::<Vec<_>>());
+    assert_eq!(s.live_for(&t).len(), 200);
+}
+
+async fn retention_by_count(s: Subject) {
+    let t = s.topic("count");
+    for _ in 0..10 {
+        append_one(&s, &t, "x").await;
+    }
+    s.store.trim().await.unwrap();
+    let head = s.store.head(&t).await.unwrap();
+    assert_eq!((head.first_seq, head.last_seq), (8, 10));
+    let seqs: Vec<u64> = s
+        .store
+        .read_after(&t, 0, 100)
+        .await
+        .unwrap()
+        .iter()
+        .map(|e| e.seq)
+        .collect();
+    assert_eq!(seqs, [8, 9, 10]);
+}
+
+async fn retention_by_age(s: Subject) {
+    let t = s.topic("age");
+    append_one(&s, &t, "old").await;
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    append_one(&s, &t, "new").await;
+    s.store.trim().await.unwrap();
+    let head = s.store.head(&t).await.unwrap();
+    assert_eq!(
+        (head.first_seq, head.last_seq),
+        (2, 2),
+        "only the old event aged out"
+    );
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    s.store.trim().await.unwrap();
+    let head = s.store.head(&t).await.unwrap();
+    assert_eq!(
+        (head.first_seq, head.last_seq),
+        (0, 2),
+        "last_seq survives trimming"
+    );
+}

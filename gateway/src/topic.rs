@@ -1,0 +1,109 @@
+//! Topic names, validated once at the edge and trusted everywhere inside.
+
+use std::fmt;
+use std::sync::Arc;
+
+/// Longest accepted topic name, in bytes.
+pub const MAX_TOPIC_LEN: usize = 200;
+
+/// A valid topic name: `/`-separated, non-empty segments of `[A-Za-z0-9._:-]`,
+/// at most [`MAX_TOPIC_LEN`] bytes in all. Cheap to clone.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Topic(Arc<str>);
+
+/// Why a string is not a topic name.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TopicError {
+    #[error("topic name is empty")]
+    Empty,
+    #[error("topic name is longer than {MAX_TOPIC_LEN} bytes")]
+    TooLong,
+    #[error("topic name has an empty segment (leading, trailing or double '/')")]
+    EmptySegment,
+    #[error("topic name contains {0:?}; allowed are A-Z a-z 0-9 . _ : - and '/' between segments")]
+    BadChar(char),
+}
+
+impl Topic {
+    /// Parses and validates a topic name.
+    pub fn parse(s: &str) -> Result<Self, TopicError> {
+        if s.is_empty() {
+            return Err(TopicError::Empty);
+        }
+        if s.len() > MAX_TOPIC_LEN {
+            return Err(TopicError::TooLong);
+        }
+        for segment in s.split('/') {
+            if segment.is_empty() {
+                return Err(TopicError::EmptySegment);
+            }
+            if let Some(c) = segment.chars().find(|c| !is_topic_char(*c)) {
+                return Err(TopicError::BadChar(c));
+            }
+        }
+        Ok(Topic(Arc::from(s)))
+    }
+
+    /// The name as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// A 32-bit tag (FNV-1a) that identifies the topic inside a cursor.
+    pub fn tag(&self) -> u32 {
+        crate::hash::fnv1a32(self.0.as_bytes())
+    }
+}
+
+fn is_topic_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | ':' | '-')
+}
+
+impl fmt::Display for Topic {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl fmt::Debug for Topic {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Topic({:?})", &*self.0)
+    }
+}
+
+impl serde::Serialize for Topic {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.0)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Topic {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        Topic::parse(&s).map_err(serde::de::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accepts_valid_names() {
+        for ok in ["a", "devices/42/telemetry", "A.b_c:d-e", &"x".repeat(200)] {
+            assert_eq!(Topic::parse(ok).unwrap().as_str(), ok);
+        }
+    }
+
+    #[test]
+    fn rejects_invalid_names() {
+        assert_eq!(Topic::parse(""), Err(TopicError::Empty));
+        assert_eq!(Topic::parse(&"x".repeat(201)), Err(TopicError::TooLong));
+        assert_eq!(Topic::parse("/a"), Err(TopicError::EmptySegment));
+        assert_eq!(Topic::parse("a/"), Err(TopicError::EmptySegment));
+        assert_eq!(Topic::parse("a//b"), Err(TopicError::EmptySegment));
+        assert_eq!(Topic::parse("a b"), Err(TopicError::BadChar(' ')));
+        assert_eq!(Topic::parse("a\nb"), Err(TopicError::BadChar('\n')));
+        assert_eq!(Topic::parse("é"), Err(TopicError::BadChar('é')));
+    }
+}

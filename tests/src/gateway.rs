@@ -1,0 +1,232 @@
+//! A real `pushgate` process on loopback, with its own data directory.
+//! Killed (SIGKILL) on drop.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+
+/// Path of the `pushgate` binary built by `cargo test` (next to the test
+/// executables' parent directory), or `$PUSHGATE_BIN`.
+pub fn binary() -> PathBuf {
+    if let Ok(p) = std::env::var("PUSHGATE_BIN") {
+        return PathBuf::from(p);
+    }
+    let exe = std::env::current_exe().expect("test executable path");
+    // target/<profile>/deps/<test> → target/<profile>/pushgate
+    let dir = exe.parent().and_then(Path::parent).expect("target dir");
+    dir.join("pushgate")
+}
+
+/// A running (or stopped, restartable) gateway process.
+pub struct GatewayProcess {
+    child: Option<Child>,
+    /// API address (stable across restarts).
+    pub addr: SocketAddr,
+    data_dir: PathBuf,
+    _owned_dir: Option<tempfile::TempDir>,
+    args: Vec<String>,
+    name: String,
+}
+
+impl GatewayProcess {
+    /// Starts a gateway on a fresh data directory with extra `serve` flags.
+    pub fn start(args: &[&str]) -> Result<GatewayProcess> {
+        let dir = tempfile::tempdir()?;
+        let mut g = GatewayProcess {
+            child: None,
+            addr: "127.0.0.1:0".parse()?,
+            data_dir: dir.path().to_owned(),
+            _owned_dir: Some(dir),
+            args: args.iter().map(|s| s.to_string()).collect(),
+            name: "gateway".into(),
+        };
+        g.spawn()?;
+        Ok(g)
+    }
+
+    /// Starts a gateway with extra `serve` flags and no data directory of its own (e.g. Redis).
+    pub fn start_named(name: &str, args: &[&str]) -> Result<GatewayProcess> {
+        let mut g = Self::start(args)?;
+        g.name = name.into();
+        Ok(g)
+    }
+
+    fn spawn(&mut self) -> Result<()> {
+        let bin = binary();
+        if !bin.exists() {
+            bail!(
+                "pushgate binary not found at {} — build it with `cargo build -p gateway` (cargo test --workspace does)",
+                bin.display()
+            );
+        }
+        let mut cmd = Command::new(&bin);
+        cmd.arg("serve")
+            .arg("--listen")
+            .arg(self.addr.to_string())
+            .arg("--data-dir")
+            .arg(&self.data_dir)
+            .arg("--log-format")
+            .arg("json")
+            .args(&self.args)
+            .env_remove("PUSHGATE_CONFIG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        let mut child = cmd
+            .spawn()
+            .with_context(|| format!("spawn {}", bin.display()))?;
+        let stderr = child.stderr.take().expect("piped stderr");
+        let (tx, rx) = mpsc::channel();
+        let name = self.name.clone();
+        std::thread::spawn(move || {
+            let mut tx = Some(tx);
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) {
+                    if v["message"] == "listening" {
+                        if let (Some(tx), Some(api)) = (tx.take(), v["api"].as_str()) {
+                            let _ = tx.send(api.to_owned());
+                        }
+                    }
+                    if v["level"] == "INFO" && v["message"] == "request" {
+                        continue;
+                    }
+                }
+                if std::env::var_os("PUSHGATE_TEST_LOGS").is_some()
+                    || !line.contains("\"level\":\"INFO\"")
+                {
+                    eprintln!("[{name}] {line}");
+                }
+            }
+        });
+        let api = rx
+            .recv_timeout(Duration::from_secs(30))
+            .map_err(|_| anyhow::anyhow!("gateway did not report its address within 30 s"))?;
+        self.addr = api.parse()?;
+        self.child = Some(child);
+        Ok(())
+    }
+
+    /// `http://ADDR{path}`.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    /// Process id, while running.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
+    }
+
+    /// SIGKILL and reap.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Sends SIGTERM (the process drains, then exits).
+    pub fn sigterm(&self) {
+        if let Some(pid) = self.pid() {
+            // SAFETY: plain kill(2) on our own child's pid.
+            unsafe {
+                libc::kill(pid as i32, libc::SIGTERM);
+            }
+        }
+    }
+
+    /// Waits for the process to exit by itself, bounded.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Result<ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        let child = self.child.as_mut().context("not running")?;
+        loop {
+            if let Some(status) = child.try_wait()? {
+                self.child = None;
+                return Ok(status);
+            }
+            if Instant::now() > deadline {
+                bail!("gateway did not exit within {timeout:?}");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Starts again on the same address and data directory.
+    pub fn restart(&mut self) -> Result<()> {
+        self.kill9();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            match self.spawn() {
+                Ok(()) => return Ok(()),
+                Err(e) if Instant::now() < deadline => {
+                    eprintln!("restart retry: {e:#}");
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// The `/metrics` text.
+    pub async fn metrics(&self) -> Result<String> {
+        Ok(reqwest::get(self.url("/metrics")).await?.text().await?)
+    }
+
+    /// One sample of `/metrics` (`name` with its labels, e.g. `pushgate_resume_total{outcome="exact"}`); 0 if absent.
+    pub async fn metric(&self, name: &str) -> Result<f64> {
+        Ok(metric_value(&self.metrics().await?, name))
+    }
+}
+
+/// Reads one sample from Prometheus text; 0 when the series is absent.
+pub fn metric_value(text: &str, name: &str) -> f64 {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .find_map(|l| {
+            let (series, value) = l.rsplit_once(' ')?;
+            (series == name).then(|| value.parse().ok()).flatten()
+        })
+        .unwrap_or(0.0)
+}
+
+impl Drop for GatewayProcess {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// A publish acknowledgement.
+#[derive(Debug, Clone, serde::Deserialize)]
+pub struct Published {
+    /// Cursor of the event.
+    pub id: String,
+    /// Its topic.
+    pub topic: String,
+    /// Its sequence number.
+    pub seq: u64,
+}
+
+/// `POST {base}/v1/topics/{topic}/events`; fails unless 201.
+pub async fn publish(
+    client: &reqwest::Client,
+    base: &str,
+    topic: &str,
+    data: &str,
+) -> Result<Published> {
+    let resp = client
+        .post(format!("{base}/v1/topics/{topic}/events"))
+        .body(data.to_owned())
+        .send()
+        .await?;
+    let status = resp.status();
+    let text = resp.text().await?;
+    if status != reqwest::StatusCode::CREATED {
+        bail!("publish to {topic} answered {status}: {text}");
+    }
+    Ok(serde_json::from_str(&text)?)
+}

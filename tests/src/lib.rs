@@ -1,0 +1,6 @@
+//! Harnesses for the real dependencies of the end-to-end tests. Each one
+//! starts its process on loopback and cleans up on drop.
+
+pub mod controlplane;
+pub mod gateway;
+pub mod sse_client;

@@ -1,0 +1,103 @@
+//! A small SSE client for tests: reqwest for HTTP, the gateway's own
+//! WHATWG parser for the stream.
+
+use std::collections::VecDeque;
+use std::time::Duration;
+
+use anyhow::{bail, Result};
+use pushgate::sse::{Parser, SseEvent};
+
+/// One open stream.
+pub struct SseClient {
+    resp: reqwest::Response,
+    parser: Parser,
+    queue: VecDeque<SseEvent>,
+    ended: bool,
+}
+
+/// What a stream request returned.
+pub enum Opened {
+    /// 200 and a stream.
+    Stream(SseClient),
+    /// Any other status, with its body.
+    Refused(reqwest::StatusCode, String),
+}
+
+impl SseClient {
+    /// GET `url` with an optional `Last-Event-ID`.
+    pub async fn open(
+        client: &reqwest::Client,
+        url: &str,
+        last_event_id: Option<&str>,
+    ) -> Result<Opened> {
+        let mut req = client.get(url).header("accept", "text/event-stream");
+        if let Some(id) = last_event_id {
+            req = req.header("last-event-id", id);
+        }
+        let resp = req.send().await?;
+        if resp.status() != reqwest::StatusCode::OK {
+            let status = resp.status();
+            return Ok(Opened::Refused(
+                status,
+                resp.text().await.unwrap_or_default(),
+            ));
+        }
+        Ok(Opened::Stream(SseClient {
+            resp,
+            parser: Parser::new(),
+            queue: VecDeque::new(),
+            ended: false,
+        }))
+    }
+
+    /// Like [`SseClient::open`] but fails unless the stream opened.
+    pub async fn connect(
+        client: &reqwest::Client,
+        url: &str,
+        last_event_id: Option<&str>,
+    ) -> Result<SseClient> {
+        match Self::open(client, url, last_event_id).await? {
+            Opened::Stream(s) => Ok(s),
+            Opened::Refused(status, body) => bail!("stream refused: {status} {body}"),
+        }
+    }
+
+    /// The next event; `Ok(None)` when the server ended the stream (or the
+    /// connection broke); an error if nothing came within `timeout`.
+    pub async fn next(&mut self, timeout: Duration) -> Result<Option<SseEvent>> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            if let Some(ev) = self.queue.pop_front() {
+                return Ok(Some(ev));
+            }
+            if self.ended {
+                return Ok(None);
+            }
+            match tokio::time::timeout_at(deadline, self.resp.chunk()).await {
+                Err(_) => bail!("no event within {timeout:?}"),
+                Ok(Ok(Some(chunk))) => self.queue.extend(self.parser.feed(&chunk)),
+                Ok(Ok(None)) | Ok(Err(_)) => self.ended = true,
+            }
+        }
+    }
+
+    /// The `Last-Event-ID` a browser would send on reconnect.
+    pub fn last_event_id(&self) -> &str {
+        self.parser.last_event_id()
+    }
+
+    /// The last `retry:` the server sent.
+    pub fn retry(&self) -> Option<u64> {
+        self.parser.retry()
+    }
+
+    /// Response headers.
+    pub fn headers(&self) -> &reqwest::header::HeaderMap {
+        self.resp.headers()
+    }
+
+    /// HTTP version of the response.
+    pub fn version(&self) -> reqwest::Version {
+        self.resp.version()
+    }
+}
