@@ -640,7 +640,7 @@ impl OperatorProcess {
         if let Some(s) = exited {
             bail!("operator exited ({s}):\n{}", tail(&op.log));
         }
-        r?;
+        r.with_context(|| format!("operator log:\n{}", tail(&op.log)))?;
         Ok(op)
     }
 
@@ -689,5 +689,39 @@ pub fn http_get(port: u16, path: &str) -> Option<String> {
     let mut resp = String::new();
     s.read_to_string(&mut resp).ok()?;
     let (head, body) = resp.split_once("\r\n\r\n")?;
-    head.starts_with("HTTP/1.1 200").then(|| body.to_string())
+    let status = head.lines().next()?.split_whitespace().nth(1)?;
+    (status == "200").then(|| body.to_string())
+}
+
+/// Polls an async check every 250ms until it yields `Some`, or fails after
+/// `timeout` with `what` and the last observation in the message.
+pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> anyhow::Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, String>>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut last = String::from("never checked");
+    while tokio::time::Instant::now() < deadline {
+        match check().await {
+            Ok(v) => return Ok(v),
+            Err(why) => last = why,
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    bail!("timed out after {timeout:?} waiting for {what}; last seen: {last}")
+}
+
+impl OperatorProcess {
+    /// SIGTERM and wait (bounded) for a clean exit, which releases the Lease.
+    pub fn terminate(&mut self) -> anyhow::Result<()> {
+        let pid = self.child.id() as libc::pid_t;
+        // SAFETY: signalling our own child by pid.
+        unsafe { libc::kill(pid, libc::SIGTERM) };
+        wait_until(
+            "operator to exit after SIGTERM",
+            Duration::from_secs(15),
+            || !self.running(),
+        )
+    }
 }

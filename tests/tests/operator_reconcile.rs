@@ -1,0 +1,486 @@
+//! Scenarios 2–5 against the real control plane, with the operator running as
+//! a real process per test (each test has its own namespace and Lease).
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
+use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Pod, Service};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use kube::api::ListParams;
+use kube::{Api, Client, Resource, ResourceExt};
+use operator::crd::PushGateway;
+use pushgate_e2e::controlplane::{eventually, ControlPlane, OperatorOptions, OperatorProcess};
+use serde::de::DeserializeOwned;
+use std::fmt::Debug;
+use std::time::Duration;
+
+const WAIT: Duration = Duration::from_secs(60);
+
+struct Env {
+    cp: &'static ControlPlane,
+    ns: String,
+    client: Client,
+    op: OperatorProcess,
+}
+
+async fn setup(prefix: &str) -> Env {
+    let cp = ControlPlane::shared();
+    cp.install_crds().unwrap();
+    let ns = cp.namespace(prefix).unwrap();
+    let op =
+        OperatorProcess::start(cp, &OperatorOptions::new(&ns, &format!("{prefix}-op"))).unwrap();
+    Env {
+        cp,
+        client: cp.client().await.unwrap(),
+        ns,
+        op,
+    }
+}
+
+impl Env {
+    fn apply(&self, name: &str, spec: &str) {
+        let doc = format!(
+            "apiVersion: pushgate.dev/v1alpha1\nkind: PushGateway\nmetadata:\n  name: {name}\n  namespace: {}\nspec:\n{spec}",
+            self.ns
+        );
+        self.cp.kubectl_stdin(&["apply", "-f", "-"], &doc).unwrap();
+    }
+
+    /// A Redis-backed gateway: its pods need no volume, so kwok makes them Ready.
+    fn apply_redis(&self, name: &str, extra: &str) {
+        self.cp
+            .kubectl(&[
+                "create",
+                "secret",
+                "generic",
+                &format!("{name}-redis"),
+                "-n",
+                &self.ns,
+                "--from-literal=url=redis://127.0.0.1:1/0",
+            ])
+            .unwrap();
+        self.apply(
+            name,
+            &format!("  store: {{redis: {{secretRef: {{name: {name}-redis}}}}}}\n{extra}"),
+        );
+    }
+
+    fn api<K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>>(
+        &self,
+    ) -> Api<K> {
+        Api::namespaced(self.client.clone(), &self.ns)
+    }
+
+    async fn get<K>(&self, name: &str) -> K
+    where
+        K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+            + Clone
+            + DeserializeOwned
+            + Debug,
+    {
+        let api = self.api::<K>();
+        let what = format!("{} {name}", K::kind(&()));
+        eventually(&what, WAIT, || {
+            let api = api.clone();
+            async move {
+                match api.get_opt(name).await {
+                    Ok(Some(o)) => Ok(o),
+                    Ok(None) => Err("absent".into()),
+                    Err(e) => Err(e.to_string()),
+                }
+            }
+        })
+        .await
+        .unwrap_or_else(|e| panic!("{e}\noperator log:\n{}", self.op.log_tail()))
+    }
+
+    async fn ready(&self, name: &str) -> PushGateway {
+        let api = self.api::<PushGateway>();
+        eventually(&format!("PushGateway {name} Ready=True"), WAIT, || {
+            let api = api.clone();
+            async move {
+                let p = api.get(name).await.map_err(|e| e.to_string())?;
+                let st = p.status.clone().unwrap_or_default();
+                let ready = st
+                    .conditions
+                    .iter()
+                    .any(|c| c.type_ == "Ready" && c.status == "True");
+                if ready && st.observed_generation == p.metadata.generation {
+                    Ok(p)
+                } else {
+                    Err(format!("{:?}", p.status))
+                }
+            }
+        })
+        .await
+        .unwrap_or_else(|e| panic!("{e}\noperator log:\n{}", self.op.log_tail()))
+    }
+
+    async fn rvs(&self, name: &str) -> Vec<String> {
+        let cm: ConfigMap = self.get(&format!("{name}-config")).await;
+        let d: Deployment = self.get(name).await;
+        let s: Service = self.get(name).await;
+        let p: PodDisruptionBudget = self.get(name).await;
+        let g: PushGateway = self.get(name).await;
+        [
+            cm.resource_version(),
+            d.resource_version(),
+            s.resource_version(),
+            p.resource_version(),
+            g.resource_version(),
+        ]
+        .into_iter()
+        .map(Option::unwrap)
+        .collect()
+    }
+}
+
+#[tokio::test]
+async fn minimal_pushgateway_yields_expected_objects() {
+    let env = setup("objects").await;
+    let minimal = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../examples/minimal.yaml"
+    ))
+    .unwrap();
+    env.cp
+        .kubectl_stdin(&["apply", "-n", &env.ns, "-f", "-"], &minimal)
+        .unwrap();
+    let pgw: PushGateway = env.get("minimal").await;
+    let uid = pgw.uid().unwrap();
+
+    let dep: Deployment = env.get("minimal").await;
+    let cm: ConfigMap = env.get("minimal-config").await;
+    let svc: Service = env.get("minimal").await;
+    let pdb: PodDisruptionBudget = env.get("minimal").await;
+    let pvc: PersistentVolumeClaim = env.get("minimal-data").await;
+    for (kind, refs) in [
+        ("Deployment", dep.owner_references()),
+        ("ConfigMap", cm.owner_references()),
+        ("Service", svc.owner_references()),
+        ("PodDisruptionBudget", pdb.owner_references()),
+        ("PersistentVolumeClaim", pvc.owner_references()),
+    ] {
+        assert_eq!(refs.len(), 1, "{kind} owner refs: {refs:?}");
+        assert_eq!(
+            (
+                refs[0].kind.as_str(),
+                refs[0].uid.as_str(),
+                refs[0].controller
+            ),
+            ("PushGateway", uid.as_str(), Some(true)),
+            "{kind}"
+        );
+    }
+
+    let spec = dep.spec.unwrap();
+    assert_eq!(spec.replicas, Some(1));
+    let pod = spec.template.spec.unwrap();
+    let c = &pod.containers[0];
+    assert_eq!(
+        c.image.as_deref(),
+        Some(format!("ghcr.io/pushgate/pushgate:{}", env!("CARGO_PKG_VERSION")).as_str())
+    );
+    assert_eq!(
+        c.args.clone().unwrap(),
+        ["serve", "--config", "/etc/pushgate/pushgate.yaml"]
+    );
+    let rp = c.readiness_probe.clone().unwrap().http_get.unwrap();
+    let lp = c.liveness_probe.clone().unwrap().http_get.unwrap();
+    assert_eq!(
+        (rp.path.as_deref(), lp.path.as_deref()),
+        (Some("/readyz"), Some("/healthz"))
+    );
+    let sc = c.security_context.clone().unwrap();
+    assert_eq!(
+        (
+            sc.run_as_non_root,
+            sc.read_only_root_filesystem,
+            sc.allow_privilege_escalation
+        ),
+        (Some(true), Some(true), Some(false))
+    );
+    assert_eq!(sc.capabilities.unwrap().drop.unwrap(), ["ALL"]);
+    assert_eq!(
+        pod.security_context.unwrap().seccomp_profile.unwrap().type_,
+        "RuntimeDefault"
+    );
+    assert!(
+        pod.termination_grace_period_seconds.unwrap() > 20,
+        "grace period must exceed the 20s drain window"
+    );
+    assert!(cm.data.unwrap()["pushgate.yaml"].contains("store: embedded"));
+    assert_eq!(
+        pvc.spec.unwrap().resources.unwrap().requests.unwrap()["storage"].0,
+        "1Gi"
+    );
+
+    // Autoscaled variant: HPA with the gateway metrics, Deployment replicas left to it.
+    env.apply_redis(
+        "scaled",
+        "  autoscaling: {minReplicas: 2, maxReplicas: 6, behavior: {scaleDown: {stabilizationWindowSeconds: 120}}}\n",
+    );
+    let hpa: HorizontalPodAutoscaler = env.get("scaled").await;
+    let h = hpa.spec.unwrap();
+    assert_eq!((h.min_replicas, h.max_replicas), (Some(2), 6));
+    let metrics = h.metrics.unwrap();
+    let pods: Vec<_> = metrics
+        .iter()
+        .filter_map(|m| m.pods.as_ref().map(|p| p.metric.name.clone()))
+        .collect();
+    assert_eq!(
+        pods,
+        [
+            "pushgate_event_loop_lag_seconds",
+            "pushgate_subscriber_lag_events",
+            "pushgate_connections"
+        ]
+    );
+    let mem = metrics.iter().find_map(|m| m.resource.clone()).unwrap();
+    assert_eq!(
+        (mem.name.as_str(), mem.target.type_.as_str()),
+        ("memory", "Utilization")
+    );
+    assert_eq!(
+        h.behavior
+            .unwrap()
+            .scale_down
+            .unwrap()
+            .stabilization_window_seconds,
+        Some(120)
+    );
+    let scaled: Deployment = env.get("scaled").await;
+    let managed = scaled.metadata.managed_fields.unwrap_or_default();
+    let ours = managed
+        .iter()
+        .find(|m| m.manager.as_deref() == Some("pushgate-operator"))
+        .unwrap();
+    let fields = serde_json::to_string(&ours.fields_v1).unwrap();
+    assert!(
+        !fields.contains("f:replicas"),
+        "operator must not own spec.replicas under an HPA: {fields}"
+    );
+
+    // `kubectl get pgw` prints the printer columns.
+    let table = env.cp.kubectl(&["get", "pgw", "-n", &env.ns]).unwrap();
+    let header: Vec<_> = table.lines().next().unwrap().split_whitespace().collect();
+    assert_eq!(
+        header,
+        ["NAME", "READY", "REPLICAS", "CANARY", "WEIGHT", "AGE"],
+        "{table}"
+    );
+    assert!(table.lines().any(|l| l.starts_with("minimal ")), "{table}");
+}
+
+#[tokio::test]
+async fn reconcile_is_idempotent_and_repairs_drift() {
+    let mut env = setup("drift").await;
+    env.apply_redis("gw", "  replicas: 2\n");
+    env.ready("gw").await;
+    let before = env.rvs("gw").await;
+
+    // A second reconcile, by a fresh operator process, must change nothing.
+    env.op.terminate().unwrap();
+    env.op = OperatorProcess::start(env.cp, &OperatorOptions::new(&env.ns, "drift-op-2")).unwrap();
+    let op = &env.op;
+    eventually("the restarted operator to reconcile", WAIT, || async {
+        let n = op.metric("pushgate_operator_reconciles_total{result=\"ok\"}");
+        if n >= 1.0 {
+            Ok(())
+        } else {
+            Err(format!("{n} reconciles"))
+        }
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        env.rvs("gw").await,
+        before,
+        "a no-op reconcile changed resourceVersions"
+    );
+
+    // A deleted Deployment is recreated.
+    let old: Deployment = env.get("gw").await;
+    env.cp
+        .kubectl(&["delete", "deployment", "gw", "-n", &env.ns, "--wait=false"])
+        .unwrap();
+    let api = env.api::<Deployment>();
+    let old_uid = old.uid().unwrap();
+    eventually("the Deployment to be recreated", WAIT, || async {
+        match api.get_opt("gw").await {
+            Ok(Some(d)) if d.uid() != Some(old_uid.clone()) => Ok(()),
+            other => Err(format!("{:?}", other.map(|o| o.map(|d| d.uid())))),
+        }
+    })
+    .await
+    .unwrap();
+
+    // Hand edits are reverted: the config file and the container image.
+    let cm_api = env.api::<ConfigMap>();
+    let original = env.get::<ConfigMap>("gw-config").await.data.unwrap()["pushgate.yaml"].clone();
+    env.cp
+        .kubectl(&[
+            "patch",
+            "configmap",
+            "gw-config",
+            "-n",
+            &env.ns,
+            "--type=merge",
+            "-p",
+            r#"{"data":{"pushgate.yaml":"tampered: true\n"}}"#,
+        ])
+        .unwrap();
+    env.cp
+        .kubectl(&[
+            "set",
+            "image",
+            "deployment/gw",
+            "-n",
+            &env.ns,
+            "gateway=evil:latest",
+        ])
+        .unwrap();
+    eventually("the ConfigMap edit to be reverted", WAIT, || async {
+        let cm = cm_api.get("gw-config").await.map_err(|e| e.to_string())?;
+        let now = cm
+            .data
+            .unwrap_or_default()
+            .remove("pushgate.yaml")
+            .unwrap_or_default();
+        if now == original {
+            Ok(())
+        } else {
+            Err(now)
+        }
+    })
+    .await
+    .unwrap();
+    eventually("the image edit to be reverted", WAIT, || async {
+        let d = api.get("gw").await.map_err(|e| e.to_string())?;
+        let image = d.spec.unwrap().template.spec.unwrap().containers[0]
+            .image
+            .clone()
+            .unwrap_or_default();
+        if image.starts_with("ghcr.io/pushgate/pushgate:") {
+            Ok(())
+        } else {
+            Err(image)
+        }
+    })
+    .await
+    .unwrap();
+}
+
+#[tokio::test]
+async fn status_reports_ready_and_spec_errors() {
+    let env = setup("status").await;
+    env.apply_redis("gw", "  replicas: 2\n");
+    let p = env.ready("gw").await;
+    let st = p.status.unwrap();
+    assert_eq!(st.observed_generation, p.metadata.generation);
+    assert_eq!((st.replicas, st.ready_replicas), (Some(2), Some(2)));
+    assert_eq!(
+        st.url.as_deref(),
+        Some(format!("http://gw.{}.svc", env.ns).as_str())
+    );
+    let ready_pods = env
+        .api::<Pod>()
+        .list(&ListParams::default().labels("app.kubernetes.io/instance=gw"))
+        .await
+        .unwrap();
+    assert_eq!(ready_pods.items.len(), 2);
+
+    // The schema accepts any string here; only the operator can tell it is not a duration.
+    env.apply_redis_spec_error();
+    let api = env.api::<PushGateway>();
+    let degraded = eventually("Degraded=True with reason InvalidSpec", WAIT, || async {
+        let p = api.get("gw").await.map_err(|e| e.to_string())?;
+        let st = p.status.clone().unwrap_or_default();
+        let d = st
+            .conditions
+            .iter()
+            .find(|c| c.type_ == "Degraded" && c.status == "True")
+            .cloned();
+        match d {
+            Some(c) if st.observed_generation == p.metadata.generation => Ok(c),
+            _ => Err(format!("{:?}", p.status)),
+        }
+    })
+    .await
+    .unwrap();
+    assert_eq!(degraded.reason, "InvalidSpec");
+    assert!(
+        degraded.message.contains("spec.delivery.drainWindow"),
+        "{}",
+        degraded.message
+    );
+    let events = eventually("a Warning Event for the PushGateway", WAIT, || async {
+        let out = env.cp.kubectl(&["get", "events", "-n", &env.ns, "--field-selector", "reason=InvalidSpec", "-o", "jsonpath={range .items[*]}{.type} {.involvedObject.kind}/{.involvedObject.name}{\"\\n\"}{end}"]).map_err(|e| e.to_string())?;
+        if out.contains("Warning PushGateway/gw") { Ok(out) } else { Err(out) }
+    })
+    .await
+    .unwrap();
+    assert!(!events.is_empty());
+    let p: PushGateway = env.get("gw").await;
+    let ready = p
+        .status
+        .unwrap()
+        .conditions
+        .into_iter()
+        .find(|c| c.type_ == "Ready")
+        .unwrap();
+    assert_eq!(ready.status, "False");
+}
+
+impl Env {
+    fn apply_redis_spec_error(&self) {
+        self.apply("gw", "  store: {redis: {secretRef: {name: gw-redis}}}\n  replicas: 2\n  delivery: {drainWindow: soon}\n");
+    }
+}
+
+#[tokio::test]
+async fn deleting_the_pushgateway_removes_every_child() {
+    let env = setup("gc").await;
+    env.apply("gw", "  {}\n");
+    env.apply_redis(
+        "scaled",
+        "  autoscaling: {minReplicas: 1, maxReplicas: 3}\n",
+    );
+    let _: Deployment = env.get("gw").await;
+    let _: PersistentVolumeClaim = env.get("gw-data").await;
+    let _: HorizontalPodAutoscaler = env.get("scaled").await;
+    env.ready("scaled").await;
+
+    for name in ["gw", "scaled"] {
+        env.cp
+            .kubectl(&[
+                "delete",
+                "pgw",
+                name,
+                "-n",
+                &env.ns,
+                "--wait=true",
+                "--timeout=30s",
+            ])
+            .unwrap();
+    }
+    let cp = env.cp;
+    let ns = env.ns.clone();
+    // Owned objects must be gone; pods only need to be terminating, since
+    // finishing a pod's deletion is the (fake) kubelet's job, after its grace period.
+    eventually("every child to be garbage-collected", WAIT, || async {
+        let out = cp
+            .kubectl(&["get", "deploy,rs,svc,cm,pdb,pvc,hpa", "-n", &ns, "-l", "app.kubernetes.io/name=pushgate", "-o", "name"])
+            .map_err(|e| e.to_string())?;
+        let pods = cp
+            .kubectl(&["get", "pod", "-n", &ns, "-o", "jsonpath={range .items[*]}{.metadata.name}={.metadata.deletionTimestamp}{\"\\n\"}{end}"])
+            .map_err(|e| e.to_string())?;
+        let running = pods.lines().filter(|l| l.ends_with('='));
+        let left: Vec<_> = out.lines().chain(running).collect();
+        if left.is_empty() { Ok(()) } else { Err(left.join(", ")) }
+    })
+    .await
+    .unwrap();
+    // Configmaps the control plane adds itself (kube-root-ca.crt) are not ours.
+    let cms = cp.kubectl(&["get", "cm", "-n", &ns, "-o", "name"]).unwrap();
+    assert!(!cms.contains("-config"), "{cms}");
+}
