@@ -39,7 +39,12 @@ enum Command {
 }
 
 fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
+    // Bare `pushgate` runs the gateway on its defaults.
+    let cli = if std::env::args_os().len() == 1 {
+        Cli::parse_from(["pushgate", "serve"])
+    } else {
+        Cli::parse()
+    };
     match cli.command {
         Command::Serve { config, overrides } => {
             let config = Config::load(config.as_deref(), &overrides)?;
@@ -72,7 +77,10 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let gw = Gateway::start(config).await?;
     tracing::info!(
         api = %gw.server.api_addr,
-        metrics = ?gw.server.metrics_addr,
+        metrics = %gw
+            .server
+            .metrics_addr
+            .map_or_else(|| "none".to_owned(), |a| a.to_string()),
         store,
         version = env!("CARGO_PKG_VERSION"),
         "listening"

@@ -301,7 +301,11 @@ fn body(
     async_stream::stream! {
         let _slot = slot;
         let mut live = Live { node: node.clone(), cur: Cursors::new(&starts) };
-        yield Ok(sse::retry(node.jittered_retry_ms()));
+        // The first block carries an `id:` too, so a client that drops before
+        // its first event still resumes from exactly here.
+        let mut first = BytesMut::from(format!("retry: {}\n", node.jittered_retry_ms()).as_bytes());
+        sse::write_id_and_end(&mut first, &live.cur.id());
+        yield Ok(first.freeze());
         let cuts: Vec<(Topic, Cut)> = starts
             .iter()
             .filter_map(|s| s.cut.clone().map(|c| (s.topic.clone(), c)))

@@ -27,6 +27,8 @@ pub struct GatewayProcess {
     child: Option<Child>,
     /// API address (stable across restarts).
     pub addr: SocketAddr,
+    /// Separate metrics address, when `--metrics-listen` was given.
+    pub metrics_addr: Option<SocketAddr>,
     data_dir: PathBuf,
     _owned_dir: Option<tempfile::TempDir>,
     args: Vec<String>,
@@ -40,6 +42,7 @@ impl GatewayProcess {
         let mut g = GatewayProcess {
             child: None,
             addr: "127.0.0.1:0".parse()?,
+            metrics_addr: None,
             data_dir: dir.path().to_owned(),
             _owned_dir: Some(dir),
             args: args.iter().map(|s| s.to_string()).collect(),
@@ -90,7 +93,8 @@ impl GatewayProcess {
                 if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) {
                     if v["message"] == "listening" {
                         if let (Some(tx), Some(api)) = (tx.take(), v["api"].as_str()) {
-                            let _ = tx.send(api.to_owned());
+                            let metrics = v["metrics"].as_str().unwrap_or("none").to_owned();
+                            let _ = tx.send((api.to_owned(), metrics));
                         }
                     }
                     if v["level"] == "INFO" && v["message"] == "request" {
@@ -104,10 +108,11 @@ impl GatewayProcess {
                 }
             }
         });
-        let api = rx
+        let (api, metrics) = rx
             .recv_timeout(Duration::from_secs(30))
             .map_err(|_| anyhow::anyhow!("gateway did not report its address within 30 s"))?;
         self.addr = api.parse()?;
+        self.metrics_addr = metrics.parse().ok();
         self.child = Some(child);
         Ok(())
     }
@@ -115,6 +120,11 @@ impl GatewayProcess {
     /// `http://ADDR{path}`.
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{}", self.addr, path)
+    }
+
+    /// The data directory (embedded store).
+    pub fn data_dir(&self) -> &Path {
+        &self.data_dir
     }
 
     /// Process id, while running.

@@ -4,3 +4,4 @@
 pub mod controlplane;
 pub mod gateway;
 pub mod sse_client;
+pub mod subscriber;

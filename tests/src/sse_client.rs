@@ -18,7 +18,7 @@ pub struct SseClient {
 /// What a stream request returned.
 pub enum Opened {
     /// 200 and a stream.
-    Stream(SseClient),
+    Stream(Box<SseClient>),
     /// Any other status, with its body.
     Refused(reqwest::StatusCode, String),
 }
@@ -42,12 +42,12 @@ impl SseClient {
                 resp.text().await.unwrap_or_default(),
             ));
         }
-        Ok(Opened::Stream(SseClient {
+        Ok(Opened::Stream(Box::new(SseClient {
             resp,
             parser: Parser::new(),
             queue: VecDeque::new(),
             ended: false,
-        }))
+        })))
     }
 
     /// Like [`SseClient::open`] but fails unless the stream opened.
@@ -57,7 +57,7 @@ impl SseClient {
         last_event_id: Option<&str>,
     ) -> Result<SseClient> {
         match Self::open(client, url, last_event_id).await? {
-            Opened::Stream(s) => Ok(s),
+            Opened::Stream(s) => Ok(*s),
             Opened::Refused(status, body) => bail!("stream refused: {status} {body}"),
         }
     }
@@ -79,6 +79,19 @@ impl SseClient {
                 Ok(Ok(None)) | Ok(Err(_)) => self.ended = true,
             }
         }
+    }
+
+    /// Reads until the stream has given an id (its first block always does).
+    pub async fn await_id(&mut self, timeout: Duration) -> Result<String> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        while self.parser.last_event_id().is_empty() {
+            match tokio::time::timeout_at(deadline, self.resp.chunk()).await {
+                Err(_) => bail!("no id within {timeout:?}"),
+                Ok(Ok(Some(chunk))) => self.queue.extend(self.parser.feed(&chunk)),
+                Ok(Ok(None)) | Ok(Err(_)) => bail!("stream ended before its first id"),
+            }
+        }
+        Ok(self.parser.last_event_id().to_owned())
     }
 
     /// The `Last-Event-ID` a browser would send on reconnect.

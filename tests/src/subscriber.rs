@@ -1,0 +1,127 @@
+//! A subscriber that behaves like a browser `EventSource`: it reconnects with
+//! `Last-Event-ID` whenever its stream ends or is refused, until it has the
+//! number of events it expects. Used to check "every event exactly once".
+
+use std::time::Duration;
+
+use anyhow::{bail, Result};
+use pushgate::sse::SseEvent;
+use tokio::time::Instant;
+
+use crate::sse_client::{Opened, SseClient};
+
+/// Everything one resuming subscriber saw.
+#[derive(Debug, Default, Clone)]
+pub struct Seen {
+    /// Data events (not `reset`), in arrival order.
+    pub events: Vec<SseEvent>,
+    /// `reset` events.
+    pub resets: Vec<SseEvent>,
+    /// Streams opened (1 + reconnects).
+    pub connections: usize,
+}
+
+/// Follows `path_and_query` on the given gateway base URLs (rotating through
+/// them on each reconnect) until `expected` data events arrived or `deadline` passed.
+pub async fn follow(
+    client: reqwest::Client,
+    bases: Vec<String>,
+    path_and_query: String,
+    mut cursor: Option<String>,
+    expected: usize,
+    deadline: Duration,
+) -> Result<Seen> {
+    let end = Instant::now() + deadline;
+    let mut seen = Seen::default();
+    let mut attempt = 0usize;
+    while seen.events.len() < expected {
+        if Instant::now() > end {
+            bail!(
+                "only {} of {expected} events within {deadline:?} ({} connections)",
+                seen.events.len(),
+                seen.connections
+            );
+        }
+        let base = &bases[attempt % bases.len()];
+        attempt += 1;
+        let url = format!("{base}{path_and_query}");
+        let mut s = match SseClient::open(&client, &url, cursor.as_deref()).await {
+            Ok(Opened::Stream(s)) => *s,
+            Ok(Opened::Refused(status, body)) if status == 400 => {
+                bail!("stream refused with 400: {body}")
+            }
+            _ => {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        seen.connections += 1;
+        loop {
+            let left = end.saturating_duration_since(Instant::now());
+            match s.next(left.max(Duration::from_millis(1))).await {
+                Ok(Some(ev)) => {
+                    if ev.event_type == "reset" {
+                        seen.resets.push(ev);
+                    } else {
+                        seen.events.push(ev);
+                    }
+                    if seen.events.len() >= expected {
+                        break;
+                    }
+                }
+                Ok(None) | Err(_) => break,
+            }
+        }
+        if !s.last_event_id().is_empty() {
+            cursor = Some(s.last_event_id().to_owned());
+        }
+    }
+    Ok(seen)
+}
+
+/// Publishes with an `Idempotency-Key`, retrying (bounded) across `bases` until
+/// one acknowledges: a retry of an acknowledged publish is a no-op, so nothing
+/// is stored twice.
+pub async fn publish_reliably(
+    client: &reqwest::Client,
+    bases: &[String],
+    topic: &str,
+    data: &str,
+    key: &str,
+    deadline: Duration,
+) -> Result<u64> {
+    let end = Instant::now() + deadline;
+    let mut i = 0;
+    loop {
+        let base = &bases[i % bases.len()];
+        i += 1;
+        let resp = client
+            .post(format!("{base}/v1/topics/{topic}/events"))
+            .header("idempotency-key", key)
+            .body(data.to_owned())
+            .timeout(Duration::from_secs(5))
+            .send()
+            .await;
+        if let Ok(r) = resp {
+            if r.status() == 201 {
+                let v: serde_json::Value = r.json().await?;
+                return Ok(v["seq"].as_u64().unwrap_or(0));
+            }
+            if r.status().is_client_error() && r.status() != 429 {
+                bail!("publish refused: {}", r.status());
+            }
+        }
+        if Instant::now() > end {
+            bail!("publish of {key} not acknowledged within {deadline:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Asserts that `seen` holds, per topic, exactly `data` in order, each once.
+pub fn assert_exactly_once(seen: &[SseEvent], want: &[String]) {
+    let got: Vec<&str> = seen.iter().map(|e| e.data.as_str()).collect();
+    let want: Vec<&str> = want.iter().map(String::as_str).collect();
+    assert_eq!(got.len(), want.len(), "count differs");
+    assert_eq!(got, want, "events differ from what was published");
+}
