@@ -8,7 +8,7 @@ use crate::status::{self, Failure};
 use futures_util::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
-use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, ObjectReference, PersistentVolumeClaim, Service};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
@@ -81,6 +81,9 @@ impl Context {
         }
     }
 
+    /// Publishes an Event on `pgw`. `related` names the child concerned; the
+    /// recorder folds events with equal (reason, action, related) into one
+    /// series, so without it every child's creation would collapse into one.
     async fn event(
         &self,
         pgw: &PushGateway,
@@ -88,13 +91,14 @@ impl Context {
         reason: &str,
         action: &str,
         note: String,
+        related: Option<ObjectReference>,
     ) {
         let ev = Event {
             type_,
             reason: reason.into(),
             note: Some(note),
             action: action.into(),
-            secondary: None,
+            secondary: related,
         };
         if let Err(e) = self.recorder.publish(&ev, &pgw.object_ref(&())).await {
             tracing::warn!(error = %e, "publishing event failed");
@@ -131,26 +135,17 @@ where
         .patch(&name, &params, &Patch::Apply(obj))
         .await
         .map_err(kube_err(format!("applying {what}")))?;
+    let related = Some(after.object_ref(&()));
     match before {
         None => {
-            ctx.event(
-                pgw,
-                EventType::Normal,
-                "Created",
-                "Apply",
-                format!("created {what}"),
-            )
-            .await
+            let note = format!("created {what}");
+            ctx.event(pgw, EventType::Normal, "Created", "Apply", note, related)
+                .await
         }
         Some(rv) if after.resource_version().as_deref() != Some(rv.as_str()) => {
-            ctx.event(
-                pgw,
-                EventType::Normal,
-                "Updated",
-                "Apply",
-                format!("updated {what}"),
-            )
-            .await
+            let note = format!("updated {what}");
+            ctx.event(pgw, EventType::Normal, "Updated", "Apply", note, related)
+                .await
         }
         Some(_) => {}
     }
@@ -189,6 +184,7 @@ where
             "Deleted",
             "Delete",
             format!("deleted {what}"),
+            Some(obj.object_ref(&())),
         )
         .await;
     }
@@ -265,6 +261,7 @@ async fn reconcile_inner(pgw: &PushGateway, ctx: &Context) -> Result<(), Error> 
                 err.reason(),
                 "Reconcile",
                 err.to_string(),
+                None,
             )
             .await;
             if let Err(e) = write_status(ctx, pgw, dep.as_ref(), Some(&failure)).await {

@@ -22,6 +22,12 @@ async fn crd_installs_and_cel_rejects_impossible_specs() {
     cp.install_crds().unwrap();
     let ns = cp.namespace("crd").unwrap();
 
+    // Every shipped example is valid (server-side dry run: schema + CEL).
+    for example in ["minimal.yaml", "redis-autoscaled.yaml"] {
+        let path = format!("{}/../examples/{example}", env!("CARGO_MANIFEST_DIR"));
+        cp.kubectl(&["apply", "--dry-run=server", "-n", &ns, "-f", &path])
+            .unwrap();
+    }
     let minimal = std::fs::read_to_string(concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/../examples/minimal.yaml"

@@ -260,6 +260,31 @@ async fn minimal_pushgateway_yields_expected_objects() {
         "operator must not own spec.replicas under an HPA: {fields}"
     );
 
+    // Creations are announced as Events on the PushGateway.
+    let ns = env.ns.clone();
+    let cp = env.cp;
+    eventually("a Created Event for the Deployment", WAIT, || async {
+        let out = cp
+            .kubectl(&[
+                "get",
+                "events",
+                "-n",
+                &ns,
+                "--field-selector",
+                "reason=Created,involvedObject.name=minimal",
+                "-o",
+                "jsonpath={.items[*].message}",
+            ])
+            .map_err(|e| e.to_string())?;
+        if out.contains("created Deployment minimal") {
+            Ok(())
+        } else {
+            Err(out)
+        }
+    })
+    .await
+    .unwrap();
+
     // `kubectl get pgw` prints the printer columns.
     let table = env.cp.kubectl(&["get", "pgw", "-n", &env.ns]).unwrap();
     let header: Vec<_> = table.lines().next().unwrap().split_whitespace().collect();
