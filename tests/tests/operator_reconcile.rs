@@ -322,6 +322,19 @@ async fn reconcile_is_idempotent_and_repairs_drift() {
         before,
         "a no-op reconcile changed resourceVersions"
     );
+    // Status writes must not trigger further reconciles (generation
+    // predicate): once the start-up burst from the initial watch lists is
+    // over, the count stays put while nothing changes.
+    let ok = "pushgate_operator_reconciles_total{result=\"ok\"}";
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let settled = op.metric(ok);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        op.metric(ok),
+        settled,
+        "reconciles continue without any change:\n{}",
+        op.log_tail()
+    );
 
     // A deleted Deployment is recreated.
     let old: Deployment = env.get("gw").await;
