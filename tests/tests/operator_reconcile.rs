@@ -446,6 +446,17 @@ async fn status_reports_ready_and_spec_errors() {
     .await
     .unwrap();
     assert_eq!(degraded.reason, "InvalidSpec");
+    // Retries back off exponentially (1s, 2s, 4s, ...): at most 3 in any 5s
+    // window, where a fixed 1s retry would make 5.
+    let errors = "pushgate_operator_reconcile_errors_total{reason=\"InvalidSpec\"}";
+    let first = env.op.metric(errors);
+    assert!(first >= 1.0, "no failed reconcile counted");
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let after = env.op.metric(errors);
+    assert!(
+        after - first <= 3.0,
+        "retries do not back off: {first} -> {after}"
+    );
     assert!(
         degraded.message.contains("spec.delivery.drainWindow"),
         "{}",
