@@ -17,6 +17,11 @@ cache="${PUSHGATE_K8S_CACHE:-$HOME/.cache/pushgate-k8s}"
 bin="$cache/$K8S_VERSION/bin"
 work="$cache/$K8S_VERSION/work"
 mkdir -p "$bin" "$work"
+# Test binaries may call this concurrently; one builds, the others wait.
+if command -v flock >/dev/null; then
+  exec 9>"$cache/.build.lock"
+  flock 9
+fi
 
 export GOTOOLCHAIN=local
 export GOFLAGS=-mod=mod
