@@ -7,12 +7,22 @@
 
 use anyhow::{bail, Context as _};
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
+
+mod certs;
+mod operator;
+mod util;
+
+pub use operator::{operator_binary, OperatorOptions, OperatorProcess};
+pub use util::{eventually, free_port, http_get, wait_until};
+
+use certs::make_certs;
+use util::{run, tail};
 
 /// Name of the fake node kwok manages.
 pub const NODE: &str = "kwok-node-0";
@@ -54,44 +64,6 @@ pub fn bin_dir() -> anyhow::Result<PathBuf> {
     Ok(dir)
 }
 
-/// A loopback port that was free a moment ago.
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("bind an ephemeral loopback port")
-}
-
-fn run(cmd: &mut Command) -> anyhow::Result<Output> {
-    let out = cmd.output().with_context(|| format!("spawning {cmd:?}"))?;
-    if !out.status.success() {
-        bail!("{cmd:?} failed: {}", String::from_utf8_lossy(&out.stderr));
-    }
-    Ok(out)
-}
-
-fn tail(path: &Path) -> String {
-    let text = std::fs::read_to_string(path).unwrap_or_default();
-    let lines: Vec<_> = text.lines().collect();
-    lines[lines.len().saturating_sub(25)..].join("\n")
-}
-
-/// Polls `check` every 200ms until it returns true or `timeout` passes.
-pub fn wait_until(
-    what: &str,
-    timeout: Duration,
-    mut check: impl FnMut() -> bool,
-) -> anyhow::Result<()> {
-    let deadline = Instant::now() + timeout;
-    while Instant::now() < deadline {
-        if check() {
-            return Ok(());
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    bail!("timed out after {timeout:?} waiting for {what}")
-}
-
 fn etcd_healthy(port: u16) -> bool {
     let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) else {
         return false;
@@ -105,95 +77,6 @@ fn etcd_healthy(port: u16) -> bool {
     let mut body = String::new();
     let _ = s.read_to_string(&mut body);
     body.contains("\"health\":\"true\"")
-}
-
-struct Certs {
-    ca: PathBuf,
-    ca_key: PathBuf,
-    server: PathBuf,
-    server_key: PathBuf,
-    admin: PathBuf,
-    admin_key: PathBuf,
-    sa_key: PathBuf,
-    sa_pub: PathBuf,
-}
-
-/// Throwaway CA, apiserver serving cert, admin client cert (system:masters)
-/// and service-account signing key, made with the openssl CLI.
-fn make_certs(dir: &Path) -> anyhow::Result<Certs> {
-    let p = |n: &str| dir.join(n);
-    let ossl = |args: &[&str]| run(Command::new("openssl").args(args).current_dir(dir));
-    ossl(&[
-        "req",
-        "-x509",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-days",
-        "3",
-        "-keyout",
-        "ca.key",
-        "-out",
-        "ca.crt",
-        "-subj",
-        "/CN=pushgate-test-ca",
-    ])
-    .context("openssl is required to make the test CA")?;
-    std::fs::write(
-        p("server.ext"),
-        "basicConstraints=CA:FALSE\nkeyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n\
-         subjectAltName=DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,IP:127.0.0.1,IP:10.0.0.1\n",
-    )?;
-    std::fs::write(
-        p("client.ext"),
-        "basicConstraints=CA:FALSE\nkeyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=clientAuth\n",
-    )?;
-    for (name, subj, ext) in [
-        ("server", "/CN=kube-apiserver", "server.ext"),
-        ("admin", "/O=system:masters/CN=admin", "client.ext"),
-    ] {
-        ossl(&[
-            "req",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-keyout",
-            &format!("{name}.key"),
-            "-out",
-            &format!("{name}.csr"),
-            "-subj",
-            subj,
-        ])?;
-        ossl(&[
-            "x509",
-            "-req",
-            "-in",
-            &format!("{name}.csr"),
-            "-CA",
-            "ca.crt",
-            "-CAkey",
-            "ca.key",
-            "-CAcreateserial",
-            "-days",
-            "3",
-            "-out",
-            &format!("{name}.crt"),
-            "-extfile",
-            ext,
-        ])?;
-    }
-    ossl(&["genrsa", "-out", "sa.key", "2048"])?;
-    ossl(&["rsa", "-in", "sa.key", "-pubout", "-out", "sa.pub"])?;
-    Ok(Certs {
-        ca: p("ca.crt"),
-        ca_key: p("ca.key"),
-        server: p("server.crt"),
-        server_key: p("server.key"),
-        admin: p("admin.crt"),
-        admin_key: p("admin.key"),
-        sa_key: p("sa.key"),
-        sa_pub: p("sa.pub"),
-    })
 }
 
 static SHARED: OnceLock<Result<ControlPlane, String>> = OnceLock::new();
@@ -535,193 +418,5 @@ impl ControlPlane {
             "--timeout=30s",
         ])?;
         Ok(())
-    }
-}
-
-/// A `pushgate-operator` process against a [`ControlPlane`]; killed on drop.
-pub struct OperatorProcess {
-    child: Child,
-    /// Identity written to the leader Lease.
-    pub identity: String,
-    /// Port of its `/metrics` and `/healthz`.
-    pub metrics_port: u16,
-    log: PathBuf,
-}
-
-/// Knobs of an [`OperatorProcess`].
-#[derive(Debug, Clone)]
-pub struct OperatorOptions {
-    /// Namespace to watch (also holds the Lease).
-    pub namespace: String,
-    /// Lease name.
-    pub lease_name: String,
-    /// Lease identity.
-    pub identity: String,
-    /// Lease duration in seconds.
-    pub lease_duration: u64,
-    /// Renew interval in seconds.
-    pub renew_interval: u64,
-}
-
-impl OperatorOptions {
-    /// Defaults for a test namespace: short lease so handovers are quick.
-    pub fn new(namespace: &str, identity: &str) -> Self {
-        Self {
-            namespace: namespace.into(),
-            lease_name: "pushgate-operator".into(),
-            identity: identity.into(),
-            lease_duration: 6,
-            renew_interval: 1,
-        }
-    }
-}
-
-/// The `pushgate-operator` binary built next to this test executable.
-pub fn operator_binary() -> anyhow::Result<PathBuf> {
-    let exe = std::env::current_exe()?;
-    // target/<profile>/deps/<test> → target/<profile>/pushgate-operator
-    let bin = exe
-        .parent()
-        .and_then(Path::parent)
-        .map(|d| d.join("pushgate-operator"))
-        .context("locating the target dir")?;
-    if !bin.exists() {
-        bail!(
-            "{} is missing; build it with `cargo build -p operator --bins` \
-             (or run `cargo test --workspace`, which builds it)",
-            bin.display()
-        );
-    }
-    Ok(bin)
-}
-
-impl OperatorProcess {
-    /// Starts the operator and waits until its `/healthz` answers.
-    pub fn start(cp: &ControlPlane, opts: &OperatorOptions) -> anyhow::Result<OperatorProcess> {
-        let metrics_port = free_port();
-        let log = cp.root().join(format!("operator-{}.log", opts.identity));
-        let file = std::fs::File::create(&log)?;
-        let child = Command::new(operator_binary()?)
-            .args([
-                "--namespace",
-                &opts.namespace,
-                "--lease-namespace",
-                &opts.namespace,
-            ])
-            .args([
-                "--lease-name",
-                &opts.lease_name,
-                "--identity",
-                &opts.identity,
-            ])
-            .args(["--metrics-listen", &format!("127.0.0.1:{metrics_port}")])
-            .args(["--lease-duration", &opts.lease_duration.to_string()])
-            .args(["--renew-interval", &opts.renew_interval.to_string()])
-            .env("KUBECONFIG", cp.kubeconfig_path())
-            .env("RUST_LOG", "info,kube=warn")
-            .stdin(Stdio::null())
-            .stdout(file.try_clone()?)
-            .stderr(file)
-            .spawn()?;
-        let mut op = OperatorProcess {
-            child,
-            identity: opts.identity.clone(),
-            metrics_port,
-            log,
-        };
-        let mut exited = None;
-        let r = wait_until("operator /healthz", Duration::from_secs(20), || {
-            if let Ok(Some(s)) = op.child.try_wait() {
-                exited = Some(s);
-                return true;
-            }
-            http_get(metrics_port, "/healthz").is_some_and(|b| b == "ok")
-        });
-        if let Some(s) = exited {
-            bail!("operator exited ({s}):\n{}", tail(&op.log));
-        }
-        r.with_context(|| format!("operator log:\n{}", tail(&op.log)))?;
-        Ok(op)
-    }
-
-    /// Current value of an unlabelled metric or a labelled series, e.g.
-    /// `pushgate_operator_reconciles_total{result="ok"}`; 0 when absent.
-    pub fn metric(&self, series: &str) -> f64 {
-        http_get(self.metrics_port, "/metrics")
-            .and_then(|body| {
-                body.lines().find_map(|l| {
-                    l.strip_prefix(series)
-                        .and_then(|rest| rest.strip_prefix(' '))
-                        .and_then(|v| v.trim().parse().ok())
-                })
-            })
-            .unwrap_or(0.0)
-    }
-
-    /// The operator's log so far (for assertion messages).
-    pub fn log_tail(&self) -> String {
-        tail(&self.log)
-    }
-
-    /// SIGKILLs the process: no lease release, the hard failover case.
-    pub fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-
-    /// Whether the process is still running.
-    pub fn running(&mut self) -> bool {
-        matches!(self.child.try_wait(), Ok(None))
-    }
-}
-
-impl Drop for OperatorProcess {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
-/// Minimal blocking HTTP/1.0 GET on loopback; `None` on any failure.
-pub fn http_get(port: u16, path: &str) -> Option<String> {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
-    write!(s, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").ok()?;
-    let mut resp = String::new();
-    s.read_to_string(&mut resp).ok()?;
-    let (head, body) = resp.split_once("\r\n\r\n")?;
-    let status = head.lines().next()?.split_whitespace().nth(1)?;
-    (status == "200").then(|| body.to_string())
-}
-
-/// Polls an async check every 250ms until it yields `Some`, or fails after
-/// `timeout` with `what` and the last observation in the message.
-pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> anyhow::Result<T>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<T, String>>,
-{
-    let deadline = tokio::time::Instant::now() + timeout;
-    let mut last = String::from("never checked");
-    while tokio::time::Instant::now() < deadline {
-        match check().await {
-            Ok(v) => return Ok(v),
-            Err(why) => last = why,
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-    bail!("timed out after {timeout:?} waiting for {what}; last seen: {last}")
-}
-
-impl OperatorProcess {
-    /// SIGTERM and wait (bounded) for a clean exit, which releases the Lease.
-    pub fn terminate(&mut self) -> anyhow::Result<()> {
-        let pid = self.child.id() as libc::pid_t;
-        // SAFETY: signalling our own child by pid.
-        unsafe { libc::kill(pid, libc::SIGTERM) };
-        wait_until(
-            "operator to exit after SIGTERM",
-            Duration::from_secs(15),
-            || !self.running(),
-        )
     }
 }

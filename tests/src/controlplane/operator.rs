@@ -1,0 +1,165 @@
+//! The real `pushgate-operator` binary as a child process.
+
+use super::util::{free_port, http_get, tail, wait_until};
+use super::ControlPlane;
+use anyhow::{bail, Context as _};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+/// A `pushgate-operator` process against a [`ControlPlane`]; killed on drop.
+pub struct OperatorProcess {
+    child: Child,
+    /// Identity written to the leader Lease.
+    pub identity: String,
+    /// Port of its `/metrics` and `/healthz`.
+    pub metrics_port: u16,
+    log: PathBuf,
+}
+
+/// Knobs of an [`OperatorProcess`].
+#[derive(Debug, Clone)]
+pub struct OperatorOptions {
+    /// Namespace to watch (also holds the Lease).
+    pub namespace: String,
+    /// Lease name.
+    pub lease_name: String,
+    /// Lease identity.
+    pub identity: String,
+    /// Lease duration in seconds.
+    pub lease_duration: u64,
+    /// Renew interval in seconds.
+    pub renew_interval: u64,
+}
+
+impl OperatorOptions {
+    /// Defaults for a test namespace: short lease so handovers are quick.
+    pub fn new(namespace: &str, identity: &str) -> Self {
+        Self {
+            namespace: namespace.into(),
+            lease_name: "pushgate-operator".into(),
+            identity: identity.into(),
+            lease_duration: 6,
+            renew_interval: 1,
+        }
+    }
+}
+
+/// The `pushgate-operator` binary built next to this test executable.
+pub fn operator_binary() -> anyhow::Result<PathBuf> {
+    let exe = std::env::current_exe()?;
+    // target/<profile>/deps/<test> → target/<profile>/pushgate-operator
+    let bin = exe
+        .parent()
+        .and_then(Path::parent)
+        .map(|d| d.join("pushgate-operator"))
+        .context("locating the target dir")?;
+    if !bin.exists() {
+        bail!(
+            "{} is missing; build it with `cargo build -p operator --bins` \
+             (or run `cargo test --workspace`, which builds it)",
+            bin.display()
+        );
+    }
+    Ok(bin)
+}
+
+impl OperatorProcess {
+    /// Starts the operator and waits until its `/healthz` answers.
+    pub fn start(cp: &ControlPlane, opts: &OperatorOptions) -> anyhow::Result<OperatorProcess> {
+        let metrics_port = free_port();
+        let log = cp.root().join(format!("operator-{}.log", opts.identity));
+        let file = std::fs::File::create(&log)?;
+        let child = Command::new(operator_binary()?)
+            .args([
+                "--namespace",
+                &opts.namespace,
+                "--lease-namespace",
+                &opts.namespace,
+            ])
+            .args([
+                "--lease-name",
+                &opts.lease_name,
+                "--identity",
+                &opts.identity,
+            ])
+            .args(["--metrics-listen", &format!("127.0.0.1:{metrics_port}")])
+            .args(["--lease-duration", &opts.lease_duration.to_string()])
+            .args(["--renew-interval", &opts.renew_interval.to_string()])
+            .env("KUBECONFIG", cp.kubeconfig_path())
+            .env("RUST_LOG", "info,kube=warn")
+            .stdin(Stdio::null())
+            .stdout(file.try_clone()?)
+            .stderr(file)
+            .spawn()?;
+        let mut op = OperatorProcess {
+            child,
+            identity: opts.identity.clone(),
+            metrics_port,
+            log,
+        };
+        let mut exited = None;
+        let r = wait_until("operator /healthz", Duration::from_secs(20), || {
+            if let Ok(Some(s)) = op.child.try_wait() {
+                exited = Some(s);
+                return true;
+            }
+            http_get(metrics_port, "/healthz").is_some_and(|b| b == "ok")
+        });
+        if let Some(s) = exited {
+            bail!("operator exited ({s}):\n{}", tail(&op.log));
+        }
+        r.with_context(|| format!("operator log:\n{}", tail(&op.log)))?;
+        Ok(op)
+    }
+
+    /// Current value of an unlabelled metric or a labelled series, e.g.
+    /// `pushgate_operator_reconciles_total{result="ok"}`; 0 when absent.
+    pub fn metric(&self, series: &str) -> f64 {
+        http_get(self.metrics_port, "/metrics")
+            .and_then(|body| {
+                body.lines().find_map(|l| {
+                    l.strip_prefix(series)
+                        .and_then(|rest| rest.strip_prefix(' '))
+                        .and_then(|v| v.trim().parse().ok())
+                })
+            })
+            .unwrap_or(0.0)
+    }
+
+    /// The operator's log so far (for assertion messages).
+    pub fn log_tail(&self) -> String {
+        tail(&self.log)
+    }
+
+    /// SIGKILLs the process: no lease release, the hard failover case.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Whether the process is still running.
+    pub fn running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+}
+
+impl Drop for OperatorProcess {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+impl OperatorProcess {
+    /// SIGTERM and wait (bounded) for a clean exit, which releases the Lease.
+    pub fn terminate(&mut self) -> anyhow::Result<()> {
+        let pid = self.child.id() as libc::pid_t;
+        // SAFETY: signalling our own child by pid.
+        unsafe { libc::kill(pid, libc::SIGTERM) };
+        wait_until(
+            "operator to exit after SIGTERM",
+            Duration::from_secs(15),
+            || !self.running(),
+        )
+    }
+}
