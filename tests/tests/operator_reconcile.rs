@@ -249,7 +249,7 @@ async fn minimal_pushgateway_yields_expected_objects() {
         Some(120)
     );
     let scaled: Deployment = env.get("scaled").await;
-    let managed = scaled.metadata.managed_fields.unwrap_or_default();
+    let managed = scaled.metadata.managed_fields.clone().unwrap_or_default();
     let ours = managed
         .iter()
         .find(|m| m.manager.as_deref() == Some("pushgate-operator"))
@@ -259,6 +259,42 @@ async fn minimal_pushgateway_yields_expected_objects() {
         !fields.contains("f:replicas"),
         "operator must not own spec.replicas under an HPA: {fields}"
     );
+
+    // A config change reaches the ConfigMap and rolls the pods (hash
+    // annotation); dropping autoscaling deletes the HPA and hands
+    // spec.replicas back to the operator.
+    let hash = |d: &Deployment| {
+        d.spec
+            .clone()
+            .unwrap()
+            .template
+            .metadata
+            .unwrap()
+            .annotations
+            .unwrap()["pushgate.dev/config-hash"]
+            .clone()
+    };
+    let old_hash = hash(&scaled);
+    env.apply("scaled", "  store: {redis: {secretRef: {name: scaled-redis}}}\n  replicas: 3\n  limits: {maxBatch: 5}\n");
+    let deps = env.api::<Deployment>();
+    let hpas = env.api::<HorizontalPodAutoscaler>();
+    eventually("the HPA to go and replicas to be 3", WAIT, || async {
+        let d = deps.get("scaled").await.map_err(|e| e.to_string())?;
+        let hpa = hpas.get_opt("scaled").await.map_err(|e| e.to_string())?;
+        let replicas = d.spec.as_ref().and_then(|s| s.replicas);
+        if hpa.is_none() && replicas == Some(3) && hash(&d) != old_hash {
+            Ok(())
+        } else {
+            Err(format!(
+                "hpa present: {}, replicas {replicas:?}",
+                hpa.is_some()
+            ))
+        }
+    })
+    .await
+    .unwrap();
+    let cm: ConfigMap = env.get("scaled-config").await;
+    assert!(cm.data.unwrap()["pushgate.yaml"].contains("limits:\n  max_batch: 5\n"));
 
     // Creations are announced as Events on the PushGateway.
     let ns = env.ns.clone();
