@@ -296,6 +296,24 @@ async fn minimal_pushgateway_yields_expected_objects() {
     let cm: ConfigMap = env.get("scaled-config").await;
     assert!(cm.data.unwrap()["pushgate.yaml"].contains("limits:\n  max_batch: 5\n"));
 
+    // Switching to the embedded store switches the rollout to Recreate (the
+    // apiserver would reject a left-over rollingUpdate block).
+    env.apply("scaled", "  store: {embedded: {}}\n");
+    eventually(
+        "the Deployment strategy to become Recreate",
+        WAIT,
+        || async {
+            let d = deps.get("scaled").await.map_err(|e| e.to_string())?;
+            let st = d.spec.unwrap().strategy.unwrap_or_default();
+            match (st.type_.as_deref(), &st.rolling_update) {
+                (Some("Recreate"), None) => Ok(()),
+                other => Err(format!("{other:?}")),
+            }
+        },
+    )
+    .await
+    .unwrap();
+
     // Creations are announced as Events on the PushGateway.
     let ns = env.ns.clone();
     let cp = env.cp;

@@ -3,7 +3,9 @@
 use super::{config_name, fnv1a, image, meta, pvc_name, selector_labels, CONFIG_HASH_ANNOTATION};
 use crate::config::{self, SpecError, API_PORT, CONFIG_DIR, CONFIG_KEY, DATA_DIR, METRICS_PORT};
 use crate::crd::PushGateway;
-use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec, DeploymentStrategy};
+use k8s_openapi::api::apps::v1::{
+    Deployment, DeploymentSpec, DeploymentStrategy, RollingUpdateDeployment,
+};
 use k8s_openapi::api::core::v1::{
     Capabilities, ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource,
     EnvVar, EnvVarSource, HTTPGetAction, PersistentVolumeClaimVolumeSource, PodSecurityContext,
@@ -135,6 +137,28 @@ fn volumes(pgw: &PushGateway) -> Vec<Volume> {
     v
 }
 
+/// The embedded store's RWO volume can only be mounted by one pod at a time,
+/// hence `Recreate`. Otherwise `rollingUpdate` is spelled out rather than
+/// left to defaults: owning it lets server-side apply drop it again when the
+/// store switches to embedded (a defaulted `rollingUpdate` next to
+/// `type: Recreate` is rejected by the apiserver).
+fn strategy(embedded: bool) -> DeploymentStrategy {
+    if embedded {
+        return DeploymentStrategy {
+            type_: Some("Recreate".into()),
+            rolling_update: None,
+        };
+    }
+    DeploymentStrategy {
+        type_: Some("RollingUpdate".into()),
+        // Surge first so serving capacity never drops during a rollout.
+        rolling_update: Some(RollingUpdateDeployment {
+            max_surge: Some(IntOrString::Int(1)),
+            max_unavailable: Some(IntOrString::Int(0)),
+        }),
+    }
+}
+
 /// The Deployment running the gateway. `spec.replicas` is left out when an
 /// HPA owns it, so the operator and the HPA never fight over it.
 pub fn deployment(pgw: &PushGateway, config_map: &ConfigMap) -> Result<Deployment, SpecError> {
@@ -157,11 +181,7 @@ pub fn deployment(pgw: &PushGateway, config_map: &ConfigMap) -> Result<Deploymen
         Some(_) => None,
         None => Some(spec.replicas.unwrap_or(1)),
     };
-    // The embedded store's RWO volume can only be mounted by one pod at a time.
-    let strategy = spec.embedded_store().then(|| DeploymentStrategy {
-        type_: Some("Recreate".into()),
-        ..Default::default()
-    });
+    let strategy = Some(strategy(spec.embedded_store()));
 
     Ok(Deployment {
         metadata: meta(pgw, pgw.name_any()),
@@ -305,6 +325,22 @@ mod tests {
             .unwrap()
             .iter()
             .all(|v| v.persistent_volume_claim.is_none()));
+    }
+
+    #[test]
+    fn strategy_follows_store() {
+        let embedded = desired(&pgw(PushGatewaySpec::default()))
+            .unwrap()
+            .deployment;
+        let s = embedded.spec.unwrap().strategy.unwrap();
+        assert_eq!(
+            (s.type_.as_deref(), s.rolling_update),
+            (Some("Recreate"), None)
+        );
+        let redis = desired(&pgw(redis_spec())).unwrap().deployment;
+        let s = redis.spec.unwrap().strategy.unwrap();
+        assert_eq!(s.type_.as_deref(), Some("RollingUpdate"));
+        assert!(s.rolling_update.is_some());
     }
 
     #[test]
