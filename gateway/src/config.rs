@@ -31,6 +31,8 @@ pub struct Config {
     pub delivery: Delivery,
     /// Limits; exceeding one is a clear 4xx/503, never a crash.
     pub limits: Limits,
+    /// Settings of the Redis store (used when `store` is a redis:// URL).
+    pub redis: RedisSettings,
 }
 
 /// Log output format.
@@ -92,6 +94,36 @@ pub struct Delivery {
     pub slow_consumer_grace: Duration,
 }
 
+/// Redis store settings; the URL itself (with password, `rediss://` for TLS) is `store`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct RedisSettings {
+    /// Prefix of every key, so several gateways can share one Redis.
+    pub key_prefix: String,
+    /// Multiplexed connections used for commands.
+    pub pool_size: usize,
+    /// Shard streams carrying live events between replicas (all replicas must agree).
+    pub live_shards: usize,
+    /// Time allowed to connect.
+    #[serde(with = "humantime_serde")]
+    pub connect_timeout: Duration,
+    /// Time allowed for one command; a publish fails with 503 after it.
+    #[serde(with = "humantime_serde")]
+    pub command_timeout: Duration,
+}
+
+impl Default for RedisSettings {
+    fn default() -> Self {
+        RedisSettings {
+            key_prefix: "pushgate".into(),
+            pool_size: 2,
+            live_shards: 4,
+            connect_timeout: Duration::from_secs(1),
+            command_timeout: Duration::from_secs(2),
+        }
+    }
+}
+
 /// Request and load limits.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
@@ -125,6 +157,7 @@ impl Default for Config {
             retention: Retention::default(),
             delivery: Delivery::default(),
             limits: Limits::default(),
+            redis: RedisSettings::default(),
         }
     }
 }
@@ -226,6 +259,9 @@ pub struct Overrides {
     /// Window over which SIGTERM closes open streams [default: 20s]
     #[arg(long, env = "PUSHGATE_DRAIN_WINDOW", value_parser = humantime::parse_duration, value_name = "DURATION")]
     pub drain_window: Option<Duration>,
+    /// Prefix of every Redis key [default: pushgate]
+    #[arg(long, env = "PUSHGATE_REDIS_KEY_PREFIX", value_name = "PREFIX")]
+    pub redis_key_prefix: Option<String>,
     /// Largest event body in bytes [default: 65536]
     #[arg(long, env = "PUSHGATE_MAX_BODY_BYTES", value_name = "BYTES")]
     pub max_body_bytes: Option<usize>,
@@ -288,6 +324,7 @@ impl Config {
         set(&mut self.delivery.retry, &o.retry);
         set(&mut self.delivery.queue_size, &o.queue_size);
         set(&mut self.delivery.drain_window, &o.drain_window);
+        set(&mut self.redis.key_prefix, &o.redis_key_prefix);
         set(&mut self.limits.max_body_bytes, &o.max_body_bytes);
         set(&mut self.limits.max_connections, &o.max_connections);
         set(&mut self.limits.accept_rate, &o.accept_rate);
@@ -302,6 +339,13 @@ impl Config {
             && !self.store.starts_with("rediss://")
         {
             return bad("store must be `embedded` or a redis:// / rediss:// URL");
+        }
+        let r = &self.redis;
+        if r.key_prefix.is_empty() || r.key_prefix.contains(['{', '}']) {
+            return bad("redis.key_prefix must be non-empty and contain no braces");
+        }
+        if r.pool_size == 0 || r.live_shards == 0 || r.live_shards > 1024 {
+            return bad("redis.pool_size must be >= 1 and redis.live_shards 1..=1024");
         }
         if self.retention.max_events == 0 {
             return bad("retention.max_events must be at least 1");

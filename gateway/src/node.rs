@@ -16,6 +16,7 @@ use crate::fanout::Hub;
 use crate::limits::{KeyedRateLimit, RateLimit};
 use crate::metrics::Metrics;
 use crate::store::embedded::EmbeddedStore;
+use crate::store::redis::RedisStore;
 use crate::store::{Ack, NewEvent, Store, StoreError, StoreOptions};
 use crate::topic::Topic;
 
@@ -55,10 +56,7 @@ impl Node {
         let store: Arc<dyn Store> = if config.store == "embedded" {
             Arc::new(EmbeddedStore::open(&config.data_dir, config.fsync, opts)?)
         } else {
-            anyhow::bail!(
-                "store {:?} is not available in this build; use `embedded`",
-                config.store
-            );
+            Arc::new(RedisStore::open(&config.store, &config.redis, opts)?)
         };
         let node = Arc::new(Node {
             accept_rate: RateLimit::new(config.limits.accept_rate),

@@ -3,5 +3,6 @@
 
 pub mod controlplane;
 pub mod gateway;
+pub mod redis;
 pub mod sse_client;
 pub mod subscriber;

@@ -27,17 +27,47 @@ pub async fn follow(
     client: reqwest::Client,
     bases: Vec<String>,
     path_and_query: String,
-    mut cursor: Option<String>,
+    cursor: Option<String>,
     expected: usize,
     deadline: Duration,
+) -> Result<Seen> {
+    follow_until(client, bases, path_and_query, cursor, deadline, move |s| {
+        s.events.len() >= expected
+    })
+    .await
+}
+
+/// Follows until an event with data `marker` arrives (the marker is kept in `events`).
+pub async fn follow_to_marker(
+    client: reqwest::Client,
+    bases: Vec<String>,
+    path_and_query: String,
+    cursor: Option<String>,
+    marker: &'static str,
+    deadline: Duration,
+) -> Result<Seen> {
+    follow_until(client, bases, path_and_query, cursor, deadline, move |s| {
+        s.events.last().is_some_and(|e| e.data == marker)
+    })
+    .await
+}
+
+/// Follows until `done(&seen)` holds, reconnecting like an `EventSource`.
+pub async fn follow_until(
+    client: reqwest::Client,
+    bases: Vec<String>,
+    path_and_query: String,
+    mut cursor: Option<String>,
+    deadline: Duration,
+    done: impl Fn(&Seen) -> bool,
 ) -> Result<Seen> {
     let end = Instant::now() + deadline;
     let mut seen = Seen::default();
     let mut attempt = 0usize;
-    while seen.events.len() < expected {
+    while !done(&seen) {
         if Instant::now() > end {
             bail!(
-                "only {} of {expected} events within {deadline:?} ({} connections)",
+                "not done after {} events within {deadline:?} ({} connections)",
                 seen.events.len(),
                 seen.connections
             );
@@ -65,7 +95,7 @@ pub async fn follow(
                     } else {
                         seen.events.push(ev);
                     }
-                    if seen.events.len() >= expected {
+                    if done(&seen) {
                         break;
                     }
                 }

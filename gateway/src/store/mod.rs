@@ -3,6 +3,8 @@
 
 pub mod conformance;
 pub mod embedded;
+pub mod redis;
+mod redis_scripts;
 
 use std::sync::Arc;
 

@@ -1,0 +1,51 @@
+//! Lua scripts of the Redis store. Each touches only keys of one topic (one
+//! hash slot), so they are valid on Redis Cluster.
+
+/// Appends events to one topic atomically.
+///
+/// KEYS: meta hash, stream, then one key per event that has an idempotency key.
+/// ARGV: candidate epoch, approximate max length, idempotency TTL (ms), event
+/// count, then per event: idempotency KEYS index (0 = none), has-type flag,
+/// type, data. Returns per event `{epoch, seq, ts_ms, duplicate}`.
+pub const APPEND: &str = r#"
+local meta, stream = KEYS[1], KEYS[2]
+local epoch = redis.call('HGET', meta, 'epoch')
+if not epoch then
+  epoch = ARGV[1]
+  redis.call('HSET', meta, 'epoch', epoch, 'last', 0)
+end
+local t = redis.call('TIME')
+local ts = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local maxlen, ttl, n = ARGV[2], ARGV[3], tonumber(ARGV[4])
+local out = {}
+local a = 5
+for i = 1, n do
+  local ik, has_type, etype, data = tonumber(ARGV[a]), ARGV[a + 1], ARGV[a + 2], ARGV[a + 3]
+  a = a + 4
+  local prev = false
+  if ik > 0 then prev = redis.call('GET', KEYS[ik]) end
+  if prev then
+    local e, s, pts = string.match(prev, '^(%d+):(%d+):(%d+)$')
+    out[i] = {e, s, pts, '1'}
+  else
+    local seq = redis.call('HINCRBY', meta, 'last', 1)
+    if has_type == '1' then
+      redis.call('XADD', stream, 'MAXLEN', '~', maxlen, seq .. '-0', 'ts', ts, 'd', data, 't', etype)
+    else
+      redis.call('XADD', stream, 'MAXLEN', '~', maxlen, seq .. '-0', 'ts', ts, 'd', data)
+    end
+    if ik > 0 then
+      redis.call('SET', KEYS[ik], epoch .. ':' .. seq .. ':' .. ts, 'PX', ttl)
+    end
+    out[i] = {tostring(epoch), tostring(seq), tostring(ts), '0'}
+  end
+end
+return out
+"#;
+
+/// Drops a topic's history and sets a new epoch. KEYS: meta, stream. ARGV: new epoch.
+pub const WIPE: &str = r#"
+redis.call('DEL', KEYS[2])
+redis.call('HSET', KEYS[1], 'epoch', ARGV[1], 'last', 0)
+return 1
+"#;

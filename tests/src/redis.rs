@@ -1,0 +1,157 @@
+//! A real `redis-server` on a free loopback port with its own data directory
+//! (`appendonly yes`, `appendfsync always`). Never touches port 6379. Stopped
+//! on drop. Installs Debian's `redis-server` if it is missing (as root), or
+//! fails loudly.
+
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+
+/// One Redis server process, restartable on the same port and data.
+pub struct RedisServer {
+    child: Option<Child>,
+    /// Its port on 127.0.0.1.
+    pub port: u16,
+    dir: tempfile::TempDir,
+}
+
+fn redis_binary() -> Result<PathBuf> {
+    let find = || {
+        ["/usr/bin/redis-server", "/usr/local/bin/redis-server"]
+            .into_iter()
+            .map(PathBuf::from)
+            .find(|p| p.exists())
+    };
+    if let Some(p) = find() {
+        return Ok(p);
+    }
+    eprintln!("redis-server missing: apt-get install -y redis-server");
+    let ok = Command::new("sh")
+        .args([
+            "-c",
+            "apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server",
+        ])
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    match find() {
+        Some(p) if ok => Ok(p),
+        _ => bail!("redis-server is not installed and could not be installed (apt-get install redis-server)"),
+    }
+}
+
+fn free_port() -> Result<u16> {
+    for _ in 0..50 {
+        let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        if port != 6379 {
+            return Ok(port);
+        }
+    }
+    bail!("no free port")
+}
+
+impl RedisServer {
+    /// Starts a fresh server.
+    pub fn start() -> Result<RedisServer> {
+        let mut r = RedisServer {
+            child: None,
+            port: free_port()?,
+            dir: tempfile::tempdir()?,
+        };
+        r.resume()?;
+        Ok(r)
+    }
+
+    /// `redis://127.0.0.1:PORT`.
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// Starts the server again (same port, same data) after [`RedisServer::stop`].
+    pub fn resume(&mut self) -> Result<()> {
+        let bin = redis_binary()?;
+        let child = Command::new(&bin)
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+            .arg("--dir")
+            .arg(self.dir.path())
+            .args([
+                "--appendonly",
+                "yes",
+                "--appendfsync",
+                "always",
+                "--save",
+                "",
+            ])
+            .args([
+                "--daemonize",
+                "no",
+                "--protected-mode",
+                "yes",
+                "--loglevel",
+                "warning",
+            ])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .with_context(|| format!("spawn {}", bin.display()))?;
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if self.ping() {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "redis-server on port {} did not answer PING within 20 s",
+                    self.port
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn ping(&self) -> bool {
+        use std::io::{Read, Write};
+        let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", self.port)) else {
+            return false;
+        };
+        let _ = s.set_read_timeout(Some(Duration::from_millis(500)));
+        let mut buf = [0u8; 16];
+        s.write_all(b"PING\r\n").is_ok()
+            && s.read(&mut buf)
+                .map(|n| buf[..n].starts_with(b"+PONG"))
+                .unwrap_or(false)
+    }
+
+    /// Stops the server (SIGTERM, which also flushes the append-only file) and waits.
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            // SAFETY: kill(2) on our own child.
+            unsafe {
+                libc::kill(c.id() as i32, libc::SIGTERM);
+            }
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = c.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
