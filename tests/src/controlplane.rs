@@ -180,6 +180,11 @@ impl ControlPlane {
                 .is_ok_and(|o| o.status.success())
         })?;
 
+        // The garbage collector learns about resource types added after it
+        // starts only at its 30s discovery resync; with the CRD already there
+        // it watches PushGateways from the start and cascades at once.
+        cp.install_crds()?;
+
         let kc = s(&cp.kubeconfig);
         cp.spawn(
             "kube-controller-manager",
