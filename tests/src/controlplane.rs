@@ -304,6 +304,36 @@ impl ControlPlane {
         r
     }
 
+    /// Writes a kubeconfig that authenticates with a ServiceAccount token
+    /// (from `kubectl create token`), to run a client with only its RBAC.
+    pub fn service_account_kubeconfig(
+        &self,
+        namespace: &str,
+        account: &str,
+    ) -> anyhow::Result<PathBuf> {
+        let token =
+            self.kubectl(&["create", "token", account, "-n", namespace, "--duration=1h"])?;
+        let server = self.kubectl(&[
+            "config",
+            "view",
+            "--minify",
+            "-o",
+            "jsonpath={.clusters[0].cluster.server}",
+        ])?;
+        let path = self.root.join(format!("kubeconfig-{namespace}-{account}"));
+        std::fs::write(
+            &path,
+            format!(
+                "apiVersion: v1\nkind: Config\nclusters:\n- name: test\n  cluster:\n    server: {server}\n    certificate-authority: {}\n\
+                 users:\n- name: sa\n  user:\n    token: {}\n\
+                 contexts:\n- name: test\n  context:\n    cluster: test\n    user: sa\ncurrent-context: test\n",
+                self.root.join("ca.crt").display(),
+                token.trim(),
+            ),
+        )?;
+        Ok(path)
+    }
+
     /// Path of the admin kubeconfig.
     pub fn kubeconfig_path(&self) -> &Path {
         &self.kubeconfig

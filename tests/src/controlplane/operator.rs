@@ -30,6 +30,8 @@ pub struct OperatorOptions {
     pub lease_duration: u64,
     /// Renew interval in seconds.
     pub renew_interval: u64,
+    /// Kubeconfig to run with; the admin one when `None`.
+    pub kubeconfig: Option<PathBuf>,
 }
 
 impl OperatorOptions {
@@ -41,6 +43,7 @@ impl OperatorOptions {
             identity: identity.into(),
             lease_duration: 6,
             renew_interval: 1,
+            kubeconfig: None,
         }
     }
 }
@@ -86,7 +89,10 @@ impl OperatorProcess {
             .args(["--metrics-listen", &format!("127.0.0.1:{metrics_port}")])
             .args(["--lease-duration", &opts.lease_duration.to_string()])
             .args(["--renew-interval", &opts.renew_interval.to_string()])
-            .env("KUBECONFIG", cp.kubeconfig_path())
+            .env(
+                "KUBECONFIG",
+                opts.kubeconfig.as_deref().unwrap_or(cp.kubeconfig_path()),
+            )
             .env("RUST_LOG", "info,kube=warn")
             .stdin(Stdio::null())
             .stdout(file.try_clone()?)
