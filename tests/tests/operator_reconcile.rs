@@ -503,8 +503,18 @@ async fn status_reports_ready_and_spec_errors() {
     // Retries back off exponentially (1s, 2s, 4s, ...): at most 3 in any 5s
     // window, where a fixed 1s retry would make 5.
     let errors = "pushgate_operator_reconcile_errors_total{reason=\"InvalidSpec\"}";
-    let first = env.op.metric(errors);
-    assert!(first >= 1.0, "no failed reconcile counted");
+    // error_policy counts the failure just after the status was written.
+    let op = &env.op;
+    let first = eventually("the failed reconcile to be counted", WAIT, || async {
+        let n = op.metric(errors);
+        if n >= 1.0 {
+            Ok(n)
+        } else {
+            Err(format!("{n}"))
+        }
+    })
+    .await
+    .unwrap();
     tokio::time::sleep(Duration::from_secs(5)).await;
     let after = env.op.metric(errors);
     assert!(
