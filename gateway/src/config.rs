@@ -7,6 +7,10 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::auth::{AuthConfig, KeyAlgorithm};
+pub use crate::cors::CorsConfig;
+pub use crate::tls::TlsConfig;
+
 /// Everything the gateway can be told. Field names are the YAML keys.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
@@ -23,6 +27,12 @@ pub struct Config {
     pub log_format: LogFormat,
     /// `tracing` filter, e.g. `info` or `pushgate=debug`.
     pub log_level: String,
+    /// Token authentication and topic authorisation (off unless a key is set).
+    pub auth: AuthConfig,
+    /// HTTPS on `listen` (plain HTTP/1.1 and h2c unless set).
+    pub tls: TlsConfig,
+    /// Cross-origin access for browser subscribers.
+    pub cors: CorsConfig,
     /// Durability of the embedded store.
     pub fsync: FsyncPolicy,
     /// History kept per topic.
@@ -153,6 +163,9 @@ impl Default for Config {
             data_dir: PathBuf::from("./pushgate-data"),
             log_format: LogFormat::Text,
             log_level: "info".into(),
+            auth: AuthConfig::default(),
+            tls: TlsConfig::default(),
+            cors: CorsConfig::default(),
             fsync: FsyncPolicy::Always,
             retention: Retention::default(),
             delivery: Delivery::default(),
@@ -274,6 +287,51 @@ pub struct Overrides {
     /// Events per second per publisher address [default: 5000]
     #[arg(long, env = "PUSHGATE_PUBLISH_RATE", value_name = "PER_SEC")]
     pub publish_rate: Option<u32>,
+    /// Token verifying key: HS256 secret or RS256/ES256 public key (PEM); enables auth [default: none]
+    #[arg(long, env = "PUSHGATE_AUTH_KEY_FILE", value_name = "FILE")]
+    pub auth_key_file: Option<PathBuf>,
+    /// Token algorithm, fixed by the key [default: hs256]
+    #[arg(long, env = "PUSHGATE_AUTH_ALGORITHM", value_enum)]
+    pub auth_algorithm: Option<KeyAlgorithm>,
+    /// Clock skew tolerated on exp/nbf [default: 30s]
+    #[arg(long, env = "PUSHGATE_AUTH_LEEWAY", value_parser = humantime::parse_duration, value_name = "DURATION")]
+    pub auth_leeway: Option<Duration>,
+    /// Topic patterns anyone may subscribe to without a token, comma-separated [default: none]
+    #[arg(
+        long,
+        env = "PUSHGATE_AUTH_ANONYMOUS_SUBSCRIBE",
+        value_delimiter = ',',
+        value_name = "PATTERNS"
+    )]
+    pub auth_anonymous_subscribe: Option<Vec<String>>,
+    /// Topic patterns anyone may publish to without a token, comma-separated [default: none]
+    #[arg(
+        long,
+        env = "PUSHGATE_AUTH_ANONYMOUS_PUBLISH",
+        value_delimiter = ',',
+        value_name = "PATTERNS"
+    )]
+    pub auth_anonymous_publish: Option<Vec<String>>,
+    /// TLS certificate chain (PEM); with --tls-key-file serves HTTPS [default: none]
+    #[arg(long, env = "PUSHGATE_TLS_CERT_FILE", value_name = "FILE")]
+    pub tls_cert_file: Option<PathBuf>,
+    /// TLS private key (PEM) [default: none]
+    #[arg(long, env = "PUSHGATE_TLS_KEY_FILE", value_name = "FILE")]
+    pub tls_key_file: Option<PathBuf>,
+    /// How often the certificate files are checked for changes [default: 5s]
+    #[arg(long, env = "PUSHGATE_TLS_RELOAD_INTERVAL", value_parser = humantime::parse_duration, value_name = "DURATION")]
+    pub tls_reload_interval: Option<Duration>,
+    /// Origins allowed cross-origin access, comma-separated, or `*` [default: none]
+    #[arg(
+        long,
+        env = "PUSHGATE_CORS_ALLOWED_ORIGINS",
+        value_delimiter = ',',
+        value_name = "ORIGINS"
+    )]
+    pub cors_allowed_origins: Option<Vec<String>>,
+    /// Let browsers send cookies cross-origin (EventSource withCredentials) [default: false]
+    #[arg(long, env = "PUSHGATE_CORS_ALLOW_CREDENTIALS", value_name = "BOOL")]
+    pub cors_allow_credentials: Option<bool>,
 }
 
 impl Config {
@@ -310,6 +368,25 @@ impl Config {
             }
         }
         set(&mut self.listen, &o.listen);
+        if o.auth_key_file.is_some() {
+            self.auth.key_file = o.auth_key_file.clone();
+        }
+        set(&mut self.auth.algorithm, &o.auth_algorithm);
+        set(&mut self.auth.leeway, &o.auth_leeway);
+        set(
+            &mut self.auth.anonymous_subscribe,
+            &o.auth_anonymous_subscribe,
+        );
+        set(&mut self.auth.anonymous_publish, &o.auth_anonymous_publish);
+        if o.tls_cert_file.is_some() {
+            self.tls.cert_file = o.tls_cert_file.clone();
+        }
+        if o.tls_key_file.is_some() {
+            self.tls.key_file = o.tls_key_file.clone();
+        }
+        set(&mut self.tls.reload_interval, &o.tls_reload_interval);
+        set(&mut self.cors.allowed_origins, &o.cors_allowed_origins);
+        set(&mut self.cors.allow_credentials, &o.cors_allow_credentials);
         if o.metrics_listen.is_some() {
             self.metrics_listen = o.metrics_listen;
         }
@@ -365,6 +442,11 @@ impl Config {
         if self.limits.accept_rate == 0 || self.limits.publish_rate == 0 {
             return bad("limits.accept_rate and limits.publish_rate must be at least 1");
         }
+        self.auth
+            .validate()
+            .and(self.tls.validate())
+            .and(self.cors.validate())
+            .map_err(ConfigError::Invalid)?;
         Ok(())
     }
 }

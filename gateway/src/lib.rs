@@ -6,7 +6,9 @@
 //! [`fanout::Hub`] (local delivery); [`stream`] runs one SSE stream.
 
 pub mod alloc;
+pub mod auth;
 pub mod config;
+pub mod cors;
 pub mod cursor;
 pub mod error;
 pub mod fanout;
@@ -22,6 +24,7 @@ pub mod sse;
 pub mod store;
 pub mod stream;
 pub mod telemetry;
+pub mod tls;
 pub mod topic;
 
 use std::sync::Arc;

@@ -28,6 +28,8 @@ enum Command {
         #[command(flatten)]
         overrides: Overrides,
     },
+    /// Mint a token for the given topics and print it (see docs/SECURITY.md).
+    Token(TokenArgs),
     /// Print the effective configuration as YAML and exit.
     Config {
         /// YAML config file
@@ -36,6 +38,34 @@ enum Command {
         #[command(flatten)]
         overrides: Overrides,
     },
+}
+
+#[derive(clap::Args)]
+struct TokenArgs {
+    /// Signing key: the HS256 secret, or the RS256/ES256 private key (PEM)
+    #[arg(long, value_name = "FILE")]
+    key_file: PathBuf,
+    /// Algorithm, matching the gateway's auth.algorithm
+    #[arg(long, value_enum, default_value = "hs256")]
+    algorithm: pushgate::auth::KeyAlgorithm,
+    /// Client id (`sub`), logged with each request
+    #[arg(long)]
+    sub: String,
+    /// Topic pattern the token may subscribe to (repeatable; `*` one segment, `**` any)
+    #[arg(long, value_name = "PATTERN")]
+    subscribe: Vec<String>,
+    /// Topic pattern the token may publish to (repeatable)
+    #[arg(long, value_name = "PATTERN")]
+    publish: Vec<String>,
+    /// Lifetime, e.g. `1h`
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "1h")]
+    ttl: std::time::Duration,
+    /// `iss` claim
+    #[arg(long)]
+    issuer: Option<String>,
+    /// `aud` claim
+    #[arg(long)]
+    audience: Option<String>,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -60,6 +90,23 @@ fn main() -> anyhow::Result<()> {
                 .build()?;
             rt.block_on(serve(config))
         }
+        Command::Token(t) => {
+            let key = pushgate::auth::keys::load_encoding_key(t.algorithm, &t.key_file)?;
+            let token = pushgate::auth::claims::mint(
+                t.algorithm,
+                &key,
+                &pushgate::auth::MintRequest {
+                    sub: t.sub,
+                    subscribe: t.subscribe,
+                    publish: t.publish,
+                    ttl: t.ttl,
+                    iss: t.issuer,
+                    aud: t.audience,
+                },
+            )?;
+            println!("{token}");
+            Ok(())
+        }
         Command::Config { config, overrides } => {
             let config = Config::load(config.as_deref(), &overrides)?;
             print!("{}", serde_yaml::to_string(&config)?);
@@ -82,6 +129,8 @@ async fn serve(config: Config) -> anyhow::Result<()> {
             .metrics_addr
             .map_or_else(|| "none".to_owned(), |a| a.to_string()),
         store,
+        tls = gw.node.config.tls.enabled(),
+        auth = gw.node.auth.is_enabled(),
         version = env!("CARGO_PKG_VERSION"),
         "listening"
     );

@@ -36,12 +36,15 @@ pub struct Node {
     pub publish_rate: KeyedRateLimit<IpAddr>,
     draining: watch::Sender<Option<Instant>>,
     store_ok: AtomicBool,
+    /// Token checks (open when not configured).
+    pub auth: crate::auth::Auth,
 }
 
 impl Node {
     /// Opens the configured store and starts the background tasks. Call inside a tokio runtime.
     pub async fn start(config: Config) -> anyhow::Result<Arc<Node>> {
         let metrics = Metrics::new();
+        let auth = crate::auth::Auth::from_config(&config.auth)?;
         let hub = Hub::new(
             config.retention.hot_cache_events,
             config.delivery.queue_size,
@@ -67,6 +70,7 @@ impl Node {
             metrics,
             draining: watch::channel(None).0,
             store_ok: AtomicBool::new(true),
+            auth,
         });
         node.spawn_background();
         Ok(node)

@@ -1,5 +1,6 @@
 //! Accept loops: HTTP/1.1 and h2c on one port (hyper-util's auto builder),
-//! each connection with a kill switch in its requests' extensions.
+//! each connection with a kill switch in its requests' extensions. With TLS
+//! configured the API port speaks HTTPS instead (ALPN h2 and http/1.1).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -18,6 +19,10 @@ use tower::ServiceExt;
 
 use crate::http::{api_router, ops_router, ConnInfo};
 use crate::node::Node;
+use crate::tls::Tls;
+
+/// A client that has not finished its TLS handshake by then is dropped.
+const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Running listeners of one gateway.
 pub struct Server {
@@ -37,10 +42,19 @@ impl Server {
             .await
             .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", node.config.listen))?;
         let api_addr = api.local_addr()?;
+        let tls = match node.config.tls.enabled() {
+            true => {
+                let tls = Tls::new(&node.config.tls)?;
+                tls.spawn_reload(&node.config.tls, stop.clone());
+                Some(tls.acceptor)
+            }
+            false => None,
+        };
         let mut loops = vec![tokio::spawn(serve(
             api,
             api_router(node.clone()),
             stop.clone(),
+            tls,
         ))];
         let mut metrics_addr = None;
         if let Some(addr) = node.config.metrics_listen {
@@ -52,6 +66,7 @@ impl Server {
                 l,
                 ops_router(node.clone()),
                 stop.clone(),
+                None,
             )));
         }
         Ok(Server {
@@ -73,7 +88,12 @@ impl Server {
     }
 }
 
-async fn serve(listener: TcpListener, router: Router, stop: CancellationToken) -> GracefulShutdown {
+async fn serve(
+    listener: TcpListener,
+    router: Router,
+    stop: CancellationToken,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+) -> GracefulShutdown {
     let graceful = GracefulShutdown::new();
     loop {
         let (tcp, peer) = tokio::select! {
@@ -100,11 +120,32 @@ async fn serve(listener: TcpListener, router: Router, stop: CancellationToken) -
                 req.extensions_mut().insert(info.clone());
                 req
             });
-        let conn = auto::Builder::new(TokioExecutor::new())
-            .serve_connection_with_upgrades(TokioIo::new(tcp), TowerToHyperService::new(svc))
-            .into_owned();
-        let conn = graceful.watch(conn);
+        let Some(tls) = tls.clone() else {
+            let conn = auto::Builder::new(TokioExecutor::new())
+                .serve_connection_with_upgrades(TokioIo::new(tcp), TowerToHyperService::new(svc))
+                .into_owned();
+            let conn = graceful.watch(conn);
+            tokio::spawn(async move {
+                tokio::select! {
+                    _ = conn => {}
+                    _ = kill.cancelled() => {}
+                }
+            });
+            continue;
+        };
+        let watcher = graceful.watcher();
+        // The handshake runs in the connection's own task so that a slow or
+        // silent client cannot stall the accept loop.
         tokio::spawn(async move {
+            let io = match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, tls.accept(tcp)).await {
+                Ok(Ok(io)) => io,
+                Ok(Err(e)) => return tracing::debug!(%peer, error = %e, "TLS handshake failed"),
+                Err(_) => return tracing::debug!(%peer, "TLS handshake timed out"),
+            };
+            let conn = auto::Builder::new(TokioExecutor::new())
+                .serve_connection_with_upgrades(TokioIo::new(io), TowerToHyperService::new(svc))
+                .into_owned();
+            let conn = watcher.watch(conn);
             tokio::select! {
                 _ = conn => {}
                 _ = kill.cancelled() => {}

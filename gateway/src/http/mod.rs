@@ -6,6 +6,8 @@ mod publish;
 mod subscribe;
 mod trace;
 
+pub use trace::trace_id_of;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -36,6 +38,7 @@ pub fn api_router(node: Arc<Node>) -> Router {
         .route("/v1/publish", post(publish::publish_batch))
         .merge(ops_routes())
         .fallback(not_found)
+        .layer(tower::util::option_layer(node.config.cors.layer()))
         .layer(axum::middleware::from_fn(trace::log_request))
         .with_state(node)
 }

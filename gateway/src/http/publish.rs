@@ -12,6 +12,7 @@ use bytes::Bytes;
 use serde::Deserialize;
 
 use super::{query_pairs, ConnInfo};
+use crate::auth::Access;
 use crate::cursor::Cursor;
 use crate::error::ApiError;
 use crate::node::Node;
@@ -132,7 +133,9 @@ pub async fn publish_one(
             "publish with POST /v1/topics/{topic}/events",
         ));
     };
+    let who = node.auth.authenticate(&headers, uri.query())?;
     let topic = parse_topic(topic)?;
+    node.auth.authorize(&who, Access::Publish, [&topic])?;
     let mut event_type = None;
     for (k, v) in query_pairs(uri.query()) {
         if k == "event" {
@@ -170,8 +173,12 @@ struct BatchItem {
 pub async fn publish_batch(
     State(node): State<Arc<Node>>,
     Extension(conn): Extension<ConnInfo>,
+    uri: Uri,
+    headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
+    // Before the body is read: an unauthenticated caller costs no buffering.
+    let who = node.auth.authenticate(&headers, uri.query())?;
     let limits = &node.config.limits;
     let bytes = read_body(body, limits.max_batch_bytes).await?;
     let items: Vec<BatchItem> = serde_json::from_slice(&bytes).map_err(|e| {
@@ -222,6 +229,8 @@ pub async fn publish_batch(
             idempotency_key: item.idempotency_key,
         });
     }
+    node.auth
+        .authorize(&who, Access::Publish, batch.iter().map(|e| &e.topic))?;
     check_rate(&node, &conn, batch.len())?;
     let acks = node.publish(batch).await?;
     let body: Vec<Published> = acks.iter().map(Published::from).collect();
@@ -231,8 +240,12 @@ pub async fn publish_batch(
 pub async fn wipe(
     State(node): State<Arc<Node>>,
     Path(path): Path<String>,
+    uri: Uri,
+    headers: HeaderMap,
 ) -> Result<Response, ApiError> {
+    let who = node.auth.authenticate(&headers, uri.query())?;
     let topic = parse_topic(&path)?;
+    node.auth.authorize(&who, Access::Publish, [&topic])?;
     let epoch = node.wipe(&topic).await?;
     tracing::info!(%topic, epoch, "topic history wiped");
     Ok(Json(serde_json::json!({ "topic": topic, "epoch": epoch })).into_response())

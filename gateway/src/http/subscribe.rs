@@ -8,6 +8,7 @@ use axum::http::{header, HeaderMap, Response, StatusCode, Uri};
 use axum::Extension;
 
 use super::{query_pairs, ConnInfo};
+use crate::auth::Access;
 use crate::cursor::ResumeFrom;
 use crate::error::ApiError;
 use crate::node::Node;
@@ -37,6 +38,7 @@ pub async fn stream(
             "this endpoint serves text/event-stream",
         ));
     }
+    let who = node.auth.authenticate(&headers, uri.query())?;
     let mut topics: Vec<Topic> = Vec::new();
     let mut query_cursor = None;
     for (k, v) in query_pairs(uri.query()) {
@@ -65,6 +67,8 @@ pub async fn stream(
             format!("a stream carries at most {max} topics"),
         ));
     }
+    // All requested topics or none: a partial stream would hide the refusal.
+    node.auth.authorize(&who, Access::Subscribe, &topics)?;
     // The header wins: it is what a reconnecting EventSource sends.
     let header_cursor =
         match headers.get("last-event-id") {

@@ -38,6 +38,7 @@ pub async fn log_request(req: Request, next: Next) -> Response {
         trace_id = %trace_id,
         method = %req.method(),
         path = %req.uri().path(),
+        client = tracing::field::Empty,
     );
     let started = Instant::now();
     async move {

@@ -1,0 +1,202 @@
+//! The claims a pushgate token carries, and minting tokens (`pushgate token`).
+//!
+//! ```json
+//! {"sub": "device-42", "exp": 1767225600, "nbf": 1767222000,
+//!  "topics": {"subscribe": ["devices/42/**"], "publish": ["devices/42/telemetry"]}}
+//! ```
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use jsonwebtoken::{EncodingKey, Header};
+use serde::{Deserialize, Serialize};
+
+use super::keys::KeyAlgorithm;
+use super::pattern::{PatternError, TopicPattern};
+
+/// Most topic patterns one token may list (per direction); bounds the work of a check.
+pub const MAX_PATTERNS: usize = 256;
+/// Longest accepted `sub`.
+pub const MAX_SUB_LEN: usize = 200;
+
+/// The claims as they travel. `exp` is required and numeric, `nbf` numeric
+/// when present: a claim of the wrong JSON type fails deserialization, so it
+/// can never be skipped as "absent".
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Claims {
+    /// Client id: logged with each request and usable as routing key.
+    pub sub: String,
+    /// Expiry, seconds since the epoch.
+    pub exp: u64,
+    /// Not valid before, seconds since the epoch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nbf: Option<u64>,
+    /// Issued at, seconds since the epoch (informational).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub iat: Option<u64>,
+    /// Issuer, checked when `auth.issuer` is configured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub iss: Option<String>,
+    /// Audience (a string or a list), checked when `auth.audience` is configured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aud: Option<serde_json::Value>,
+    /// Topic patterns granted.
+    #[serde(default)]
+    pub topics: TopicClaims,
+}
+
+/// Topic patterns per direction, as written in the token.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct TopicClaims {
+    /// Patterns the holder may subscribe to.
+    #[serde(default)]
+    pub subscribe: Vec<String>,
+    /// Patterns the holder may publish to (and wipe).
+    #[serde(default)]
+    pub publish: Vec<String>,
+}
+
+/// What a verified token grants, parsed once.
+#[derive(Debug, Clone)]
+pub struct Grants {
+    /// The client id (`sub`).
+    pub client_id: String,
+    /// Subscribe patterns.
+    pub subscribe: Vec<TopicPattern>,
+    /// Publish patterns.
+    pub publish: Vec<TopicPattern>,
+}
+
+/// Why verified claims still cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ClaimsError {
+    #[error("sub must be 1 to {MAX_SUB_LEN} printable characters")]
+    BadSub,
+    #[error("at most {MAX_PATTERNS} topic patterns per direction")]
+    TooManyPatterns,
+    #[error("bad topic pattern: {0}")]
+    BadPattern(#[from] PatternError),
+}
+
+impl Claims {
+    /// Checks the non-standard claims and parses the patterns. A malformed
+    /// pattern invalidates the whole token rather than being skipped.
+    pub fn into_grants(self) -> Result<Grants, ClaimsError> {
+        // `sub` ends up in log lines: no control characters, bounded length.
+        if self.sub.is_empty()
+            || self.sub.len() > MAX_SUB_LEN
+            || self.sub.chars().any(char::is_control)
+        {
+            return Err(ClaimsError::BadSub);
+        }
+        let parse = |list: &[String]| -> Result<Vec<TopicPattern>, ClaimsError> {
+            if list.len() > MAX_PATTERNS {
+                return Err(ClaimsError::TooManyPatterns);
+            }
+            list.iter()
+                .map(|p| TopicPattern::parse(p).map_err(ClaimsError::from))
+                .collect()
+        };
+        Ok(Grants {
+            subscribe: parse(&self.topics.subscribe)?,
+            publish: parse(&self.topics.publish)?,
+            client_id: self.sub,
+        })
+    }
+}
+
+/// What to put in a new token.
+#[derive(Debug, Clone)]
+pub struct MintRequest {
+    /// Client id.
+    pub sub: String,
+    /// Subscribe patterns.
+    pub subscribe: Vec<String>,
+    /// Publish patterns.
+    pub publish: Vec<String>,
+    /// Lifetime from now.
+    pub ttl: Duration,
+    /// Optional issuer and audience.
+    pub iss: Option<String>,
+    /// Audience.
+    pub aud: Option<String>,
+}
+
+fn now_secs() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// Signs a token valid from now for `ttl`. Patterns are validated first so a
+/// token the gateway would refuse is never issued.
+pub fn mint(alg: KeyAlgorithm, key: &EncodingKey, req: &MintRequest) -> anyhow::Result<String> {
+    let now = now_secs();
+    let claims = Claims {
+        sub: req.sub.clone(),
+        exp: now + req.ttl.as_secs().max(1),
+        nbf: Some(now),
+        iat: Some(now),
+        iss: req.iss.clone(),
+        aud: req.aud.clone().map(serde_json::Value::String),
+        topics: TopicClaims {
+            subscribe: req.subscribe.clone(),
+            publish: req.publish.clone(),
+        },
+    };
+    claims.clone().into_grants()?;
+    Ok(jsonwebtoken::encode(&Header::new(alg.jwt()), &claims, key)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn claims(sub: &str, subscribe: &[&str]) -> Claims {
+        Claims {
+            sub: sub.into(),
+            exp: 1,
+            nbf: None,
+            iat: None,
+            iss: None,
+            aud: None,
+            topics: TopicClaims {
+                subscribe: subscribe.iter().map(|s| s.to_string()).collect(),
+                publish: vec![],
+            },
+        }
+    }
+
+    #[test]
+    fn bad_sub_or_pattern_invalidates_the_token() {
+        assert!(claims("dev-1", &["a/**"]).into_grants().is_ok());
+        assert_eq!(
+            claims("", &[]).into_grants().unwrap_err(),
+            ClaimsError::BadSub
+        );
+        assert_eq!(
+            claims("a\nforged log line", &[]).into_grants().unwrap_err(),
+            ClaimsError::BadSub
+        );
+        assert!(matches!(
+            claims("d", &["ok", "a*b"]).into_grants(),
+            Err(ClaimsError::BadPattern(_))
+        ));
+        let many: Vec<String> = (0..=MAX_PATTERNS).map(|i| format!("t{i}")).collect();
+        let many: Vec<&str> = many.iter().map(String::as_str).collect();
+        assert_eq!(
+            claims("d", &many).into_grants().unwrap_err(),
+            ClaimsError::TooManyPatterns
+        );
+    }
+
+    #[test]
+    fn wrongly_typed_time_claims_do_not_parse() {
+        let parse = |j: &str| serde_json::from_str::<Claims>(j);
+        assert!(parse(r#"{"sub":"a","exp":10}"#).is_ok());
+        assert!(parse(r#"{"sub":"a","exp":"never"}"#).is_err());
+        assert!(parse(r#"{"sub":"a","exp":10,"nbf":"99999999999"}"#).is_err());
+        assert!(parse(r#"{"sub":"a"}"#).is_err(), "exp is required");
+        assert!(parse(r#"{"exp":10}"#).is_err(), "sub is required");
+        assert!(parse(r#"{"sub":"a","exp":10,"topics":{"subscribe":"a"}}"#).is_err());
+    }
+}

@@ -1,0 +1,119 @@
+//! Key material from files (so it can come from a Kubernetes Secret). The
+//! configured key type alone decides which algorithm is accepted; the token
+//! header is never trusted for that.
+
+use std::path::Path;
+
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey};
+use serde::{Deserialize, Serialize};
+
+/// Shortest accepted HS256 secret: 256 bits, as RFC 7518 §3.2 requires.
+pub const MIN_HS256_SECRET_BYTES: usize = 32;
+
+/// The one signature algorithm a gateway accepts, fixed by its key file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum KeyAlgorithm {
+    /// HMAC-SHA256 with a shared secret file.
+    Hs256,
+    /// RSA PKCS#1 v1.5 SHA-256; the gateway holds the public key (PEM).
+    Rs256,
+    /// ECDSA P-256 SHA-256; the gateway holds the public key (PEM).
+    Es256,
+}
+
+impl KeyAlgorithm {
+    /// The `jsonwebtoken` algorithm.
+    pub fn jwt(self) -> Algorithm {
+        match self {
+            KeyAlgorithm::Hs256 => Algorithm::HS256,
+            KeyAlgorithm::Rs256 => Algorithm::RS256,
+            KeyAlgorithm::Es256 => Algorithm::ES256,
+        }
+    }
+}
+
+/// A key file that cannot be used. The message names the file, never its content.
+#[derive(Debug, thiserror::Error)]
+#[error("{path}: {reason}")]
+pub struct KeyError {
+    path: String,
+    reason: String,
+}
+
+fn read(path: &Path) -> Result<Vec<u8>, KeyError> {
+    std::fs::read(path).map_err(|e| key_error(path, format!("cannot read: {e}")))
+}
+
+fn key_error(path: &Path, reason: impl Into<String>) -> KeyError {
+    KeyError {
+        path: path.display().to_string(),
+        reason: reason.into(),
+    }
+}
+
+/// A secret file's bytes without the trailing newline an editor or `echo` adds.
+fn secret(path: &Path) -> Result<Vec<u8>, KeyError> {
+    let mut bytes = read(path)?;
+    while bytes.last().is_some_and(|b| matches!(b, b'\n' | b'\r')) {
+        bytes.pop();
+    }
+    if bytes.len() < MIN_HS256_SECRET_BYTES {
+        return Err(key_error(
+            path,
+            format!("an HS256 secret must be at least {MIN_HS256_SECRET_BYTES} bytes"),
+        ));
+    }
+    Ok(bytes)
+}
+
+/// Loads the verifying key: the HS256 secret, or the RS256/ES256 public key (PEM).
+pub fn load_decoding_key(alg: KeyAlgorithm, path: &Path) -> Result<DecodingKey, KeyError> {
+    let bad = |e: jsonwebtoken::errors::Error| key_error(path, format!("not a {alg:?} key: {e}"));
+    match alg {
+        KeyAlgorithm::Hs256 => Ok(DecodingKey::from_secret(&secret(path)?)),
+        KeyAlgorithm::Rs256 => DecodingKey::from_rsa_pem(&read(path)?).map_err(bad),
+        KeyAlgorithm::Es256 => DecodingKey::from_ec_pem(&read(path)?).map_err(bad),
+    }
+}
+
+/// Loads the signing key for `pushgate token`: the HS256 secret, or the
+/// RS256/ES256 private key (PKCS#8 PEM; PKCS#1 also for RSA).
+pub fn load_encoding_key(alg: KeyAlgorithm, path: &Path) -> Result<EncodingKey, KeyError> {
+    let bad = |e: jsonwebtoken::errors::Error| key_error(path, format!("not a {alg:?} key: {e}"));
+    match alg {
+        KeyAlgorithm::Hs256 => Ok(EncodingKey::from_secret(&secret(path)?)),
+        KeyAlgorithm::Rs256 => EncodingKey::from_rsa_pem(&read(path)?).map_err(bad),
+        KeyAlgorithm::Es256 => EncodingKey::from_ec_pem(&read(path)?).map_err(bad),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    #[test]
+    fn short_secrets_are_refused_and_newline_is_trimmed() {
+        let mut f = tempfile::NamedTempFile::new().unwrap();
+        writeln!(f, "too-short").unwrap();
+        let err = load_decoding_key(KeyAlgorithm::Hs256, f.path()).unwrap_err();
+        assert!(err.to_string().contains("at least 32"), "{err}");
+        assert!(
+            !err.to_string().contains("too-short"),
+            "never echo key material"
+        );
+
+        let mut f = tempfile::NamedTempFile::new().unwrap();
+        writeln!(f, "{}", "k".repeat(32)).unwrap();
+        load_decoding_key(KeyAlgorithm::Hs256, f.path()).unwrap();
+    }
+
+    #[test]
+    fn a_secret_is_not_a_public_key() {
+        let mut f = tempfile::NamedTempFile::new().unwrap();
+        write!(f, "{}", "k".repeat(40)).unwrap();
+        assert!(load_decoding_key(KeyAlgorithm::Es256, f.path()).is_err());
+        assert!(load_decoding_key(KeyAlgorithm::Rs256, f.path()).is_err());
+    }
+}
