@@ -91,6 +91,12 @@ pub struct PushGatewaySpec {
     /// The Service in front of the gateway pods.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub service: Option<ServiceSpec>,
+    /// Token authentication; the key comes from a Secret mounted into the pods.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth: Option<AuthSpec>,
+    /// HTTPS on the API port from a `kubernetes.io/tls` Secret (rotated in place).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<TlsSpec>,
     /// Extra pod settings.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pod_overrides: Option<PodOverrides>,
@@ -143,6 +149,55 @@ pub struct SecretKeyRef {
     /// Key inside the Secret (default `url`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key: Option<String>,
+}
+
+/// Token authentication (docs/SECURITY.md).
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AuthSpec {
+    /// Secret key with the HS256 secret or the RS256/ES256 public key (PEM); key default `key`.
+    pub key_secret_ref: SecretKeyRef,
+    /// The one accepted algorithm (default `hs256`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub algorithm: Option<JwtAlgorithm>,
+    /// Topic patterns anyone may subscribe to without a token (`*` one segment, `**` any).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub anonymous_subscribe: Option<Vec<String>>,
+    /// Topic patterns anyone may publish to without a token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub anonymous_publish: Option<Vec<String>>,
+}
+
+/// Token signature algorithm, fixed by the key.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum JwtAlgorithm {
+    /// HMAC-SHA256 shared secret.
+    #[default]
+    Hs256,
+    /// RSA public key.
+    Rs256,
+    /// ECDSA P-256 public key.
+    Es256,
+}
+
+impl JwtAlgorithm {
+    /// The gateway's spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JwtAlgorithm::Hs256 => "hs256",
+            JwtAlgorithm::Rs256 => "rs256",
+            JwtAlgorithm::Es256 => "es256",
+        }
+    }
+}
+
+/// HTTPS certificate.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TlsSpec {
+    /// `kubernetes.io/tls` Secret (keys `tls.crt`, `tls.key`) in the same namespace.
+    pub secret_name: String,
 }
 
 /// Retention per topic.

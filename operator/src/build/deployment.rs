@@ -46,7 +46,7 @@ fn mount(name: &str, path: &str, read_only: bool) -> VolumeMount {
 fn container(pgw: &PushGateway) -> Container {
     let spec = &pgw.spec;
     let redis = spec.store.as_ref().and_then(|s| s.redis.as_ref());
-    let env = redis.map(|r| {
+    let mut env = redis.map(|r| {
         vec![EnvVar {
             name: "PUSHGATE_STORE".into(),
             value_from: Some(EnvVarSource {
@@ -60,6 +60,10 @@ fn container(pgw: &PushGateway) -> Container {
             ..Default::default()
         }]
     });
+    let extra = super::security::env(spec);
+    if !extra.is_empty() {
+        env.get_or_insert_with(Vec::new).extend(extra);
+    }
     let mut mounts = vec![
         mount("config", CONFIG_DIR, true),
         mount("tmp", "/tmp", false),
@@ -67,6 +71,7 @@ fn container(pgw: &PushGateway) -> Container {
     if spec.embedded_store() {
         mounts.push(mount("data", DATA_DIR, false));
     }
+    mounts.extend(super::security::mounts(spec));
     Container {
         name: "gateway".into(),
         image: Some(image(pgw)),
@@ -134,6 +139,7 @@ fn volumes(pgw: &PushGateway) -> Vec<Volume> {
             ..Default::default()
         });
     }
+    v.extend(super::security::volumes(&pgw.spec));
     v
 }
 

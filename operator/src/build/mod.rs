@@ -3,6 +3,7 @@
 
 mod deployment;
 mod objects;
+mod security;
 
 pub use deployment::deployment;
 pub use objects::{config_map, hpa, pdb, pvc, service};

@@ -1,0 +1,214 @@
+//! Token keys and TLS certificates: Secrets mounted into the gateway pods and
+//! pointed at by `PUSHGATE_*` variables. Only Secret names and file paths
+//! appear in the pod spec; no key material ever reaches the ConfigMap, the
+//! operator's logs or its memory (it never reads these Secrets).
+
+use crate::crd::PushGatewaySpec;
+use k8s_openapi::api::core::v1::{EnvVar, KeyToPath, SecretVolumeSource, Volume, VolumeMount};
+
+/// Where the token verifying key is mounted.
+pub const AUTH_DIR: &str = "/var/run/secrets/pushgate/auth";
+/// Where the TLS pair is mounted; the gateway polls it, so Secret updates rotate in place.
+pub const TLS_DIR: &str = "/var/run/secrets/pushgate/tls";
+/// Owner and group read only (the pod's fsGroup owns the files).
+const SECRET_MODE: i32 = 0o440;
+
+fn var(name: &str, value: String) -> EnvVar {
+    EnvVar {
+        name: name.into(),
+        value: Some(value),
+        ..Default::default()
+    }
+}
+
+fn secret_volume(name: &str, secret: &str, items: &[(&str, &str)]) -> Volume {
+    Volume {
+        name: name.into(),
+        secret: Some(SecretVolumeSource {
+            secret_name: Some(secret.into()),
+            items: Some(
+                items
+                    .iter()
+                    .map(|(key, path)| KeyToPath {
+                        key: (*key).into(),
+                        path: (*path).into(),
+                        mode: None,
+                    })
+                    .collect(),
+            ),
+            default_mode: Some(SECRET_MODE),
+            optional: Some(false),
+        }),
+        ..Default::default()
+    }
+}
+
+fn mount(name: &str, path: &str) -> VolumeMount {
+    VolumeMount {
+        name: name.into(),
+        mount_path: path.into(),
+        read_only: Some(true),
+        ..Default::default()
+    }
+}
+
+/// Environment of the gateway container for `spec.auth` and `spec.tls`.
+pub fn env(spec: &PushGatewaySpec) -> Vec<EnvVar> {
+    let mut env = Vec::new();
+    if let Some(auth) = &spec.auth {
+        env.push(var("PUSHGATE_AUTH_KEY_FILE", format!("{AUTH_DIR}/key")));
+        env.push(var(
+            "PUSHGATE_AUTH_ALGORITHM",
+            auth.algorithm.unwrap_or_default().as_str().into(),
+        ));
+        for (name, list) in [
+            (
+                "PUSHGATE_AUTH_ANONYMOUS_SUBSCRIBE",
+                &auth.anonymous_subscribe,
+            ),
+            ("PUSHGATE_AUTH_ANONYMOUS_PUBLISH", &auth.anonymous_publish),
+        ] {
+            // Topic patterns cannot contain commas, so the list joins losslessly.
+            if let Some(list) = list.as_ref().filter(|l| !l.is_empty()) {
+                env.push(var(name, list.join(",")));
+            }
+        }
+    }
+    if spec.tls.is_some() {
+        env.push(var("PUSHGATE_TLS_CERT_FILE", format!("{TLS_DIR}/tls.crt")));
+        env.push(var("PUSHGATE_TLS_KEY_FILE", format!("{TLS_DIR}/tls.key")));
+    }
+    env
+}
+
+/// Secret volumes for `spec.auth` and `spec.tls`.
+pub fn volumes(spec: &PushGatewaySpec) -> Vec<Volume> {
+    let mut v = Vec::new();
+    if let Some(auth) = &spec.auth {
+        let r = &auth.key_secret_ref;
+        let key = r.key.as_deref().unwrap_or("key");
+        v.push(secret_volume("auth-key", &r.name, &[(key, "key")]));
+    }
+    if let Some(tls) = &spec.tls {
+        v.push(secret_volume(
+            "tls",
+            &tls.secret_name,
+            &[("tls.crt", "tls.crt"), ("tls.key", "tls.key")],
+        ));
+    }
+    v
+}
+
+/// Read-only mounts of those volumes.
+pub fn mounts(spec: &PushGatewaySpec) -> Vec<VolumeMount> {
+    let mut m = Vec::new();
+    if spec.auth.is_some() {
+        m.push(mount("auth-key", AUTH_DIR));
+    }
+    if spec.tls.is_some() {
+        m.push(mount("tls", TLS_DIR));
+    }
+    m
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::desired;
+    use super::super::testutil::*;
+    use super::*;
+
+    fn spec(json: serde_json::Value) -> PushGatewaySpec {
+        serde_json::from_value(json).unwrap()
+    }
+
+    #[test]
+    fn nothing_is_added_without_auth_or_tls() {
+        let s = PushGatewaySpec::default();
+        assert!(env(&s).is_empty() && volumes(&s).is_empty() && mounts(&s).is_empty());
+    }
+
+    #[test]
+    fn secrets_are_mounted_and_referenced_by_path_only() {
+        let s = spec(serde_json::json!({
+            "auth": {
+                "keySecretRef": {"name": "jwt", "key": "es256.pub"},
+                "algorithm": "es256",
+                "anonymousSubscribe": ["public/**", "status"]
+            },
+            "tls": {"secretName": "gw-cert"}
+        }));
+        let d = desired(&pgw(s)).unwrap();
+        let pod = d.deployment.spec.unwrap().template.spec.unwrap();
+        let c = &pod.containers[0];
+        let env: Vec<(String, String)> = c
+            .env
+            .clone()
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|e| Some((e.name, e.value?)))
+            .collect();
+        let get = |n: &str| env.iter().find(|(k, _)| k == n).map(|(_, v)| v.as_str());
+        assert_eq!(
+            get("PUSHGATE_AUTH_KEY_FILE"),
+            Some("/var/run/secrets/pushgate/auth/key")
+        );
+        assert_eq!(get("PUSHGATE_AUTH_ALGORITHM"), Some("es256"));
+        assert_eq!(
+            get("PUSHGATE_AUTH_ANONYMOUS_SUBSCRIBE"),
+            Some("public/**,status")
+        );
+        assert_eq!(get("PUSHGATE_AUTH_ANONYMOUS_PUBLISH"), None);
+        assert_eq!(
+            get("PUSHGATE_TLS_CERT_FILE"),
+            Some("/var/run/secrets/pushgate/tls/tls.crt")
+        );
+        assert_eq!(
+            get("PUSHGATE_TLS_KEY_FILE"),
+            Some("/var/run/secrets/pushgate/tls/tls.key")
+        );
+
+        let vols = pod.volumes.unwrap();
+        let secret = |n: &str| {
+            vols.iter()
+                .find(|v| v.name == n)
+                .and_then(|v| v.secret.clone())
+                .unwrap()
+        };
+        let auth = secret("auth-key");
+        assert_eq!(auth.secret_name.as_deref(), Some("jwt"));
+        assert_eq!(auth.items.unwrap()[0].key, "es256.pub");
+        assert_eq!(auth.default_mode, Some(0o440));
+        assert_eq!(secret("tls").secret_name.as_deref(), Some("gw-cert"));
+        let mounts = c.volume_mounts.clone().unwrap();
+        for (name, path) in [("auth-key", AUTH_DIR), ("tls", TLS_DIR)] {
+            let m = mounts.iter().find(|m| m.name == name).unwrap();
+            assert_eq!(m.mount_path, path);
+            assert_eq!(m.read_only, Some(true));
+        }
+        // The ConfigMap names neither Secret nor any key path.
+        let cm = serde_json::to_string(&d.config_map.data).unwrap();
+        assert!(
+            !cm.contains("jwt") && !cm.contains("gw-cert") && !cm.contains("secrets"),
+            "{cm}"
+        );
+    }
+
+    #[test]
+    fn default_key_and_algorithm() {
+        let s = spec(serde_json::json!({"auth": {"keySecretRef": {"name": "jwt"}}}));
+        assert_eq!(
+            volumes(&s)[0]
+                .secret
+                .as_ref()
+                .unwrap()
+                .items
+                .as_ref()
+                .unwrap()[0]
+                .key,
+            "key"
+        );
+        assert!(env(&s)
+            .iter()
+            .any(|e| e.name == "PUSHGATE_AUTH_ALGORITHM" && e.value.as_deref() == Some("hs256")));
+    }
+}
