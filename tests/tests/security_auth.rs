@@ -430,3 +430,192 @@ async fn eventsource_carriers_anonymous_patterns_and_minted_tokens() -> Result<(
     );
     Ok(())
 }
+
+#[tokio::test]
+async fn rs256_keys_from_openssl_and_confusion_with_the_public_key() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let private = dir.path().join("rsa.key");
+    let public = dir.path().join("rsa.pub");
+    let openssl = |args: &[&str]| {
+        let out = std::process::Command::new("openssl")
+            .args(args)
+            .output()
+            .expect("openssl");
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    openssl(&[
+        "genpkey",
+        "-algorithm",
+        "RSA",
+        "-pkeyopt",
+        "rsa_keygen_bits:2048",
+        "-out",
+        private.to_str().unwrap(),
+    ]);
+    openssl(&[
+        "pkey",
+        "-in",
+        private.to_str().unwrap(),
+        "-pubout",
+        "-out",
+        public.to_str().unwrap(),
+    ]);
+    let gw = GatewayProcess::start(&[
+        "--auth-key-file",
+        public.to_str().unwrap(),
+        "--auth-algorithm",
+        "rs256",
+    ])?;
+    let c = reqwest::Client::new();
+
+    let out = std::process::Command::new(binary())
+        .args([
+            "token",
+            "--algorithm",
+            "rs256",
+            "--key-file",
+            private.to_str().unwrap(),
+        ])
+        .args(["--sub", "rsa-client", "--publish", "orders/**"])
+        .output()?;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let token = String::from_utf8(out.stdout)?.trim().to_owned();
+    assert_eq!(
+        publish(&c, &gw, "orders/eu/1", Some(&token)).await?.0,
+        StatusCode::CREATED
+    );
+    assert_eq!(
+        publish(&c, &gw, "invoices/1", Some(&token)).await?.0,
+        StatusCode::FORBIDDEN
+    );
+
+    // The classic confusion: HS256 keyed with the RSA public key the gateway holds.
+    let pem = std::fs::read(&public)?;
+    let forged = sign(
+        Algorithm::HS256,
+        &EncodingKey::from_secret(&pem),
+        &claims(&[], &["orders/**"]),
+    );
+    let (status, body) = publish(&c, &gw, "orders/eu/1", Some(&forged)).await?;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert_refusal(status, &body, "HS256 with the public key");
+    // A public key cannot sign, so `pushgate token` refuses to mint with it.
+    let out = std::process::Command::new(binary())
+        .args([
+            "token",
+            "--algorithm",
+            "rs256",
+            "--key-file",
+            public.to_str().unwrap(),
+            "--sub",
+            "x",
+        ])
+        .output()?;
+    assert!(!out.status.success());
+    Ok(())
+}
+
+/// Tokens travel in query strings (EventSource), so they must never reach the
+/// logs, even at debug level, while the client id does.
+#[tokio::test]
+async fn tokens_never_reach_the_logs() -> Result<()> {
+    use std::io::{BufRead, BufReader};
+    let dir = tempfile::tempdir()?;
+    let secret = format!("{:064x}", rand::random::<u128>());
+    let secret_file = write(dir.path(), "hs256.secret", &secret);
+    let mut child = std::process::Command::new(binary())
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--log-format",
+            "json",
+            "--log-level",
+            "debug",
+        ])
+        .args([
+            "--auth-key-file",
+            &secret_file,
+            "--data-dir",
+            dir.path().to_str().unwrap(),
+        ])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()?;
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    let stderr = child.stderr.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut lines = Vec::new();
+    let addr = loop {
+        let line = rx.recv_timeout(Duration::from_secs(30))?;
+        let v: Value = serde_json::from_str(&line).unwrap_or(Value::Null);
+        lines.push(line);
+        if v["message"] == "listening" {
+            break v["api"].as_str().unwrap().to_owned();
+        }
+    };
+    let key = EncodingKey::from_secret(secret.as_bytes());
+    let good = sign(Algorithm::HS256, &key, &claims(&["logs/a"], &["logs/a"]));
+    let mut expired = claims(&["logs/a"], &[]);
+    expired["exp"] = json!(now() - 3600);
+    let bad = sign(Algorithm::HS256, &key, &expired);
+    let c = reqwest::Client::new();
+    for (token, want) in [(&good, StatusCode::OK), (&bad, StatusCode::UNAUTHORIZED)] {
+        let resp = c
+            .get(format!(
+                "http://{addr}/v1/stream?topic=logs/a&access_token={token}"
+            ))
+            .send()
+            .await?;
+        assert_eq!(resp.status(), want);
+    }
+    let resp = c
+        .post(format!("http://{addr}/v1/topics/logs/a/events"))
+        .header("cookie", format!("pushgate_token={good}"))
+        .body("x")
+        .send()
+        .await?;
+    assert_eq!(resp.status(), StatusCode::CREATED);
+    // Let the request lines be written, then stop the process and read everything.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    child.kill()?;
+    child.wait()?;
+    reader.join().unwrap();
+    lines.extend(rx.try_iter());
+    let all = lines.join("\n");
+    assert!(
+        all.contains("\"client\":\"device-7\""),
+        "client id is logged:\n{all}"
+    );
+    assert!(
+        all.contains("token refused"),
+        "the refusal is logged at debug:\n{all}"
+    );
+    for (name, t) in [("valid", &good), ("expired", &bad)] {
+        for part in t.split('.') {
+            assert!(!all.contains(part), "{name} token part in the logs:\n{all}");
+        }
+    }
+    assert!(
+        !all.contains("access_token"),
+        "query strings are not logged"
+    );
+    assert!(!all.contains(&secret), "the key is not logged");
+    Ok(())
+}
