@@ -43,6 +43,8 @@ pub struct Config {
     pub limits: Limits,
     /// Settings of the Redis store (used when `store` is a redis:// URL).
     pub redis: RedisSettings,
+    /// Canary routing: this pod's track, the peer Service, the routing table source.
+    pub routing: crate::routing::RoutingSettings,
 }
 
 /// Log output format.
@@ -171,6 +173,7 @@ impl Default for Config {
             delivery: Delivery::default(),
             limits: Limits::default(),
             redis: RedisSettings::default(),
+            routing: crate::routing::RoutingSettings::default(),
         }
     }
 }
@@ -272,6 +275,18 @@ pub struct Overrides {
     /// Window over which SIGTERM closes open streams [default: 20s]
     #[arg(long, env = "PUSHGATE_DRAIN_WINDOW", value_parser = humantime::parse_duration, value_name = "DURATION")]
     pub drain_window: Option<Duration>,
+    /// This pod's canary track: stable or canary [default: stable]
+    #[arg(long, env = "PUSHGATE_TRACK", value_name = "TRACK")]
+    pub track: Option<crate::routing::Track>,
+    /// Base URL of the other track's Service; streams of its buckets are proxied there [default: none]
+    #[arg(long, env = "PUSHGATE_PEER_URL", value_name = "URL")]
+    pub peer_url: Option<String>,
+    /// Routing table file, re-read on change [default: none]
+    #[arg(long, env = "PUSHGATE_ROUTING_TABLE_FILE", value_name = "FILE")]
+    pub routing_table_file: Option<PathBuf>,
+    /// Routing table ConfigMap `namespace/name`, watched through the Kubernetes API [default: none]
+    #[arg(long, env = "PUSHGATE_ROUTING_CONFIGMAP", value_name = "NS/NAME")]
+    pub routing_configmap: Option<String>,
     /// Prefix of every Redis key [default: pushgate]
     #[arg(long, env = "PUSHGATE_REDIS_KEY_PREFIX", value_name = "PREFIX")]
     pub redis_key_prefix: Option<String>,
@@ -402,6 +417,16 @@ impl Config {
         set(&mut self.delivery.queue_size, &o.queue_size);
         set(&mut self.delivery.drain_window, &o.drain_window);
         set(&mut self.redis.key_prefix, &o.redis_key_prefix);
+        set(&mut self.routing.track, &o.track);
+        if o.peer_url.is_some() {
+            self.routing.peer_url = o.peer_url.clone();
+        }
+        if o.routing_table_file.is_some() {
+            self.routing.table_file = o.routing_table_file.clone();
+        }
+        if o.routing_configmap.is_some() {
+            self.routing.configmap = o.routing_configmap.clone();
+        }
         set(&mut self.limits.max_body_bytes, &o.max_body_bytes);
         set(&mut self.limits.max_connections, &o.max_connections);
         set(&mut self.limits.accept_rate, &o.accept_rate);
@@ -416,6 +441,15 @@ impl Config {
             && !self.store.starts_with("rediss://")
         {
             return bad("store must be `embedded` or a redis:// / rediss:// URL");
+        }
+        let rt = &self.routing;
+        if rt.table_file.is_some() && rt.configmap.is_some() {
+            return bad("routing: give table_file or configmap, not both");
+        }
+        if let Some(u) = &rt.peer_url {
+            if !(u.starts_with("http://") && u.parse::<axum::http::Uri>().is_ok()) {
+                return bad("routing.peer_url must be an http:// URL");
+            }
         }
         let r = &self.redis;
         if r.key_prefix.is_empty() || r.key_prefix.contains(['{', '}']) {

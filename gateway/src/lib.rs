@@ -19,6 +19,7 @@ pub mod limits;
 pub mod metrics;
 pub mod node;
 pub mod resume;
+pub mod routing;
 pub mod server;
 pub mod sse;
 pub mod store;

@@ -4,8 +4,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use prometheus::{
-    Encoder, Gauge, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
-    TextEncoder,
+    Encoder, Gauge, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec,
+    Opts, Registry, TextEncoder,
 };
 
 /// Every metric the gateway exports.
@@ -39,6 +39,12 @@ pub struct Metrics {
     pub store_errors_total: IntCounter,
     /// Bytes allocated on the heap (counting allocator of the `pushgate` binary).
     pub heap_bytes: IntGauge,
+    /// Streams served by this pod, labelled with its track.
+    pub streams_by_track: IntGaugeVec,
+    /// Streams this pod forwards to the other track.
+    pub proxied_streams: IntGauge,
+    /// Streams closed because a routing change moved their bucket.
+    pub streams_moved_total: IntCounter,
 }
 
 fn register<T: prometheus::core::Collector + Clone + 'static>(r: &Registry, m: T) -> T {
@@ -128,6 +134,19 @@ impl Metrics {
             ),
             store_errors_total: counter("store_errors_total", "Failed store operations"),
             heap_bytes: gauge("heap_bytes", "Bytes allocated on the heap"),
+            streams_by_track: register(
+                &r,
+                IntGaugeVec::new(
+                    Opts::new("streams_by_track", "Streams served by this pod, by track"),
+                    &["track"],
+                )
+                .expect("valid metric"),
+            ),
+            proxied_streams: gauge("proxied_streams", "Streams forwarded to the other track"),
+            streams_moved_total: counter(
+                "streams_moved_total",
+                "Streams closed because a routing change moved their bucket",
+            ),
             registry: r,
         })
     }

@@ -38,6 +38,10 @@ pub struct Node {
     store_ok: AtomicBool,
     /// Token checks (open when not configured).
     pub auth: crate::auth::Auth,
+    /// Canary routing state of this pod.
+    pub routing: Arc<crate::routing::Routing>,
+    /// Forwarder to the other track, when a peer is configured.
+    pub proxy: Option<crate::routing::proxy::Proxy>,
 }
 
 impl Node {
@@ -61,7 +65,27 @@ impl Node {
         } else {
             Arc::new(RedisStore::open(&config.store, &config.redis, opts)?)
         };
+        let routing = crate::routing::Routing::new(
+            &config.routing,
+            metrics.streams_by_track.clone(),
+            metrics.streams_moved_total.clone(),
+        );
+        let proxy = config.routing.peer_url.as_deref().map(|peer| {
+            crate::routing::proxy::Proxy::new(
+                peer,
+                config.routing.track,
+                metrics.proxied_streams.clone(),
+            )
+        });
+        if let Some(path) = &config.routing.table_file {
+            crate::routing::source::watch_file(routing.clone(), path.clone()).await?;
+        }
+        if let Some(cm) = &config.routing.configmap {
+            crate::routing::source::watch_configmap(routing.clone(), cm).await?;
+        }
         let node = Arc::new(Node {
+            routing,
+            proxy,
             accept_rate: RateLimit::new(config.limits.accept_rate),
             publish_rate: KeyedRateLimit::new(config.limits.publish_rate),
             config,

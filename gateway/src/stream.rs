@@ -19,6 +19,7 @@ use crate::error::ApiError;
 use crate::fanout::{Frame, KickReason, Subscription};
 use crate::node::Node;
 use crate::resume::{self, Cut, Start};
+use crate::routing::RouteGuard;
 use crate::sse;
 use crate::store::{now_ms, StoreError, StoredEvent};
 use crate::topic::Topic;
@@ -34,6 +35,10 @@ pub struct StreamRequest {
     pub resume: ResumeFrom,
     /// Cancels the client's connection (slow consumers that stop reading).
     pub conn: CancellationToken,
+    /// Canary routing registration: closes the stream when its bucket moves.
+    pub route: Option<RouteGuard>,
+    /// `Set-Cookie` for a routing key issued to this client.
+    pub set_cookie: Option<String>,
 }
 
 /// Holds one slot of `max_connections` and the `connections` gauge.
@@ -117,7 +122,8 @@ pub async fn open(node: &Arc<Node>, req: StreamRequest) -> Result<Response<Body>
         }
     }
     node.metrics.streams_opened_total.inc();
-    let body = Body::from_stream(body(node.clone(), sub, starts, slot));
+    let moved = req.route.as_ref().map(|r| r.moved.clone());
+    let body = Body::from_stream(body(node.clone(), sub, starts, (slot, req.route), moved));
     let mut resp = Response::new(body);
     *resp.status_mut() = StatusCode::OK;
     let h = resp.headers_mut();
@@ -127,6 +133,13 @@ pub async fn open(node: &Arc<Node>, req: StreamRequest) -> Result<Response<Body>
     );
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     h.insert("x-accel-buffering", HeaderValue::from_static("no"));
+    h.insert(
+        "x-pushgate-track",
+        HeaderValue::from_static(node.routing.track.as_str()),
+    );
+    if let Some(c) = req.set_cookie.and_then(|c| HeaderValue::from_str(&c).ok()) {
+        h.append(header::SET_COOKIE, c);
+    }
     Ok(resp)
 }
 
@@ -296,10 +309,12 @@ fn body(
     node: Arc<Node>,
     mut sub: Subscription,
     starts: Vec<Start>,
-    slot: StreamSlot,
+    guards: (StreamSlot, Option<RouteGuard>),
+    moved: Option<CancellationToken>,
 ) -> impl Stream<Item = Result<Bytes, Infallible>> {
     async_stream::stream! {
-        let _slot = slot;
+        let _guards = guards;
+        let moved = moved.unwrap_or_default();
         let mut live = Live { node: node.clone(), cur: Cursors::new(&starts) };
         // The first block carries an `id:` too, so a client that drops before
         // its first event still resumes from exactly here.
@@ -351,6 +366,8 @@ fn body(
                 }
                 f = sub.rx.recv() => Step::Frame(f),
                 _ = heartbeat.tick() => Step::Heartbeat,
+                // Its bucket now belongs to the other track: leave, the client resumes there.
+                _ = moved.cancelled() => Step::Close,
             };
             match step {
                 Step::Frame(Some(frame)) => {

@@ -52,6 +52,27 @@ impl GatewayProcess {
         Ok(g)
     }
 
+    /// Starts a named gateway on a chosen address (e.g. when two processes must know each other's URL).
+    pub fn start_on(name: &str, addr: SocketAddr, args: &[&str]) -> Result<GatewayProcess> {
+        let dir = tempfile::tempdir()?;
+        let mut g = GatewayProcess {
+            child: None,
+            addr,
+            metrics_addr: None,
+            data_dir: dir.path().to_owned(),
+            _owned_dir: Some(dir),
+            args: args.iter().map(|s| s.to_string()).collect(),
+            name: name.into(),
+        };
+        g.spawn()?;
+        Ok(g)
+    }
+
+    /// A free loopback address to start a gateway on.
+    pub fn free_addr() -> Result<SocketAddr> {
+        Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?)
+    }
+
     /// Starts a gateway with extra `serve` flags and no data directory of its own (e.g. Redis).
     pub fn start_named(name: &str, args: &[&str]) -> Result<GatewayProcess> {
         let mut g = Self::start(args)?;

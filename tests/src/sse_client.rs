@@ -30,7 +30,20 @@ impl SseClient {
         url: &str,
         last_event_id: Option<&str>,
     ) -> Result<Opened> {
+        Self::open_with(client, url, last_event_id, &[]).await
+    }
+
+    /// Like [`SseClient::open`], with extra request headers.
+    pub async fn open_with(
+        client: &reqwest::Client,
+        url: &str,
+        last_event_id: Option<&str>,
+        headers: &[(String, String)],
+    ) -> Result<Opened> {
         let mut req = client.get(url).header("accept", "text/event-stream");
+        for (k, v) in headers {
+            req = req.header(k.as_str(), v.as_str());
+        }
         if let Some(id) = last_event_id {
             req = req.header("last-event-id", id);
         }

@@ -4,7 +4,7 @@
 mod ops;
 mod publish;
 mod subscribe;
-mod trace;
+pub mod trace;
 
 pub use trace::trace_id_of;
 

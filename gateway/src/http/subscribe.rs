@@ -12,6 +12,7 @@ use crate::auth::Access;
 use crate::cursor::ResumeFrom;
 use crate::error::ApiError;
 use crate::node::Node;
+use crate::routing::{Decision, PROXIED_HEADER};
 use crate::stream::{self, StreamRequest};
 use crate::topic::Topic;
 
@@ -80,12 +81,39 @@ pub async fn stream(
     let text = header_cursor.or(query_cursor.as_deref()).unwrap_or("");
     let resume =
         ResumeFrom::parse(text).map_err(|e| ApiError::bad_request("bad_cursor", e.to_string()))?;
+    let routed = node.routing.decide(&headers, who.client_id());
+    let key = match routed.decision {
+        Decision::Local { key } => key,
+        Decision::Proxy => {
+            let proxy = node
+                .proxy
+                .as_ref()
+                .expect("Proxy is only decided with a peer");
+            match proxy
+                .forward(&uri, &headers, routed.set_cookie.as_deref())
+                .await
+            {
+                Ok(resp) => return Ok(resp),
+                // The store is shared, so serving here loses nothing; the
+                // stream moves to its track on a later reconnect.
+                Err(e) => {
+                    tracing::warn!(error = %e, "peer track unreachable; serving locally");
+                    None
+                }
+            }
+        }
+    };
     stream::open(
         &node,
         StreamRequest {
             topics,
             resume,
             conn: conn.kill,
+            route: Some(
+                node.routing
+                    .register(key, headers.contains_key(PROXIED_HEADER)),
+            ),
+            set_cookie: routed.set_cookie,
         },
     )
     .await
