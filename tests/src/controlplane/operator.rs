@@ -5,7 +5,7 @@ use super::ControlPlane;
 use anyhow::{bail, Context as _};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 /// A `pushgate-operator` process against a [`ControlPlane`]; killed on drop.
 pub struct OperatorProcess {
@@ -64,7 +64,38 @@ pub fn operator_binary() -> anyhow::Result<PathBuf> {
             bin.display()
         );
     }
+    // `cargo test -p pushgate-e2e` does not rebuild another package's
+    // binaries: refuse to test an operator older than its sources.
+    let built = std::fs::metadata(&bin)?.modified()?;
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../operator/src");
+    if let Some(newer) = newest(&src)?.filter(|(t, _)| *t > built) {
+        bail!(
+            "{} is older than {}; rebuild it with `cargo build -p operator --bins`",
+            bin.display(),
+            newer.1.display()
+        );
+    }
     Ok(bin)
+}
+
+/// The most recently modified file under `dir`, recursively.
+fn newest(dir: &Path) -> anyhow::Result<Option<(SystemTime, PathBuf)>> {
+    let mut best: Option<(SystemTime, PathBuf)> = None;
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        let path = entry.path();
+        let candidate = if entry.file_type()?.is_dir() {
+            newest(&path)?
+        } else {
+            Some((entry.metadata()?.modified()?, path))
+        };
+        if let Some(c) = candidate {
+            if best.as_ref().is_none_or(|b| c.0 > b.0) {
+                best = Some(c);
+            }
+        }
+    }
+    Ok(best)
 }
 
 impl OperatorProcess {
