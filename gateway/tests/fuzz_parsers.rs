@@ -278,10 +278,10 @@ fn signed(payload: &serde_json::Value) -> String {
     .unwrap()
 }
 
-/// Accepted tokens must satisfy every rule; this is the oracle.
-fn check_claims(auth: &Auth, payload: &serde_json::Value) {
+/// Accepted tokens must satisfy every rule; this is the oracle. Returns whether it was accepted.
+fn check_claims(auth: &Auth, payload: &serde_json::Value) -> bool {
     let Ok(grants) = auth.verify(&signed(payload)) else {
-        return;
+        return false;
     };
     let now = now();
     let exp = payload["exp"]
@@ -303,6 +303,7 @@ fn check_claims(auth: &Auth, payload: &serde_json::Value) {
     let listed = |dir: &str| payload["topics"][dir].as_array().map_or(0, |a| a.len());
     assert_eq!(grants.subscribe.len(), listed("subscribe"));
     assert_eq!(grants.publish.len(), listed("publish"));
+    true
 }
 
 fn json_value() -> impl Strategy<Value = serde_json::Value> {
@@ -332,23 +333,70 @@ fn jwt_corpus() {
     }
 }
 
+/// Mostly well-formed values with an arbitrary one now and then, so that both
+/// acceptance and every kind of refusal are exercised.
+fn usually(good: BoxedStrategy<serde_json::Value>) -> BoxedStrategy<serde_json::Value> {
+    prop_oneof![4 => good, 1 => json_value()].boxed()
+}
+
+#[test]
+fn jwt_claims_are_enforced() {
+    use serde_json::{json, Value};
+    let t = now();
+    let time = (-100_000i64..100_000)
+        .prop_map(move |d| json!(t + d))
+        .boxed();
+    let sub = "[a-z0-9-]{1,12}".prop_map(Value::String).boxed();
+    let topics = proptest::collection::vec(
+        prop::sample::select(vec!["a", "a/*", "a/**", "**", "b/c"]),
+        0..4,
+    )
+    .prop_map(|v| json!(v))
+    .boxed();
+    let strategy = (
+        usually(sub),
+        usually(time.clone()),
+        proptest::option::of(usually(time)),
+        usually(topics.clone()),
+        usually(topics),
+    );
+    let auth = auth();
+    let accepted = std::cell::Cell::new(0u32);
+    let refused = std::cell::Cell::new(0u32);
+    let mut runner = proptest::test_runner::TestRunner::new(config());
+    runner
+        .run(&strategy, |(sub, exp, nbf, subscribe, publish)| {
+            let mut payload = json!({
+                "sub": sub, "exp": exp, "topics": {"subscribe": subscribe, "publish": publish},
+            });
+            if let Some(nbf) = nbf {
+                payload["nbf"] = nbf;
+            }
+            let counter = if check_claims(&auth, &payload) {
+                &accepted
+            } else {
+                &refused
+            };
+            counter.set(counter.get() + 1);
+            Ok(())
+        })
+        .unwrap();
+    // The oracle only means something if both outcomes actually occur.
+    let total = accepted.get() + refused.get();
+    assert!(
+        accepted.get() * 20 >= total,
+        "too few accepted: {} of {total}",
+        accepted.get()
+    );
+    assert!(
+        refused.get() * 20 >= total,
+        "too few refused: {} of {total}",
+        refused.get()
+    );
+}
+
 proptest! {
     #![proptest_config(config())]
-
-    #[test]
-    fn jwt_claims_are_enforced(
-        sub in json_value(), exp in json_value(), nbf in proptest::option::of(json_value()),
-        subscribe in json_value(), publish in json_value(),
-    ) {
-        thread_local!(static AUTH: Auth = auth());
-        let mut payload = serde_json::json!({
-            "sub": sub, "exp": exp, "topics": {"subscribe": subscribe, "publish": publish},
-        });
-        if let Some(nbf) = nbf {
-            payload["nbf"] = nbf;
-        }
-        AUTH.with(|a| check_claims(a, &payload));
-    }
 
     #[test]
     fn jwt_arbitrary_tokens_are_refused(s in "\\PC{0,200}|[A-Za-z0-9_.-]{0,300}") {
