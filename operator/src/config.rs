@@ -43,6 +43,20 @@ struct GatewayConfig<'a> {
     delivery: Option<Delivery<'a>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     limits: Option<Limits>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    routing: Option<&'a RoutingConfig>,
+}
+
+/// The gateway's `routing` section: this pod's track, the other track's
+/// Service and the routing-table ConfigMap it watches.
+#[derive(Serialize, Debug, Clone, PartialEq)]
+pub struct RoutingConfig {
+    /// `stable` or `canary`.
+    pub track: &'static str,
+    /// Base URL of the other track's Service.
+    pub peer_url: String,
+    /// `namespace/name` of the routing-table ConfigMap.
+    pub configmap: String,
 }
 
 #[derive(Serialize)]
@@ -111,9 +125,17 @@ pub fn drain_window(spec: &PushGatewaySpec) -> Result<Duration, SpecError> {
     Ok(duration("spec.delivery.drainWindow", d)?.unwrap_or(DEFAULT_DRAIN))
 }
 
+/// Renders `pushgate.yaml` without routing (see [`render_with`]).
+pub fn render(spec: &PushGatewaySpec) -> Result<String, SpecError> {
+    render_with(spec, None)
+}
+
 /// Renders `pushgate.yaml`. Keys the user did not set are left out so the
 /// gateway's own defaults apply; the Redis URL never lands here (it is a secret).
-pub fn render(spec: &PushGatewaySpec) -> Result<String, SpecError> {
+pub fn render_with(
+    spec: &PushGatewaySpec,
+    routing: Option<&RoutingConfig>,
+) -> Result<String, SpecError> {
     validate(spec)?;
     let embedded = spec.embedded_store();
     let cfg = GatewayConfig {
@@ -140,6 +162,7 @@ pub fn render(spec: &PushGatewaySpec) -> Result<String, SpecError> {
             accept_rate: l.accept_rate,
             publish_rate: l.publish_rate,
         }),
+        routing,
     };
     Ok(serde_yaml::to_string(&cfg).expect("config serializes"))
 }

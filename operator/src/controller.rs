@@ -1,6 +1,6 @@
 //! The reconcile loop: desired objects → server-side apply → status + Events.
 
-use crate::build::{self, Desired, MANAGER};
+use crate::build::{self, routing, Desired, Track, MANAGER};
 use crate::config::SpecError;
 use crate::crd::PushGateway;
 use crate::metrics::Metrics;
@@ -8,8 +8,11 @@ use crate::status::{self, Failure};
 use futures_util::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
-use k8s_openapi::api::core::v1::{ConfigMap, ObjectReference, PersistentVolumeClaim, Service};
+use k8s_openapi::api::core::v1::{
+    ConfigMap, ObjectReference, PersistentVolumeClaim, Service, ServiceAccount,
+};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
@@ -191,7 +194,33 @@ where
     Ok(())
 }
 
-async fn apply_all(ctx: &Context, pgw: &PushGateway, d: &Desired) -> Result<Deployment, Error> {
+/// The Deployments as stored after a successful apply.
+struct Applied {
+    stable: Deployment,
+    /// `Some` while `spec.canary` is set: the canary Deployment and the
+    /// weight written to the routing table.
+    canary: Option<(Deployment, i32)>,
+}
+
+/// Writes the routing table with `weight` percent for the canary.
+async fn apply_table(ctx: &Context, pgw: &PushGateway, weight: i32) -> Result<(), Error> {
+    apply(ctx, pgw, &routing::table(pgw, weight)?).await?;
+    Ok(())
+}
+
+async fn apply_all(ctx: &Context, pgw: &PushGateway, d: &Desired) -> Result<Applied, Error> {
+    if let Some(r) = &d.routing {
+        // The pods' identity exists before any pod that runs as it.
+        apply(ctx, pgw, &r.service_account).await?;
+        apply(ctx, pgw, &r.role).await?;
+        apply(ctx, pgw, &r.role_binding).await?;
+        if d.canary.is_none() {
+            // Weight 0 first: the canary's streams move to the stable track
+            // (closed with a retry hint, resumed from the shared store)
+            // before the canary objects below are deleted.
+            apply_table(ctx, pgw, 0).await?;
+        }
+    }
     apply(ctx, pgw, &d.config_map).await?;
     if let Some(pvc) = &d.pvc {
         apply(ctx, pgw, pvc).await?;
@@ -205,18 +234,69 @@ async fn apply_all(ctx: &Context, pgw: &PushGateway, d: &Desired) -> Result<Depl
         }
         None => remove::<HorizontalPodAutoscaler>(ctx, pgw, &pgw.name_any()).await?,
     }
-    Ok(dep)
+    let canary_name = build::track_name(pgw, Track::Canary);
+    let canary = match &d.canary {
+        Some(c) => {
+            apply(ctx, pgw, &c.config_map).await?;
+            let cdep = apply(ctx, pgw, &c.deployment).await?;
+            for s in &c.track_services {
+                apply(ctx, pgw, s).await?;
+            }
+            match &c.hpa {
+                Some(h) => {
+                    apply(ctx, pgw, h).await?;
+                }
+                None => remove::<HorizontalPodAutoscaler>(ctx, pgw, &canary_name).await?,
+            }
+            // Streams go to the canary only once it has a ready pod to serve
+            // them; until then (and whenever every canary pod is down) the
+            // table holds weight 0 and the stable track serves everything.
+            let ready = cdep
+                .status
+                .as_ref()
+                .and_then(|s| s.ready_replicas)
+                .unwrap_or(0);
+            let weight = match (ready, &pgw.spec.canary) {
+                (1.., Some(spec)) => spec.weight,
+                _ => 0,
+            };
+            apply_table(ctx, pgw, weight).await?;
+            Some((cdep, weight))
+        }
+        None => {
+            remove::<Deployment>(ctx, pgw, &canary_name).await?;
+            remove::<HorizontalPodAutoscaler>(ctx, pgw, &canary_name).await?;
+            remove::<ConfigMap>(ctx, pgw, &build::config_name_for(pgw, Track::Canary)).await?;
+            for t in [Track::Stable, Track::Canary] {
+                remove::<Service>(ctx, pgw, &routing::track_service_name(pgw, t)).await?;
+            }
+            None
+        }
+    };
+    if d.routing.is_none() {
+        // Switched to a store without routing (embedded) or to TLS.
+        remove::<ConfigMap>(ctx, pgw, &routing::table_name(pgw)).await?;
+        let id = routing::identity_name(pgw);
+        remove::<RoleBinding>(ctx, pgw, &id).await?;
+        remove::<Role>(ctx, pgw, &id).await?;
+        remove::<ServiceAccount>(ctx, pgw, &id).await?;
+    }
+    Ok(Applied {
+        stable: dep,
+        canary,
+    })
 }
 
 async fn write_status(
     ctx: &Context,
     pgw: &PushGateway,
     dep: Option<&Deployment>,
+    canary: Option<status::CanaryObserved<'_>>,
     failure: Option<&Failure>,
 ) -> Result<(), Error> {
     let api: Api<PushGateway> =
         Api::namespaced(ctx.client.clone(), &pgw.namespace().unwrap_or_default());
-    let status = status::compute(pgw, dep, failure, &Timestamp::now().to_string());
+    let status = status::compute(pgw, dep, canary, failure, &Timestamp::now().to_string());
     if pgw.status.as_ref() == Some(&status) {
         return Ok(());
     }
@@ -241,7 +321,13 @@ async fn reconcile_inner(pgw: &PushGateway, ctx: &Context) -> Result<(), Error> 
         Err(e) => Err(e.into()),
     };
     match result {
-        Ok(dep) => write_status(ctx, pgw, Some(&dep), None).await,
+        Ok(a) => {
+            let canary = a.canary.as_ref().map(|(d, w)| status::CanaryObserved {
+                deployment: Some(d),
+                weight: *w,
+            });
+            write_status(ctx, pgw, Some(&a.stable), canary, None).await
+        }
         Err(err) => {
             let failure = Failure {
                 reason: err.reason().into(),
@@ -264,7 +350,28 @@ async fn reconcile_inner(pgw: &PushGateway, ctx: &Context) -> Result<(), Error> 
                 None,
             )
             .await;
-            if let Err(e) = write_status(ctx, pgw, dep.as_ref(), Some(&failure)).await {
+            let cdep = match pgw.spec.canary {
+                Some(_) => Api::<Deployment>::namespaced(
+                    ctx.client.clone(),
+                    &pgw.namespace().unwrap_or_default(),
+                )
+                .get_opt(&build::track_name(pgw, Track::Canary))
+                .await
+                .ok()
+                .flatten(),
+                None => None,
+            };
+            // The table was not necessarily written: keep reporting the
+            // weight last reported.
+            let canary = pgw.spec.canary.as_ref().map(|_| status::CanaryObserved {
+                deployment: cdep.as_ref(),
+                weight: pgw
+                    .status
+                    .as_ref()
+                    .and_then(|s| s.canary.as_ref())
+                    .map_or(0, |c| c.weight),
+            });
+            if let Err(e) = write_status(ctx, pgw, dep.as_ref(), canary, Some(&failure)).await {
                 tracing::warn!(error = %e, "could not record failure in status");
             }
             Err(err)
@@ -345,6 +452,9 @@ pub async fn run(
         .owns(api::<PodDisruptionBudget>(&client, ns), owned())
         .owns(api::<PersistentVolumeClaim>(&client, ns), owned())
         .owns(api::<HorizontalPodAutoscaler>(&client, ns), owned())
+        .owns(api::<ServiceAccount>(&client, ns), owned())
+        .owns(api::<Role>(&client, ns), owned())
+        .owns(api::<RoleBinding>(&client, ns), owned())
         .shutdown_on_signal()
         .run(reconcile, error_policy, ctx)
         .for_each(|r| async move {

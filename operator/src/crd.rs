@@ -57,6 +57,10 @@ use std::collections::BTreeMap;
     {
         "rule": "!has(self.canary) || (has(self.store) && has(self.store.redis))",
         "message": "canary needs a shared store (store.redis) so both tracks serve the same events"
+    },
+    {
+        "rule": "!has(self.canary) || !has(self.tls)",
+        "message": "canary cannot be combined with tls yet: the tracks proxy streams to each other over plain HTTP"
     }
 ]))]
 pub struct PushGatewaySpec {
@@ -287,7 +291,8 @@ pub struct AutoscalingSpec {
     pub behavior: Option<HorizontalPodAutoscalerBehavior>,
 }
 
-/// Canary track (reconciled by a later version of the operator).
+/// Canary track: a second Deployment on `image` that serves the streams whose
+/// routing key hashes below `weight` (docs/CANARY.md).
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 #[schemars(extend("x-kubernetes-validations" = [
@@ -299,7 +304,7 @@ pub struct AutoscalingSpec {
 pub struct CanarySpec {
     /// Image of the canary track.
     pub image: String,
-    /// Percentage of streams routed to the canary.
+    /// Percentage of streams routed to the canary (0–100).
     pub weight: i32,
     /// How streams are assigned to a track.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -313,7 +318,8 @@ pub struct CanaryHash {
     /// Header used as routing key when there is no `traceparent`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub header: Option<String>,
-    /// Salt mixed into the hash; changing it reshuffles buckets.
+    /// Salt mixed into the hash; changing it reshuffles buckets. Defaults to
+    /// the PushGateway's uid.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub salt: Option<String>,
     /// Header that forces a track (`stable` or `canary`).
@@ -383,6 +389,21 @@ pub struct PushGatewayStatus {
     /// In-cluster URL of the HTTP API.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub url: Option<String>,
+    /// The canary track, while `spec.canary` is set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub canary: Option<CanaryStatus>,
+}
+
+/// Observed state of the canary track.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CanaryStatus {
+    /// Image of the canary track.
+    pub image: String,
+    /// Ready canary pods.
+    pub ready_replicas: i32,
+    /// Percentage of streams the routing table sends to the canary.
+    pub weight: i32,
 }
 
 /// A status condition in the usual Kubernetes shape.

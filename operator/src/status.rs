@@ -2,7 +2,7 @@
 //! condition logic is tested without a cluster.
 
 use crate::build;
-use crate::crd::{Condition, PushGateway, PushGatewayStatus};
+use crate::crd::{CanaryStatus, Condition, PushGateway, PushGatewayStatus};
 use k8s_openapi::api::apps::v1::Deployment;
 
 /// A reconcile failure to surface as `Degraded=True`.
@@ -69,10 +69,21 @@ fn condition(
     }
 }
 
-/// The status to write after a reconcile attempt.
+/// What the reconciler observed of the canary track.
+#[derive(Debug, Clone, Copy)]
+pub struct CanaryObserved<'a> {
+    /// The canary Deployment as stored, if it exists yet.
+    pub deployment: Option<&'a Deployment>,
+    /// Canary share (percent) written to the routing table.
+    pub weight: i32,
+}
+
+/// The status to write after a reconcile attempt; `canary` is `Some` while
+/// `spec.canary` is set.
 pub fn compute(
     pgw: &PushGateway,
     dep: Option<&Deployment>,
+    canary: Option<CanaryObserved<'_>>,
     failure: Option<&Failure>,
     now: &str,
 ) -> PushGatewayStatus {
@@ -106,37 +117,67 @@ pub fn compute(
         ),
     };
     let ok = r.done && failure.is_none();
+    let mut conditions = vec![
+        condition(
+            &prev,
+            "Ready",
+            ok,
+            if failure.is_some() {
+                "Degraded"
+            } else {
+                ready_reason
+            },
+            ready_msg.clone(),
+            generation,
+            now,
+        ),
+        condition(
+            &prev,
+            "Progressing",
+            !r.done,
+            progressing_reason,
+            ready_msg,
+            generation,
+            now,
+        ),
+        degraded,
+    ];
+    let canary_status = canary.map(|c| {
+        let cr = rollout(c.deployment);
+        let (reason, msg) = if cr.done {
+            (
+                "CanaryReady",
+                format!("{}/{} canary pods ready", cr.ready, cr.desired),
+            )
+        } else {
+            (
+                "CanaryNotReady",
+                format!("{}/{} canary pods ready", cr.ready, cr.desired),
+            )
+        };
+        conditions.push(condition(
+            &prev,
+            "CanaryReady",
+            cr.done,
+            reason,
+            msg,
+            generation,
+            now,
+        ));
+        CanaryStatus {
+            image: build::track_image(pgw, build::Track::Canary),
+            ready_replicas: cr.ready,
+            weight: c.weight,
+        }
+    });
     PushGatewayStatus {
         observed_generation: generation,
-        conditions: vec![
-            condition(
-                &prev,
-                "Ready",
-                ok,
-                if failure.is_some() {
-                    "Degraded"
-                } else {
-                    ready_reason
-                },
-                ready_msg.clone(),
-                generation,
-                now,
-            ),
-            condition(
-                &prev,
-                "Progressing",
-                !r.done,
-                progressing_reason,
-                ready_msg,
-                generation,
-                now,
-            ),
-            degraded,
-        ],
+        conditions,
         replicas: dep.map(|_| r.desired),
         ready_replicas: Some(r.ready),
         image: Some(build::image(pgw)),
         url: Some(build::url(pgw)),
+        canary: canary_status,
     }
 }
 
@@ -176,6 +217,7 @@ mod tests {
             &pgw(PushGatewaySpec::default()),
             Some(&dep(1, 1)),
             None,
+            None,
             "t0",
         );
         assert_eq!(get(&s, "Ready").status, "True");
@@ -190,6 +232,7 @@ mod tests {
         let s = compute(
             &pgw(PushGatewaySpec::default()),
             Some(&dep(2, 1)),
+            None,
             None,
             "t0",
         );
@@ -206,6 +249,7 @@ mod tests {
         let s = compute(
             &pgw(PushGatewaySpec::default()),
             Some(&dep(1, 1)),
+            None,
             Some(&f),
             "t0",
         );
@@ -218,12 +262,71 @@ mod tests {
     }
 
     #[test]
+    fn canary_status_and_condition_only_while_canary_is_set() {
+        let s = compute(
+            &pgw(PushGatewaySpec::default()),
+            Some(&dep(1, 1)),
+            None,
+            None,
+            "t0",
+        );
+        assert!(s.canary.is_none());
+        assert!(s.conditions.iter().all(|c| c.type_ != "CanaryReady"));
+
+        let spec: PushGatewaySpec = serde_json::from_value(serde_json::json!({
+            "store": {"redis": {"secretRef": {"name": "r"}}},
+            "canary": {"image": "gw:2", "weight": 30}
+        }))
+        .unwrap();
+        let p = pgw(spec);
+        let c = dep(2, 1);
+        let seen = |d, w| CanaryObserved {
+            deployment: Some(d),
+            weight: w,
+        };
+        let s = compute(&p, Some(&dep(1, 1)), Some(seen(&c, 0)), None, "t0");
+        assert_eq!(get(&s, "CanaryReady").status, "False");
+        assert_eq!(
+            get(&s, "Ready").status,
+            "True",
+            "Ready is the stable track's"
+        );
+        assert_eq!(
+            s.canary,
+            Some(CanaryStatus {
+                image: "gw:2".into(),
+                ready_replicas: 1,
+                weight: 0
+            })
+        );
+        let ready = dep(2, 2);
+        let s = compute(&p, Some(&dep(1, 1)), Some(seen(&ready, 30)), None, "t1");
+        let cond = get(&s, "CanaryReady");
+        assert_eq!(
+            (cond.status.as_str(), cond.reason.as_str()),
+            ("True", "CanaryReady")
+        );
+        assert_eq!(s.canary.unwrap().weight, 30);
+        let absent = compute(
+            &p,
+            Some(&dep(1, 1)),
+            Some(CanaryObserved {
+                deployment: None,
+                weight: 0,
+            }),
+            None,
+            "t2",
+        );
+        assert_eq!(absent.canary.unwrap().ready_replicas, 0);
+    }
+
+    #[test]
     fn transition_time_kept_when_status_unchanged() {
         let mut p = pgw(PushGatewaySpec::default());
-        p.status = Some(compute(&p, Some(&dep(1, 1)), None, "t0"));
-        let again = compute(&p, Some(&dep(1, 1)), None, "t1");
+        p.status = Some(compute(&p, Some(&dep(1, 1)), None, None, "t0"));
+        let again = compute(&p, Some(&dep(1, 1)), None, None, "t1");
         assert_eq!(Some(&again), p.status.as_ref());
-        let flipped = compute(&p, Some(&dep(1, 0)), None, "t2");
+        let flipped = compute(&p, Some(&dep(1, 0)), None, None, "t2");
         assert_eq!(get(&flipped, "Ready").last_transition_time, "t2");
     }
 }

@@ -32,6 +32,7 @@ pub struct GatewayProcess {
     data_dir: PathBuf,
     _owned_dir: Option<tempfile::TempDir>,
     args: Vec<String>,
+    env: Vec<(String, String)>,
     name: String,
 }
 
@@ -46,6 +47,7 @@ impl GatewayProcess {
             data_dir: dir.path().to_owned(),
             _owned_dir: Some(dir),
             args: args.iter().map(|s| s.to_string()).collect(),
+            env: Vec::new(),
             name: "gateway".into(),
         };
         g.spawn()?;
@@ -54,6 +56,17 @@ impl GatewayProcess {
 
     /// Starts a named gateway on a chosen address (e.g. when two processes must know each other's URL).
     pub fn start_on(name: &str, addr: SocketAddr, args: &[&str]) -> Result<GatewayProcess> {
+        Self::start_on_with_env(name, addr, args, &[])
+    }
+
+    /// Like [`GatewayProcess::start_on`], with extra environment variables
+    /// (e.g. `KUBECONFIG` for a gateway that watches a routing ConfigMap).
+    pub fn start_on_with_env(
+        name: &str,
+        addr: SocketAddr,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Result<GatewayProcess> {
         let dir = tempfile::tempdir()?;
         let mut g = GatewayProcess {
             child: None,
@@ -62,6 +75,10 @@ impl GatewayProcess {
             data_dir: dir.path().to_owned(),
             _owned_dir: Some(dir),
             args: args.iter().map(|s| s.to_string()).collect(),
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
             name: name.into(),
         };
         g.spawn()?;
@@ -98,6 +115,7 @@ impl GatewayProcess {
             .arg("json")
             .args(&self.args)
             .env_remove("PUSHGATE_CONFIG")
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped());

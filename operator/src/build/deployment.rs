@@ -1,6 +1,9 @@
-//! The stable-track Deployment.
+//! The Deployment of each track (stable, and canary while `spec.canary` is set).
 
-use super::{config_name, fnv1a, image, meta, pvc_name, selector_labels, CONFIG_HASH_ANNOTATION};
+use super::{
+    config_name_for, fnv1a, meta, pvc_name, routing, track_image, track_labels, track_name, Track,
+    CONFIG_HASH_ANNOTATION,
+};
 use crate::config::{self, SpecError, API_PORT, CONFIG_DIR, CONFIG_KEY, DATA_DIR, METRICS_PORT};
 use crate::crd::PushGateway;
 use k8s_openapi::api::apps::v1::{
@@ -14,7 +17,6 @@ use k8s_openapi::api::core::v1::{
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
-use kube::ResourceExt;
 
 /// Distroless "nonroot" uid/gid of the gateway image.
 const RUN_AS: i64 = 65532;
@@ -43,7 +45,7 @@ fn mount(name: &str, path: &str, read_only: bool) -> VolumeMount {
     }
 }
 
-fn container(pgw: &PushGateway) -> Container {
+fn container(pgw: &PushGateway, track: Track) -> Container {
     let spec = &pgw.spec;
     let redis = spec.store.as_ref().and_then(|s| s.redis.as_ref());
     let mut env = redis.map(|r| {
@@ -74,7 +76,7 @@ fn container(pgw: &PushGateway) -> Container {
     mounts.extend(super::security::mounts(spec));
     Container {
         name: "gateway".into(),
-        image: Some(image(pgw)),
+        image: Some(track_image(pgw, track)),
         args: Some(vec![
             "serve".into(),
             "--config".into(),
@@ -113,12 +115,12 @@ fn container(pgw: &PushGateway) -> Container {
     }
 }
 
-fn volumes(pgw: &PushGateway) -> Vec<Volume> {
+fn volumes(pgw: &PushGateway, track: Track) -> Vec<Volume> {
     let mut v = vec![
         Volume {
             name: "config".into(),
             config_map: Some(ConfigMapVolumeSource {
-                name: config_name(pgw),
+                name: config_name_for(pgw, track),
                 ..Default::default()
             }),
             ..Default::default()
@@ -165,9 +167,20 @@ fn strategy(embedded: bool) -> DeploymentStrategy {
     }
 }
 
-/// The Deployment running the gateway. `spec.replicas` is left out when an
-/// HPA owns it, so the operator and the HPA never fight over it.
+/// The stable track's Deployment.
 pub fn deployment(pgw: &PushGateway, config_map: &ConfigMap) -> Result<Deployment, SpecError> {
+    deployment_for(pgw, Track::Stable, config_map)
+}
+
+/// The Deployment running `track`'s gateway pods from `config_map`.
+/// `spec.replicas` is left out when an HPA owns it, so the operator and the
+/// HPA never fight over it. The canary runs as many replicas as the stable
+/// track (or its own HPA with the same bounds).
+pub fn deployment_for(
+    pgw: &PushGateway,
+    track: Track,
+    config_map: &ConfigMap,
+) -> Result<Deployment, SpecError> {
     let spec = &pgw.spec;
     let drain = config::drain_window(spec)?;
     let over = spec.pod_overrides.clone().unwrap_or_default();
@@ -179,7 +192,7 @@ pub fn deployment(pgw: &PushGateway, config_map: &ConfigMap) -> Result<Deploymen
         .unwrap_or_default();
 
     let mut pod_labels = over.labels.unwrap_or_default();
-    pod_labels.extend(selector_labels(pgw));
+    pod_labels.extend(track_labels(pgw, track));
     let mut pod_annotations = over.annotations.unwrap_or_default();
     pod_annotations.insert(CONFIG_HASH_ANNOTATION.into(), fnv1a(config_text));
 
@@ -188,14 +201,15 @@ pub fn deployment(pgw: &PushGateway, config_map: &ConfigMap) -> Result<Deploymen
         None => Some(spec.replicas.unwrap_or(1)),
     };
     let strategy = Some(strategy(spec.embedded_store()));
+    let routing = routing::enabled(pgw);
 
     Ok(Deployment {
-        metadata: meta(pgw, pgw.name_any()),
+        metadata: meta(pgw, track_name(pgw, track)),
         spec: Some(DeploymentSpec {
             replicas,
             strategy,
             selector: LabelSelector {
-                match_labels: Some(selector_labels(pgw)),
+                match_labels: Some(track_labels(pgw, track)),
                 ..Default::default()
             },
             template: PodTemplateSpec {
@@ -205,13 +219,17 @@ pub fn deployment(pgw: &PushGateway, config_map: &ConfigMap) -> Result<Deploymen
                     ..Default::default()
                 }),
                 spec: Some(PodSpec {
-                    containers: vec![container(pgw)],
-                    volumes: Some(volumes(pgw)),
+                    containers: vec![container(pgw, track)],
+                    volumes: Some(volumes(pgw, track)),
                     termination_grace_period_seconds: Some(
                         drain.as_secs() as i64 + GRACE_MARGIN_SECS,
                     ),
                     enable_service_links: Some(false),
-                    automount_service_account_token: Some(false),
+                    // The API token is mounted only where the pod needs it:
+                    // to watch the routing table, as an identity that can
+                    // read nothing else.
+                    service_account_name: routing.then(|| routing::identity_name(pgw)),
+                    automount_service_account_token: Some(routing),
                     node_selector: over.node_selector,
                     tolerations: over.tolerations,
                     priority_class_name: over.priority_class_name,
@@ -361,6 +379,114 @@ mod tests {
         assert_eq!(limits["memory"].0, "256Mi");
         let sysctls = p.security_context.unwrap().sysctls.unwrap();
         assert_eq!(sysctls[0].name, "net.ipv4.ip_local_port_range");
+    }
+
+    fn canary_pgw() -> crate::crd::PushGateway {
+        pgw(serde_json::from_value(serde_json::json!({
+            "image": "gw:1",
+            "replicas": 3,
+            "store": {"redis": {"secretRef": {"name": "redis-url"}}},
+            "limits": {"maxBatch": 5},
+            "canary": {"image": "gw:2", "weight": 30}
+        }))
+        .unwrap())
+    }
+
+    #[test]
+    fn canary_deployment_differs_only_in_image_track_and_config() {
+        use super::super::CONFIG_HASH_ANNOTATION;
+        let d = desired(&canary_pgw()).unwrap();
+        let c = d.canary.expect("canary objects while spec.canary is set");
+        let (s, k) = (d.deployment, c.deployment);
+        assert_eq!(k.metadata.name.as_deref(), Some("demo-canary"));
+        let (ss, ks) = (s.spec.unwrap(), k.spec.unwrap());
+        assert_eq!(ks.replicas, Some(3));
+        let sel = ks.selector.match_labels.unwrap();
+        assert_eq!(sel["pushgate.dev/track"], "canary");
+        assert_eq!(
+            ss.selector.match_labels.unwrap()["pushgate.dev/track"],
+            "stable",
+            "the stable selector never changes (it is immutable)"
+        );
+        let (sp, kp) = (ss.template.spec.unwrap(), ks.template.spec.unwrap());
+        assert_eq!(sp.containers[0].image.as_deref(), Some("gw:1"));
+        assert_eq!(kp.containers[0].image.as_deref(), Some("gw:2"));
+        let cfg_vol = |p: &k8s_openapi::api::core::v1::PodSpec| {
+            p.volumes.as_ref().unwrap()[0]
+                .config_map
+                .as_ref()
+                .unwrap()
+                .name
+                .clone()
+        };
+        assert_eq!(
+            (cfg_vol(&sp), cfg_vol(&kp)),
+            ("demo-config".into(), "demo-canary-config".into())
+        );
+        // Same container otherwise: env (Redis URL), probes, security.
+        let mut kc = kp.containers[0].clone();
+        kc.image = sp.containers[0].image.clone();
+        assert_eq!(kc, sp.containers[0]);
+        for p in [&sp, &kp] {
+            assert_eq!(p.service_account_name.as_deref(), Some("demo-gateway"));
+            assert_eq!(p.automount_service_account_token, Some(true));
+        }
+        let ann = |t: Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta>| {
+            t.unwrap().annotations.unwrap()[CONFIG_HASH_ANNOTATION].clone()
+        };
+        assert_ne!(
+            ann(ss.template.metadata),
+            ann(ks.template.metadata),
+            "each track rolls on its own config"
+        );
+    }
+
+    #[test]
+    fn track_configs_route_to_each_other() {
+        let d = desired(&canary_pgw()).unwrap();
+        let stable = &d.config_map.data.as_ref().unwrap()["pushgate.yaml"];
+        let canary = &d.canary.unwrap().config_map.data.unwrap()["pushgate.yaml"];
+        assert!(stable.ends_with(
+            "routing:\n  track: stable\n  peer_url: http://demo-canary.ns1.svc\n  configmap: ns1/demo-routing\n"
+        ), "{stable}");
+        assert!(canary.ends_with(
+            "routing:\n  track: canary\n  peer_url: http://demo-stable.ns1.svc\n  configmap: ns1/demo-routing\n"
+        ), "{canary}");
+        // Everything before the routing section is the same.
+        let head = |y: &str| y.split("routing:").next().unwrap().to_owned();
+        assert_eq!(head(stable), head(canary));
+    }
+
+    #[test]
+    fn stable_pods_are_untouched_by_adding_or_removing_the_canary() {
+        let with = desired(&canary_pgw()).unwrap();
+        let mut p = canary_pgw();
+        p.spec.canary = None;
+        let without = desired(&p).unwrap();
+        assert!(without.canary.is_none());
+        assert_eq!(with.deployment, without.deployment);
+        assert_eq!(with.config_map, without.config_map);
+        assert!(without.routing.is_some(), "the routing identity stays");
+    }
+
+    #[test]
+    fn canary_gets_its_own_hpa_and_embedded_store_no_routing() {
+        let mut p = canary_pgw();
+        p.spec.autoscaling =
+            serde_json::from_value(serde_json::json!({"minReplicas": 2, "maxReplicas": 5}))
+                .unwrap();
+        let c = desired(&p).unwrap().canary.unwrap();
+        assert_eq!(c.deployment.spec.unwrap().replicas, None);
+        let h = c.hpa.unwrap();
+        assert_eq!(h.metadata.name.as_deref(), Some("demo-canary"));
+        assert_eq!(h.spec.unwrap().scale_target_ref.name, "demo-canary");
+
+        let e = desired(&pgw(PushGatewaySpec::default())).unwrap();
+        assert!(e.routing.is_none());
+        let pod = e.deployment.spec.unwrap().template.spec.unwrap();
+        assert_eq!(pod.automount_service_account_token, Some(false));
+        assert_eq!(pod.service_account_name, None);
+        assert!(!e.config_map.data.unwrap()["pushgate.yaml"].contains("routing"));
     }
 
     #[test]

@@ -3,17 +3,19 @@
 
 mod deployment;
 mod objects;
+pub mod routing;
 mod security;
 
-pub use deployment::deployment;
-pub use objects::{config_map, hpa, pdb, pvc, service};
+pub use deployment::{deployment, deployment_for};
+pub use objects::{config_map, config_map_for, hpa, hpa_for, pdb, pvc, service};
 
 use crate::config::SpecError;
 use crate::crd::PushGateway;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
-use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Service, ServiceAccount};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use kube::{Resource, ResourceExt};
 use std::collections::BTreeMap;
@@ -40,11 +42,86 @@ pub struct Desired {
     pub pvc: Option<PersistentVolumeClaim>,
     /// Autoscaler, if autoscaling is set.
     pub hpa: Option<HorizontalPodAutoscaler>,
+    /// Routing identity, with a Redis store (see [`routing::enabled`]).
+    pub routing: Option<Routing>,
+    /// The canary track, while `spec.canary` is set.
+    pub canary: Option<Canary>,
+}
+
+/// What lets the gateway pods watch the routing table. The table itself is
+/// built by the reconciler ([`routing::table`]) because its weight depends on
+/// the canary's observed readiness.
+#[derive(Debug, Clone)]
+pub struct Routing {
+    /// Identity of the gateway pods.
+    pub service_account: ServiceAccount,
+    /// Read access to the routing table only.
+    pub role: Role,
+    /// Binds the Role to the ServiceAccount.
+    pub role_binding: RoleBinding,
+}
+
+/// The canary track's objects.
+#[derive(Debug, Clone)]
+pub struct Canary {
+    /// Canary gateway config (`routing.track: canary`).
+    pub config_map: ConfigMap,
+    /// Canary Deployment.
+    pub deployment: Deployment,
+    /// Its own autoscaler, if autoscaling is set.
+    pub hpa: Option<HorizontalPodAutoscaler>,
+    /// Services selecting one track each: `[stable, canary]`.
+    pub track_services: [Service; 2],
+}
+
+/// A deployment track.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Track {
+    /// The current version (`spec.image`).
+    Stable,
+    /// The version under test (`spec.canary.image`).
+    Canary,
+}
+
+impl Track {
+    /// `stable` or `canary`, as in labels and the gateway config.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Track::Stable => "stable",
+            Track::Canary => "canary",
+        }
+    }
+
+    /// The track proxied to.
+    pub fn other(self) -> Track {
+        match self {
+            Track::Stable => Track::Canary,
+            Track::Canary => Track::Stable,
+        }
+    }
 }
 
 /// Builds every owned object, or the first spec error found.
 pub fn desired(pgw: &PushGateway) -> Result<Desired, SpecError> {
     let config_map = config_map(pgw)?;
+    // Validates the table settings now, so a bad header name fails the whole
+    // reconcile before anything is applied.
+    routing::table(pgw, 0)?;
+    let canary = match pgw.spec.canary {
+        Some(_) => {
+            let cm = config_map_for(pgw, Track::Canary)?;
+            Some(Canary {
+                deployment: deployment_for(pgw, Track::Canary, &cm)?,
+                config_map: cm,
+                hpa: hpa_for(pgw, Track::Canary),
+                track_services: [
+                    routing::track_service(pgw, Track::Stable),
+                    routing::track_service(pgw, Track::Canary),
+                ],
+            })
+        }
+        None => None,
+    };
     Ok(Desired {
         deployment: deployment(pgw, &config_map)?,
         config_map,
@@ -52,7 +129,34 @@ pub fn desired(pgw: &PushGateway) -> Result<Desired, SpecError> {
         pdb: pdb(pgw),
         pvc: pvc(pgw),
         hpa: hpa(pgw),
+        routing: routing::enabled(pgw).then(|| Routing {
+            service_account: routing::service_account(pgw),
+            role: routing::role(pgw),
+            role_binding: routing::role_binding(pgw),
+        }),
+        canary,
     })
+}
+
+/// Name of `track`'s Deployment (and HPA): the PushGateway's name for stable.
+pub fn track_name(pgw: &PushGateway, track: Track) -> String {
+    match track {
+        Track::Stable => pgw.name_any(),
+        Track::Canary => format!("{}-canary", pgw.name_any()),
+    }
+}
+
+/// Image of `track`.
+pub fn track_image(pgw: &PushGateway, track: Track) -> String {
+    match (track, &pgw.spec.canary) {
+        (Track::Canary, Some(c)) => c.image.clone(),
+        _ => image(pgw),
+    }
+}
+
+/// Service port of the HTTP API (default 80).
+pub fn service_port(pgw: &PushGateway) -> i32 {
+    pgw.spec.service.as_ref().and_then(|s| s.port).unwrap_or(80)
 }
 
 /// Image of the stable track.
@@ -63,9 +167,14 @@ pub fn image(pgw: &PushGateway) -> String {
         .unwrap_or_else(|| format!("{IMAGE_REPO}:{}", env!("CARGO_PKG_VERSION")))
 }
 
-/// Name of the ConfigMap holding `pushgate.yaml`.
+/// Name of the ConfigMap holding the stable track's `pushgate.yaml`.
 pub fn config_name(pgw: &PushGateway) -> String {
-    format!("{}-config", pgw.name_any())
+    config_name_for(pgw, Track::Stable)
+}
+
+/// Name of the ConfigMap holding `track`'s `pushgate.yaml`.
+pub fn config_name_for(pgw: &PushGateway, track: Track) -> String {
+    format!("{}-config", track_name(pgw, track))
 }
 
 /// Name of the embedded store's claim.
@@ -75,7 +184,7 @@ pub fn pvc_name(pgw: &PushGateway) -> String {
 
 /// In-cluster URL of the HTTP API.
 pub fn url(pgw: &PushGateway) -> String {
-    let port = pgw.spec.service.as_ref().and_then(|s| s.port).unwrap_or(80);
+    let port = service_port(pgw);
     let ns = pgw.namespace().unwrap_or_else(|| "default".into());
     let host = format!("{}.{ns}.svc", pgw.name_any());
     if port == 80 {
@@ -87,15 +196,29 @@ pub fn url(pgw: &PushGateway) -> String {
 
 /// Labels selecting the stable track's pods.
 pub fn selector_labels(pgw: &PushGateway) -> BTreeMap<String, String> {
+    track_labels(pgw, Track::Stable)
+}
+
+/// Labels selecting every gateway pod of the PushGateway, both tracks: the
+/// client-facing Service uses them (DESIGN 3.3: one Service in front of all).
+pub fn instance_labels(pgw: &PushGateway) -> BTreeMap<String, String> {
     BTreeMap::from([
         ("app.kubernetes.io/name".into(), "pushgate".into()),
         ("app.kubernetes.io/instance".into(), pgw.name_any()),
-        ("pushgate.dev/track".into(), "stable".into()),
     ])
 }
 
+/// Labels selecting one track's pods.
+pub fn track_labels(pgw: &PushGateway, track: Track) -> BTreeMap<String, String> {
+    let mut l = instance_labels(pgw);
+    l.insert("pushgate.dev/track".into(), track.as_str().into());
+    l
+}
+
 fn labels(pgw: &PushGateway) -> BTreeMap<String, String> {
-    let mut l = selector_labels(pgw);
+    // Owned objects carry the instance labels only: a track label on, say,
+    // the routing table would be meaningless.
+    let mut l = instance_labels(pgw);
     l.insert("app.kubernetes.io/managed-by".into(), MANAGER.into());
     l
 }

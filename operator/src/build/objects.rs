@@ -1,6 +1,8 @@
 //! ConfigMap, Service, PodDisruptionBudget, PVC and HPA.
 
-use super::{config_name, meta, pvc_name, selector_labels};
+use super::{
+    config_name_for, instance_labels, meta, pvc_name, routing, selector_labels, track_name, Track,
+};
 use crate::config::{self, SpecError, CONFIG_KEY, METRICS_PORT};
 use crate::crd::PushGateway;
 use k8s_openapi::api::autoscaling::v2::{
@@ -18,19 +20,27 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::ResourceExt;
 use std::collections::BTreeMap;
 
-/// The ConfigMap with the rendered `pushgate.yaml`.
+/// The ConfigMap with the stable track's rendered `pushgate.yaml`.
 pub fn config_map(pgw: &PushGateway) -> Result<ConfigMap, SpecError> {
+    config_map_for(pgw, Track::Stable)
+}
+
+/// The ConfigMap with `track`'s rendered `pushgate.yaml`: the same settings
+/// for both tracks except the `routing` section (own track, other's Service).
+pub fn config_map_for(pgw: &PushGateway, track: Track) -> Result<ConfigMap, SpecError> {
+    let routing = routing::gateway_config(pgw, track);
     Ok(ConfigMap {
-        metadata: meta(pgw, config_name(pgw)),
+        metadata: meta(pgw, config_name_for(pgw, track)),
         data: Some(BTreeMap::from([(
             CONFIG_KEY.to_string(),
-            config::render(&pgw.spec)?,
+            config::render_with(&pgw.spec, routing.as_ref())?,
         )])),
         ..Default::default()
     })
 }
 
-/// One Service for the API (named port `http`) and metrics (`metrics`).
+/// One Service for the API (named port `http`) and metrics (`metrics`),
+/// in front of the pods of both tracks.
 pub fn service(pgw: &PushGateway) -> Service {
     let s = pgw.spec.service.clone().unwrap_or_default();
     let mut metadata = meta(pgw, pgw.name_any());
@@ -46,7 +56,7 @@ pub fn service(pgw: &PushGateway) -> Service {
         metadata,
         spec: Some(ServiceSpec {
             type_: Some(s.type_.unwrap_or_else(|| "ClusterIP".into())),
-            selector: Some(selector_labels(pgw)),
+            selector: Some(instance_labels(pgw)),
             ports: Some(vec![
                 port("http", s.port.unwrap_or(80), "http"),
                 port("metrics", METRICS_PORT, "metrics"),
@@ -120,17 +130,24 @@ fn pods_metric(name: &str, average: Quantity) -> MetricSpec {
     }
 }
 
-/// autoscaling/v2 HPA on the gateway's own load metrics plus memory.
+/// autoscaling/v2 HPA of the stable track.
 pub fn hpa(pgw: &PushGateway) -> Option<HorizontalPodAutoscaler> {
+    hpa_for(pgw, Track::Stable)
+}
+
+/// autoscaling/v2 HPA of `track`'s Deployment on the gateway's own load
+/// metrics plus memory. Each track scales on its own load (the canary's is
+/// its share of the streams), with the same bounds.
+pub fn hpa_for(pgw: &PushGateway, track: Track) -> Option<HorizontalPodAutoscaler> {
     let a = pgw.spec.autoscaling.clone()?;
     let q = |v: Option<Quantity>, d: &str| v.unwrap_or_else(|| Quantity(d.into()));
     Some(HorizontalPodAutoscaler {
-        metadata: meta(pgw, pgw.name_any()),
+        metadata: meta(pgw, track_name(pgw, track)),
         spec: Some(HorizontalPodAutoscalerSpec {
             scale_target_ref: CrossVersionObjectReference {
                 api_version: Some("apps/v1".into()),
                 kind: "Deployment".into(),
-                name: pgw.name_any(),
+                name: track_name(pgw, track),
             },
             min_replicas: Some(a.min_replicas),
             max_replicas: a.max_replicas,
@@ -229,6 +246,9 @@ mod tests {
             ports,
             [("http".to_string(), 80), ("metrics".to_string(), 9090)]
         );
-        assert_eq!(s.selector.unwrap()["pushgate.dev/track"], "stable");
+        // Clients reach the pods of both tracks through it.
+        let sel = s.selector.unwrap();
+        assert_eq!(sel["app.kubernetes.io/instance"], "demo");
+        assert!(!sel.contains_key("pushgate.dev/track"), "{sel:?}");
     }
 }

@@ -1,0 +1,323 @@
+//! Canary routing (docs/CANARY.md): the routing-table ConfigMap every gateway
+//! pod watches, the least-privilege identity that lets it watch, and the
+//! per-track Services the tracks proxy to each other through.
+//!
+//! Routing is wired into every pod of a Redis-backed PushGateway, with or
+//! without `spec.canary`: adding or removing a canary then only changes the
+//! table and the canary objects, never the stable pod template, so the stable
+//! pods (and their streams) are never rolled by a canary.
+
+use super::{meta, track_labels, Track};
+use crate::config::{RoutingConfig, SpecError};
+use crate::crd::PushGateway;
+use k8s_openapi::api::core::v1::{ConfigMap, Service, ServiceAccount};
+use k8s_openapi::api::rbac::v1::{PolicyRule, Role, RoleBinding, RoleRef, Subject};
+use kube::ResourceExt;
+use serde::Serialize;
+use std::collections::BTreeMap;
+
+/// ConfigMap key of the routing table (the gateway's `routing::source::CONFIGMAP_KEY`).
+pub const ROUTING_KEY: &str = "routing.yaml";
+/// The gateway's default override header.
+pub const DEFAULT_OVERRIDE_HEADER: &str = "x-pushgate-track";
+
+/// True when the gateway pods take part in canary routing: a shared store is
+/// needed (both tracks serve the same events) and the tracks proxy over plain
+/// HTTP, so TLS excludes it (the CRD rejects `canary` with `tls`).
+pub fn enabled(pgw: &PushGateway) -> bool {
+    !pgw.spec.embedded_store() && pgw.spec.tls.is_none()
+}
+
+/// Name of the routing-table ConfigMap.
+pub fn table_name(pgw: &PushGateway) -> String {
+    format!("{}-routing", pgw.name_any())
+}
+
+/// Name of the gateway pods' ServiceAccount, Role and RoleBinding.
+pub fn identity_name(pgw: &PushGateway) -> String {
+    format!("{}-gateway", pgw.name_any())
+}
+
+/// Name of the Service selecting one track's pods.
+pub fn track_service_name(pgw: &PushGateway, track: Track) -> String {
+    format!("{}-{}", pgw.name_any(), track.as_str())
+}
+
+/// In-cluster URL of one track's Service (the other track's `peer_url`).
+pub fn track_url(pgw: &PushGateway, track: Track) -> String {
+    let port = super::service_port(pgw);
+    let ns = pgw.namespace().unwrap_or_else(|| "default".into());
+    let host = format!("{}.{ns}.svc", track_service_name(pgw, track));
+    if port == 80 {
+        format!("http://{host}")
+    } else {
+        format!("http://{host}:{port}")
+    }
+}
+
+/// The `routing` section of `track`'s gateway config, if routing is enabled.
+pub fn gateway_config(pgw: &PushGateway, track: Track) -> Option<RoutingConfig> {
+    enabled(pgw).then(|| RoutingConfig {
+        track: track.as_str(),
+        peer_url: track_url(pgw, track.other()),
+        configmap: format!(
+            "{}/{}",
+            pgw.namespace().unwrap_or_else(|| "default".into()),
+            table_name(pgw)
+        ),
+    })
+}
+
+/// The salt in force: `spec.canary.hash.salt`, else the PushGateway's uid
+/// (unique per object and stable for its life, so buckets never reshuffle
+/// unless the user asks).
+pub fn salt(pgw: &PushGateway) -> String {
+    pgw.spec
+        .canary
+        .as_ref()
+        .and_then(|c| c.hash.as_ref())
+        .and_then(|h| h.salt.clone())
+        .or_else(|| pgw.uid())
+        .unwrap_or_else(|| pgw.name_any())
+}
+
+/// The gateway's `RoutingTable` (`deny_unknown_fields` there: keep in sync).
+#[derive(Serialize)]
+struct Table<'a> {
+    weight_bp: u16,
+    salt: &'a str,
+    override_header: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    key_header: Option<&'a str>,
+}
+
+/// Same rule as the gateway's table validation: a table the pods would
+/// ignore must fail the reconcile instead, where the user sees it.
+fn header_name(field: &'static str, h: &str) -> Result<(), SpecError> {
+    let ok = !h.is_empty()
+        && h.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    if ok {
+        Ok(())
+    } else {
+        Err(SpecError {
+            field,
+            message: format!("{h:?} is not a header name (letters, digits, '-', '_')"),
+        })
+    }
+}
+
+/// The routing table with the canary share `weight_percent` (0 without a
+/// canary). The caller decides the share (it holds weight at 0 until the
+/// canary has a ready pod).
+pub fn table(pgw: &PushGateway, weight_percent: i32) -> Result<ConfigMap, SpecError> {
+    let hash = pgw
+        .spec
+        .canary
+        .as_ref()
+        .and_then(|c| c.hash.clone())
+        .unwrap_or_default();
+    let override_header = hash
+        .override_header
+        .as_deref()
+        .unwrap_or(DEFAULT_OVERRIDE_HEADER);
+    header_name("spec.canary.hash.overrideHeader", override_header)?;
+    if let Some(h) = &hash.header {
+        header_name("spec.canary.hash.header", h)?;
+    }
+    let salt = salt(pgw);
+    // Header names are case-insensitive; lower case is how they go on the wire.
+    let override_header = override_header.to_ascii_lowercase();
+    let key_header = hash.header.as_deref().map(str::to_ascii_lowercase);
+    let t = Table {
+        // The CRD bounds the weight to 0..=100; clamp anyway so a table is
+        // never out of the gateway's range.
+        weight_bp: (weight_percent.clamp(0, 100) * 100) as u16,
+        salt: &salt,
+        override_header: &override_header,
+        key_header: key_header.as_deref(),
+    };
+    let yaml = serde_yaml::to_string(&t).expect("table serializes");
+    Ok(ConfigMap {
+        metadata: meta(pgw, table_name(pgw)),
+        data: Some(BTreeMap::from([(ROUTING_KEY.to_string(), yaml)])),
+        ..Default::default()
+    })
+}
+
+/// The ServiceAccount the gateway pods run as.
+pub fn service_account(pgw: &PushGateway) -> ServiceAccount {
+    ServiceAccount {
+        metadata: meta(pgw, identity_name(pgw)),
+        // The pod template asks for the token explicitly; nothing else
+        // running as this account gets one by accident.
+        automount_service_account_token: Some(false),
+        ..Default::default()
+    }
+}
+
+/// Read access to the routing table and nothing else: one ConfigMap by
+/// name (the gateway watches it with a `metadata.name` field selector, which
+/// RBAC matches against `resourceNames` for list and watch too).
+pub fn role(pgw: &PushGateway) -> Role {
+    Role {
+        metadata: meta(pgw, identity_name(pgw)),
+        rules: Some(vec![PolicyRule {
+            api_groups: Some(vec![String::new()]),
+            resources: Some(vec!["configmaps".into()]),
+            resource_names: Some(vec![table_name(pgw)]),
+            verbs: vec!["get".into(), "list".into(), "watch".into()],
+            ..Default::default()
+        }]),
+    }
+}
+
+/// Binds [`role`] to [`service_account`].
+pub fn role_binding(pgw: &PushGateway) -> RoleBinding {
+    RoleBinding {
+        metadata: meta(pgw, identity_name(pgw)),
+        role_ref: RoleRef {
+            api_group: "rbac.authorization.k8s.io".into(),
+            kind: "Role".into(),
+            name: identity_name(pgw),
+        },
+        subjects: Some(vec![Subject {
+            kind: "ServiceAccount".into(),
+            name: identity_name(pgw),
+            namespace: pgw.namespace(),
+            ..Default::default()
+        }]),
+    }
+}
+
+/// The Service selecting only `track`'s pods: what the other track proxies to.
+pub fn track_service(pgw: &PushGateway, track: Track) -> Service {
+    let mut s = super::objects::service(pgw);
+    s.metadata = meta(pgw, track_service_name(pgw, track));
+    if let Some(spec) = s.spec.as_mut() {
+        // Only the other track's pods talk to it.
+        spec.type_ = Some("ClusterIP".into());
+        spec.selector = Some(track_labels(pgw, track));
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::testutil::*;
+    use super::*;
+    use crate::crd::PushGatewaySpec;
+
+    fn canary_spec(extra: serde_json::Value) -> PushGatewaySpec {
+        let mut v = serde_json::json!({
+            "store": {"redis": {"secretRef": {"name": "redis-url"}}},
+            "canary": {"image": "gw:2", "weight": 30}
+        });
+        if let serde_json::Value::Object(m) = extra {
+            for (k, x) in m {
+                v["canary"][k] = x;
+            }
+        }
+        serde_json::from_value(v).unwrap()
+    }
+
+    fn table_yaml(p: &PushGateway, w: i32) -> String {
+        table(p, w).unwrap().data.unwrap()[ROUTING_KEY].clone()
+    }
+
+    #[test]
+    fn table_is_what_the_gateway_parses() {
+        let p = pgw(canary_spec(serde_json::json!({
+            "hash": {"header": "X-Device-Id", "salt": "s1", "overrideHeader": "X-Track"}
+        })));
+        assert_eq!(
+            table_yaml(&p, 30),
+            "weight_bp: 3000\nsalt: s1\noverride_header: x-track\nkey_header: x-device-id\n"
+        );
+    }
+
+    #[test]
+    fn salt_defaults_to_uid_and_headers_to_gateway_defaults() {
+        let p = pgw(canary_spec(serde_json::json!({})));
+        assert_eq!(
+            table_yaml(&p, 100),
+            "weight_bp: 10000\nsalt: uid-1\noverride_header: x-pushgate-track\n"
+        );
+        // Without a canary the table still exists, at weight 0.
+        let p = pgw(redis_spec());
+        assert!(table_yaml(&p, 0).starts_with("weight_bp: 0\nsalt: uid-1\n"));
+    }
+
+    #[test]
+    fn bad_header_names_fail_the_reconcile() {
+        let p = pgw(canary_spec(serde_json::json!({"hash": {"header": "a b"}})));
+        assert_eq!(table(&p, 0).unwrap_err().field, "spec.canary.hash.header");
+        let p = pgw(canary_spec(
+            serde_json::json!({"hash": {"overrideHeader": ""}}),
+        ));
+        assert_eq!(
+            table(&p, 0).unwrap_err().field,
+            "spec.canary.hash.overrideHeader"
+        );
+    }
+
+    #[test]
+    fn role_reads_only_the_routing_table() {
+        let p = pgw(redis_spec());
+        let rules = role(&p).rules.unwrap();
+        assert_eq!(rules.len(), 1);
+        let r = &rules[0];
+        assert_eq!(
+            r.resources.as_deref(),
+            Some(&["configmaps".to_string()][..])
+        );
+        assert_eq!(
+            r.resource_names.as_deref(),
+            Some(&["demo-routing".to_string()][..])
+        );
+        assert_eq!(r.verbs, ["get", "list", "watch"]);
+        let b = role_binding(&p);
+        assert_eq!(b.role_ref.name, "demo-gateway");
+        let s = &b.subjects.unwrap()[0];
+        assert_eq!(
+            (s.kind.as_str(), s.name.as_str(), s.namespace.as_deref()),
+            ("ServiceAccount", "demo-gateway", Some("ns1"))
+        );
+        assert_eq!(
+            service_account(&p).automount_service_account_token,
+            Some(false)
+        );
+    }
+
+    #[test]
+    fn each_track_points_at_the_other() {
+        let p = pgw(canary_spec(serde_json::json!({})));
+        let s = gateway_config(&p, Track::Stable).unwrap();
+        assert_eq!(
+            (s.track, s.peer_url.as_str(), s.configmap.as_str()),
+            ("stable", "http://demo-canary.ns1.svc", "ns1/demo-routing")
+        );
+        let c = gateway_config(&p, Track::Canary).unwrap();
+        assert_eq!(
+            (c.track, c.peer_url.as_str()),
+            ("canary", "http://demo-stable.ns1.svc")
+        );
+        let svc = track_service(&p, Track::Canary);
+        assert_eq!(svc.metadata.name.as_deref(), Some("demo-canary"));
+        assert_eq!(
+            svc.spec.unwrap().selector.unwrap()["pushgate.dev/track"],
+            "canary"
+        );
+    }
+
+    #[test]
+    fn no_routing_for_embedded_store_or_tls() {
+        assert!(!enabled(&pgw(PushGatewaySpec::default())));
+        let mut spec = redis_spec();
+        assert!(enabled(&pgw(spec.clone())));
+        spec.tls = Some(crate::crd::TlsSpec {
+            secret_name: "c".into(),
+        });
+        assert!(!enabled(&pgw(spec)));
+    }
+}

@@ -1,0 +1,401 @@
+//! Canary by trace-id hash, end to end on loopback: the real control plane,
+//! the operator process, a real Redis and two real `pushgate` processes (one
+//! per track) started from the configs the operator wrote, each watching the
+//! operator's routing-table ConfigMap as the ServiceAccount the operator
+//! created for the pods (so its least-privilege Role is exercised too).
+//! `kubectl patch` moves the weight 0 → 30 → 100 → 0: after every step each
+//! process serves exactly the streams the hash assigns to its track, only
+//! the moved subscribers reconnected, and in the end every subscriber got
+//! every event exactly once, in order. Removing `spec.canary` then deletes
+//! the canary objects without touching the stable track.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{ConfigMap, Service};
+use kube::{Api, ResourceExt};
+use operator::crd::PushGateway;
+use pushgate::routing::bucket::{bucket, track_of, Track};
+use pushgate::routing::RoutingTable;
+use pushgate_e2e::controlplane::{eventually, ControlPlane, OperatorOptions, OperatorProcess};
+use pushgate_e2e::gateway::{publish, GatewayProcess};
+use pushgate_e2e::redis::RedisServer;
+use pushgate_e2e::sse_client::{Opened, SseClient};
+
+const WAIT: Duration = Duration::from_secs(30);
+/// Subscribers, each with its own trace id.
+const N: usize = 1000;
+
+#[derive(Default)]
+struct State {
+    connections: usize,
+    events: Vec<String>,
+    served_by: Option<String>,
+}
+
+/// An EventSource-like subscriber with a fixed `traceparent` that resumes
+/// with `Last-Event-ID` whenever its stream is closed.
+async fn subscribe(c: reqwest::Client, base: String, trace: String, state: Arc<Mutex<State>>) {
+    let headers = vec![(
+        "traceparent".to_owned(),
+        format!("00-{trace}-00f067aa0ba902b7-01"),
+    )];
+    let mut cursor: Option<String> = None;
+    for _ in 0..200 {
+        let url = format!("{base}/v1/stream?topic=canary");
+        let mut s = match SseClient::open_with(&c, &url, cursor.as_deref(), &headers).await {
+            Ok(Opened::Stream(s)) => s,
+            _ => {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        {
+            let mut st = state.lock().unwrap();
+            st.connections += 1;
+            st.served_by = s
+                .headers()
+                .get("x-pushgate-track")
+                .map(|v| v.to_str().unwrap().to_owned());
+        }
+        while let Ok(Some(ev)) = s.next(Duration::from_secs(60)).await {
+            let done = ev.data == "END";
+            state.lock().unwrap().events.push(ev.data);
+            if done {
+                return;
+            }
+        }
+        if !s.last_event_id().is_empty() {
+            cursor = Some(s.last_event_id().to_owned());
+        }
+    }
+    panic!("subscriber {trace} never finished");
+}
+
+async fn served(gw: &GatewayProcess, track: &str) -> usize {
+    gw.metric(&format!("pushgate_streams_by_track{{track=\"{track}\"}}"))
+        .await
+        .unwrap() as usize
+}
+
+/// The operator's object `name`, waited for.
+async fn get<K>(api: &Api<K>, name: &str, op: &OperatorProcess) -> K
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    eventually(name, WAIT, || async {
+        api.get_opt(name)
+            .await
+            .map_err(|e| e.to_string())?
+            .ok_or_else(|| "absent".to_string())
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}\noperator log:\n{}", op.log_tail()))
+}
+
+fn table_of(cm: &ConfigMap) -> RoutingTable {
+    let yaml = &cm.data.as_ref().unwrap()["routing.yaml"];
+    RoutingTable::from_yaml(yaml).unwrap_or_else(|e| panic!("gateway rejects {yaml:?}: {e}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operator_weight_patches_move_exactly_the_hashed_streams_with_zero_loss() {
+    let started = Instant::now();
+    let cp = ControlPlane::shared();
+    cp.install_crds().unwrap();
+    let ns = cp.namespace("canary").unwrap();
+    let op = OperatorProcess::start(cp, &OperatorOptions::new(&ns, "canary-op")).unwrap();
+    let redis = RedisServer::start().unwrap();
+    cp.kubectl(&[
+        "create",
+        "secret",
+        "generic",
+        "gw-redis",
+        "-n",
+        &ns,
+        &format!("--from-literal=url={}", redis.url()),
+    ])
+    .unwrap();
+    // Delivery and limit settings travel through the rendered config; the
+    // 200ms retry keeps moved subscribers' reconnects quick.
+    let doc = format!(
+        "apiVersion: pushgate.dev/v1alpha1\nkind: PushGateway\nmetadata:\n  name: gw\n  namespace: {ns}\nspec:\n\
+         \x20 image: pushgate:stable\n\
+         \x20 store: {{redis: {{secretRef: {{name: gw-redis}}}}}}\n\
+         \x20 delivery: {{retry: 200ms}}\n\
+         \x20 limits: {{acceptRate: 100000}}\n\
+         \x20 canary: {{image: pushgate:canary, weight: 0}}\n"
+    );
+    cp.kubectl_stdin(&["apply", "-f", "-"], &doc).unwrap();
+
+    let client = cp.client().await.unwrap();
+    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), &ns);
+    let deps: Api<Deployment> = Api::namespaced(client.clone(), &ns);
+    let svcs: Api<Service> = Api::namespaced(client.clone(), &ns);
+    let pgws: Api<PushGateway> = Api::namespaced(client.clone(), &ns);
+
+    // What the operator wrote: one config per track and the routing table.
+    let stable_cm = get(&cms, "gw-config", &op).await;
+    let canary_cm = get(&cms, "gw-canary-config", &op).await;
+    let table = table_of(&get(&cms, "gw-routing", &op).await);
+    assert_eq!(table.weight_bp, 0);
+    let salt = table.salt.clone();
+    let pgw = pgws.get("gw").await.unwrap();
+    assert_eq!(Some(&salt), pgw.uid().as_ref(), "default salt is the uid");
+    let canary_dep = get(&deps, "gw-canary", &op).await;
+    let image = canary_dep.spec.unwrap().template.spec.unwrap().containers[0]
+        .image
+        .clone();
+    assert_eq!(image.as_deref(), Some("pushgate:canary"));
+    let sel = get(&svcs, "gw", &op).await.spec.unwrap().selector.unwrap();
+    assert!(!sel.contains_key("pushgate.dev/track"), "{sel:?}");
+
+    // The pods' identity, exactly as the pods would hold it.
+    let sa_kubeconfig = cp.service_account_kubeconfig(&ns, "gw-gateway").unwrap();
+    let denied = cp
+        .kubectl_output(&[
+            "--kubeconfig",
+            &sa_kubeconfig.display().to_string(),
+            "get",
+            "configmap",
+            "gw-config",
+            "-n",
+            &ns,
+        ])
+        .unwrap();
+    assert!(
+        !denied.status.success(),
+        "the gateway identity reads more than its routing table"
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let (a_stable, a_canary) = (
+        GatewayProcess::free_addr().unwrap(),
+        GatewayProcess::free_addr().unwrap(),
+    );
+    let start = |track: &str, cm: &ConfigMap, addr, peer| {
+        let path = dir.path().join(format!("{track}.yaml"));
+        let text = &cm.data.as_ref().unwrap()["pushgate.yaml"];
+        assert!(text.contains(&format!("track: {track}")), "{text}");
+        assert!(
+            text.contains(&format!("configmap: {ns}/gw-routing")),
+            "{text}"
+        );
+        std::fs::write(&path, text).unwrap();
+        let peer = format!("http://{peer}");
+        let store = redis.url();
+        // Loopback stand-ins for the pod's addresses, the peer Service and
+        // the Redis Secret; everything else is the operator's config.
+        let args = [
+            "--config",
+            path.to_str().unwrap(),
+            "--metrics-listen",
+            "127.0.0.1:0",
+            "--peer-url",
+            &peer,
+            "--store",
+            &store,
+        ];
+        let kc = sa_kubeconfig.to_str().unwrap();
+        GatewayProcess::start_on_with_env(track, addr, &args, &[("KUBECONFIG", kc)]).unwrap()
+    };
+    let stable = start("stable", &stable_cm, a_stable, a_canary);
+    let canary = start("canary", &canary_cm, a_canary, a_stable);
+
+    let c = reqwest::Client::builder()
+        .pool_max_idle_per_host(0)
+        .build()
+        .unwrap();
+    let traces: Vec<String> = (0..N)
+        .map(|_| format!("{:032x}", rand::random::<u128>()))
+        .collect();
+    let buckets: Vec<u16> = traces.iter().map(|t| bucket(&salt, t)).collect();
+    let states: Vec<Arc<Mutex<State>>> = (0..N).map(|_| Arc::default()).collect();
+    let mut tasks = Vec::new();
+    for (i, t) in traces.iter().enumerate() {
+        // The client Service spreads streams over the pods of both tracks.
+        let base = if i % 2 == 0 {
+            stable.url("")
+        } else {
+            canary.url("")
+        };
+        tasks.push(tokio::spawn(subscribe(
+            c.clone(),
+            base,
+            t.clone(),
+            states[i].clone(),
+        )));
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    let publisher = {
+        let (c, base, stop) = (c.clone(), stable.url(""), stop.clone());
+        tokio::spawn(async move {
+            let mut sent = Vec::new();
+            while !stop.load(Ordering::Relaxed) {
+                let d = format!("e{:05}", sent.len());
+                publish(&c, &base, "canary", &d).await.unwrap();
+                sent.push(d);
+                tokio::time::sleep(Duration::from_millis(40)).await;
+            }
+            sent
+        })
+    };
+    eventually("every subscriber connected once", WAIT, || async {
+        let n = states
+            .iter()
+            .filter(|s| s.lock().unwrap().connections == 1)
+            .count();
+        if n == N {
+            Ok(())
+        } else {
+            Err(format!("{n}/{N}"))
+        }
+    })
+    .await
+    .unwrap();
+
+    let mut previous = 0i32;
+    for weight in [0i32, 30, 100, 0] {
+        let step = Instant::now();
+        let before: Vec<usize> = states
+            .iter()
+            .map(|s| s.lock().unwrap().connections)
+            .collect();
+        cp.kubectl(&[
+            "patch",
+            "pgw",
+            "gw",
+            "-n",
+            &ns,
+            "--type",
+            "merge",
+            "-p",
+            &format!("{{\"spec\":{{\"canary\":{{\"weight\":{weight}}}}}}}"),
+        ])
+        .unwrap();
+        let bp = (weight * 100) as u16;
+        let want_canary = buckets
+            .iter()
+            .filter(|b| track_of(**b, bp) == Track::Canary)
+            .count();
+        eventually(
+            &format!("weight {weight}%: exactly {want_canary} canary streams"),
+            WAIT,
+            || async {
+                let (s, k) = (
+                    served(&stable, "stable").await,
+                    served(&canary, "canary").await,
+                );
+                if s == N - want_canary && k == want_canary {
+                    Ok(())
+                } else {
+                    Err(format!("stable {s} canary {k}"))
+                }
+            },
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{e}\noperator log:\n{}", op.log_tail()));
+        // Late reconnects would show up as extra connections: give them time.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let mut moved_count = 0;
+        for (i, st) in states.iter().enumerate() {
+            let st = st.lock().unwrap();
+            let moved = track_of(buckets[i], (previous * 100) as u16) != track_of(buckets[i], bp);
+            moved_count += usize::from(moved);
+            assert_eq!(
+                st.served_by.as_deref(),
+                Some(track_of(buckets[i], bp).as_str()),
+                "subscriber {i} served by the wrong track at {weight}%"
+            );
+            if moved {
+                assert!(
+                    st.connections > before[i],
+                    "subscriber {i} moved but was not closed"
+                );
+            } else {
+                assert_eq!(
+                    st.connections, before[i],
+                    "subscriber {i} did not move but was closed at {weight}%"
+                );
+            }
+        }
+        let st = pgws.get("gw").await.unwrap().status.unwrap_or_default();
+        assert_eq!(st.canary.map(|c| c.weight), Some(weight));
+        eprintln!(
+            "weight {weight}%: {want_canary} canary, {moved_count} moved, {:?}",
+            step.elapsed()
+        );
+        previous = weight;
+    }
+
+    stop.store(true, Ordering::Relaxed);
+    let mut sent = publisher.await.unwrap();
+    publish(&c, &stable.url(""), "canary", "END").await.unwrap();
+    sent.push("END".into());
+    for t in tasks {
+        tokio::time::timeout(Duration::from_secs(60), t)
+            .await
+            .unwrap()
+            .unwrap();
+    }
+    for (i, st) in states.iter().enumerate() {
+        let st = st.lock().unwrap();
+        // Subscribers joined live: their history starts wherever they attached.
+        let first = sent
+            .iter()
+            .position(|d| *d == st.events[0])
+            .expect("known event");
+        assert_eq!(
+            st.events,
+            sent[first..],
+            "subscriber {i}: every event once, in order"
+        );
+    }
+
+    // Removing the canary deletes its objects; the stable track's config
+    // (hence its pods) stays exactly as it was.
+    let stable_rv = cms.get("gw-config").await.unwrap().resource_version();
+    cp.kubectl(&[
+        "patch",
+        "pgw",
+        "gw",
+        "-n",
+        &ns,
+        "--type",
+        "json",
+        "-p",
+        "[{\"op\":\"remove\",\"path\":\"/spec/canary\"}]",
+    ])
+    .unwrap();
+    eventually("canary objects deleted", WAIT, || async {
+        let left = [
+            deps.get_opt("gw-canary").await.ok().flatten().is_some(),
+            svcs.get_opt("gw-canary").await.ok().flatten().is_some(),
+            svcs.get_opt("gw-stable").await.ok().flatten().is_some(),
+            cms.get_opt("gw-canary-config")
+                .await
+                .ok()
+                .flatten()
+                .is_some(),
+        ];
+        let st = pgws.get("gw").await.map_err(|e| e.to_string())?.status;
+        let status_clean = st.as_ref().is_some_and(|s| {
+            s.canary.is_none() && s.conditions.iter().all(|c| c.type_ != "CanaryReady")
+        });
+        if left == [false; 4] && status_clean {
+            Ok(())
+        } else {
+            Err(format!("still present: {left:?}, status {st:?}"))
+        }
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}\noperator log:\n{}", op.log_tail()));
+    assert_eq!(table_of(&cms.get("gw-routing").await.unwrap()).weight_bp, 0);
+    assert_eq!(
+        cms.get("gw-config").await.unwrap().resource_version(),
+        stable_rv
+    );
+    eprintln!("total {:?}", started.elapsed());
+}
