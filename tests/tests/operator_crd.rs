@@ -47,6 +47,7 @@ async fn crd_installs_and_cel_rejects_impossible_specs() {
         (&format!("{redis}  canary: {{image: x, weight: 150}}\n"), "canary.weight is the percentage of streams sent to the canary and must be between 0 and 100"),
         (&format!("{redis}  canary: {{image: x, weight: -1}}\n"), "must be between 0 and 100"),
         ("  store: {embedded: {}, redis: {secretRef: {name: r}}}\n", "store: set exactly one of embedded or redis"),
+        (&format!("{redis}  canary: {{image: x, weight: 10}}\n  tls: {{secretName: c}}\n"), "canary cannot be combined with tls yet"),
     ];
     for (i, (spec, message)) in cases.iter().enumerate() {
         let (ok, err) = apply(cp, &ns, &format!("bad-{i}"), spec);
