@@ -11,6 +11,7 @@ set -euo pipefail
 K8S_VERSION="v1.34.4"
 ETCD_VERSION="v3.6.16"
 KWOK_VERSION="v0.8.0"
+HELM_VERSION="v3.21.4"
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 cache="${PUSHGATE_K8S_CACHE:-$HOME/.cache/pushgate-k8s}"
@@ -110,6 +111,17 @@ if ! have kwok; then
   echo "    kwok built in $(( $(stamp) - t ))s"
 fi
 
+# --- helm: chart tests (lint/template/install); no replace directives ----------
+if ! have helm; then
+  echo "==> building helm $HELM_VERSION"
+  t=$(stamp)
+  hv="helm.sh/helm/v3/internal/version"
+  GOBIN="$bin" GOFLAGS= go install -trimpath \
+    -ldflags "-s -w -X $hv.version=$HELM_VERSION -X $hv.gitTreeState=clean" \
+    "helm.sh/helm/v3/cmd/helm@$HELM_VERSION" || fail "helm build"
+  echo "    helm built in $(( $(stamp) - t ))s"
+fi
+
 # --- kwok stages: pod/node lifecycles from the same pinned module ------------
 stages="$cache/$K8S_VERSION/kwok-stages.yaml"
 if [ ! -s "$stages" ]; then
@@ -126,7 +138,7 @@ if [ ! -s "$stages" ]; then
   mv "$tmp" "$stages"
 fi
 
-for c in etcd "${k8s_cmds[@]}" kwok; do have "$c" || fail "$bin/$c missing after build"; done
+for c in etcd "${k8s_cmds[@]}" kwok helm; do have "$c" || fail "$bin/$c missing after build"; done
 echo "==> control plane ready in $(( $(stamp) - t_all ))s:"
-( cd "$bin" && ls -l etcd "${k8s_cmds[@]}" kwok | awk '{printf "    %-26s %6.1f MiB\n", $9, $5/1048576}' )
+( cd "$bin" && ls -l etcd "${k8s_cmds[@]}" kwok helm | awk '{printf "    %-26s %6.1f MiB\n", $9, $5/1048576}' )
 echo "$bin"
