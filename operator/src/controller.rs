@@ -256,10 +256,7 @@ async fn apply_all(ctx: &Context, pgw: &PushGateway, d: &Desired) -> Result<Appl
                 .as_ref()
                 .and_then(|s| s.ready_replicas)
                 .unwrap_or(0);
-            let weight = match (ready, &pgw.spec.canary) {
-                (1.., Some(spec)) => spec.weight,
-                _ => 0,
-            };
+            let weight = routing::effective_weight(pgw, ready);
             apply_table(ctx, pgw, weight).await?;
             Some((cdep, weight))
         }

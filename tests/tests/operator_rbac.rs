@@ -1,9 +1,13 @@
 //! The shipped RBAC (`operator/deploy/rbac.yaml`) is enough: the operator,
 //! authenticated as its ServiceAccount, reconciles every kind of child,
-//! writes status and Events, holds its Lease and deletes an unwanted HPA.
+//! writes status and Events, holds its Lease, creates the gateway pods'
+//! Role for the routing table (allowed only because it holds that access
+//! itself) and deletes an unwanted HPA and a removed canary.
 
+use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::core::v1::PersistentVolumeClaim;
+use k8s_openapi::api::rbac::v1::Role;
 use kube::Api;
 use operator::crd::PushGateway;
 use pushgate_e2e::controlplane::{eventually, ControlPlane, OperatorOptions, OperatorProcess};
@@ -53,7 +57,7 @@ async fn operator_works_with_only_the_shipped_rbac() {
     let doc = |name: &str, spec: &str| {
         format!("apiVersion: pushgate.dev/v1alpha1\nkind: PushGateway\nmetadata:\n  name: {name}\n  namespace: {ns}\nspec:\n{spec}")
     };
-    let scaled = "  store: {redis: {secretRef: {name: r}}}\n  autoscaling: {minReplicas: 1, maxReplicas: 2}\n";
+    let scaled = "  store: {redis: {secretRef: {name: r}}}\n  autoscaling: {minReplicas: 1, maxReplicas: 2}\n  canary: {image: x, weight: 10}\n";
     cp.kubectl_stdin(&["apply", "-f", "-"], &doc("scaled", scaled))
         .unwrap();
     cp.kubectl_stdin(&["apply", "-f", "-"], &doc("embedded", "  {}\n"))
@@ -62,7 +66,7 @@ async fn operator_works_with_only_the_shipped_rbac() {
     let client = cp.client().await.unwrap();
     let pgws: Api<PushGateway> = Api::namespaced(client.clone(), &ns);
     let hpas: Api<HorizontalPodAutoscaler> = Api::namespaced(client.clone(), &ns);
-    let pvcs: Api<PersistentVolumeClaim> = Api::namespaced(client, &ns);
+    let pvcs: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), &ns);
     eventually(
         "Ready=True written by the restricted operator",
         WAIT,
@@ -83,6 +87,11 @@ async fn operator_works_with_only_the_shipped_rbac() {
     .await
     .unwrap_or_else(|e| panic!("{e}\n{}", op.log_tail()));
     assert!(hpas.get_opt("scaled").await.unwrap().is_some());
+    assert!(hpas.get_opt("scaled-canary").await.unwrap().is_some());
+    let roles: Api<Role> = Api::namespaced(client.clone(), &ns);
+    assert!(roles.get_opt("scaled-gateway").await.unwrap().is_some());
+    let deps: Api<Deployment> = Api::namespaced(client.clone(), &ns);
+    assert!(deps.get_opt("scaled-canary").await.unwrap().is_some());
     assert!(pvcs.get_opt("embedded-data").await.unwrap().is_some());
     let events = cp
         .kubectl(&[
@@ -101,10 +110,15 @@ async fn operator_works_with_only_the_shipped_rbac() {
     let unscaled = "  store: {redis: {secretRef: {name: r}}}\n";
     cp.kubectl_stdin(&["apply", "-f", "-"], &doc("scaled", unscaled))
         .unwrap();
-    eventually("the HPA to be deleted", WAIT, || async {
-        match hpas.get_opt("scaled").await {
-            Ok(None) => Ok(()),
-            other => Err(format!("{:?}", other.map(|h| h.is_some()))),
+    eventually("the HPAs and the canary to be deleted", WAIT, || async {
+        let left = (
+            hpas.get_opt("scaled").await.map(|h| h.is_some()),
+            hpas.get_opt("scaled-canary").await.map(|h| h.is_some()),
+            deps.get_opt("scaled-canary").await.map(|d| d.is_some()),
+        );
+        match left {
+            (Ok(false), Ok(false), Ok(false)) => Ok(()),
+            other => Err(format!("{other:?}")),
         }
     })
     .await

@@ -81,6 +81,19 @@ pub fn salt(pgw: &PushGateway) -> String {
         .unwrap_or_else(|| pgw.name_any())
 }
 
+/// The canary share (percent) to write to the table: `spec.canary.weight`
+/// once the canary Deployment has a ready pod, else 0. Streams sent to a
+/// canary with no ready pod would only bounce between the tracks (the pods
+/// serve a stream themselves when the peer is unreachable, so nothing is
+/// lost, but nothing is tested either); holding the weight at 0 also moves
+/// every stream back to stable by itself when all canary pods fail.
+pub fn effective_weight(pgw: &PushGateway, canary_ready_replicas: i32) -> i32 {
+    match &pgw.spec.canary {
+        Some(c) if canary_ready_replicas > 0 => c.weight.clamp(0, 100),
+        _ => 0,
+    }
+}
+
 /// The gateway's `RoutingTable` (`deny_unknown_fields` there: keep in sync).
 #[derive(Serialize)]
 struct Table<'a> {
@@ -246,6 +259,15 @@ mod tests {
         // Without a canary the table still exists, at weight 0.
         let p = pgw(redis_spec());
         assert!(table_yaml(&p, 0).starts_with("weight_bp: 0\nsalt: uid-1\n"));
+    }
+
+    #[test]
+    fn weight_is_held_at_zero_until_a_canary_pod_is_ready() {
+        let p = pgw(canary_spec(serde_json::json!({})));
+        assert_eq!(effective_weight(&p, 0), 0);
+        assert_eq!(effective_weight(&p, 1), 30);
+        assert_eq!(effective_weight(&p, 3), 30);
+        assert_eq!(effective_weight(&pgw(redis_spec()), 3), 0, "no canary");
     }
 
     #[test]
