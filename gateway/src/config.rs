@@ -45,6 +45,8 @@ pub struct Config {
     pub redis: RedisSettings,
     /// Canary routing: this pod's track, the peer Service, the routing table source.
     pub routing: crate::routing::RoutingSettings,
+    /// Serve the example browser subscriber (examples/web/index.html) at `/demo/`.
+    pub demo_page: bool,
 }
 
 /// Log output format.
@@ -174,6 +176,7 @@ impl Default for Config {
             limits: Limits::default(),
             redis: RedisSettings::default(),
             routing: crate::routing::RoutingSettings::default(),
+            demo_page: false,
         }
     }
 }
@@ -347,6 +350,9 @@ pub struct Overrides {
     /// Let browsers send cookies cross-origin (EventSource withCredentials) [default: false]
     #[arg(long, env = "PUSHGATE_CORS_ALLOW_CREDENTIALS", value_name = "BOOL")]
     pub cors_allow_credentials: Option<bool>,
+    /// Serve the example EventSource page at /demo/ [default: false]
+    #[arg(long, env = "PUSHGATE_DEMO_PAGE", value_name = "BOOL")]
+    pub demo_page: Option<bool>,
 }
 
 impl Config {
@@ -402,6 +408,7 @@ impl Config {
         set(&mut self.tls.reload_interval, &o.tls_reload_interval);
         set(&mut self.cors.allowed_origins, &o.cors_allowed_origins);
         set(&mut self.cors.allow_credentials, &o.cors_allow_credentials);
+        set(&mut self.demo_page, &o.demo_page);
         if o.metrics_listen.is_some() {
             self.metrics_listen = o.metrics_listen;
         }

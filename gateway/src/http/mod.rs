@@ -29,6 +29,13 @@ pub struct ConnInfo {
 
 /// The API and stream routes (plus health and metrics).
 pub fn api_router(node: Arc<Node>) -> Router {
+    let demo = if node.config.demo_page {
+        Router::new()
+            .route("/demo", get(demo_page))
+            .route("/demo/", get(demo_page))
+    } else {
+        Router::new()
+    };
     Router::new()
         .route("/v1/stream", get(subscribe::stream))
         .route(
@@ -37,6 +44,7 @@ pub fn api_router(node: Arc<Node>) -> Router {
         )
         .route("/v1/publish", post(publish::publish_batch))
         .merge(ops_routes())
+        .merge(demo)
         .fallback(not_found)
         .layer(tower::util::option_layer(node.config.cors.layer()))
         .layer(axum::middleware::from_fn(trace::log_request))
@@ -53,6 +61,17 @@ fn ops_routes() -> Router<Arc<Node>> {
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics))
+}
+
+/// The example browser subscriber (`demo_page: true`), a single static page.
+async fn demo_page() -> impl axum::response::IntoResponse {
+    (
+        [
+            (axum::http::header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            (axum::http::header::CACHE_CONTROL, "no-cache"),
+        ],
+        include_str!("../../../examples/web/index.html"),
+    )
 }
 
 async fn not_found() -> ApiError {

@@ -1,0 +1,204 @@
+//! The client examples against a real `pushgate`: the curl scripts
+//! (`examples/curl/`) and the Rust examples (`examples/rust/`, built as
+//! examples of this crate) publish, subscribe, survive a gateway restart and
+//! print every event exactly once.
+
+use pushgate_e2e::gateway::GatewayProcess;
+use std::io::{BufRead, BufReader};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// A client process in its own process group (scripts spawn curl), whose
+/// stdout lines arrive on a channel; the whole group is killed on drop.
+struct Client {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+}
+
+impl Client {
+    fn spawn(cmd: &mut Command) -> Client {
+        let mut child = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .process_group(0)
+            .spawn()
+            .expect("spawn client");
+        let out = child.stdout.take().unwrap();
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for l in BufReader::new(out).lines().map_while(Result::ok) {
+                if tx.send(l).is_err() {
+                    break;
+                }
+            }
+        });
+        Client { child, lines }
+    }
+
+    /// The data of the next `n` events (`<id> <data>` lines), bounded.
+    fn data(&self, n: usize, timeout: Duration) -> Vec<String> {
+        let deadline = std::time::Instant::now() + timeout;
+        let mut got = Vec::new();
+        while got.len() < n {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(l) => got.push(l.split_once(' ').map(|(_, d)| d.to_owned()).unwrap_or(l)),
+                Err(_) => panic!(
+                    "only {} of {n} events within {timeout:?}: {got:?}",
+                    got.len()
+                ),
+            }
+        }
+        got
+    }
+
+    /// Nothing more arrives for `quiet`.
+    fn silent_for(&self, quiet: Duration) {
+        if let Ok(l) = self.lines.recv_timeout(quiet) {
+            panic!("unexpected extra output: {l}");
+        }
+    }
+}
+
+impl Drop for Client {
+    fn drop(&mut self) {
+        // SAFETY: kill(2) on the process group this test created.
+        unsafe {
+            libc::kill(-(self.child.id() as i32), libc::SIGKILL);
+        }
+        let _ = self.child.wait();
+    }
+}
+
+fn publish_sh(g: &GatewayProcess, topic: &str, data: &[&str]) {
+    let out = Command::new("sh")
+        .arg(repo().join("examples/curl/publish.sh"))
+        .arg(topic)
+        .args(data)
+        .env("GATEWAY", g.url(""))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let acks = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(
+        acks.lines().filter(|l| l.contains("\"seq\"")).count(),
+        data.len(),
+        "{acks}"
+    );
+}
+
+const T: Duration = Duration::from_secs(15);
+
+#[test]
+fn curl_scripts_publish_and_resume_across_a_restart() {
+    assert!(
+        Command::new("curl").arg("--version").output().is_ok(),
+        "curl is required"
+    );
+    let mut g = GatewayProcess::start(&["--retry", "200ms"]).unwrap();
+    // The example page is off unless asked for (`--demo-page true`).
+    let demo = Command::new("curl")
+        .args([
+            "-s",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            &g.url("/demo/"),
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&demo.stdout), "404");
+    publish_sh(&g, "news", &["one", "two"]);
+    let dir = tempfile::tempdir().unwrap();
+    let sub = Client::spawn(
+        Command::new("sh")
+            .arg(repo().join("examples/curl/subscribe.sh"))
+            .args(["news", "earliest"])
+            .env("GATEWAY", g.url(""))
+            .env("CURSOR_FILE", dir.path().join("cursor"))
+            .env("RETRY_SECONDS", "0.2"),
+    );
+    assert_eq!(sub.data(2, T), ["one", "two"]);
+    publish_sh(&g, "news", &["three"]);
+    assert_eq!(sub.data(1, T), ["three"]);
+    g.restart().unwrap();
+    publish_sh(&g, "news", &["four", "five"]);
+    assert_eq!(sub.data(2, T), ["four", "five"]);
+    sub.silent_for(Duration::from_millis(1500));
+}
+
+fn example(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    // target/<profile>/deps/<test> → target/<profile>/examples/<name>
+    let p = exe
+        .parent()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .join("examples")
+        .join(name);
+    assert!(
+        p.exists(),
+        "{} missing: build it with `cargo build -p pushgate-e2e --examples` (cargo test --workspace does)",
+        p.display()
+    );
+    p
+}
+
+#[test]
+fn rust_examples_publish_and_resume_across_a_restart() {
+    let mut g = GatewayProcess::start(&["--retry", "200ms"]).unwrap();
+    let publish = |g: &GatewayProcess, data: &[&str]| {
+        let out = Command::new(example("publisher"))
+            .arg(g.url(""))
+            .arg("sensors/1")
+            .args(data)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    publish(&g, &["a", "b"]);
+    let sub = Client::spawn(Command::new(example("subscriber")).args([
+        &g.url(""),
+        "sensors/1",
+        "earliest",
+        "--max",
+        "5",
+    ]));
+    assert_eq!(sub.data(2, T), ["a", "b"]);
+    g.restart().unwrap();
+    publish(&g, &["c", "d", "e"]);
+    assert_eq!(sub.data(3, T), ["c", "d", "e"]);
+    let mut child = sub;
+    // --max 5: the subscriber exits by itself, successfully.
+    let deadline = std::time::Instant::now() + T;
+    loop {
+        if let Some(s) = child.child.try_wait().unwrap() {
+            assert!(s.success(), "subscriber exited with {s}");
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "subscriber did not exit after 5 events"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    child.silent_for(Duration::from_millis(200));
+}
