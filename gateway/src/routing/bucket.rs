@@ -2,7 +2,7 @@
 //! 10,000 buckets; a bucket belongs to the canary iff it is below the weight
 //! (in basis points). Raising the weight therefore only ever moves keys from
 //! stable to canary. The hash is part of the contract — never change it:
-//! `bucket = fnv1a64(salt ‖ 0x1f ‖ key) mod 10000`.
+//! `h = fnv1a64(salt ‖ 0x1f ‖ key)`, `bucket = (h xor (h >> 32)) mod 10000`.
 
 /// Number of buckets.
 pub const BUCKETS: u16 = 10_000;
