@@ -12,6 +12,7 @@ K8S_VERSION="v1.34.4"
 ETCD_VERSION="v3.6.16"
 KWOK_VERSION="v0.8.0"
 HELM_VERSION="v3.21.4"
+PROMETHEUS_VERSION="v0.316.0"   # the Go module of Prometheus v3.x, for promcheck
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 cache="${PUSHGATE_K8S_CACHE:-$HOME/.cache/pushgate-k8s}"
@@ -122,6 +123,20 @@ if ! have helm; then
   echo "    helm built in $(( $(stamp) - t ))s"
 fi
 
+# --- promcheck: Prometheus' rule/PromQL validation for the chart's alerts -----
+if ! have promcheck; then
+  echo "==> building promcheck (prometheus $PROMETHEUS_VERSION)"
+  t=$(stamp)
+  d="$work/promcheck"; rm -rf "$d"; mkdir -p "$d"; cp "$here/promcheck/main.go" "$d/"
+  ( cd "$d"
+    go mod init pushgate.dev/controlplane/promcheck >/dev/null 2>&1
+    go get "github.com/prometheus/prometheus@$PROMETHEUS_VERSION"
+    go mod tidy
+    go build -trimpath -ldflags "-s -w" -o "$bin/promcheck" .
+  ) || fail "promcheck build"
+  echo "    promcheck built in $(( $(stamp) - t ))s"
+fi
+
 # --- kwok stages: pod/node lifecycles from the same pinned module ------------
 stages="$cache/$K8S_VERSION/kwok-stages.yaml"
 if [ ! -s "$stages" ]; then
@@ -138,7 +153,7 @@ if [ ! -s "$stages" ]; then
   mv "$tmp" "$stages"
 fi
 
-for c in etcd "${k8s_cmds[@]}" kwok helm; do have "$c" || fail "$bin/$c missing after build"; done
+for c in etcd "${k8s_cmds[@]}" kwok helm promcheck; do have "$c" || fail "$bin/$c missing after build"; done
 echo "==> control plane ready in $(( $(stamp) - t_all ))s:"
-( cd "$bin" && ls -l etcd "${k8s_cmds[@]}" kwok helm | awk '{printf "    %-26s %6.1f MiB\n", $9, $5/1048576}' )
+( cd "$bin" && ls -l etcd "${k8s_cmds[@]}" kwok helm promcheck | awk '{printf "    %-26s %6.1f MiB\n", $9, $5/1048576}' )
 echo "$bin"

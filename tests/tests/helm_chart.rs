@@ -9,6 +9,7 @@ use serde_yaml::Value;
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+use std::sync::OnceLock;
 
 const KUBE_VERSION: &str = "v1.34.4";
 
@@ -20,14 +21,20 @@ fn chart() -> PathBuf {
     repo().join("charts/pushgate")
 }
 
+/// The pinned helm from tests/controlplane/build.sh (built on first use).
+fn helm_bin() -> &'static Path {
+    static HELM: OnceLock<PathBuf> = OnceLock::new();
+    HELM.get_or_init(|| bin_dir().expect("control-plane tools (helm)").join("helm"))
+}
+
 fn helm(args: &[&str]) -> Output {
-    let helm = bin_dir().expect("control-plane tools (helm)").join("helm");
+    let helm = helm_bin();
     assert!(
         helm.exists(),
         "{} missing: tests/controlplane/build.sh builds it",
         helm.display()
     );
-    Command::new(&helm)
+    Command::new(helm)
         .args(args)
         // No user config, cache or repositories leak in.
         .env(
@@ -463,5 +470,115 @@ fn alerts_dashboard_and_adapter_rules_name_only_real_metrics() {
     assert!(
         unknown.is_empty(),
         "monitoring objects name metrics nobody exports: {unknown:?}"
+    );
+}
+
+/// Runs the pinned `promcheck` (Prometheus' own rule and PromQL parsers).
+fn promcheck(args: &[&str], stdin: &str) -> Output {
+    use std::io::Write as _;
+    let bin = helm_bin().with_file_name("promcheck");
+    let mut child = Command::new(&bin)
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| {
+            panic!(
+                "{}: {e} (tests/controlplane/build.sh builds it)",
+                bin.display()
+            )
+        });
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
+}
+
+#[test]
+fn alerts_dashboard_and_adapter_queries_are_valid_for_prometheus() {
+    let docs = render(&[
+        "-f",
+        &chart()
+            .join("ci/monitoring-values.yaml")
+            .display()
+            .to_string(),
+    ]);
+    let dir = tempfile::tempdir().unwrap();
+
+    // Alerts: the PrometheusRule's groups as a rule file, checked like
+    // `promtool check rules` (PromQL and annotation templates included).
+    let rule = find(&docs, "PrometheusRule", "pg-pushgate");
+    let n_alerts = rule["spec"]["groups"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(|g| g["rules"].as_sequence().unwrap().len())
+        .sum::<usize>();
+    let file = dir.path().join("rules.yaml");
+    let mut groups = serde_yaml::Mapping::new();
+    groups.insert("groups".into(), rule["spec"]["groups"].clone());
+    std::fs::write(&file, serde_yaml::to_string(&groups).unwrap()).unwrap();
+    let out = ok(
+        promcheck(&["rules", &file.display().to_string()], ""),
+        "promcheck rules",
+    );
+    assert!(out.contains(&format!(": {n_alerts} rules")), "{out}");
+    // The checker does check: one broken expression fails it.
+    let broken =
+        serde_yaml::to_string(&groups)
+            .unwrap()
+            .replacen("expr: sum by", "expr: sum by by", 1);
+    std::fs::write(&file, broken).unwrap();
+    let out = promcheck(&["rules", &file.display().to_string()], "");
+    assert!(!out.status.success(), "a broken expr passed promcheck");
+
+    // Dashboard panels, with Grafana's variables filled in.
+    let cm = find(&docs, "ConfigMap", "pg-pushgate-dashboard");
+    let dash: serde_json::Value =
+        serde_json::from_str(cm["data"]["pushgate.json"].as_str().unwrap()).unwrap();
+    let mut exprs = Vec::new();
+    for p in dash["panels"].as_array().unwrap() {
+        for t in p["targets"].as_array().unwrap() {
+            exprs.push(
+                t["expr"]
+                    .as_str()
+                    .unwrap()
+                    .replace("$__rate_interval", "5m")
+                    .replace("$namespace", ".*")
+                    .replace("$pushgateway", ".*"),
+            );
+        }
+    }
+    // prometheus-adapter rules, with the adapter's template filled in.
+    let adapter = find(&docs, "ConfigMap", "pg-pushgate-adapter-rules");
+    let rules: Value =
+        serde_yaml::from_str(adapter["data"]["config.yaml"].as_str().unwrap()).unwrap();
+    for r in rules["rules"].as_sequence().unwrap() {
+        let series = r["seriesQuery"].as_str().unwrap();
+        let metric = series.split('{').next().unwrap();
+        exprs.push(series.to_owned());
+        exprs.push(
+            r["metricsQuery"]
+                .as_str()
+                .unwrap()
+                .replace("<<.Series>>", metric)
+                .replace("<<.LabelMatchers>>", "namespace=\"default\",pod=~\"a|b\"")
+                .replace("<<.GroupBy>>", "pod"),
+        );
+    }
+    assert!(exprs.len() > 20, "{exprs:?}");
+    let out = ok(promcheck(&["exprs"], &exprs.join("\n")), "promcheck exprs");
+    assert!(
+        out.contains(&format!("{} expressions", exprs.len())),
+        "{out}"
+    );
+    let out = promcheck(&["exprs"], "sum(rate(pushgate_connections[5m])");
+    assert!(
+        !out.status.success(),
+        "an unbalanced expression passed promcheck"
     );
 }

@@ -338,8 +338,51 @@ async fn helm_install_then_operator_runs_with_only_the_charts_rbac() {
         "RBAC denials in the operator log:\n{log}"
     );
 
-    // Uninstall leaves the CRD (Helm never deletes crds/) and removes RBAC.
+    // Upgrade and rollback as docs/OPERATIONS.md describes them.
     drop(op);
+    let replicas = || async { deploys.get(&sa).await.unwrap().spec.unwrap().replicas };
+    helm(
+        cp,
+        &[
+            "upgrade",
+            RELEASE,
+            &chart,
+            "--namespace",
+            &release_ns,
+            "--reuse-values",
+            "--set",
+            "replicaCount=1,logLevel=debug",
+        ],
+    );
+    assert_eq!(replicas().await, Some(1));
+    let bad = Command::new(cp.bin().join("helm"))
+        .args([
+            "upgrade",
+            RELEASE,
+            &chart,
+            "--namespace",
+            &release_ns,
+            "--reuse-values",
+        ])
+        .args(["--set", "replicaCount=-1"])
+        .arg("--kubeconfig")
+        .arg(cp.kubeconfig_path())
+        .output()
+        .unwrap();
+    assert!(
+        !bad.status.success(),
+        "the schema let replicaCount=-1 through an upgrade"
+    );
+    helm(cp, &["rollback", RELEASE, "1", "--namespace", &release_ns]);
+    assert_eq!(replicas().await, Some(2));
+    let history = helm(
+        cp,
+        &["history", RELEASE, "--namespace", &release_ns, "-o", "json"],
+    );
+    let history: serde_json::Value = serde_json::from_str(&history).unwrap();
+    assert_eq!(history.as_array().unwrap().len(), 3, "{history}");
+
+    // Uninstall leaves the CRD (Helm never deletes crds/) and removes RBAC.
     helm(cp, &["uninstall", RELEASE, "--namespace", &release_ns]);
     let gone = cp
         .kubectl_output(&["get", "clusterrole", &format!("{sa}-children")])
