@@ -1,0 +1,159 @@
+//! The README's "Kubernetes in five minutes", steps 2 and 3, run verbatim
+//! (the lines of its `sh` block, unchanged) against the test control plane:
+//! `helm install`, `rollout status`, `kubectl apply -f examples/minimal.yaml`,
+//! `kubectl wait ... --for=condition=Ready`. Only what a real cluster adds by
+//! itself is supplied by the test: a PersistentVolume for the claim (no
+//! provisioner here) and the operator process (kwok pods run nothing), which
+//! runs with the token of the chart's ServiceAccount.
+
+use pushgate_e2e::controlplane::{free_port, http_get, operator_binary, wait_until, ControlPlane};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// The lines of step `n` (`# n. ...` up to the next `# m.`) of the README's
+/// "Kubernetes in five minutes" shell block.
+fn step(n: u32) -> Vec<String> {
+    let readme = std::fs::read_to_string(repo().join("README.md")).unwrap();
+    let section = readme
+        .split("## Kubernetes in five minutes")
+        .nth(1)
+        .expect("README has a 'Kubernetes in five minutes' section");
+    let block = section
+        .split("```sh\n")
+        .nth(1)
+        .and_then(|b| b.split("```").next())
+        .expect("a sh block in the section");
+    let mut lines = Vec::new();
+    let mut inside = false;
+    for l in block.lines() {
+        if let Some(rest) = l.strip_prefix("# ") {
+            if let Some((num, _)) = rest.split_once(". ") {
+                if let Ok(k) = num.parse::<u32>() {
+                    inside = k == n;
+                    continue;
+                }
+            }
+        }
+        if inside && !l.trim().is_empty() && !l.trim_start().starts_with('#') {
+            lines.push(l.to_owned());
+        }
+    }
+    assert!(!lines.is_empty(), "README step {n} is empty");
+    lines
+}
+
+/// Runs one README line with bash, the pinned tools first on PATH and the
+/// control plane's kubeconfig, from the repository root.
+fn sh(cp: &ControlPlane, line: &str) -> String {
+    let path = format!(
+        "{}:{}",
+        cp.bin().display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let out = Command::new("bash")
+        .args(["-euo", "pipefail", "-c", line])
+        .current_dir(repo())
+        .env("PATH", path)
+        .env("KUBECONFIG", cp.kubeconfig_path())
+        .env("HELM_CONFIG_HOME", cp.root().join("helm-config"))
+        .env("HELM_CACHE_HOME", cp.root().join("helm-cache"))
+        .env("HELM_DATA_HOME", cp.root().join("helm-data"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "README line failed: {line}\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+struct Operator(Child, PathBuf);
+
+impl Drop for Operator {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn readme_kubernetes_in_five_minutes_steps_2_and_3_verbatim() {
+    let cp = ControlPlane::shared();
+    let install = step(2);
+    assert!(
+        install.iter().any(|l| l.starts_with("helm install ")),
+        "{install:?}"
+    );
+    for line in &install {
+        sh(cp, line);
+    }
+
+    // What a real cluster has by itself: a volume for the claim, and the
+    // operator actually running (here: locally, as the chart's ServiceAccount).
+    let pv_dir = cp.root().join("pv-minimal");
+    std::fs::create_dir_all(&pv_dir).unwrap();
+    cp.kubectl_stdin(
+        &["apply", "-f", "-"],
+        &format!(
+            "apiVersion: v1\nkind: PersistentVolume\nmetadata: {{name: readme-pv}}\nspec:\n  capacity: {{storage: 1Gi}}\n  accessModes: [ReadWriteOnce]\n  hostPath: {{path: {}}}\n",
+            pv_dir.display()
+        ),
+    )
+    .unwrap();
+    let kubeconfig = cp
+        .service_account_kubeconfig("pushgate-system", "pushgate")
+        .unwrap();
+    let port = free_port();
+    let log = cp.root().join("operator-readme.log");
+    let file = std::fs::File::create(&log).unwrap();
+    let child = Command::new(operator_binary().unwrap())
+        .args(["--metrics-listen", &format!("127.0.0.1:{port}")])
+        .args([
+            "--lease-namespace",
+            "pushgate-system",
+            "--identity",
+            "readme",
+        ])
+        .args(["--lease-duration", "6", "--renew-interval", "1"])
+        .env("KUBECONFIG", &kubeconfig)
+        .env("RUST_LOG", "info,kube=warn")
+        .stdin(Stdio::null())
+        .stdout(file.try_clone().unwrap())
+        .stderr(file)
+        .spawn()
+        .unwrap();
+    let op = Operator(child, log);
+    let op_log = || std::fs::read_to_string(&op.1).unwrap_or_default();
+    wait_until("operator /healthz", Duration::from_secs(20), || {
+        http_get(port, "/healthz").is_some_and(|b| b == "ok")
+    })
+    .unwrap_or_else(|e| panic!("{e}\n{}", op_log()));
+
+    let gateway = step(3);
+    assert!(
+        gateway.iter().any(|l| l.contains("--for=condition=Ready")),
+        "{gateway:?}"
+    );
+    let mut last = String::new();
+    for line in &gateway {
+        let out = std::panic::catch_unwind(|| sh(cp, line)).unwrap_or_else(|_| {
+            panic!(
+                "README step 3 failed at: {line}\noperator log:\n{}",
+                op_log()
+            )
+        });
+        last = out;
+    }
+    // `kubectl get pushgateways` shows it Ready.
+    assert!(last.contains("minimal"), "{last}");
+    assert!(last.contains("True"), "{last}");
+    let log = op_log();
+    assert!(!log.contains("orbidden"), "RBAC denials:\n{log}");
+}
