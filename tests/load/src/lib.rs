@@ -1,0 +1,10 @@
+//! pushgate-load: a raw SSE load generator (idle, fanout, publish, storm)
+//! that measures pushgate and any other SSE server given URL templates, and
+//! the report writer behind `tests/load/bench.sh`.
+
+pub mod modes;
+pub mod net;
+pub mod parse;
+pub mod plot;
+pub mod report;
+pub mod stats;

@@ -1,0 +1,377 @@
+//! `pushgate-load`: see the crate docs and `tests/load/bench.sh`.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use clap::{Args, Parser, Subcommand};
+use pushgate_load::modes::{self, PublishBody, SubTarget};
+use pushgate_load::net::{Proto, Template};
+use pushgate_load::parse::{write_payload, SseItem, SseReader};
+use pushgate_load::report;
+
+/// Raw SSE load generator; every mode prints one JSON line.
+#[derive(Parser)]
+#[command(version, about)]
+struct Cli {
+    /// Runtime worker threads (1: a current-thread runtime).
+    #[arg(long, global = true, default_value_t = 1)]
+    threads: usize,
+    /// Tags the summary with a case name (for the report); the command line is added too.
+    #[arg(long, global = true)]
+    case: Option<String>,
+    /// Accept a non-loopback target; refused unless this process runs in its own network namespace.
+    #[arg(long, global = true)]
+    netns_target: bool,
+    #[command(subcommand)]
+    mode: Mode,
+}
+
+#[derive(Args, Clone)]
+struct Common {
+    /// Name of the system under test, copied into the summary.
+    #[arg(long, default_value = "server")]
+    label: String,
+    /// Server process ids whose CPU and memory are measured (repeat for nginx workers).
+    #[arg(long = "server-pid")]
+    pids: Vec<u32>,
+    /// Connections opened at once while ramping up.
+    #[arg(long, default_value_t = 500)]
+    concurrency: usize,
+}
+
+#[derive(Args, Clone)]
+struct SubOpts {
+    /// Stream URL template, e.g. http://127.0.0.1:8080/v1/stream?topic={topic}
+    #[arg(long)]
+    sub_url: String,
+    /// HTTP version of the streams.
+    #[arg(long, value_enum, default_value = "h1")]
+    proto: Proto,
+    /// h2c: streams multiplexed per connection.
+    #[arg(long, default_value_t = 1)]
+    streams_per_conn: usize,
+    /// Longest wait (ms) before reconnecting, whatever `retry:` says.
+    #[arg(long, default_value_t = 5000)]
+    max_retry_ms: u64,
+}
+
+impl SubOpts {
+    fn target(&self) -> anyhow::Result<Arc<SubTarget>> {
+        Ok(Arc::new(SubTarget {
+            url: Template::parse(&self.sub_url)?,
+            proto: self.proto,
+            streams_per_conn: self.streams_per_conn,
+            max_retry_ms: self.max_retry_ms,
+        }))
+    }
+}
+
+#[derive(Subcommand)]
+enum Mode {
+    /// Open N idle streams; report server memory per stream and open times.
+    Idle {
+        #[command(flatten)]
+        common: Common,
+        #[command(flatten)]
+        sub: SubOpts,
+        #[arg(long, default_value_t = 1000)]
+        streams: usize,
+        #[arg(long, default_value_t = 100)]
+        topics: usize,
+        /// Seconds to hold the streams before measuring.
+        #[arg(long, default_value_t = 3.0)]
+        hold: f64,
+    },
+    /// N subscribers on one topic, a publisher at a fixed rate: loss, dups, latency, server CPU.
+    Fanout {
+        #[command(flatten)]
+        common: Common,
+        #[command(flatten)]
+        sub: SubOpts,
+        /// Publish URL template (POST, body = payload).
+        #[arg(long)]
+        pub_url: String,
+        #[arg(long, default_value = "fanout")]
+        topic: String,
+        #[arg(long, default_value_t = 1000)]
+        subscribers: usize,
+        /// Events per second.
+        #[arg(long, default_value_t = 50.0)]
+        rate: f64,
+        /// Seconds of publishing.
+        #[arg(long, default_value_t = 10.0)]
+        duration: f64,
+        /// Payload bytes.
+        #[arg(long, default_value_t = 64)]
+        size: usize,
+        /// Concurrent publish connections.
+        #[arg(long, default_value_t = 4)]
+        publishers: usize,
+        /// Seconds to wait after the last publish for deliveries to complete.
+        #[arg(long, default_value_t = 15.0)]
+        drain: f64,
+    },
+    /// C concurrent publishers as fast as acknowledgements come back.
+    Publish {
+        #[command(flatten)]
+        common: Common,
+        /// Single-event URL template (POST, body = payload), e.g. .../v1/topics/{topic}/events
+        #[arg(long, conflicts_with = "batch_url")]
+        pub_url: Option<String>,
+        /// Batch URL (pushgate's /v1/publish): JSON arrays of --batch events.
+        #[arg(long)]
+        batch_url: Option<String>,
+        #[arg(long, default_value_t = 100)]
+        batch: usize,
+        #[arg(long, default_value_t = 16)]
+        publishers: usize,
+        #[arg(long, default_value_t = 64)]
+        topics: usize,
+        #[arg(long, default_value_t = 10.0)]
+        duration: f64,
+        #[arg(long, default_value_t = 64)]
+        size: usize,
+    },
+    /// N streams drop at once and reconnect with Last-Event-ID after M missed events.
+    Storm {
+        #[command(flatten)]
+        common: Common,
+        #[command(flatten)]
+        sub: SubOpts,
+        #[arg(long)]
+        pub_url: String,
+        #[arg(long, default_value_t = 2000)]
+        streams: usize,
+        #[arg(long, default_value_t = 50)]
+        topics: usize,
+        /// Events each stream misses while disconnected.
+        #[arg(long, default_value_t = 100)]
+        missed: u64,
+        #[arg(long, default_value_t = 8)]
+        publishers: usize,
+        /// Seconds to wait for everyone to catch up.
+        #[arg(long, default_value_t = 60.0)]
+        timeout: f64,
+    },
+    /// Time the stream parser per event (this crate's and pushgate's own).
+    ParseBench {
+        #[arg(long, default_value_t = 1_000_000)]
+        events: usize,
+    },
+    /// Write docs/BENCHMARKS.md and the latency plot from a results file (JSON lines).
+    Report {
+        /// Results, one JSON object per line (what the modes print, plus `meta` lines).
+        #[arg(long)]
+        results: PathBuf,
+        /// Markdown output.
+        #[arg(long)]
+        out: PathBuf,
+        /// PNG output (latency distribution).
+        #[arg(long)]
+        png: PathBuf,
+    },
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    modes::now_us();
+    if cli.netns_target {
+        pushgate_load::net::allow_netns_targets()?;
+    }
+    let rt = if cli.threads <= 1 {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(cli.threads)
+            .enable_all()
+            .build()?
+    };
+    let out = rt.block_on(run(cli.mode))?;
+    if let Some(mut v) = out {
+        if let (Some(case), Some(obj)) = (cli.case, v.as_object_mut()) {
+            obj.insert("case".into(), case.into());
+            let args: Vec<String> = std::env::args().skip(1).collect();
+            obj.insert(
+                "command".into(),
+                format!("pushgate-load {}", args.join(" ")).into(),
+            );
+        }
+        println!("{}", serde_json::to_string(&v)?);
+    }
+    Ok(())
+}
+
+async fn run(mode: Mode) -> anyhow::Result<Option<serde_json::Value>> {
+    let secs = Duration::from_secs_f64;
+    Ok(Some(match mode {
+        Mode::Idle {
+            common,
+            sub,
+            streams,
+            topics,
+            hold,
+        } => {
+            modes::idle(modes::IdleArgs {
+                label: common.label,
+                target: sub.target()?,
+                streams,
+                topics,
+                hold: secs(hold),
+                pids: common.pids,
+                concurrency: common.concurrency,
+            })
+            .await?
+        }
+        Mode::Fanout {
+            common,
+            sub,
+            pub_url,
+            topic,
+            subscribers,
+            rate,
+            duration,
+            size,
+            publishers,
+            drain,
+        } => {
+            modes::fanout(modes::FanoutArgs {
+                label: common.label,
+                target: sub.target()?,
+                publish: Template::parse(&pub_url)?,
+                topic,
+                subscribers,
+                rate,
+                duration: secs(duration),
+                size,
+                publishers,
+                drain: secs(drain),
+                pids: common.pids,
+                concurrency: common.concurrency,
+            })
+            .await?
+        }
+        Mode::Publish {
+            common,
+            pub_url,
+            batch_url,
+            batch,
+            publishers,
+            topics,
+            duration,
+            size,
+        } => {
+            let body = match (pub_url, batch_url) {
+                (Some(u), None) => PublishBody::Single {
+                    url: Template::parse(&u)?,
+                },
+                (None, Some(u)) => PublishBody::Batch {
+                    url: Template::parse(&u)?,
+                    batch,
+                },
+                _ => anyhow::bail!("give --pub-url or --batch-url"),
+            };
+            modes::publish(modes::PublishArgs {
+                label: common.label,
+                body,
+                concurrency: publishers,
+                topics,
+                duration: secs(duration),
+                size,
+                pids: common.pids,
+            })
+            .await?
+        }
+        Mode::Storm {
+            common,
+            sub,
+            pub_url,
+            streams,
+            topics,
+            missed,
+            publishers,
+            timeout,
+        } => {
+            modes::storm(modes::StormArgs {
+                label: common.label,
+                target: sub.target()?,
+                publish: Template::parse(&pub_url)?,
+                streams,
+                topics,
+                missed,
+                publishers,
+                timeout: secs(timeout),
+                concurrency: common.concurrency,
+                pids: common.pids,
+            })
+            .await?
+        }
+        Mode::ParseBench { events } => parse_bench(events),
+        Mode::Report { results, out, png } => {
+            report::write(&results, &out, &png)?;
+            return Ok(None);
+        }
+    }))
+}
+
+/// Nanoseconds per event for both parsers over the same chunked byte stream,
+/// fed in 4 KiB reads as a socket would deliver it.
+fn parse_bench(events: usize) -> serde_json::Value {
+    let mut wire = Vec::new();
+    let mut payload = Vec::new();
+    for seq in 1..=events as u64 {
+        write_payload(&mut payload, seq, seq * 7, 64);
+        let block = format!(
+            "data: {}\nid: AQKgjAHxBgJ2nKc3AhUoRg{seq}\n\n",
+            String::from_utf8_lossy(&payload)
+        );
+        wire.extend_from_slice(format!("{:x}\r\n{block}\r\n", block.len()).as_bytes());
+    }
+    let time = |f: &mut dyn FnMut() -> u64| {
+        let t = Instant::now();
+        let n = f();
+        (t.elapsed().as_nanos() as f64 / events as f64, n)
+    };
+    let (ours, n1) = time(&mut || {
+        let mut d = pushgate_load::parse::Dechunker::new();
+        let mut r = SseReader::new();
+        let mut sum = 0u64;
+        for piece in wire.chunks(4096) {
+            d.feed(piece, |b| {
+                r.feed(b, |item| {
+                    if let SseItem::Event(data) = item {
+                        if let Some((seq, _)) = pushgate_load::parse::parse_payload(data) {
+                            sum += seq;
+                        }
+                    }
+                })
+            })
+            .expect("valid chunking");
+        }
+        sum
+    });
+    let (gateway, n2) = time(&mut || {
+        let mut d = pushgate_load::parse::Dechunker::new();
+        let mut p = pushgate::sse::Parser::new();
+        let mut sum = 0u64;
+        for piece in wire.chunks(4096) {
+            d.feed(piece, |b| {
+                for ev in p.feed(b) {
+                    if let Some((seq, _)) = pushgate_load::parse::parse_payload(ev.data.as_bytes())
+                    {
+                        sum += seq;
+                    }
+                }
+            })
+            .expect("valid chunking");
+        }
+        sum
+    });
+    assert_eq!(n1, n2, "both parsers saw the same events");
+    serde_json::json!({
+        "mode": "parse-bench", "events": events,
+        "ns_per_event_load_parser": ours, "ns_per_event_pushgate_sse_parser": gateway,
+    })
+}
