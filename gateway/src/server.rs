@@ -38,8 +38,7 @@ impl Server {
     /// Binds the configured addresses and starts serving.
     pub async fn start(node: Arc<Node>) -> anyhow::Result<Server> {
         let stop = CancellationToken::new();
-        let api = TcpListener::bind(node.config.listen)
-            .await
+        let api = bind(node.config.listen)
             .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", node.config.listen))?;
         let api_addr = api.local_addr()?;
         let tls = match node.config.tls.enabled() {
@@ -152,4 +151,16 @@ async fn serve(
             }
         });
     }
+}
+
+/// Binds with a deep accept backlog: with the default 128, a reconnect storm
+/// overflows the SYN queue and clients wait out a 1 s SYN retransmit.
+fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let sock = match addr {
+        SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+        SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+    };
+    sock.set_reuseaddr(true)?;
+    sock.bind(addr)?;
+    sock.listen(4096)
 }

@@ -355,11 +355,21 @@ fn body(
         if let Some(start) = *drain.borrow_and_update() {
             close_at = Some(drain_deadline(&node, start.into()));
         }
+        // One timer for the drain close, re-armed when draining starts: building a
+        // fresh `Sleep` on every loop turn cost a timer-wheel handle per delivery.
+        let close = tokio::time::sleep_until(close_at.unwrap_or(Instant::now() + Duration::from_secs(86_400)));
+        tokio::pin!(close);
         loop {
-            let far = Instant::now() + Duration::from_secs(86_400);
-            let step = tokio::select! {
+            // Fast path: a frame already queued needs none of the timers or signals
+            // below (a drain or a move is still seen as soon as the queue runs dry).
+            let queued = if close_at.is_none() && !matches!(drain.has_changed(), Ok(true)) {
+                sub.rx.try_recv().ok()
+            } else {
+                None
+            };
+            let step = if let Some(f) = queued { Step::Frame(Some(f)) } else { tokio::select! {
                 biased;
-                _ = tokio::time::sleep_until(close_at.unwrap_or(far)), if close_at.is_some() => Step::Close,
+                _ = &mut close, if close_at.is_some() => Step::Close,
                 changed = drain.changed(), if drain_watch && close_at.is_none() => {
                     if changed.is_err() { drain_watch = false; }
                     Step::DrainStarted
@@ -368,7 +378,7 @@ fn body(
                 _ = heartbeat.tick() => Step::Heartbeat,
                 // Its bucket now belongs to the other track: leave, the client resumes there.
                 _ = moved.cancelled() => Step::Close,
-            };
+            }};
             match step {
                 Step::Frame(Some(frame)) => {
                     sub.took_one();
@@ -389,7 +399,9 @@ fn body(
                 Step::Heartbeat => yield Ok(Bytes::from_static(sse::HEARTBEAT)),
                 Step::DrainStarted => {
                     if let Some(start) = *drain.borrow_and_update() {
-                        close_at = Some(drain_deadline(&node, start.into()));
+                        let at = drain_deadline(&node, start.into());
+                        close_at = Some(at);
+                        close.as_mut().reset(at);
                     }
                 }
                 Step::Close => {
