@@ -355,7 +355,17 @@ async fn reconcile_is_idempotent_and_repairs_drift() {
     let mut env = setup("drift").await;
     env.apply_redis("gw", "  replicas: 2\n");
     env.ready("gw").await;
-    let before = env.rvs("gw").await;
+    // Ready can be reported while the first operator still writes the last
+    // status (e.g. the second replica turning ready): wait until nothing moves.
+    let mut before = env.rvs("gw").await;
+    for _ in 0..30 {
+        tokio::time::sleep(std::time::Duration::from_millis(700)).await;
+        let now = env.rvs("gw").await;
+        if now == before {
+            break;
+        }
+        before = now;
+    }
 
     // A second reconcile, by a fresh operator process, must change nothing.
     env.op.terminate().unwrap();
