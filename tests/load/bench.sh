@@ -9,7 +9,10 @@
 #
 # Knobs (environment): REPEAT (runs of the headline cases, default 3),
 # IDLE_STREAMS (15000), SUBS (2000), DURATION (seconds of publishing, 10),
-# PG_PORT/NCHAN_PORT (28180/28181), NGINX_WORKERS (2), OUT (docs/BENCHMARKS.md).
+# PG_PORT/NCHAN_PORT (28180/28181), NGINX_WORKERS (2), OUT (docs/BENCHMARKS.md),
+# RESULTS_OUT (keep the raw JSON lines there). To re-render from kept results:
+#   pushgate-load report --results FILE --out docs/BENCHMARKS.md \
+#       --png docs/benchmarks-latency.png --notes tests/load/ANALYSIS.md
 # Benchmarks measure and report; they assert nothing about time.
 set -euo pipefail
 
@@ -210,11 +213,11 @@ both fanout-500 fanout --topic "f500-$TAG" --subscribers "$SUBS" --rate 500 --du
 note publish "Publish throughput: 16 concurrent publishers, one event per request, 64 topics" \
     "pushgate acknowledges only after the group commit is durable (fsync); nchan's memory store acknowledges after an in-memory store."
 both publish publish --publishers 16 --topics 64 --duration "$DURATION"
-note publish-batch "Publish throughput with the batch endpoint (pushgate only): 16 publishers × 100-event batches" \
+note publish-batch "Publish throughput with the batch endpoint (pushgate only): 32 publishers × 100-event batches" \
     "nchan has no batch publish; this is the group-commit ceiling of the embedded store."
 start_pushgate
 load --case publish-batch publish --label pushgate $(pid_args "$PG_PID") \
-    --batch-url "http://127.0.0.1:$PG_PORT/v1/publish" --batch 100 --publishers 16 --topics 64 \
+    --batch-url "http://127.0.0.1:$PG_PORT/v1/publish" --batch 100 --publishers 32 --topics 64 \
     --duration "$DURATION" | record || true
 stop_pushgate
 if "$BIN/pushgate" serve --help 2>/dev/null | grep -q redis && need redis-server; then
@@ -227,7 +230,7 @@ if "$BIN/pushgate" serve --help 2>/dev/null | grep -q redis && need redis-server
         load --case publish-redis publish --label "pushgate-redis" $(pid_args "$PG_PID" "$REDIS_PID") \
             --pub-url "$PG_PUB" --publishers 16 --topics 64 --duration "$DURATION" | record || true
         load --case publish-redis publish --label "pushgate-redis batch" $(pid_args "$PG_PID" "$REDIS_PID") \
-            --batch-url "http://127.0.0.1:$PG_PORT/v1/publish" --batch 100 --publishers 16 --topics 64 \
+            --batch-url "http://127.0.0.1:$PG_PORT/v1/publish" --batch 100 --publishers 32 --topics 64 \
             --duration "$DURATION" | record || true
     else
         note publish-redis "Publish throughput on the Redis store" "skipped: pushgate did not start with --store redis:// ($(tail -n1 "$TMP/pushgate.log"))"
@@ -301,6 +304,6 @@ badnet() {
 badnet
 
 mkdir -p "$(dirname "$OUT")"
-cp "$RESULTS" "$TMP/results.keep"
-load report --results "$RESULTS" --out "$OUT" --png "$PNG"
+if [ -n "${RESULTS_OUT:-}" ]; then cp "$RESULTS" "$RESULTS_OUT"; fi
+load report --results "$RESULTS" --out "$OUT" --png "$PNG" --notes tests/load/ANALYSIS.md
 echo "wrote $OUT and $PNG" >&2

@@ -170,6 +170,9 @@ enum Mode {
         /// PNG output (latency distribution).
         #[arg(long)]
         png: PathBuf,
+        /// Markdown appended at the end (the analysis of what limits each figure).
+        #[arg(long)]
+        notes: Option<PathBuf>,
     },
 }
 
@@ -309,8 +312,13 @@ async fn run(mode: Mode) -> anyhow::Result<Option<serde_json::Value>> {
             .await?
         }
         Mode::ParseBench { events } => parse_bench(events),
-        Mode::Report { results, out, png } => {
-            report::write(&results, &out, &png)?;
+        Mode::Report {
+            results,
+            out,
+            png,
+            notes,
+        } => {
+            report::write(&results, &out, &png, notes.as_deref())?;
             return Ok(None);
         }
     }))

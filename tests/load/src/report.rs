@@ -223,8 +223,123 @@ fn table(out: &mut String, runs: &[&Value]) {
     out.push('\n');
 }
 
-/// Reads the results and writes the markdown and the PNG.
-pub fn write(results: &Path, md: &Path, png: &Path) -> anyhow::Result<()> {
+/// The median of `path` over the runs of `label` in `case`.
+fn med(cases: &BTreeMap<String, Vec<&Value>>, case: &str, label: &str, path: &str) -> Option<f64> {
+    let mut v: Vec<f64> = cases
+        .get(case)?
+        .iter()
+        .filter(|r| r["label"] == label)
+        .filter_map(|r| get(r, path))
+        .collect();
+    (!v.is_empty()).then(|| median(&mut v))
+}
+
+/// The issue's goals, each with its measured value (medians of this run).
+fn goals(cases: &BTreeMap<String, Vec<&Value>>) -> String {
+    let m = |c: &str, l: &str, p: &str| med(cases, c, l, p);
+    let mut rows: Vec<(String, String, String, Option<bool>)> = Vec::new();
+    let show = |v: Option<f64>, f: Fmt| {
+        v.map(|v| fmt(v, f))
+            .unwrap_or_else(|| "not measured".into())
+    };
+    let pg_idle = m("idle", "pushgate", "bytes_per_stream");
+    rows.push((
+        "server memory per idle stream (15,000 streams)".into(),
+        "≤ 4 KiB".into(),
+        format!(
+            "pushgate {}, nchan {}",
+            show(pg_idle, Fmt::KiB),
+            show(m("idle", "nchan", "bytes_per_stream"), Fmt::KiB)
+        ),
+        pg_idle.map(|v| v <= 4096.0),
+    ));
+    let lost = m("fanout-50", "pushgate", "lost");
+    rows.push((
+        "2,000 × 50 ev/s: loss".into(),
+        "0".into(),
+        format!(
+            "pushgate {}, nchan {}",
+            show(lost, Fmt::Int),
+            show(m("fanout-50", "nchan", "lost"), Fmt::Int)
+        ),
+        lost.map(|v| v == 0.0),
+    ));
+    let (pc, nc) = (
+        m("fanout-50", "pushgate", "server_cpu_us_per_delivery"),
+        m("fanout-50", "nchan", "server_cpu_us_per_delivery"),
+    );
+    rows.push((
+        "2,000 × 50 ev/s: server CPU per delivery".into(),
+        "≤ 1/3 of nchan's".into(),
+        format!(
+            "pushgate {}, nchan {} (ratio {})",
+            show(pc, Fmt::Us),
+            show(nc, Fmt::Us),
+            show(pc.zip(nc).map(|(a, b)| a / b), Fmt::F2)
+        ),
+        pc.zip(nc).map(|(a, b)| a <= b / 3.0),
+    ));
+    let (pl, nl) = (
+        m("fanout-50", "pushgate", "latency.p99_ms"),
+        m("fanout-50", "nchan", "latency.p99_ms"),
+    );
+    rows.push((
+        "2,000 × 50 ev/s: p99 publish→deliver".into(),
+        "≤ 1/5 of nchan's".into(),
+        format!(
+            "pushgate {}, nchan {} (ratio {})",
+            show(pl, Fmt::Ms),
+            show(nl, Fmt::Ms),
+            show(pl.zip(nl).map(|(a, b)| a / b), Fmt::F2)
+        ),
+        pl.zip(nl).map(|(a, b)| a <= b / 5.0),
+    ));
+    let (l5, s5, p5, e5) = (
+        m("fanout-500", "pushgate", "lost"),
+        m("fanout-500", "pushgate", "server_mem_start"),
+        m("fanout-500", "pushgate", "server_mem_peak"),
+        m("fanout-500", "pushgate", "server_mem_end"),
+    );
+    rows.push((
+        "2,000 × 500 ev/s: zero loss, bounded memory".into(),
+        "0 lost; memory returns, no growth".into(),
+        format!(
+            "pushgate lost {}, dups {}, memory {} → peak {} → end {}, {} slow-consumer reconnects",
+            show(l5, Fmt::Int),
+            show(m("fanout-500", "pushgate", "dups"), Fmt::Int),
+            show(s5, Fmt::MiB),
+            show(p5, Fmt::MiB),
+            show(e5, Fmt::MiB),
+            show(m("fanout-500", "pushgate", "reconnects"), Fmt::Int)
+        ),
+        l5.map(|l| l == 0.0),
+    ));
+    let pb = m("publish-batch", "pushgate", "events_per_s");
+    rows.push((
+        "durable publishes/s, embedded store, group commit".into(),
+        "≥ 100,000/s".into(),
+        format!(
+            "{} (batch endpoint; single-event requests: {})",
+            show(pb, Fmt::Int),
+            show(m("publish", "pushgate", "events_per_s"), Fmt::Int)
+        ),
+        pb.map(|v| v >= 100_000.0),
+    ));
+    let mut out = String::from("## Goals (issue 8), measured in this run\n\n| goal | target | measured (medians) | met |\n|---|---|---|---|\n");
+    for (g, t, v, ok) in rows {
+        let ok = match ok {
+            Some(true) => "yes",
+            Some(false) => "**no**",
+            None => "–",
+        };
+        let _ = writeln!(out, "| {g} | {t} | {v} | {ok} |");
+    }
+    out.push('\n');
+    out
+}
+
+/// Reads the results and writes the markdown and the PNG; `notes` (markdown) is appended.
+pub fn write(results: &Path, md: &Path, png: &Path, appendix: Option<&Path>) -> anyhow::Result<()> {
     let text =
         std::fs::read_to_string(results).with_context(|| format!("{}", results.display()))?;
     let lines: Vec<Value> = text
@@ -284,6 +399,7 @@ pub fn write(results: &Path, md: &Path, png: &Path) -> anyhow::Result<()> {
             cases.entry(case.to_owned()).or_default().push(v);
         }
     }
+    out.push_str(&goals(&cases));
     for case in &order {
         let _ = writeln!(
             out,
@@ -345,8 +461,8 @@ pub fn write(results: &Path, md: &Path, png: &Path) -> anyhow::Result<()> {
         "## Latency distribution\n\n![publish-to-deliver latency percentiles]({png_name})\n\nPublish→deliver latency percentiles of the fan-out runs (median run of each), \
          percentile on a \"nines\" axis, milliseconds on a log axis.\n"
     );
-    if let Some(closing) = meta.and_then(|m| m.get("closing")).and_then(Value::as_str) {
-        let _ = writeln!(out, "{closing}\n");
+    if let Some(n) = appendix {
+        out.push_str(&std::fs::read_to_string(n).with_context(|| format!("{}", n.display()))?);
     }
     std::fs::write(md, out)?;
     plot::write(png, "publish to deliver latency (fan-out)", &series)?;
@@ -379,5 +495,22 @@ mod tests {
         );
         assert!(out.contains("| server CPU per delivery | **2.00 µs** (1.00 µs, 3.00 µs, 2.00 µs) | 8.00 µs | 0.25× |"), "{out}");
         assert!(out.contains("| lost | 0 | 0 | |"), "{out}");
+    }
+
+    #[test]
+    fn goals_compare_medians_against_the_issue_targets() {
+        let runs: Vec<Value> = vec![
+            serde_json::json!({"mode": "fanout", "label": "pushgate", "server_cpu_us_per_delivery": 2.0, "latency": {"p99_ms": 10.0}, "lost": 0}),
+            serde_json::json!({"mode": "fanout", "label": "nchan", "server_cpu_us_per_delivery": 9.0, "latency": {"p99_ms": 30.0}, "lost": 0}),
+            serde_json::json!({"mode": "publish", "label": "pushgate", "events_per_s": 99_999.0}),
+        ];
+        let mut cases: BTreeMap<String, Vec<&Value>> = BTreeMap::new();
+        cases.insert("fanout-50".into(), vec![&runs[0], &runs[1]]);
+        cases.insert("publish-batch".into(), vec![&runs[2]]);
+        let g = goals(&cases);
+        assert!(g.contains("(ratio 0.22) | yes |"), "{g}");
+        assert!(g.contains("(ratio 0.33) | **no** |"), "{g}");
+        assert!(g.contains("| ≥ 100,000/s | 99999 "), "{g}");
+        assert!(g.contains("not measured"), "{g}");
     }
 }
