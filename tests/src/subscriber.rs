@@ -155,3 +155,61 @@ pub fn assert_exactly_once(seen: &[SseEvent], want: &[String]) {
     assert_eq!(got.len(), want.len(), "count differs");
     assert_eq!(got, want, "events differ from what was published");
 }
+
+/// What a [`follow_traced`] subscriber has seen so far, readable while it runs.
+#[derive(Debug, Default)]
+pub struct TracedState {
+    /// Streams opened (1 + reconnects).
+    pub connections: usize,
+    /// Data of every event, in arrival order (the `END` marker included).
+    pub events: Vec<String>,
+    /// `x-pushgate-track` of the current stream: which track serves it.
+    pub served_by: Option<String>,
+}
+
+/// An `EventSource`-like subscriber of `topic` with a fixed `traceparent`
+/// trace id (its canary routing key): it resumes with `Last-Event-ID`
+/// whenever its stream is closed, until an event with data `END` arrives.
+pub async fn follow_traced(
+    client: reqwest::Client,
+    base: String,
+    topic: &'static str,
+    trace: String,
+    state: std::sync::Arc<std::sync::Mutex<TracedState>>,
+) {
+    let headers = vec![(
+        "traceparent".to_owned(),
+        format!("00-{trace}-00f067aa0ba902b7-01"),
+    )];
+    let mut cursor: Option<String> = None;
+    for _ in 0..200 {
+        let url = format!("{base}/v1/stream?topic={topic}");
+        let mut s = match SseClient::open_with(&client, &url, cursor.as_deref(), &headers).await {
+            Ok(Opened::Stream(s)) => s,
+            _ => {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        {
+            let mut st = state.lock().unwrap();
+            st.connections += 1;
+            st.served_by = s
+                .headers()
+                .get("x-pushgate-track")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned);
+        }
+        while let Ok(Some(ev)) = s.next(Duration::from_secs(60)).await {
+            let done = ev.data == "END";
+            state.lock().unwrap().events.push(ev.data);
+            if done {
+                return;
+            }
+        }
+        if !s.last_event_id().is_empty() {
+            cursor = Some(s.last_event_id().to_owned());
+        }
+    }
+    panic!("subscriber {trace} never finished");
+}

@@ -10,58 +10,14 @@ use pushgate::routing::bucket::{bucket, track_of, Track};
 use pushgate_e2e::gateway::{publish, GatewayProcess};
 use pushgate_e2e::redis::RedisServer;
 use pushgate_e2e::sse_client::{Opened, SseClient};
+use pushgate_e2e::subscriber::{follow_traced, TracedState};
 
 const SALT: &str = "canary-test";
-
-#[derive(Default)]
-struct State {
-    connections: usize,
-    events: Vec<String>,
-    served_by: Option<String>,
-}
 
 fn write_table(path: &std::path::Path, weight_bp: u16) {
     let tmp = path.with_extension("tmp");
     std::fs::write(&tmp, format!("weight_bp: {weight_bp}\nsalt: {SALT}\n")).unwrap();
     std::fs::rename(&tmp, path).unwrap();
-}
-
-/// An EventSource-like subscriber with a fixed `traceparent`.
-async fn subscribe(c: reqwest::Client, base: String, trace: String, state: Arc<Mutex<State>>) {
-    let headers = vec![(
-        "traceparent".to_owned(),
-        format!("00-{trace}-00f067aa0ba902b7-01"),
-    )];
-    let mut cursor: Option<String> = None;
-    for _ in 0..200 {
-        let url = format!("{base}/v1/stream?topic=canary");
-        let mut s = match SseClient::open_with(&c, &url, cursor.as_deref(), &headers).await {
-            Ok(Opened::Stream(s)) => s,
-            _ => {
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
-        };
-        {
-            let mut st = state.lock().unwrap();
-            st.connections += 1;
-            st.served_by = s
-                .headers()
-                .get("x-pushgate-track")
-                .map(|v| v.to_str().unwrap().to_owned());
-        }
-        while let Ok(Some(ev)) = s.next(Duration::from_secs(60)).await {
-            let done = ev.data == "END";
-            state.lock().unwrap().events.push(ev.data);
-            if done {
-                return;
-            }
-        }
-        if !s.last_event_id().is_empty() {
-            cursor = Some(s.last_event_id().to_owned());
-        }
-    }
-    panic!("subscriber {trace} never finished");
 }
 
 async fn served(gw: &GatewayProcess, track: &str) -> usize {
@@ -119,7 +75,7 @@ async fn weight_changes_move_only_the_moved_buckets_with_zero_loss() {
         .map(|_| format!("{:032x}", rand::random::<u128>()))
         .collect();
     let buckets: Vec<u16> = traces.iter().map(|t| bucket(SALT, t)).collect();
-    let states: Vec<Arc<Mutex<State>>> = (0..n).map(|_| Arc::default()).collect();
+    let states: Vec<Arc<Mutex<TracedState>>> = (0..n).map(|_| Arc::default()).collect();
     let mut tasks = Vec::new();
     for (i, t) in traces.iter().enumerate() {
         // Half enter through each pod, as a Service would spread them.
@@ -128,9 +84,10 @@ async fn weight_changes_move_only_the_moved_buckets_with_zero_loss() {
         } else {
             canary.url("")
         };
-        tasks.push(tokio::spawn(subscribe(
+        tasks.push(tokio::spawn(follow_traced(
             c.clone(),
             base,
+            "canary",
             t.clone(),
             states[i].clone(),
         )));

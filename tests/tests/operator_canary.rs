@@ -22,57 +22,11 @@ use pushgate::routing::RoutingTable;
 use pushgate_e2e::controlplane::{eventually, ControlPlane, OperatorOptions, OperatorProcess};
 use pushgate_e2e::gateway::{publish, GatewayProcess};
 use pushgate_e2e::redis::RedisServer;
-use pushgate_e2e::sse_client::{Opened, SseClient};
+use pushgate_e2e::subscriber::{follow_traced, TracedState};
 
 const WAIT: Duration = Duration::from_secs(30);
 /// Subscribers, each with its own trace id.
 const N: usize = 1000;
-
-#[derive(Default)]
-struct State {
-    connections: usize,
-    events: Vec<String>,
-    served_by: Option<String>,
-}
-
-/// An EventSource-like subscriber with a fixed `traceparent` that resumes
-/// with `Last-Event-ID` whenever its stream is closed.
-async fn subscribe(c: reqwest::Client, base: String, trace: String, state: Arc<Mutex<State>>) {
-    let headers = vec![(
-        "traceparent".to_owned(),
-        format!("00-{trace}-00f067aa0ba902b7-01"),
-    )];
-    let mut cursor: Option<String> = None;
-    for _ in 0..200 {
-        let url = format!("{base}/v1/stream?topic=canary");
-        let mut s = match SseClient::open_with(&c, &url, cursor.as_deref(), &headers).await {
-            Ok(Opened::Stream(s)) => s,
-            _ => {
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
-        };
-        {
-            let mut st = state.lock().unwrap();
-            st.connections += 1;
-            st.served_by = s
-                .headers()
-                .get("x-pushgate-track")
-                .map(|v| v.to_str().unwrap().to_owned());
-        }
-        while let Ok(Some(ev)) = s.next(Duration::from_secs(60)).await {
-            let done = ev.data == "END";
-            state.lock().unwrap().events.push(ev.data);
-            if done {
-                return;
-            }
-        }
-        if !s.last_event_id().is_empty() {
-            cursor = Some(s.last_event_id().to_owned());
-        }
-    }
-    panic!("subscriber {trace} never finished");
-}
 
 async fn served(gw: &GatewayProcess, track: &str) -> usize {
     gw.metric(&format!("pushgate_streams_by_track{{track=\"{track}\"}}"))
@@ -229,7 +183,7 @@ async fn operator_weight_patches_move_exactly_the_hashed_streams_with_zero_loss(
         .map(|_| format!("{:032x}", rand::random::<u128>()))
         .collect();
     let buckets: Vec<u16> = traces.iter().map(|t| bucket(&salt, t)).collect();
-    let states: Vec<Arc<Mutex<State>>> = (0..N).map(|_| Arc::default()).collect();
+    let states: Vec<Arc<Mutex<TracedState>>> = (0..N).map(|_| Arc::default()).collect();
     let mut tasks = Vec::new();
     for (i, t) in traces.iter().enumerate() {
         // The client Service spreads streams over the pods of both tracks.
@@ -238,9 +192,10 @@ async fn operator_weight_patches_move_exactly_the_hashed_streams_with_zero_loss(
         } else {
             canary.url("")
         };
-        tasks.push(tokio::spawn(subscribe(
+        tasks.push(tokio::spawn(follow_traced(
             c.clone(),
             base,
+            "canary",
             t.clone(),
             states[i].clone(),
         )));
