@@ -213,3 +213,24 @@ pub async fn follow_traced(
     }
     panic!("subscriber {trace} never finished");
 }
+
+/// Asserts that every [`follow_traced`] subscriber got a suffix of `sent` —
+/// everything from the event it attached at, each once, in order.
+pub fn assert_traced_exactly_once(
+    states: &[std::sync::Arc<std::sync::Mutex<TracedState>>],
+    sent: &[String],
+) {
+    for (i, st) in states.iter().enumerate() {
+        let st = st.lock().unwrap();
+        // Subscribers joined live: their history starts wherever they attached.
+        let first = sent
+            .iter()
+            .position(|d| *d == st.events[0])
+            .expect("known event");
+        assert_eq!(
+            st.events,
+            sent[first..],
+            "subscriber {i}: every event once, in order"
+        );
+    }
+}

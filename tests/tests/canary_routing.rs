@@ -10,7 +10,7 @@ use pushgate::routing::bucket::{bucket, track_of, Track};
 use pushgate_e2e::gateway::{publish, GatewayProcess};
 use pushgate_e2e::redis::RedisServer;
 use pushgate_e2e::sse_client::{Opened, SseClient};
-use pushgate_e2e::subscriber::{follow_traced, TracedState};
+use pushgate_e2e::subscriber::{assert_traced_exactly_once, follow_traced, TracedState};
 
 const SALT: &str = "canary-test";
 
@@ -183,19 +183,7 @@ async fn weight_changes_move_only_the_moved_buckets_with_zero_loss() {
             .unwrap()
             .unwrap();
     }
-    for (i, st) in states.iter().enumerate() {
-        let st = st.lock().unwrap();
-        // Subscribers joined live: their history starts wherever they attached.
-        let first = sent
-            .iter()
-            .position(|d| *d == st.events[0])
-            .expect("known event");
-        assert_eq!(
-            st.events,
-            sent[first..],
-            "subscriber {i}: every event once, in order"
-        );
-    }
+    assert_traced_exactly_once(&states, &sent);
     assert!(stable.metric("pushgate_streams_moved_total").await.unwrap() > 0.0);
     assert!(canary.metric("pushgate_streams_moved_total").await.unwrap() > 0.0);
 }

@@ -22,7 +22,7 @@ use pushgate::routing::RoutingTable;
 use pushgate_e2e::controlplane::{eventually, ControlPlane, OperatorOptions, OperatorProcess};
 use pushgate_e2e::gateway::{publish, GatewayProcess};
 use pushgate_e2e::redis::RedisServer;
-use pushgate_e2e::subscriber::{follow_traced, TracedState};
+use pushgate_e2e::subscriber::{assert_traced_exactly_once, follow_traced, TracedState};
 
 const WAIT: Duration = Duration::from_secs(30);
 /// Subscribers, each with its own trace id.
@@ -319,19 +319,7 @@ async fn operator_weight_patches_move_exactly_the_hashed_streams_with_zero_loss(
             .unwrap()
             .unwrap();
     }
-    for (i, st) in states.iter().enumerate() {
-        let st = st.lock().unwrap();
-        // Subscribers joined live: their history starts wherever they attached.
-        let first = sent
-            .iter()
-            .position(|d| *d == st.events[0])
-            .expect("known event");
-        assert_eq!(
-            st.events,
-            sent[first..],
-            "subscriber {i}: every event once, in order"
-        );
-    }
+    assert_traced_exactly_once(&states, &sent);
 
     // Removing the canary deletes its objects; the stable track's config
     // (hence its pods) stays exactly as it was.
