@@ -8,6 +8,42 @@ use pushgate::store::embedded::EmbeddedStore;
 use pushgate::store::{conformance, NewEvent, Store, StoreOptions};
 use pushgate::topic::Topic;
 
+/// Fails appends to one topic with an SQLite trigger on the store's own
+/// database file, created through a second connection as any tool could.
+struct Trigger(std::path::PathBuf);
+
+impl Trigger {
+    fn name(topic: &Topic) -> String {
+        format!(
+            "poison_{:08x}",
+            pushgate::hash::fnv1a32(topic.as_str().as_bytes())
+        )
+    }
+
+    fn exec(&self, sql: &str) {
+        let conn = rusqlite::Connection::open(&self.0).unwrap();
+        conn.busy_timeout(std::time::Duration::from_secs(5))
+            .unwrap();
+        conn.execute_batch(sql).unwrap();
+    }
+}
+
+#[async_trait::async_trait]
+impl conformance::Faults for Trigger {
+    async fn poison(&self, topic: &Topic) {
+        self.exec(&format!(
+            "CREATE TRIGGER {} BEFORE INSERT ON events WHEN NEW.topic = '{}' \
+             BEGIN SELECT RAISE(ABORT, 'poisoned by the test'); END;",
+            Self::name(topic),
+            topic.as_str()
+        ));
+    }
+
+    async fn heal(&self, topic: &Topic) {
+        self.exec(&format!("DROP TRIGGER {};", Self::name(topic)));
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn embedded_store_passes_the_conformance_suite() {
     let dirs = Arc::new(std::sync::Mutex::new(Vec::new()));
@@ -15,8 +51,14 @@ async fn embedded_store_passes_the_conformance_suite() {
     conformance::run_all(move |opts| {
         let dir = tempfile::tempdir().unwrap();
         let store = EmbeddedStore::open(dir.path(), FsyncPolicy::Always, opts).unwrap();
+        let faults = Arc::new(Trigger(dir.path().join("pushgate.db")));
         keep.lock().unwrap().push(dir);
-        async move { Arc::new(store) as Arc<dyn Store> }
+        async move {
+            conformance::Built {
+                store: Arc::new(store) as Arc<dyn Store>,
+                faults,
+            }
+        }
     })
     .await;
 }

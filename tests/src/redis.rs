@@ -127,6 +127,11 @@ impl RedisServer {
                 .unwrap_or(false)
     }
 
+    /// A client for raw commands (fault injection, inspection).
+    pub fn cli(&self) -> RedisCli {
+        RedisCli { port: self.port }
+    }
+
     /// Stops the server (SIGTERM, which also flushes the append-only file) and waits.
     pub fn stop(&mut self) {
         if let Some(mut c) = self.child.take() {
@@ -153,5 +158,30 @@ impl Drop for RedisServer {
             let _ = c.kill();
             let _ = c.wait();
         }
+    }
+}
+
+/// Sends single commands over RESP and returns the first reply line.
+#[derive(Debug, Clone)]
+pub struct RedisCli {
+    port: u16,
+}
+
+impl RedisCli {
+    /// Runs one command; panics unless Redis answers with a non-error reply.
+    pub fn run(&self, args: &[&str]) -> String {
+        use std::io::{BufRead, BufReader, Write};
+        let mut s =
+            std::net::TcpStream::connect(("127.0.0.1", self.port)).expect("connect to redis");
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut req = format!("*{}\r\n", args.len());
+        for a in args {
+            req.push_str(&format!("${}\r\n{a}\r\n", a.len()));
+        }
+        s.write_all(req.as_bytes()).expect("write to redis");
+        let mut line = String::new();
+        BufReader::new(s).read_line(&mut line).expect("redis reply");
+        assert!(!line.starts_with('-'), "redis {args:?}: {line}");
+        line.trim_end().to_owned()
     }
 }

@@ -1,6 +1,8 @@
 //! The store conformance suite: every [`Store`] implementation must pass
 //! [`run_all`] unchanged. Each case gets a fresh store from the factory and
-//! uses topic names unique to the run, so a shared server is fine.
+//! uses topic names unique to the run, so a shared server is fine. The
+//! factory also hands over [`Faults`]: a way to make the real store fail
+//! appends to one topic, so that failures part-way are tested too.
 
 use std::future::Future;
 use std::sync::{Arc, Mutex};
@@ -10,10 +12,29 @@ use super::{NewEvent, Store, StoreOptions, StoredEvent};
 use crate::config::Retention;
 use crate::topic::Topic;
 
+/// Makes the store under test fail every append to one topic, inside the
+/// store itself (an SQLite trigger, a Redis key of the wrong type), and undoes it.
+#[async_trait::async_trait]
+pub trait Faults: Send + Sync {
+    /// From now on, appends touching `topic` fail.
+    async fn poison(&self, topic: &Topic);
+    /// Appends to `topic` work again.
+    async fn heal(&self, topic: &Topic);
+}
+
+/// What a factory builds: the store and its fault switch.
+pub struct Built {
+    /// The store.
+    pub store: Arc<dyn Store>,
+    /// Its fault switch.
+    pub faults: Arc<dyn Faults>,
+}
+
 /// A store under test plus everything its live sink received.
 pub struct Subject {
     /// The store.
     pub store: Arc<dyn Store>,
+    faults: Arc<dyn Faults>,
     live: Arc<Mutex<Vec<Arc<StoredEvent>>>>,
     prefix: String,
 }
@@ -44,17 +65,18 @@ fn event(topic: &Topic, data: &str) -> NewEvent {
 async fn make<F, Fut>(factory: &F, retention: Retention) -> Subject
 where
     F: Fn(StoreOptions) -> Fut,
-    Fut: Future<Output = Arc<dyn Store>>,
+    Fut: Future<Output = Built>,
 {
     let live: Arc<Mutex<Vec<Arc<StoredEvent>>>> = Arc::default();
     let sink_live = live.clone();
-    let store = factory(StoreOptions {
+    let built = factory(StoreOptions {
         retention,
         sink: Arc::new(move |e| sink_live.lock().unwrap().push(e)),
     })
     .await;
     Subject {
-        store,
+        store: built.store,
+        faults: built.faults,
         live,
         prefix: format!("conf-{:08x}", rand::random::<u32>()),
     }
@@ -64,12 +86,13 @@ where
 pub async fn run_all<F, Fut>(factory: F)
 where
     F: Fn(StoreOptions) -> Fut,
-    Fut: Future<Output = Arc<dyn Store>>,
+    Fut: Future<Output = Built>,
 {
     let r = Retention::default();
     sequences_are_per_topic_and_gapless(make(&factory, r.clone()).await).await;
     payloads_survive_exactly(make(&factory, r.clone()).await).await;
     batches_are_ordered_and_atomic(make(&factory, r.clone()).await).await;
+    a_failure_part_way_leaves_each_topic_all_or_nothing(make(&factory, r.clone()).await).await;
     reads_page_in_order(make(&factory, r.clone()).await).await;
     idempotency_key_dedupes(make(&factory, r.clone()).await).await;
     live_sink_sees_each_event_once_in_order(make(&factory, r.clone()).await).await;
@@ -166,6 +189,63 @@ async fn batches_are_ordered_and_atomic(s: Subject) {
         .collect();
     assert_eq!(data, ["a1", "a2"]);
     assert!(s.store.append(Vec::new()).await.unwrap().is_empty());
+}
+
+fn keyed(topic: &Topic, data: &str) -> NewEvent {
+    NewEvent {
+        idempotency_key: Some(format!("k-{data}")),
+        ..event(topic, data)
+    }
+}
+
+async fn data_of(s: &Subject, t: &Topic) -> Vec<String> {
+    let events = s.store.read_after(t, 0, 100).await.expect("read");
+    events.iter().map(|e| e.data.to_string()).collect()
+}
+
+/// The promise of [`Store::append`]: a batch that fails part-way has stored,
+/// per topic, all of that topic's events or none, burnt no sequence number,
+/// and announced exactly what it stored; retried with the same idempotency
+/// keys it then stores every event exactly once.
+async fn a_failure_part_way_leaves_each_topic_all_or_nothing(s: Subject) {
+    let (a, b) = (s.topic("ok"), s.topic("poisoned"));
+    let batch = || {
+        vec![
+            keyed(&a, "a1"),
+            keyed(&b, "b1"),
+            keyed(&a, "a2"),
+            keyed(&b, "b2"),
+        ]
+    };
+    s.faults.poison(&b).await;
+    assert!(
+        s.store.append(batch()).await.is_err(),
+        "a failed append is reported"
+    );
+    let stored_a = data_of(&s, &a).await;
+    assert!(
+        stored_a.is_empty() || stored_a == ["a1", "a2"],
+        "topic a is all or nothing: {stored_a:?}"
+    );
+    assert_eq!(
+        s.live_for(&a).len(),
+        stored_a.len(),
+        "announced what it stored"
+    );
+    assert!(s.live_for(&b).is_empty());
+    s.faults.heal(&b).await;
+    assert!(data_of(&s, &b).await.is_empty(), "nothing of topic b");
+    assert_eq!(s.store.head(&b).await.unwrap().last_seq, 0, "no seq burnt");
+
+    let acks = s.store.append(batch()).await.expect("the retry succeeds");
+    let dup: Vec<bool> = acks.iter().map(|k| k.duplicate).collect();
+    let a_was_stored = !stored_a.is_empty();
+    assert_eq!(dup, [a_was_stored, false, a_was_stored, false]);
+    assert_eq!(data_of(&s, &a).await, ["a1", "a2"]);
+    assert_eq!(data_of(&s, &b).await, ["b1", "b2"]);
+    let seqs: Vec<u64> = acks.iter().map(|k| k.seq).collect();
+    assert_eq!(seqs, [1, 1, 2, 2], "gapless per topic");
+    assert_eq!(s.live_for(&b), [1, 2], "each event announced once");
 }
 
 async fn reads_page_in_order(s: Subject) {

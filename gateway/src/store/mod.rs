@@ -95,8 +95,11 @@ pub enum StoreError {
 /// Durable, ordered, per-topic event history plus the live feed.
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
-    /// Stores a batch atomically (all or nothing) and returns one ack per
-    /// event, in input order. Events reach the live sink before this returns.
+    /// Stores a batch, atomically per topic: on error, each topic has all of
+    /// its events of the batch stored or none (the embedded store: none at
+    /// all), no sequence number is used up, and only stored events reached
+    /// the live sink. On success, one ack per event in input order; events
+    /// reach the live sink before this returns.
     async fn append(&self, batch: Vec<NewEvent>) -> Result<Vec<Ack>, StoreError>;
 
     /// Up to `limit` retained events of `topic` with `seq > after`, in order,

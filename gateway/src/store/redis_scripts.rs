@@ -1,7 +1,10 @@
 //! Lua scripts of the Redis store. Each touches only keys of one topic (one
 //! hash slot), so they are valid on Redis Cluster.
 
-/// Appends events to one topic atomically.
+/// Appends events to one topic atomically. Redis does not roll a script
+/// back when a command in it fails, so everything that could fail is
+/// checked before the first write: the events of one topic are stored all
+/// or none, and no sequence number is burnt by a failed append.
 ///
 /// KEYS: meta hash, stream, then one key per event that has an idempotency key.
 /// ARGV: candidate epoch, approximate max length, idempotency TTL (ms), event
@@ -9,6 +12,20 @@
 /// type, data. Returns per event `{epoch, seq, ts_ms, duplicate}`.
 pub const APPEND: &str = r#"
 local meta, stream = KEYS[1], KEYS[2]
+local st = redis.call('TYPE', stream)['ok']
+if st ~= 'stream' and st ~= 'none' then
+  return redis.error_reply('WRONGTYPE ' .. stream .. ' holds a ' .. st .. ', not a stream')
+end
+local mt = redis.call('TYPE', meta)['ok']
+if mt ~= 'hash' and mt ~= 'none' then
+  return redis.error_reply('WRONGTYPE ' .. meta .. ' holds a ' .. mt .. ', not a hash')
+end
+for k = 3, #KEYS do
+  local kt = redis.call('TYPE', KEYS[k])['ok']
+  if kt ~= 'string' and kt ~= 'none' then
+    return redis.error_reply('WRONGTYPE ' .. KEYS[k] .. ' holds a ' .. kt .. ', not a string')
+  end
+end
 local epoch = redis.call('HGET', meta, 'epoch')
 if not epoch then
   epoch = ARGV[1]
