@@ -41,6 +41,8 @@ pub struct Config {
     pub delivery: Delivery,
     /// Limits; exceeding one is a clear 4xx/503, never a crash.
     pub limits: Limits,
+    /// TCP connections: head and idle deadlines, head size, caps.
+    pub edge: crate::edge::EdgeConfig,
     /// Settings of the Redis store (used when `store` is a redis:// URL).
     pub redis: RedisSettings,
     /// Canary routing: this pod's track, the peer Service, the routing table source.
@@ -174,6 +176,7 @@ impl Default for Config {
             retention: Retention::default(),
             delivery: Delivery::default(),
             limits: Limits::default(),
+            edge: crate::edge::EdgeConfig::default(),
             redis: RedisSettings::default(),
             routing: crate::routing::RoutingSettings::default(),
             demo_page: false,
@@ -284,6 +287,9 @@ pub struct Overrides {
     /// Base URL of the other track's Service; streams of its buckets are proxied there [default: none]
     #[arg(long, env = "PUSHGATE_PEER_URL", value_name = "URL")]
     pub peer_url: Option<String>,
+    /// File with the token both tracks put on requests they proxy to each other; required with --peer-url [default: none]
+    #[arg(long, env = "PUSHGATE_PEER_TOKEN_FILE", value_name = "FILE")]
+    pub peer_token_file: Option<PathBuf>,
     /// Routing table file, re-read on change [default: none]
     #[arg(long, env = "PUSHGATE_ROUTING_TABLE_FILE", value_name = "FILE")]
     pub routing_table_file: Option<PathBuf>,
@@ -305,6 +311,18 @@ pub struct Overrides {
     /// Events per second per publisher address [default: 5000]
     #[arg(long, env = "PUSHGATE_PUBLISH_RATE", value_name = "PER_SEC")]
     pub publish_rate: Option<u32>,
+    /// A new connection must send a complete request head within this [default: 10s]
+    #[arg(long, env = "PUSHGATE_HEADER_READ_TIMEOUT", value_parser = humantime::parse_duration, value_name = "DURATION")]
+    pub header_read_timeout: Option<Duration>,
+    /// A connection with no request in flight is closed after this [default: 60s]
+    #[arg(long, env = "PUSHGATE_IDLE_TIMEOUT", value_parser = humantime::parse_duration, value_name = "DURATION")]
+    pub idle_timeout: Option<Duration>,
+    /// Largest request head in bytes; larger ones get 431 [default: 16384]
+    #[arg(long, env = "PUSHGATE_MAX_HEADER_BYTES", value_name = "BYTES")]
+    pub max_header_bytes: Option<usize>,
+    /// Open TCP connections on the API port; 0 = open-file limit minus the reserve [default: 0]
+    #[arg(long, env = "PUSHGATE_MAX_TCP_CONNECTIONS", value_name = "N")]
+    pub max_tcp_connections: Option<usize>,
     /// Token verifying key: HS256 secret or RS256/ES256 public key (PEM); enables auth [default: none]
     #[arg(long, env = "PUSHGATE_AUTH_KEY_FILE", value_name = "FILE")]
     pub auth_key_file: Option<PathBuf>,
@@ -428,6 +446,13 @@ impl Config {
         if o.peer_url.is_some() {
             self.routing.peer_url = o.peer_url.clone();
         }
+        if o.peer_token_file.is_some() {
+            self.routing.peer_token_file = o.peer_token_file.clone();
+        }
+        set(&mut self.edge.header_read_timeout, &o.header_read_timeout);
+        set(&mut self.edge.idle_timeout, &o.idle_timeout);
+        set(&mut self.edge.max_header_bytes, &o.max_header_bytes);
+        set(&mut self.edge.max_tcp_connections, &o.max_tcp_connections);
         if o.routing_table_file.is_some() {
             self.routing.table_file = o.routing_table_file.clone();
         }
@@ -457,6 +482,9 @@ impl Config {
             if !(u.starts_with("http://") && u.parse::<axum::http::Uri>().is_ok()) {
                 return bad("routing.peer_url must be an http:// URL");
             }
+            if rt.peer_token_file.is_none() {
+                return bad("routing.peer_url needs routing.peer_token_file: the tracks prove to each other that a request was proxied");
+            }
         }
         let r = &self.redis;
         if r.key_prefix.is_empty() || r.key_prefix.contains(['{', '}']) {
@@ -485,6 +513,7 @@ impl Config {
         }
         self.auth
             .validate()
+            .and(self.edge.validate())
             .and(self.tls.validate())
             .and(self.cors.validate())
             .map_err(ConfigError::Invalid)?;

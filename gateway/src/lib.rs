@@ -5,11 +5,13 @@
 //! [`store::Store`] (the single seam to durable history) and the
 //! [`fanout::Hub`] (local delivery); [`stream`] runs one SSE stream.
 
+pub mod admission;
 pub mod alloc;
 pub mod auth;
 pub mod config;
 pub mod cors;
 pub mod cursor;
+pub mod edge;
 pub mod error;
 pub mod fanout;
 pub mod hash;

@@ -15,7 +15,7 @@ pub struct Metrics {
     pub connections: IntGauge,
     /// Streams accepted.
     pub streams_opened_total: IntCounter,
-    /// Streams refused, by reason (`max_connections`, `accept_rate`, `draining`, `store`).
+    /// Streams refused for now, by reason (`admission::RefuseReason::label`).
     pub streams_rejected_total: IntCounterVec,
     /// Events acknowledged to publishers (duplicates excluded).
     pub events_published_total: IntCounter,
@@ -31,7 +31,8 @@ pub struct Metrics {
     pub event_loop_lag_seconds: Gauge,
     /// Resumes by outcome (`exact` or `reset`).
     pub resume_total: IntCounterVec,
-    /// Time between the last event a client had (its cursor) and its resume.
+    /// Time from the publish of the last event a resuming client had (its
+    /// cursor's timestamp) to the resume: how long it went without events.
     pub reconnect_gap_seconds: Histogram,
     /// Time to make a publish durable.
     pub publish_duration_seconds: Histogram,
@@ -45,6 +46,12 @@ pub struct Metrics {
     pub proxied_streams: IntGauge,
     /// Streams closed because a routing change moved their bucket.
     pub streams_moved_total: IntCounter,
+    /// Open TCP connections, by listener (`api`, `ops`).
+    pub tcp_connections: IntGaugeVec,
+    /// The cap on open TCP connections, by listener.
+    pub tcp_connection_limit: IntGaugeVec,
+    /// TCP connections closed by the edge, by reason.
+    pub tcp_connections_closed_total: IntCounterVec,
 }
 
 fn register<T: prometheus::core::Collector + Clone + 'static>(r: &Registry, m: T) -> T {
@@ -67,6 +74,12 @@ impl Metrics {
                 &r,
                 Histogram::with_opts(HistogramOpts::new(name, help).buckets(buckets))
                     .expect("valid metric"),
+            )
+        };
+        let gauge_vec = |name: &str, help: &str, label: &str| {
+            register(
+                &r,
+                IntGaugeVec::new(Opts::new(name, help), &[label]).expect("valid metric"),
             )
         };
         let latency = vec![
@@ -124,7 +137,7 @@ impl Metrics {
             ),
             reconnect_gap_seconds: histogram(
                 "reconnect_gap_seconds",
-                "Time from the cursor's event to the resume of the stream",
+                "Time from the publish of the last event a resuming client had (its cursor's timestamp) to its resume",
                 gaps,
             ),
             publish_duration_seconds: histogram(
@@ -134,21 +147,49 @@ impl Metrics {
             ),
             store_errors_total: counter("store_errors_total", "Failed store operations"),
             heap_bytes: gauge("heap_bytes", "Bytes allocated on the heap"),
-            streams_by_track: register(
-                &r,
-                IntGaugeVec::new(
-                    Opts::new("streams_by_track", "Streams served by this pod, by track"),
-                    &["track"],
-                )
-                .expect("valid metric"),
+            streams_by_track: gauge_vec(
+                "streams_by_track",
+                "Streams served by this pod, by track",
+                "track",
             ),
             proxied_streams: gauge("proxied_streams", "Streams forwarded to the other track"),
             streams_moved_total: counter(
                 "streams_moved_total",
                 "Streams closed because a routing change moved their bucket",
             ),
+            tcp_connections: gauge_vec(
+                "tcp_connections",
+                "Open TCP connections, by listener",
+                "listener",
+            ),
+            tcp_connection_limit: gauge_vec(
+                "tcp_connection_limit",
+                "Cap on open TCP connections, by listener",
+                "listener",
+            ),
+            tcp_connections_closed_total: register(
+                &r,
+                IntCounterVec::new(
+                    Opts::new(
+                        "tcp_connections_closed_total",
+                        "TCP connections closed by the gateway's edge, by reason",
+                    ),
+                    &["reason"],
+                )
+                .expect("valid metric"),
+            ),
             registry: r,
         })
+    }
+
+    /// The handles the connection edge updates.
+    pub fn edge(&self) -> crate::edge::EdgeMetrics {
+        let by = |v: &IntGaugeVec| ["api", "ops"].map(|l| v.with_label_values(&[l]));
+        crate::edge::EdgeMetrics {
+            open: by(&self.tcp_connections),
+            cap: by(&self.tcp_connection_limit),
+            closed: self.tcp_connections_closed_total.clone(),
+        }
     }
 
     /// The text exposition format.

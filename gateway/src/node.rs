@@ -20,6 +20,13 @@ use crate::store::redis::RedisStore;
 use crate::store::{Ack, NewEvent, Store, StoreError, StoreOptions};
 use crate::topic::Topic;
 
+/// A `retry:` value in ms: `base` jittered ±50 %, so that clients told to
+/// come back at the same moment spread out instead of returning together.
+pub fn jitter_ms(base: Duration) -> u64 {
+    let base = base.as_millis().max(2) as u64;
+    rand::rng().random_range(base / 2..=base + base / 2)
+}
+
 /// One running gateway.
 pub struct Node {
     /// Effective configuration.
@@ -70,13 +77,15 @@ impl Node {
             metrics.streams_by_track.clone(),
             metrics.streams_moved_total.clone(),
         );
-        let proxy = config.routing.peer_url.as_deref().map(|peer| {
-            crate::routing::proxy::Proxy::new(
+        let proxy = match (&config.routing.peer_url, &config.routing.peer_token_file) {
+            (Some(peer), Some(token)) => Some(crate::routing::proxy::Proxy::new(
                 peer,
                 config.routing.track,
+                crate::routing::PeerToken::watch(token.clone())?,
                 metrics.proxied_streams.clone(),
-            )
-        });
+            )),
+            _ => None,
+        };
         if let Some(path) = &config.routing.table_file {
             crate::routing::source::watch_file(routing.clone(), path.clone()).await?;
         }
@@ -165,11 +174,9 @@ impl Node {
         self.draining.subscribe()
     }
 
-    /// A `retry:` value in ms: the configured base, jittered ±50 % so a mass
-    /// reconnect spreads out.
+    /// A `retry:` value in ms around the configured base (see [`jitter_ms`]).
     pub fn jittered_retry_ms(&self) -> u64 {
-        let base = self.config.delivery.retry.as_millis().max(2) as u64;
-        rand::rng().random_range(base / 2..=base + base / 2)
+        jitter_ms(self.config.delivery.retry)
     }
 
     /// `Retry-After` seconds matching the retry hint.

@@ -1,28 +1,39 @@
 //! Accept loops: HTTP/1.1 and h2c on one port (hyper-util's auto builder),
-//! each connection with a kill switch in its requests' extensions. With TLS
-//! configured the API port speaks HTTPS instead (ALPN h2 and http/1.1).
+//! each connection admitted and timed by the [`Edge`] and with a kill switch
+//! in its requests' extensions. With TLS configured the API port speaks
+//! HTTPS instead (ALPN h2 and http/1.1).
 
+use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
+use axum::body::Body;
 use axum::Router;
+use bytes::Bytes;
+use http_body::{Body as HttpBody, Frame, SizeHint};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use hyper_util::service::TowerToHyperService;
-use tokio::net::TcpListener;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
 
+use crate::edge::{self, Admit, Busy, Closed, Conn, Edge, EdgeConfig, Listener};
 use crate::http::{api_router, ops_router, ConnInfo};
 use crate::node::Node;
 use crate::tls::Tls;
 
-/// A client that has not finished its TLS handshake by then is dropped.
-const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a connection that finds the cap full while room is being made
+/// may wait: the evicted connections' tasks need a moment to be scheduled
+/// and close, longer under a flood that keeps every core busy.
+const ADMIT_WAIT: Duration = Duration::from_secs(2);
 
 /// Running listeners of one gateway.
 pub struct Server {
@@ -30,14 +41,35 @@ pub struct Server {
     pub api_addr: SocketAddr,
     /// Bound metrics address, if configured.
     pub metrics_addr: Option<SocketAddr>,
+    /// Connection bookkeeping of both listeners.
+    pub edge: Arc<Edge>,
     stop: CancellationToken,
     loops: Vec<JoinHandle<GracefulShutdown>>,
+}
+
+/// What every connection of one listener shares.
+#[derive(Clone)]
+struct Serving {
+    router: Router,
+    edge: Arc<Edge>,
+    listener: Listener,
+    builder: Arc<auto::Builder<TokioExecutor>>,
+    tls: Option<tokio_rustls::TlsAcceptor>,
 }
 
 impl Server {
     /// Binds the configured addresses and starts serving.
     pub async fn start(node: Arc<Node>) -> anyhow::Result<Server> {
         let stop = CancellationToken::new();
+        let cfg = &node.config.edge;
+        let nofile = edge::nofile_limit();
+        let edge = Edge::new(cfg, nofile, node.metrics.edge());
+        tracing::info!(
+            api = edge.cap(Listener::Api),
+            ops = edge.cap(Listener::Ops),
+            nofile,
+            "TCP connection caps"
+        );
         let api = bind(node.config.listen)
             .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", node.config.listen))?;
         let api_addr = api.local_addr()?;
@@ -49,11 +81,18 @@ impl Server {
             }
             false => None,
         };
+        let builder = Arc::new(builder(cfg));
+        let serving = |router, listener, tls| Serving {
+            router,
+            edge: edge.clone(),
+            listener,
+            builder: builder.clone(),
+            tls,
+        };
         let mut loops = vec![tokio::spawn(serve(
             api,
-            api_router(node.clone()),
+            serving(api_router(node.clone()), Listener::Api, tls),
             stop.clone(),
-            tls,
         ))];
         let mut metrics_addr = None;
         if let Some(addr) = node.config.metrics_listen {
@@ -63,14 +102,14 @@ impl Server {
             metrics_addr = Some(l.local_addr()?);
             loops.push(tokio::spawn(serve(
                 l,
-                ops_router(node.clone()),
+                serving(ops_router(node.clone()), Listener::Ops, None),
                 stop.clone(),
-                None,
             )));
         }
         Ok(Server {
             api_addr,
             metrics_addr,
+            edge,
             stop,
             loops,
         })
@@ -87,12 +126,16 @@ impl Server {
     }
 }
 
-async fn serve(
-    listener: TcpListener,
-    router: Router,
-    stop: CancellationToken,
-    tls: Option<tokio_rustls::TlsAcceptor>,
-) -> GracefulShutdown {
+/// HTTP/1.1 and HTTP/2 with the edge's head size limit (hyper answers 431).
+fn builder(cfg: &EdgeConfig) -> auto::Builder<TokioExecutor> {
+    let mut b = auto::Builder::new(TokioExecutor::new());
+    b.http1().max_buf_size(cfg.max_header_bytes);
+    b.http2()
+        .max_header_list_size(u32::try_from(cfg.max_header_bytes).unwrap_or(u32::MAX));
+    b
+}
+
+async fn serve(listener: TcpListener, s: Serving, stop: CancellationToken) -> GracefulShutdown {
     let graceful = GracefulShutdown::new();
     loop {
         let (tcp, peer) = tokio::select! {
@@ -107,49 +150,115 @@ async fn serve(
                 }
             },
         };
-        let _ = tcp.set_nodelay(true);
-        let kill = CancellationToken::new();
-        let info = ConnInfo {
-            peer,
-            kill: kill.clone(),
-        };
-        let svc = router
-            .clone()
-            .map_request(move |mut req: axum::http::Request<Incoming>| {
-                req.extensions_mut().insert(info.clone());
-                req
-            });
-        let Some(tls) = tls.clone() else {
-            let conn = auto::Builder::new(TokioExecutor::new())
-                .serve_connection_with_upgrades(TokioIo::new(tcp), TowerToHyperService::new(svc))
-                .into_owned();
-            let conn = graceful.watch(conn);
-            tokio::spawn(async move {
-                tokio::select! {
-                    _ = conn => {}
-                    _ = kill.cancelled() => {}
-                }
-            });
+        let Some(conn) = admit(&s).await else {
             continue;
         };
-        let watcher = graceful.watcher();
-        // The handshake runs in the connection's own task so that a slow or
-        // silent client cannot stall the accept loop.
-        tokio::spawn(async move {
-            let io = match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, tls.accept(tcp)).await {
-                Ok(Ok(io)) => io,
-                Ok(Err(e)) => return tracing::debug!(%peer, error = %e, "TLS handshake failed"),
-                Err(_) => return tracing::debug!(%peer, "TLS handshake timed out"),
-            };
-            let conn = auto::Builder::new(TokioExecutor::new())
-                .serve_connection_with_upgrades(TokioIo::new(io), TowerToHyperService::new(svc))
-                .into_owned();
-            let conn = watcher.watch(conn);
-            tokio::select! {
-                _ = conn => {}
-                _ = kill.cancelled() => {}
+        let _ = tcp.set_nodelay(true);
+        tokio::spawn(connection(tcp, peer, conn, s.clone(), graceful.watcher()));
+    }
+}
+
+/// Admits a just-accepted connection: waits (bounded) while evicted ones
+/// are still closing; `None` means close it now rather than let it hold a
+/// descriptor or wait in the backlog.
+async fn admit(s: &Serving) -> Option<Arc<Conn>> {
+    let deadline = tokio::time::Instant::now() + ADMIT_WAIT;
+    loop {
+        match s.edge.admit(s.listener) {
+            Admit::Serve(conn) => return Some(conn),
+            Admit::Full => return None,
+            Admit::Wait if tokio::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(1)).await
             }
-        });
+            Admit::Wait => {
+                s.edge.count_over_capacity();
+                return None;
+            }
+        }
+    }
+}
+
+/// Runs one connection until it ends, is killed, or overstays a deadline.
+/// The TLS handshake runs here too, so a silent client cannot stall the
+/// accept loop, and it counts against the head deadline.
+async fn connection(
+    tcp: TcpStream,
+    peer: SocketAddr,
+    conn: Arc<Conn>,
+    s: Serving,
+    watcher: Watcher,
+) {
+    let run = async {
+        match s.tls.clone() {
+            None => drive(tcp, peer, &conn, &s, watcher).await,
+            Some(acceptor) => match acceptor.accept(tcp).await {
+                Ok(io) => drive(io, peer, &conn, &s, watcher).await,
+                Err(e) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
+            },
+        }
+    };
+    tokio::select! {
+        _ = run => {}
+        _ = conn.kill.cancelled() => {}
+        why = conn.watchdog() => tracing::debug!(%peer, reason = ?why, "connection closed by the edge"),
+    }
+}
+
+async fn drive<I>(io: I, peer: SocketAddr, conn: &Arc<Conn>, s: &Serving, watcher: Watcher)
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let info = ConnInfo {
+        peer,
+        kill: conn.kill.clone(),
+    };
+    let (router, c) = (s.router.clone(), conn.clone());
+    let svc = tower::service_fn(move |mut req: axum::http::Request<Incoming>| {
+        let busy = c.begin();
+        req.extensions_mut().insert(info.clone());
+        let router = router.clone();
+        async move {
+            let resp = router.oneshot(req).await?;
+            Ok::<_, Infallible>(resp.map(|inner| Body::new(InFlight { inner, _busy: busy })))
+        }
+    });
+    let served = s
+        .builder
+        .serve_connection_with_upgrades(TokioIo::new(io), TowerToHyperService::new(svc))
+        .into_owned();
+    if let Err(e) = watcher.watch(served).await {
+        if e.downcast_ref::<hyper::Error>()
+            .is_some_and(hyper::Error::is_parse_too_large)
+        {
+            conn.closed_by_protocol(Closed::HeaderTooLarge);
+        }
+    }
+}
+
+/// A response body that keeps its request "in flight" on the connection
+/// until hyper has sent the last byte (a stream stays in flight for life).
+struct InFlight {
+    inner: Body,
+    _busy: Busy,
+}
+
+impl HttpBody for InFlight {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
+        Pin::new(&mut self.inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
     }
 }
 

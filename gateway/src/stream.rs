@@ -7,13 +7,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Body;
-use axum::http::{header, HeaderValue, Response, StatusCode};
 use bytes::{Bytes, BytesMut};
 use futures_util::Stream;
 use rand::Rng;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use crate::admission::{Refusal, RefuseReason, StreamSlot};
 use crate::cursor::{Cursor, Position, ResumeFrom};
 use crate::error::ApiError;
 use crate::fanout::{Frame, KickReason, Subscription};
@@ -35,58 +35,36 @@ pub struct StreamRequest {
     pub resume: ResumeFrom,
     /// Cancels the client's connection (slow consumers that stop reading).
     pub conn: CancellationToken,
+    /// Its slot of `max_connections`.
+    pub slot: StreamSlot,
     /// Canary routing registration: closes the stream when its bucket moves.
     pub route: Option<RouteGuard>,
-    /// `Set-Cookie` for a routing key issued to this client.
-    pub set_cookie: Option<String>,
 }
 
-/// Holds one slot of `max_connections` and the `connections` gauge.
-struct StreamSlot(Arc<Node>);
-
-impl StreamSlot {
-    fn acquire(node: &Arc<Node>) -> Result<StreamSlot, ApiError> {
-        let gauge = &node.metrics.connections;
-        gauge.inc();
-        let slot = StreamSlot(node.clone());
-        if gauge.get() as usize > node.config.limits.max_connections {
-            return Err(node.reject_stream("max_connections", "too many open streams"));
-        }
-        Ok(slot)
-    }
+/// Why a stream did not open: transient (come back later) or an error.
+#[derive(Debug)]
+pub enum OpenError {
+    /// Come back later.
+    Refused(Refusal),
+    /// A permanent error (bad cursor).
+    Api(ApiError),
 }
 
-impl Drop for StreamSlot {
-    fn drop(&mut self) {
-        self.0.metrics.connections.dec();
+impl From<Refusal> for OpenError {
+    fn from(r: Refusal) -> Self {
+        OpenError::Refused(r)
     }
 }
 
-impl Node {
-    fn reject_stream(&self, reason: &'static str, message: &str) -> ApiError {
-        self.metrics
-            .streams_rejected_total
-            .with_label_values(&[reason])
-            .inc();
-        let code = match reason {
-            "draining" => "draining",
-            "accept_rate" => "accept_rate_limited",
-            _ => "overloaded",
-        };
-        ApiError::unavailable(code, message, self.retry_after_secs())
+impl From<ApiError> for OpenError {
+    fn from(e: ApiError) -> Self {
+        OpenError::Api(e)
     }
 }
 
-/// Opens a stream: refuses it under overload or drain, plans the resume,
-/// registers for live events and returns the streaming response.
-pub async fn open(node: &Arc<Node>, req: StreamRequest) -> Result<Response<Body>, ApiError> {
-    if node.is_draining() {
-        return Err(node.reject_stream("draining", "gateway is shutting down; reconnect"));
-    }
-    let slot = StreamSlot::acquire(node)?;
-    if node.accept_rate.try_take().is_err() {
-        return Err(node.reject_stream("accept_rate", "too many new streams per second"));
-    }
+/// Opens an admitted stream: plans the resume, registers for live events
+/// and returns the body of the streaming response.
+pub async fn open(node: &Arc<Node>, req: StreamRequest) -> Result<Body, OpenError> {
     // Register before reading heads: anything newer than the heads arrives
     // through the queue, anything older comes from history — no gap at the seam.
     let sub = node.hub.subscribe(&req.topics, req.conn);
@@ -95,11 +73,8 @@ pub async fn open(node: &Arc<Node>, req: StreamRequest) -> Result<Response<Body>
         let head = match node.store.head(t).await {
             Ok(h) => h,
             Err(e) => {
-                node.metrics
-                    .streams_rejected_total
-                    .with_label_values(&["store"])
-                    .inc();
-                return Err(node.store_error(e));
+                node.store_error(e);
+                return Err(node.refuse(RefuseReason::Store).into());
             }
         };
         let start = resume::plan(t, head, &req.resume)
@@ -123,24 +98,13 @@ pub async fn open(node: &Arc<Node>, req: StreamRequest) -> Result<Response<Body>
     }
     node.metrics.streams_opened_total.inc();
     let moved = req.route.as_ref().map(|r| r.moved.clone());
-    let body = Body::from_stream(body(node.clone(), sub, starts, (slot, req.route), moved));
-    let mut resp = Response::new(body);
-    *resp.status_mut() = StatusCode::OK;
-    let h = resp.headers_mut();
-    h.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/event-stream; charset=utf-8"),
-    );
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-    h.insert("x-accel-buffering", HeaderValue::from_static("no"));
-    h.insert(
-        "x-pushgate-track",
-        HeaderValue::from_static(node.routing.track.as_str()),
-    );
-    if let Some(c) = req.set_cookie.and_then(|c| HeaderValue::from_str(&c).ok()) {
-        h.append(header::SET_COOKIE, c);
-    }
-    Ok(resp)
+    Ok(Body::from_stream(body(
+        node.clone(),
+        sub,
+        starts,
+        (req.slot, req.route),
+        moved,
+    )))
 }
 
 /// Per-stream positions; builds the bytes for each delivered event.
@@ -411,6 +375,32 @@ fn body(
             }
         }
     }
+}
+
+/// Resolves when a stream held here but served elsewhere (forwarded to the
+/// other track) must end, as a local stream would: at its moment in the
+/// drain window, or when its route moves. Gives the `retry:` block to end with.
+pub async fn farewell(node: Arc<Node>, moved: CancellationToken) -> Bytes {
+    let mut drain = node.drain_signal();
+    let start = loop {
+        if let Some(start) = *drain.borrow_and_update() {
+            break start;
+        }
+        tokio::select! {
+            changed = drain.changed() => {
+                if changed.is_err() {
+                    moved.cancelled().await;
+                    return sse::retry(node.jittered_retry_ms());
+                }
+            }
+            _ = moved.cancelled() => return sse::retry(node.jittered_retry_ms()),
+        }
+    };
+    tokio::select! {
+        _ = tokio::time::sleep_until(drain_deadline(&node, start.into())) => {}
+        _ = moved.cancelled() => {}
+    }
+    sse::retry(node.jittered_retry_ms())
 }
 
 /// A random moment within the drain window, so streams leave gradually.

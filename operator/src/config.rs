@@ -57,6 +57,8 @@ pub struct RoutingConfig {
     pub peer_url: String,
     /// `namespace/name` of the routing-table ConfigMap.
     pub configmap: String,
+    /// The mounted peer token the tracks prove proxied requests with.
+    pub peer_token_file: String,
 }
 
 #[derive(Serialize)]

@@ -9,12 +9,12 @@ use futures_util::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::core::v1::{
-    ConfigMap, ObjectReference, PersistentVolumeClaim, Service, ServiceAccount,
+    ConfigMap, ObjectReference, PersistentVolumeClaim, Secret, Service, ServiceAccount,
 };
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::{self, ObjectRef};
@@ -155,6 +155,26 @@ where
     Ok(after)
 }
 
+/// Creates `secret` unless a Secret of that name exists. Never reads or
+/// overwrites one: the operator holds no `get` on Secrets, and a token the
+/// pods already share must stay as it is.
+async fn create_secret(ctx: &Context, pgw: &PushGateway, secret: &Secret) -> Result<(), Error> {
+    let api: Api<Secret> =
+        Api::namespaced(ctx.client.clone(), &pgw.namespace().unwrap_or_default());
+    let what = format!("Secret {}", secret.name_any());
+    match api.create(&PostParams::default(), secret).await {
+        Ok(created) => {
+            let related = Some(created.object_ref(&()));
+            let note = format!("created {what}");
+            ctx.event(pgw, EventType::Normal, "Created", "Apply", note, related)
+                .await;
+            Ok(())
+        }
+        Err(kube::Error::Api(e)) if e.code == 409 => Ok(()),
+        Err(e) => Err(kube_err(format!("creating {what}"))(e)),
+    }
+}
+
 /// Deletes an object this operator owns but no longer wants (e.g. the HPA
 /// after autoscaling was removed).
 async fn remove<K>(ctx: &Context, pgw: &PushGateway, name: &str) -> Result<(), Error>
@@ -214,6 +234,7 @@ async fn apply_all(ctx: &Context, pgw: &PushGateway, d: &Desired) -> Result<Appl
         apply(ctx, pgw, &r.service_account).await?;
         apply(ctx, pgw, &r.role).await?;
         apply(ctx, pgw, &r.role_binding).await?;
+        create_secret(ctx, pgw, &r.peer_secret).await?;
         if d.canary.is_none() {
             // Weight 0 first: the canary's streams move to the stable track
             // (closed with a retry hint, resumed from the shared store)

@@ -37,7 +37,11 @@ use std::collections::BTreeMap;
         json_path = ".status.readyReplicas"
     ),
     printcolumn(name = "Canary", type_ = "string", json_path = ".spec.canary.image"),
-    printcolumn(name = "Weight", type_ = "integer", json_path = ".spec.canary.weight"),
+    printcolumn(
+        name = "Weight",
+        type_ = "integer",
+        json_path = ".status.canary.weight"
+    ),
     printcolumn(
         name = "Age",
         type_ = "date",

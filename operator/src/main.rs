@@ -25,7 +25,8 @@ struct Args {
     /// Name of the leader-election Lease.
     #[arg(long, default_value = "pushgate-operator")]
     lease_name: String,
-    /// Namespace of the Lease (default: --namespace, $POD_NAMESPACE, or "default").
+    /// Namespace of the Lease; when unset: --namespace, else "default". The
+    /// chart sets it through $POD_NAMESPACE (its own namespace).
     #[arg(long, env = "POD_NAMESPACE")]
     lease_namespace: Option<String>,
     /// Identity written to the Lease (default: $POD_NAME or hostname-pid).

@@ -87,7 +87,10 @@ impl GatewayProcess {
 
     /// A free loopback address to start a gateway on.
     pub fn free_addr() -> Result<SocketAddr> {
-        Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?)
+        Ok(SocketAddr::from((
+            [127, 0, 0, 1],
+            crate::controlplane::free_port(),
+        )))
     }
 
     /// Starts a gateway with extra `serve` flags and no data directory of its own (e.g. Redis).

@@ -1,8 +1,10 @@
 //! Harnesses for the real dependencies of the end-to-end tests. Each one
 //! starts its process on loopback and cleans up on drop.
 
+pub mod browser;
 pub mod controlplane;
 pub mod gateway;
+pub mod pki;
 pub mod redis;
 pub mod sse_client;
 pub mod subscriber;

@@ -117,6 +117,15 @@ impl SseClient {
         self.parser.retry()
     }
 
+    /// The reason of a refusal: a 200 stream that only says "retry later"
+    /// (an EventSource must not see an error status, or it gives up).
+    pub fn refusal(&self) -> Option<&str> {
+        self.resp
+            .headers()
+            .get("x-pushgate-refused")
+            .and_then(|v| v.to_str().ok())
+    }
+
     /// Response headers.
     pub fn headers(&self) -> &reqwest::header::HeaderMap {
         self.resp.headers()

@@ -19,6 +19,8 @@ pub struct Seen {
     pub resets: Vec<SseEvent>,
     /// Streams opened (1 + reconnects).
     pub connections: usize,
+    /// Refusals for now (a 200 that only said "retry later").
+    pub refusals: usize,
 }
 
 /// Follows `path_and_query` on the given gateway base URLs (rotating through
@@ -85,6 +87,11 @@ pub async fn follow_until(
                 continue;
             }
         };
+        if s.refusal().is_some() {
+            seen.refusals += 1;
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            continue;
+        }
         seen.connections += 1;
         loop {
             let left = end.saturating_duration_since(Instant::now());
@@ -165,6 +172,8 @@ pub struct TracedState {
     pub events: Vec<String>,
     /// `x-pushgate-track` of the current stream: which track serves it.
     pub served_by: Option<String>,
+    /// Opens that were refused or failed (retried after 50 ms).
+    pub refusals: usize,
 }
 
 /// An `EventSource`-like subscriber of `topic` with a fixed `traceparent`
@@ -182,11 +191,12 @@ pub async fn follow_traced(
         format!("00-{trace}-00f067aa0ba902b7-01"),
     )];
     let mut cursor: Option<String> = None;
-    for _ in 0..200 {
+    for _ in 0..400 {
         let url = format!("{base}/v1/stream?topic={topic}");
         let mut s = match SseClient::open_with(&client, &url, cursor.as_deref(), &headers).await {
-            Ok(Opened::Stream(s)) => s,
+            Ok(Opened::Stream(s)) if s.refusal().is_none() => s,
             _ => {
+                state.lock().unwrap().refusals += 1;
                 tokio::time::sleep(Duration::from_millis(50)).await;
                 continue;
             }

@@ -13,6 +13,14 @@ use pushgate_e2e::sse_client::{Opened, SseClient};
 use pushgate_e2e::subscriber::{assert_traced_exactly_once, follow_traced, TracedState};
 
 const SALT: &str = "canary-test";
+/// The tracks' shared peer token (the operator makes one per PushGateway).
+const PEER_TOKEN: &str = "test-peer-token-0123456789abcdef";
+
+fn peer_token_file(dir: &std::path::Path) -> String {
+    let p = dir.join("peer-token");
+    std::fs::write(&p, PEER_TOKEN).unwrap();
+    p.to_str().unwrap().to_owned()
+}
 
 fn write_table(path: &std::path::Path, weight_bp: u16) {
     let tmp = path.with_extension("tmp");
@@ -37,8 +45,11 @@ async fn weight_changes_move_only_the_moved_buckets_with_zero_loss() {
         GatewayProcess::free_addr().unwrap(),
     );
     let prefix = format!("can{:x}", rand::random::<u32>());
+    let token = peer_token_file(dir.path());
     let common = |track: &str, peer: String| -> Vec<String> {
         vec![
+            "--peer-token-file".into(),
+            token.clone(),
             "--store".into(),
             redis.url(),
             "--redis-key-prefix".into(),
@@ -199,6 +210,7 @@ async fn override_header_and_issued_cookie_keep_their_track() {
         GatewayProcess::free_addr().unwrap(),
     );
     let t = table.to_str().unwrap();
+    let token = peer_token_file(dir.path());
     let (ps, pc) = (format!("http://{a_canary}"), format!("http://{a_stable}"));
     let stable = GatewayProcess::start_on(
         "stable",
@@ -212,6 +224,8 @@ async fn override_header_and_issued_cookie_keep_their_track() {
             &ps,
             "--routing-table-file",
             t,
+            "--peer-token-file",
+            &token,
         ],
     )
     .unwrap();
@@ -227,6 +241,8 @@ async fn override_header_and_issued_cookie_keep_their_track() {
             &pc,
             "--routing-table-file",
             t,
+            "--peer-token-file",
+            &token,
         ],
     )
     .unwrap();
@@ -276,4 +292,200 @@ async fn override_header_and_issued_cookie_keep_their_track() {
         SseClient::open_with(&c, &url, None, &h).await.unwrap(),
         Opened::Stream(_)
     ));
+}
+
+/// A stable/canary pair on one Redis, every bucket on the canary, the
+/// stable pod proxying: (stable, canary, table file dir).
+fn all_to_canary(
+    redis: &RedisServer,
+    stable_extra: &[&str],
+) -> (GatewayProcess, GatewayProcess, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let table = dir.path().join("routing.yaml");
+    write_table(&table, 10_000);
+    let token = peer_token_file(dir.path());
+    let (a_stable, a_canary) = (
+        GatewayProcess::free_addr().unwrap(),
+        GatewayProcess::free_addr().unwrap(),
+    );
+    let t = table.to_str().unwrap().to_owned();
+    let args = |track: &'static str, peer: String, extra: &[&str]| -> Vec<String> {
+        let mut a: Vec<String> = [
+            "--store",
+            &redis.url(),
+            "--track",
+            track,
+            "--peer-url",
+            &peer,
+            "--routing-table-file",
+            &t,
+            "--peer-token-file",
+            &token,
+            "--metrics-listen",
+            "127.0.0.1:0",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        a.extend(extra.iter().map(|s| s.to_string()));
+        a
+    };
+    let sargs = args("stable", format!("http://{a_canary}"), stable_extra);
+    let cargs = args("canary", format!("http://{a_stable}"), &["--retry", "5s"]);
+    let refs = |v: &[String]| v.iter().map(String::clone).collect::<Vec<_>>();
+    let stable = GatewayProcess::start_on(
+        "stable",
+        a_stable,
+        &refs(&sargs).iter().map(String::as_str).collect::<Vec<_>>(),
+    )
+    .unwrap();
+    let canary = GatewayProcess::start_on(
+        "canary",
+        a_canary,
+        &refs(&cargs).iter().map(String::as_str).collect::<Vec<_>>(),
+    )
+    .unwrap();
+    (stable, canary, dir)
+}
+
+fn traced(trace: &str) -> Vec<(String, String)> {
+    vec![(
+        "traceparent".to_owned(),
+        format!("00-{trace}-00f067aa0ba902b7-01"),
+    )]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forged_peer_headers_are_refused_and_tables_must_agree() {
+    let redis = RedisServer::start().unwrap();
+    let (stable, mut canary, _dir) = all_to_canary(&redis, &[]);
+    let c = reqwest::Client::new();
+    let url = stable.url("/v1/stream?topic=forge");
+    let trace = format!("{:032x}", rand::random::<u128>());
+    let version =
+        pushgate::routing::RoutingTable::from_yaml(&format!("weight_bp: 10000\nsalt: {SALT}\n"))
+            .unwrap()
+            .version()
+            .to_string();
+    // Routed as the table says: proxied to the canary, which serves it.
+    let Opened::Stream(s) = SseClient::open_with(&c, &url, None, &traced(&trace))
+        .await
+        .unwrap()
+    else {
+        panic!("refused")
+    };
+    assert_eq!(s.headers()["x-pushgate-track"], "canary");
+    drop(s);
+    // A client claiming to be the canary's proxy, to be served by stable:
+    // without the token, or with a wrong one, it is refused (for now, so a
+    // genuine peer with a stale token retries), never obeyed.
+    for token in [None, Some("guessed-token-guessed-token")] {
+        let mut h = traced(&trace);
+        h.push(("x-pushgate-proxied".into(), "canary".into()));
+        h.push(("x-pushgate-route-version".into(), version.clone()));
+        if let Some(t) = token {
+            h.push(("x-pushgate-proxy-token".into(), t.into()));
+        }
+        let Opened::Stream(s) = SseClient::open_with(&c, &url, None, &h).await.unwrap() else {
+            panic!("an EventSource gets a 200")
+        };
+        assert_eq!(
+            s.refusal(),
+            Some("proxy_unauthenticated"),
+            "token {token:?}"
+        );
+    }
+    // A genuine peer request (as the stable pod forwards it to the canary)
+    // routed with another table is refused until the tables agree; with the
+    // same table the canary serves it itself and never sends it back.
+    let curl = canary.url("/v1/stream?topic=forge");
+    let mut h = traced(&trace);
+    h.push(("x-pushgate-proxied".into(), "stable".into()));
+    h.push(("x-pushgate-proxy-token".into(), PEER_TOKEN.into()));
+    let mut stale = h.clone();
+    stale.push(("x-pushgate-route-version".into(), "0000000000000001".into()));
+    let Opened::Stream(s) = SseClient::open_with(&c, &curl, None, &stale).await.unwrap() else {
+        panic!()
+    };
+    assert_eq!(s.refusal(), Some("route_changed"));
+    h.push(("x-pushgate-route-version".into(), version.clone()));
+    let Opened::Stream(s) = SseClient::open_with(&c, &curl, None, &h).await.unwrap() else {
+        panic!()
+    };
+    assert_eq!(s.refusal(), None);
+    assert_eq!(s.headers()["x-pushgate-track"], "canary");
+    assert_eq!(served(&canary, "canary").await, 1);
+    drop(s);
+
+    // The canary is gone: its streams are refused for now, not served on
+    // the stable track where nothing would ever move them back.
+    canary.kill9();
+    let Opened::Stream(s) = SseClient::open_with(&c, &url, None, &traced(&trace))
+        .await
+        .unwrap()
+    else {
+        panic!()
+    };
+    assert_eq!(s.refusal(), Some("peer_unreachable"));
+    let resp = c
+        .get(&url)
+        .header("traceparent", format!("00-{trace}-00f067aa0ba902b7-01"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 503, "other clients get the JSON form");
+    assert_eq!(served(&stable, "stable").await, 0);
+    let m = stable.metrics().await.unwrap();
+    for reason in ["proxy_unauthenticated", "peer_unreachable"] {
+        let n = pushgate_e2e::gateway::metric_value(
+            &m,
+            &format!("pushgate_streams_rejected_total{{reason=\"{reason}\"}}"),
+        );
+        assert!(n >= 1.0, "{reason}: {n}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_draining_pod_closes_the_streams_it_forwards_with_a_retry() {
+    let redis = RedisServer::start().unwrap();
+    let (mut stable, canary, _dir) =
+        all_to_canary(&redis, &["--drain-window", "2s", "--retry", "300ms"]);
+    let c = reqwest::Client::new();
+    let trace = format!("{:032x}", rand::random::<u128>());
+    let url = stable.url("/v1/stream?topic=fwd");
+    let mut s = match SseClient::open_with(&c, &url, None, &traced(&trace))
+        .await
+        .unwrap()
+    {
+        Opened::Stream(s) => s,
+        Opened::Refused(st, b) => panic!("{st}: {b}"),
+    };
+    assert_eq!(s.headers()["x-pushgate-track"], "canary");
+    s.await_id(Duration::from_secs(5)).await.unwrap();
+    let from_canary = s.retry().unwrap();
+    assert!(from_canary >= 2500, "the canary's own retry: {from_canary}");
+    publish(&c, &canary.url(""), "fwd", "f1").await.unwrap();
+    assert_eq!(
+        s.next(Duration::from_secs(5)).await.unwrap().unwrap().data,
+        "f1"
+    );
+    stable.sigterm();
+    // The forwarded stream ends within the drain window, with the stable
+    // pod's own retry hint; the canary itself is not draining.
+    assert!(s.next(Duration::from_secs(10)).await.unwrap().is_none());
+    let hint = s.retry().unwrap();
+    assert!(
+        (150..=450).contains(&hint),
+        "the draining pod's retry: {hint}"
+    );
+    let cursor = s.last_event_id().to_owned();
+    stable.wait_exit(Duration::from_secs(10)).unwrap();
+    publish(&c, &canary.url(""), "fwd", "f2").await.unwrap();
+    let mut r = SseClient::connect(&c, &canary.url("/v1/stream?topic=fwd"), Some(&cursor))
+        .await
+        .unwrap();
+    assert_eq!(
+        r.next(Duration::from_secs(5)).await.unwrap().unwrap().data,
+        "f2"
+    );
 }

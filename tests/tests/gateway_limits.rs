@@ -1,6 +1,8 @@
 //! Limits answer clearly (413, 400, 503 + Retry-After, 429 + Retry-After, all
-//! with the JSON error body), and thousands of connect/disconnect cycles leak
-//! neither connections nor memory.
+//! with the JSON error body; a stream refused for now is a 200 event stream
+//! that says when to retry, for clients that ask for `text/event-stream`),
+//! and thousands of connect/disconnect cycles leak neither connections nor
+//! memory.
 
 use std::time::Duration;
 
@@ -22,6 +24,39 @@ async fn json_error(
     assert_eq!(v["code"], code, "{v}");
     assert!(v["error"].as_str().is_some_and(|s| !s.is_empty()), "{v}");
     headers
+}
+
+/// Opens `url` as an EventSource would; the stream must be a refusal for
+/// `reason`: 200, a `retry:`, a comment, no `id:`, then the end.
+async fn refused_for_now(c: &reqwest::Client, url: &str, cursor: Option<&str>, reason: &str) {
+    let resp = c
+        .get(url)
+        .header("accept", "text/event-stream")
+        .header("last-event-id", cursor.unwrap_or(""))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["x-pushgate-refused"], reason);
+    assert!(resp.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/event-stream"));
+    let body = tokio::time::timeout(Duration::from_secs(5), resp.text())
+        .await
+        .expect("the refusal ends at once")
+        .unwrap();
+    let lines: Vec<&str> = body.lines().collect();
+    assert!(lines[0].starts_with("retry: "), "{body:?}");
+    assert!(
+        lines[1].starts_with(&format!(": refused {reason}")),
+        "{body:?}"
+    );
+    assert!(
+        !body.contains("\nid:") && !body.starts_with("id:"),
+        "{body:?}"
+    );
+    assert!(!body.contains("data:"), "{body:?}");
 }
 
 async fn refused(c: &reqwest::Client, url: &str) -> (reqwest::StatusCode, String) {
@@ -85,9 +120,12 @@ async fn request_limits_give_clear_errors() {
                 .unwrap(),
         );
     }
+    // Not an EventSource (no `Accept: text/event-stream`): the JSON 503.
     let resp = c.get(gw.url("/v1/stream?topic=t")).send().await.unwrap();
     let h = json_error(resp, 503, "overloaded").await;
     assert!(h["retry-after"].to_str().unwrap().parse::<u64>().unwrap() >= 1);
+    assert_eq!(h["x-pushgate-refused"], "max_connections");
+    refused_for_now(&c, &gw.url("/v1/stream?topic=t"), None, "max_connections").await;
     drop(open.pop());
     let mut reopened = false;
     for _ in 0..100 {
@@ -146,18 +184,74 @@ async fn rate_limits_answer_429_and_503() {
             .await
             .unwrap()
         {
-            Opened::Stream(s) => {
-                keep.push(*s);
-                outcomes.push(200)
-            }
-            Opened::Refused(s, body) => {
-                assert!(body.contains("accept_rate_limited"), "{body}");
-                outcomes.push(s.as_u16())
-            }
+            Opened::Stream(s) => match s.refusal() {
+                None => {
+                    keep.push(*s);
+                    outcomes.push("open")
+                }
+                Some(reason) => {
+                    assert_eq!(reason, "accept_rate");
+                    outcomes.push("retry later")
+                }
+            },
+            Opened::Refused(s, body) => panic!("{s}: {body}"),
         }
     }
-    assert_eq!(&outcomes[..3], [200; 3]);
-    assert!(outcomes[3..].contains(&503), "{outcomes:?}");
+    assert_eq!(&outcomes[..3], ["open"; 3]);
+    assert!(outcomes[3..].contains(&"retry later"), "{outcomes:?}");
+    let resp = c.get(gw.url("/v1/stream?topic=r")).send().await.unwrap();
+    json_error(resp, 503, "accept_rate_limited").await;
+}
+
+#[tokio::test]
+async fn a_refusal_keeps_the_clients_last_event_id_and_it_resumes_exactly() {
+    let gw = GatewayProcess::start(&["--max-connections", "1"]).unwrap();
+    let c = reqwest::Client::new();
+    let url = gw.url("/v1/stream?topic=keep");
+    let mut s = SseClient::connect(&c, &url, None).await.unwrap();
+    s.await_id(Duration::from_secs(5)).await.unwrap();
+    publish(&c, &gw.url(""), "keep", "k1").await.unwrap();
+    assert_eq!(
+        s.next(Duration::from_secs(5)).await.unwrap().unwrap().data,
+        "k1"
+    );
+    let cursor = s.last_event_id().to_owned();
+    // The only slot is taken: a reconnect with the cursor is told to retry,
+    // without an id that would overwrite the cursor it holds.
+    publish(&c, &gw.url(""), "keep", "k2").await.unwrap();
+    refused_for_now(&c, &url, Some(&cursor), "max_connections").await;
+    let mut again = match SseClient::open(&c, &url, Some(&cursor)).await.unwrap() {
+        Opened::Stream(r) => *r,
+        Opened::Refused(st, b) => panic!("{st}: {b}"),
+    };
+    assert!(again.refusal().is_some());
+    assert!(
+        again.next(Duration::from_secs(5)).await.unwrap().is_none(),
+        "it ends"
+    );
+    assert_eq!(again.last_event_id(), "", "the refusal sets no id");
+    assert!(again.retry().is_some(), "but a retry");
+    drop(s);
+    // Freed: the same cursor resumes with exactly what was missed.
+    let mut resumed = None;
+    for _ in 0..100 {
+        let r = SseClient::connect(&c, &url, Some(&cursor)).await.unwrap();
+        if r.refusal().is_none() {
+            resumed = Some(r);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mut r = resumed.expect("the slot came back");
+    assert_eq!(
+        r.next(Duration::from_secs(5)).await.unwrap().unwrap().data,
+        "k2"
+    );
+    publish(&c, &gw.url(""), "keep", "k3").await.unwrap();
+    assert_eq!(
+        r.next(Duration::from_secs(5)).await.unwrap().unwrap().data,
+        "k3"
+    );
 }
 
 #[tokio::test]

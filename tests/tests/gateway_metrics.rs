@@ -1,4 +1,4 @@
-//! Every metric of DESIGN 2.7 moves when it should, read from `/metrics` of
+//! Every documented metric moves when it should, read from `/metrics` of
 //! the real binary before and after the action.
 
 use std::time::Duration;

@@ -114,12 +114,19 @@ async fn rolling_restart_loses_and_duplicates_nothing() {
             if r.status() == 503 {
                 saw_draining = true;
                 match SseClient::open(&c, &gw.url("/v1/stream?topic=roll"), None).await {
-                    Ok(Opened::Refused(status, body)) => {
-                        assert_eq!(status, 503, "{body}");
-                        assert!(body.contains("\"code\":\"draining\""), "{body}");
-                    }
-                    Ok(Opened::Stream(_)) => panic!("a draining gateway accepted a new stream"),
+                    // An EventSource is told to retry with a 200, never an error.
+                    Ok(Opened::Stream(s)) => assert_eq!(
+                        s.refusal(),
+                        Some("draining"),
+                        "a draining gateway accepted a new stream"
+                    ),
+                    Ok(Opened::Refused(status, body)) => panic!("{status}: {body}"),
                     Err(_) => {} // already gone
+                }
+                if let Ok(r) = c.get(gw.url("/v1/stream?topic=roll")).send().await {
+                    assert_eq!(r.status(), 503, "other clients get the JSON 503");
+                    let body = r.text().await.unwrap_or_default();
+                    assert!(body.contains("\"code\":\"draining\""), "{body}");
                 }
                 break;
             }

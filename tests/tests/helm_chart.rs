@@ -395,7 +395,13 @@ fn chart_rbac_grants_exactly_what_operator_deploy_rbac_grants() {
         extra.is_empty() && missing.is_empty(),
         "chart RBAC differs from operator/deploy/rbac.yaml: extra {extra:?}, missing {missing:?}"
     );
-    assert!(!chart.iter().any(|(_, r, _)| r == "secrets"));
+    // Secrets: create only (the peer token), never read.
+    let secrets: Vec<&String> = chart
+        .iter()
+        .filter(|(_, r, _)| r == "secrets")
+        .map(|(_, _, v)| v)
+        .collect();
+    assert_eq!(secrets, ["create"], "the operator never reads a Secret");
     assert!(
         !chart
             .iter()

@@ -141,7 +141,14 @@ async fn operator_weight_patches_move_exactly_the_hashed_streams_with_zero_loss(
         "the gateway identity reads more than its routing table"
     );
 
+    // The peer token the operator generated, as the pods mount it.
+    let secrets: Api<k8s_openapi::api::core::v1::Secret> = Api::namespaced(client.clone(), &ns);
+    let secret = get(&secrets, "gw-peer", &op).await;
+    let token = secret.data.as_ref().unwrap()["token"].0.clone();
+    assert_eq!(token.len(), 64, "a 32-byte random token in hex");
     let dir = tempfile::tempdir().unwrap();
+    let token_file = dir.path().join("peer-token");
+    std::fs::write(&token_file, &token).unwrap();
     let (a_stable, a_canary) = (
         GatewayProcess::free_addr().unwrap(),
         GatewayProcess::free_addr().unwrap(),
@@ -168,6 +175,8 @@ async fn operator_weight_patches_move_exactly_the_hashed_streams_with_zero_loss(
             &peer,
             "--store",
             &store,
+            "--peer-token-file",
+            token_file.to_str().unwrap(),
         ];
         let kc = sa_kubeconfig.to_str().unwrap();
         GatewayProcess::start_on_with_env(track, addr, &args, &[("KUBECONFIG", kc)]).unwrap()

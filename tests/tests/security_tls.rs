@@ -7,41 +7,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Result};
 use pushgate_e2e::gateway::{publish, GatewayProcess};
+use pushgate_e2e::pki::{Leaf, TestCa};
 use pushgate_e2e::sse_client::SseClient;
-use rcgen::{
-    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
-    KeyUsagePurpose,
-};
-
-struct TestCa {
-    pem: String,
-    issuer: Issuer<'static, KeyPair>,
-}
-
-fn test_ca() -> Result<TestCa> {
-    let key = KeyPair::generate()?;
-    let mut params = CertificateParams::new(Vec::<String>::new())?;
-    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    params
-        .distinguished_name
-        .push(DnType::CommonName, "pushgate test CA");
-    params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-    let cert = params.self_signed(&key)?;
-    Ok(TestCa {
-        pem: cert.pem(),
-        issuer: Issuer::new(params, key),
-    })
-}
-
-/// A leaf for `localhost`: (certificate PEM, key PEM, certificate DER).
-fn leaf(ca: &TestCa, name: &str) -> Result<(String, String, Vec<u8>)> {
-    let key = KeyPair::generate()?;
-    let mut params = CertificateParams::new(vec!["localhost".to_owned()])?;
-    params.distinguished_name.push(DnType::CommonName, name);
-    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-    let cert = params.signed_by(&key, &ca.issuer)?;
-    Ok((cert.pem(), key.serialize_pem(), cert.der().to_vec()))
-}
 
 /// Replaces a file the way a Secret volume or cert-manager does: write aside, rename.
 fn replace(path: &Path, content: &str) -> Result<()> {
@@ -77,7 +44,11 @@ async fn served_cert(c: &reqwest::Client, gw: &GatewayProcess) -> Result<Vec<u8>
 }
 
 async fn tls_gateway(ca: &TestCa, dir: &Path) -> Result<(GatewayProcess, Vec<u8>)> {
-    let (cert, key, der) = leaf(ca, "generation-1")?;
+    let Leaf {
+        cert_pem: cert,
+        key_pem: key,
+        der,
+    } = ca.leaf("generation-1")?;
     let (cert_file, key_file) = (dir.join("tls.crt"), dir.join("tls.key"));
     std::fs::write(&cert_file, cert)?;
     std::fs::write(&key_file, key)?;
@@ -95,7 +66,7 @@ async fn tls_gateway(ca: &TestCa, dir: &Path) -> Result<(GatewayProcess, Vec<u8>
 #[tokio::test]
 async fn streams_over_h2_and_http1_with_the_test_ca() -> Result<()> {
     let dir = tempfile::tempdir()?;
-    let ca = test_ca()?;
+    let ca = TestCa::new()?;
     let (gw, der) = tls_gateway(&ca, dir.path()).await?;
     for (http1, want) in [
         (false, reqwest::Version::HTTP_2),
@@ -134,7 +105,7 @@ async fn streams_over_h2_and_http1_with_the_test_ca() -> Result<()> {
 #[tokio::test]
 async fn rotated_certificate_is_served_without_restart_and_streams_survive() -> Result<()> {
     let dir = tempfile::tempdir()?;
-    let ca = test_ca()?;
+    let ca = TestCa::new()?;
     let (gw, first) = tls_gateway(&ca, dir.path()).await?;
     let pid = gw.pid();
     let c = client(&ca, &gw, false)?;
@@ -144,11 +115,12 @@ async fn rotated_certificate_is_served_without_restart_and_streams_survive() -> 
     assert_eq!(served_cert(&c, &gw).await?, first);
 
     // A half-done rotation (new key, old certificate) is not taken.
-    let (cert2, key2, second) = leaf(&ca, "generation-2")?;
-    replace(&dir.path().join("tls.key"), &key2)?;
+    let next = ca.leaf("generation-2")?;
+    let second = next.der;
+    replace(&dir.path().join("tls.key"), &next.key_pem)?;
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(served_cert(&client(&ca, &gw, false)?, &gw).await?, first);
-    replace(&dir.path().join("tls.crt"), &cert2)?;
+    replace(&dir.path().join("tls.crt"), &next.cert_pem)?;
 
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {

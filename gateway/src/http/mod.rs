@@ -1,8 +1,9 @@
-//! The HTTP surface (DESIGN 2.1): routes, request parsing at the edge, and
+//! The HTTP surface: routes, request parsing at the edge, and
 //! per-connection context.
 
 mod ops;
 mod publish;
+pub mod refusal;
 mod subscribe;
 pub mod trace;
 
@@ -80,6 +81,21 @@ async fn not_found() -> ApiError {
         "not_found",
         "no such endpoint",
     )
+}
+
+/// A 200 `text/event-stream` response with the headers every stream carries
+/// (no caching, no proxy buffering).
+pub fn event_stream(body: axum::body::Body) -> axum::http::Response<axum::body::Body> {
+    use axum::http::{header, HeaderValue};
+    let mut resp = axum::http::Response::new(body);
+    let h = resp.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/event-stream; charset=utf-8"),
+    );
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    h.insert("x-accel-buffering", HeaderValue::from_static("no"));
+    resp
 }
 
 /// Splits a raw query string into its decoded pairs.

@@ -4,17 +4,22 @@ use std::sync::Arc;
 
 use axum::body::Body;
 use axum::extract::State;
-use axum::http::{header, HeaderMap, Response, StatusCode, Uri};
+use axum::http::{header, HeaderMap, HeaderValue, Response, StatusCode, Uri};
+use axum::response::IntoResponse;
 use axum::Extension;
 
-use super::{query_pairs, ConnInfo};
+use super::{query_pairs, refusal, ConnInfo};
+use crate::admission::{self, RefuseReason};
 use crate::auth::Access;
 use crate::cursor::ResumeFrom;
 use crate::error::ApiError;
 use crate::node::Node;
-use crate::routing::{Decision, PROXIED_HEADER};
-use crate::stream::{self, StreamRequest};
+use crate::routing::Decision;
+use crate::stream::{self, OpenError, StreamRequest};
 use crate::topic::Topic;
+
+/// Response header naming the track that served a stream.
+pub const TRACK_HEADER: &str = "x-pushgate-track";
 
 fn accepts_event_stream(headers: &HeaderMap) -> bool {
     let Some(accept) = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()) else {
@@ -26,20 +31,13 @@ fn accepts_event_stream(headers: &HeaderMap) -> bool {
     })
 }
 
-pub async fn stream(
-    State(node): State<Arc<Node>>,
-    Extension(conn): Extension<ConnInfo>,
-    uri: Uri,
-    headers: HeaderMap,
-) -> Result<Response<Body>, ApiError> {
-    if !accepts_event_stream(&headers) {
-        return Err(ApiError::new(
-            StatusCode::NOT_ACCEPTABLE,
-            "not_acceptable",
-            "this endpoint serves text/event-stream",
-        ));
-    }
-    let who = node.auth.authenticate(&headers, uri.query())?;
+/// The stream request as parsed at the edge.
+struct Parsed {
+    topics: Vec<Topic>,
+    resume: ResumeFrom,
+}
+
+fn parse(node: &Node, uri: &Uri, headers: &HeaderMap) -> Result<Parsed, ApiError> {
     let mut topics: Vec<Topic> = Vec::new();
     let mut query_cursor = None;
     for (k, v) in query_pairs(uri.query()) {
@@ -68,8 +66,6 @@ pub async fn stream(
             format!("a stream carries at most {max} topics"),
         ));
     }
-    // All requested topics or none: a partial stream would hide the refusal.
-    node.auth.authorize(&who, Access::Subscribe, &topics)?;
     // The header wins: it is what a reconnecting EventSource sends.
     let header_cursor =
         match headers.get("last-event-id") {
@@ -81,40 +77,110 @@ pub async fn stream(
     let text = header_cursor.or(query_cursor.as_deref()).unwrap_or("");
     let resume =
         ResumeFrom::parse(text).map_err(|e| ApiError::bad_request("bad_cursor", e.to_string()))?;
-    let routed = node.routing.decide(&headers, who.client_id());
-    let key = match routed.decision {
-        Decision::Local { key } => key,
-        Decision::Proxy => {
+    Ok(Parsed { topics, resume })
+}
+
+pub async fn stream(
+    State(node): State<Arc<Node>>,
+    Extension(conn): Extension<ConnInfo>,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Response<Body> {
+    let event_stream = refusal::wants_event_stream(&headers);
+    match open(&node, conn, &uri, &headers).await {
+        Ok(resp) => resp,
+        Err(OpenError::Refused(r)) => refusal::response(r, event_stream),
+        Err(OpenError::Api(e)) => e.into_response(),
+    }
+}
+
+async fn open(
+    node: &Arc<Node>,
+    conn: ConnInfo,
+    uri: &Uri,
+    headers: &HeaderMap,
+) -> Result<Response<Body>, OpenError> {
+    if !accepts_event_stream(headers) {
+        return Err(ApiError::new(
+            StatusCode::NOT_ACCEPTABLE,
+            "not_acceptable",
+            "this endpoint serves text/event-stream",
+        )
+        .into());
+    }
+    let who = node.auth.authenticate(headers, uri.query())?;
+    let req = parse(node, uri, headers)?;
+    // All requested topics or none: a partial stream would hide the refusal.
+    node.auth.authorize(&who, Access::Subscribe, &req.topics)?;
+    let routing = &node.routing;
+    // A request that says a peer proxied it must prove it, and must have
+    // been routed with the table this pod has: otherwise the two pods
+    // disagree about its track, and serving it could pin it to the wrong one.
+    let proxied = match &node.proxy {
+        Some(p) => p
+            .verify(headers)
+            .map_err(|_| node.refuse(RefuseReason::ProxyUnauthenticated))?,
+        None => None,
+    };
+    let slot = admission::admit(node)?;
+    let routed = routing.decide(headers, who.client_id(), proxied.is_some());
+    // A proxied stream registers under the sender's table: if this pod's
+    // differs (older or newer), registration fails and the client retries.
+    let version = proxied.map_or(routed.version, |p| p.version);
+    let route_changed = || node.refuse(RefuseReason::RouteChanged);
+    match routed.decision {
+        Decision::Local { key } => {
+            let route = routing
+                .register(key, routing.track, version)
+                .map_err(|_| route_changed())?;
+            let body = stream::open(
+                node,
+                StreamRequest {
+                    topics: req.topics,
+                    resume: req.resume,
+                    conn: conn.kill,
+                    slot,
+                    route: Some(route),
+                },
+            )
+            .await?;
+            let mut resp = super::event_stream(body);
+            let h = resp.headers_mut();
+            h.insert(
+                TRACK_HEADER,
+                HeaderValue::from_static(routing.track.as_str()),
+            );
+            if let Some(c) = routed
+                .set_cookie
+                .and_then(|c| HeaderValue::from_str(&c).ok())
+            {
+                h.append(header::SET_COOKIE, c);
+            }
+            Ok(resp)
+        }
+        Decision::Proxy { key } => {
             let proxy = node
                 .proxy
                 .as_ref()
                 .expect("Proxy is only decided with a peer");
-            match proxy
-                .forward(&uri, &headers, routed.set_cookie.as_deref())
+            let route = routing
+                .register(key, routing.track.other(), version)
+                .map_err(|_| route_changed())?;
+            let farewell = Box::pin(stream::farewell(node.clone(), route.moved.clone()));
+            proxy
+                .forward(
+                    uri,
+                    headers,
+                    routed.set_cookie.as_deref(),
+                    routed.version,
+                    (slot, route),
+                    farewell,
+                )
                 .await
-            {
-                Ok(resp) => return Ok(resp),
-                // The store is shared, so serving here loses nothing; the
-                // stream moves to its track on a later reconnect.
-                Err(e) => {
-                    tracing::warn!(error = %e, "peer track unreachable; serving locally");
-                    None
-                }
-            }
+                .map_err(|e| {
+                    tracing::warn!(error = %e, "peer track unreachable; the client retries");
+                    node.refuse(RefuseReason::PeerUnreachable).into()
+                })
         }
-    };
-    stream::open(
-        &node,
-        StreamRequest {
-            topics,
-            resume,
-            conn: conn.kill,
-            route: Some(
-                node.routing
-                    .register(key, headers.contains_key(PROXIED_HEADER)),
-            ),
-            set_cookie: routed.set_cookie,
-        },
-    )
-    .await
+    }
 }

@@ -4,6 +4,8 @@
 //! stable to canary. The hash is part of the contract — never change it:
 //! `h = fnv1a64(salt ‖ 0x1f ‖ key)`, `bucket = (h xor (h >> 32)) mod 10000`.
 
+use crate::hash::fnv1a64;
+
 /// Number of buckets.
 pub const BUCKETS: u16 = 10_000;
 
@@ -25,6 +27,14 @@ impl Track {
             Track::Canary => "canary",
         }
     }
+
+    /// The other track.
+    pub fn other(self) -> Track {
+        match self {
+            Track::Stable => Track::Canary,
+            Track::Canary => Track::Stable,
+        }
+    }
 }
 
 impl std::str::FromStr for Track {
@@ -36,17 +46,6 @@ impl std::str::FromStr for Track {
             other => Err(format!("track must be stable or canary, not {other:?}")),
         }
     }
-}
-
-fn fnv1a64(parts: &[&[u8]]) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for part in parts {
-        for b in *part {
-            h ^= u64::from(*b);
-            h = h.wrapping_mul(0x0000_0100_0000_01b3);
-        }
-    }
-    h
 }
 
 /// The bucket of `key` under `salt`.

@@ -1,4 +1,4 @@
-//! Canary routing by trace-ID hash (DESIGN 3.3). Each pod knows its track and
+//! Canary routing by trace-ID hash. Each pod knows its track and
 //! watches the routing table; every new stream is served here if its bucket
 //! belongs to this track, else proxied to the other track's Service. When the
 //! table changes, only the streams whose bucket moved are closed (jittered
@@ -6,6 +6,7 @@
 
 pub mod bucket;
 pub mod key;
+pub mod peer;
 pub mod proxy;
 pub mod source;
 pub mod table;
@@ -13,19 +14,16 @@ pub mod table;
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use axum::http::HeaderMap;
 use prometheus::{IntCounter, IntGaugeVec};
 use serde::{Deserialize, Serialize};
-use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 pub use bucket::Track;
-pub use table::RoutingTable;
-
-/// Header set on proxied requests: the receiving pod serves them itself.
-pub const PROXIED_HEADER: &str = "x-pushgate-proxied";
+pub use peer::{PeerToken, ProxiedFrom, PROXIED_HEADER};
+pub use table::{RouteVersion, RoutingTable};
 
 /// How this pod takes part in routing (config key `routing`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -41,6 +39,9 @@ pub struct RoutingSettings {
     /// `namespace/name` of the routing-table ConfigMap to watch through the
     /// Kubernetes API (in-cluster credentials or `KUBECONFIG`).
     pub configmap: Option<String>,
+    /// File holding the token that both tracks put on requests they proxy
+    /// to each other (re-read when it changes); required with `peer_url`.
+    pub peer_token_file: Option<PathBuf>,
 }
 
 impl Default for RoutingSettings {
@@ -50,29 +51,53 @@ impl Default for RoutingSettings {
             peer_url: None,
             table_file: None,
             configmap: None,
+            peer_token_file: None,
         }
     }
 }
 
-/// Where a stream goes.
+/// Where a stream goes. `key` is `None` when a header forced the track
+/// (such a stream never moves).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Decision {
-    /// Serve here; `key` is `None` when a header forced the track (never moved).
+    /// Serve here.
     Local {
         /// The stream's routing key.
         key: Option<String>,
     },
     /// Forward to the other track.
-    Proxy,
+    Proxy {
+        /// The stream's routing key.
+        key: Option<String>,
+    },
 }
 
-/// A routing decision plus the cookie to set, if a key was issued.
+/// A routing decision, the table it was made with, and the cookie to set.
 #[derive(Debug, Clone)]
 pub struct Routed {
     /// Where to serve.
     pub decision: Decision,
+    /// Version of the table the decision was made with.
+    pub version: RouteVersion,
     /// `Set-Cookie` value for an issued key.
     pub set_cookie: Option<String>,
+}
+
+/// A stream held by this pod: served here, or forwarded to the other track.
+struct Held {
+    key: String,
+    /// The track that must own `key` for the stream to stay.
+    serves: Track,
+    moved: CancellationToken,
+}
+
+/// The table in force and every stream held under it. One lock for both,
+/// so a stream is either registered before a new table is installed (and
+/// checked by it) or routed with the new table: none slips between.
+struct State {
+    table: Arc<RoutingTable>,
+    version: RouteVersion,
+    held: HashMap<u64, Held>,
 }
 
 /// Routing state of one pod.
@@ -81,34 +106,36 @@ pub struct Routing {
     pub track: Track,
     /// The other track's base URL.
     pub peer_url: Option<String>,
-    table: watch::Sender<RoutingTable>,
-    streams: Mutex<HashMap<u64, (String, CancellationToken)>>,
+    state: Mutex<State>,
     next_id: AtomicU64,
     streams_by_track: IntGaugeVec,
     moved: IntCounter,
 }
 
-/// Registration of a routed stream; dropping it forgets the stream.
+/// Registration of a held stream; dropping it forgets the stream.
 pub struct RouteGuard {
     routing: Arc<Routing>,
     id: u64,
-    /// Cancelled when the stream's bucket moves to the other track.
+    local: bool,
+    /// Cancelled when the stream's key no longer belongs to the track serving it.
     pub moved: CancellationToken,
 }
 
 impl Drop for RouteGuard {
     fn drop(&mut self) {
-        self.routing
-            .streams
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&self.id);
-        self.routing
-            .streams_by_track
-            .with_label_values(&[self.routing.track.as_str()])
-            .dec();
+        self.routing.lock().held.remove(&self.id);
+        if self.local {
+            self.routing
+                .streams_by_track
+                .with_label_values(&[self.routing.track.as_str()])
+                .dec();
+        }
     }
 }
+
+/// The routing table changed between the decision and the registration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RouteChanged;
 
 impl Routing {
     /// Routing for a pod of `track`.
@@ -117,116 +144,255 @@ impl Routing {
         streams_by_track: IntGaugeVec,
         moved: IntCounter,
     ) -> Arc<Routing> {
+        let table = RoutingTable::default();
         Arc::new(Routing {
             track: settings.track,
             peer_url: settings.peer_url.clone(),
-            table: watch::channel(RoutingTable::default()).0,
-            streams: Mutex::new(HashMap::new()),
+            state: Mutex::new(State {
+                version: table.version(),
+                table: Arc::new(table),
+                held: HashMap::new(),
+            }),
             next_id: AtomicU64::new(1),
             streams_by_track,
             moved,
         })
     }
 
-    /// The table in force.
-    pub fn table(&self) -> RoutingTable {
-        self.table.borrow().clone()
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Decides where a new stream goes.
-    pub fn decide(&self, headers: &HeaderMap, client_id: Option<&str>) -> Routed {
-        let table = self.table();
+    /// The table in force.
+    pub fn table(&self) -> Arc<RoutingTable> {
+        self.lock().table.clone()
+    }
+
+    /// Version of the table in force.
+    pub fn version(&self) -> RouteVersion {
+        self.lock().version
+    }
+
+    /// Decides where a new stream goes. A stream a verified peer proxied
+    /// here (`proxied`) is served here: the peer decided with the same table
+    /// (the caller checks the versions), and sending it back would loop.
+    pub fn decide(&self, headers: &HeaderMap, client_id: Option<&str>, proxied: bool) -> Routed {
+        let (table, version) = {
+            let st = self.lock();
+            (st.table.clone(), st.version)
+        };
+        let place = |track: Track, key: Option<String>| {
+            if track == self.track || self.peer_url.is_none() || proxied {
+                Decision::Local { key }
+            } else {
+                Decision::Proxy { key }
+            }
+        };
         let forced = headers
             .get(table.override_header.as_str())
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse::<Track>().ok());
         if let Some(t) = forced {
-            let decision = if t == self.track
-                || self.peer_url.is_none()
-                || headers.contains_key(PROXIED_HEADER)
-            {
-                Decision::Local { key: None }
-            } else {
-                Decision::Proxy
-            };
             return Routed {
-                decision,
+                decision: place(t, None),
+                version,
                 set_cookie: None,
             };
         }
         let k = key::routing_key(headers, &table, client_id);
         let set_cookie =
             (k.source == key::KeySource::Issued).then(|| key::set_cookie(&table, &k.key));
-        let b = bucket::bucket(&table.salt, &k.key);
-        let decision = if table.track_of(b) == self.track
-            || self.peer_url.is_none()
-            || headers.contains_key(PROXIED_HEADER)
-        {
-            Decision::Local { key: Some(k.key) }
-        } else {
-            Decision::Proxy
-        };
+        let track = table.track_of_key(&k.key);
         Routed {
-            decision,
+            decision: place(track, Some(k.key)),
+            version,
             set_cookie,
         }
     }
 
-    /// Registers a stream served here. Streams with a key are closed when its
-    /// bucket moves. A stream proxied here that this pod's (newer) table gives
-    /// to the other track is closed at once, so the two tables converge.
-    pub fn register(self: &Arc<Self>, key: Option<String>, proxied: bool) -> RouteGuard {
+    /// Registers a stream held here under the table `version` it was routed
+    /// with: served here (`serves` is this pod's track) or forwarded to the
+    /// other track. It is closed as soon as a table gives its key to another
+    /// track than `serves`. Refused if the table has changed since.
+    pub fn register(
+        self: &Arc<Self>,
+        key: Option<String>,
+        serves: Track,
+        version: RouteVersion,
+    ) -> Result<RouteGuard, RouteChanged> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let moved = CancellationToken::new();
-        if let (Some(k), true) = (&key, proxied) {
-            let table = self.table();
-            if table.track_of(bucket::bucket(&table.salt, k)) != self.track {
-                moved.cancel();
+        {
+            let mut st = self.lock();
+            if st.version != version {
+                return Err(RouteChanged);
+            }
+            if let Some(key) = key {
+                if self.peer_url.is_some() && st.table.track_of_key(&key) != serves {
+                    return Err(RouteChanged);
+                }
+                st.held.insert(
+                    id,
+                    Held {
+                        key,
+                        serves,
+                        moved: moved.clone(),
+                    },
+                );
             }
         }
-        if let Some(k) = key {
-            self.streams
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .insert(id, (k, moved.clone()));
+        let local = serves == self.track;
+        if local {
+            self.streams_by_track
+                .with_label_values(&[self.track.as_str()])
+                .inc();
         }
-        self.streams_by_track
-            .with_label_values(&[self.track.as_str()])
-            .inc();
-        RouteGuard {
+        Ok(RouteGuard {
             routing: self.clone(),
             id,
+            local,
             moved,
-        }
+        })
     }
 
-    /// Installs a new table; closes the local streams whose bucket now
-    /// belongs to the other track. Returns how many were closed.
+    /// Installs a new table and closes every held stream, served here or
+    /// forwarded, whose key it gives to another track. Returns how many.
     pub fn apply(&self, table: RoutingTable) -> usize {
-        if *self.table.borrow() == table {
+        let version = table.version();
+        let mut st = self.lock();
+        if st.version == version {
             return 0;
         }
         tracing::info!(
             weight_bp = table.weight_bp,
+            version = %version,
             track = self.track.as_str(),
             "routing table changed"
         );
-        self.table.send_replace(table.clone());
-        let streams = self.streams.lock().unwrap_or_else(|p| p.into_inner());
         let mut moved = 0;
-        for (key, token) in streams.values() {
-            let b = bucket::bucket(&table.salt, key);
-            if table.track_of(b) != self.track && !token.is_cancelled() {
-                token.cancel();
-                moved += 1;
+        if self.peer_url.is_some() {
+            for h in st.held.values() {
+                if table.track_of_key(&h.key) != h.serves && !h.moved.is_cancelled() {
+                    h.moved.cancel();
+                    moved += 1;
+                }
             }
         }
+        st.table = Arc::new(table);
+        st.version = version;
+        drop(st);
         self.moved.inc_by(moved as u64);
         moved
     }
 
-    /// Streams served here with a bucket (for tests and debugging).
+    /// Streams held here with a routing key (for tests and debugging).
     pub fn routed_streams(&self) -> usize {
-        self.streams.lock().unwrap_or_else(|p| p.into_inner()).len()
+        self.lock().held.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use prometheus::{IntCounter, IntGaugeVec, Opts};
+
+    fn routing(track: Track, peer: bool) -> Arc<Routing> {
+        let settings = RoutingSettings {
+            track,
+            peer_url: peer.then(|| "http://peer:8080".to_owned()),
+            ..RoutingSettings::default()
+        };
+        Routing::new(
+            &settings,
+            IntGaugeVec::new(Opts::new("g", "g"), &["track"]).unwrap(),
+            IntCounter::new("c", "c").unwrap(),
+        )
+    }
+
+    fn table(weight_bp: u16) -> RoutingTable {
+        RoutingTable {
+            weight_bp,
+            salt: "s".into(),
+            ..RoutingTable::default()
+        }
+    }
+
+    /// A key whose bucket under [`table`] satisfies `pred`.
+    fn key_where(pred: impl Fn(u16) -> bool) -> String {
+        (0..)
+            .map(|i| format!("key-{i}"))
+            .find(|k| pred(bucket::bucket("s", k)))
+            .unwrap()
+    }
+
+    #[test]
+    fn a_decision_made_with_an_older_table_cannot_register() {
+        let r = routing(Track::Stable, true);
+        r.apply(table(0));
+        let key = key_where(|_| true);
+        let routed = r.decide(&HeaderMap::new(), Some(&key), false);
+        assert_eq!(
+            routed.decision,
+            Decision::Local {
+                key: Some(key.clone())
+            }
+        );
+        // The table changes between the decision and the registration.
+        r.apply(table(10_000));
+        assert!(r
+            .register(Some(key.clone()), Track::Stable, routed.version)
+            .is_err());
+        let routed = r.decide(&HeaderMap::new(), Some(&key), false);
+        assert_eq!(routed.decision, Decision::Proxy { key: Some(key) });
+        assert!(matches!(
+            r.decide(&HeaderMap::new(), Some("k"), true).decision,
+            Decision::Local { .. }
+        ));
+    }
+
+    #[test]
+    fn every_held_stream_is_rechecked_forwarded_ones_included() {
+        let r = routing(Track::Stable, true);
+        r.apply(table(5_000));
+        let v = r.version();
+        let stays = key_where(|b| b >= 8_000);
+        let moves = key_where(|b| (5_000..8_000).contains(&b));
+        let forwarded = key_where(|b| b < 5_000);
+        let a = r.register(Some(stays), Track::Stable, v).unwrap();
+        let b = r.register(Some(moves), Track::Stable, v).unwrap();
+        let c = r
+            .register(Some(forwarded.clone()), Track::Canary, v)
+            .unwrap();
+        assert!(
+            r.register(Some(forwarded), Track::Stable, v).is_err(),
+            "a key of the other track is not served here"
+        );
+        assert!(
+            r.register(None, Track::Stable, RouteVersion(1)).is_err(),
+            "an old version never registers"
+        );
+        // To 80 %: the local stream whose bucket moved closes, nothing else.
+        assert_eq!(r.apply(table(8_000)), 1);
+        assert!(b.moved.is_cancelled());
+        assert!(!a.moved.is_cancelled() && !c.moved.is_cancelled());
+        // To 0 %: the forwarded stream's key now belongs here.
+        assert_eq!(r.apply(table(0)), 1);
+        assert!(c.moved.is_cancelled());
+        assert!(!a.moved.is_cancelled());
+        drop((a, b, c));
+        assert_eq!(r.routed_streams(), 0);
+    }
+
+    #[test]
+    fn without_a_peer_nothing_is_proxied_or_moved() {
+        let r = routing(Track::Stable, false);
+        r.apply(table(10_000));
+        let routed = r.decide(&HeaderMap::new(), Some("k"), false);
+        assert!(matches!(routed.decision, Decision::Local { key: Some(_) }));
+        let g = r
+            .register(Some("k".into()), Track::Stable, routed.version)
+            .unwrap();
+        r.apply(table(0));
+        assert!(!g.moved.is_cancelled());
     }
 }

@@ -3,7 +3,8 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::bucket::{track_of, Track, BUCKETS};
+use super::bucket::{bucket, track_of, Track, BUCKETS};
+use crate::hash::fnv1a64;
 
 /// Default header that forces a track (for testers).
 pub const DEFAULT_OVERRIDE_HEADER: &str = "x-pushgate-track";
@@ -74,6 +75,40 @@ impl RoutingTable {
     pub fn track_of(&self, bucket: u16) -> Track {
         track_of(bucket, self.weight_bp)
     }
+
+    /// The track owning `key` under this table.
+    pub fn track_of_key(&self, key: &str) -> Track {
+        self.track_of(bucket(&self.salt, key))
+    }
+
+    /// A digest of every field: two pods route alike iff their versions agree.
+    pub fn version(&self) -> RouteVersion {
+        let text = serde_yaml::to_string(self).expect("a table serializes");
+        RouteVersion(fnv1a64(&[text.as_bytes()]))
+    }
+}
+
+/// Identifies a routing table by content (see [`RoutingTable::version`]);
+/// written as 16 hex digits in the header of a proxied request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct RouteVersion(pub u64);
+
+impl std::fmt::Display for RouteVersion {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:016x}", self.0)
+    }
+}
+
+impl std::str::FromStr for RouteVersion {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        if s.len() != 16 {
+            return Err("a route version is 16 hex digits".into());
+        }
+        u64::from_str_radix(s, 16)
+            .map(RouteVersion)
+            .map_err(|e| e.to_string())
+    }
 }
 
 #[cfg(test)]
@@ -93,5 +128,24 @@ mod tests {
             "unknown keys are errors"
         );
         assert!(RoutingTable::from_yaml("override_header: 'a b'\n").is_err());
+    }
+
+    #[test]
+    fn version_changes_with_any_field_and_round_trips() {
+        let a = RoutingTable::default();
+        let b = RoutingTable {
+            weight_bp: 1,
+            ..RoutingTable::default()
+        };
+        let c = RoutingTable {
+            salt: "x".into(),
+            ..RoutingTable::default()
+        };
+        assert_eq!(a.version(), RoutingTable::default().version());
+        assert_ne!(a.version(), b.version());
+        assert_ne!(a.version(), c.version());
+        let v = b.version();
+        assert_eq!(v.to_string().parse::<RouteVersion>().unwrap(), v);
+        assert!("xyz".parse::<RouteVersion>().is_err());
     }
 }

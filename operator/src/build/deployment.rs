@@ -74,6 +74,9 @@ fn container(pgw: &PushGateway, track: Track) -> Container {
         mounts.push(mount("data", DATA_DIR, false));
     }
     mounts.extend(super::security::mounts(spec));
+    if routing::enabled(pgw) {
+        mounts.push(routing::peer_token_volume(pgw).1);
+    }
     Container {
         name: "gateway".into(),
         image: Some(track_image(pgw, track)),
@@ -142,6 +145,9 @@ fn volumes(pgw: &PushGateway, track: Track) -> Vec<Volume> {
         });
     }
     v.extend(super::security::volumes(&pgw.spec));
+    if routing::enabled(pgw) {
+        v.push(routing::peer_token_volume(pgw).0);
+    }
     v
 }
 
@@ -447,10 +453,12 @@ mod tests {
         let stable = &d.config_map.data.as_ref().unwrap()["pushgate.yaml"];
         let canary = &d.canary.unwrap().config_map.data.unwrap()["pushgate.yaml"];
         assert!(stable.ends_with(
-            "routing:\n  track: stable\n  peer_url: http://demo-canary.ns1.svc\n  configmap: ns1/demo-routing\n"
+            "routing:\n  track: stable\n  peer_url: http://demo-canary.ns1.svc\n  configmap: ns1/demo-routing\n  \
+             peer_token_file: /var/run/secrets/pushgate/peer/token\n"
         ), "{stable}");
         assert!(canary.ends_with(
-            "routing:\n  track: canary\n  peer_url: http://demo-stable.ns1.svc\n  configmap: ns1/demo-routing\n"
+            "routing:\n  track: canary\n  peer_url: http://demo-stable.ns1.svc\n  configmap: ns1/demo-routing\n  \
+             peer_token_file: /var/run/secrets/pushgate/peer/token\n"
         ), "{canary}");
         // Everything before the routing section is the same.
         let head = |y: &str| y.split("routing:").next().unwrap().to_owned();

@@ -13,7 +13,9 @@ use crate::config::SpecError;
 use crate::crd::PushGateway;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
-use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Service, ServiceAccount};
+use k8s_openapi::api::core::v1::{
+    ConfigMap, PersistentVolumeClaim, Secret, Service, ServiceAccount,
+};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
@@ -59,6 +61,8 @@ pub struct Routing {
     pub role: Role,
     /// Binds the Role to the ServiceAccount.
     pub role_binding: RoleBinding,
+    /// The tracks' peer token, created once and never overwritten.
+    pub peer_secret: Secret,
 }
 
 /// The canary track's objects.
@@ -133,6 +137,7 @@ pub fn desired(pgw: &PushGateway) -> Result<Desired, SpecError> {
             service_account: routing::service_account(pgw),
             role: routing::role(pgw),
             role_binding: routing::role_binding(pgw),
+            peer_secret: routing::peer_secret(pgw),
         }),
         canary,
     })
@@ -200,7 +205,7 @@ pub fn selector_labels(pgw: &PushGateway) -> BTreeMap<String, String> {
 }
 
 /// Labels selecting every gateway pod of the PushGateway, both tracks: the
-/// client-facing Service uses them (DESIGN 3.3: one Service in front of all).
+/// client-facing Service uses them (one Service in front of every gateway pod).
 pub fn instance_labels(pgw: &PushGateway) -> BTreeMap<String, String> {
     BTreeMap::from([
         ("app.kubernetes.io/name".into(), "pushgate".into()),

@@ -7,15 +7,18 @@
 //! table and the canary objects, never the stable pod template, so the stable
 //! pods (and their streams) are never rolled by a canary.
 
+use super::security::{self, PEER_DIR};
 use super::{meta, track_labels, Track};
 use crate::config::{RoutingConfig, SpecError};
 use crate::crd::PushGateway;
-use k8s_openapi::api::core::v1::{ConfigMap, Service, ServiceAccount};
+use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service, ServiceAccount, Volume, VolumeMount};
 use k8s_openapi::api::rbac::v1::{PolicyRule, Role, RoleBinding, RoleRef, Subject};
 use kube::ResourceExt;
 use serde::Serialize;
 use std::collections::BTreeMap;
 
+/// Secret key (and file name) of the peer token.
+pub const PEER_TOKEN_KEY: &str = "token";
 /// ConfigMap key of the routing table (the gateway's `routing::source::CONFIGMAP_KEY`).
 pub const ROUTING_KEY: &str = "routing.yaml";
 /// The gateway's default override header.
@@ -65,7 +68,40 @@ pub fn gateway_config(pgw: &PushGateway, track: Track) -> Option<RoutingConfig> 
             pgw.namespace().unwrap_or_else(|| "default".into()),
             table_name(pgw)
         ),
+        peer_token_file: format!("{PEER_DIR}/{PEER_TOKEN_KEY}"),
     })
+}
+
+/// Name of the Secret with the token the tracks put on proxied requests.
+pub fn peer_secret_name(pgw: &PushGateway) -> String {
+    format!("{}-peer", pgw.name_any())
+}
+
+/// The peer token Secret, with a fresh random token. The reconciler only
+/// ever creates it (never overwrites it: every pod must keep agreeing on
+/// the token), and it goes with the PushGateway through its owner.
+pub fn peer_secret(pgw: &PushGateway) -> Secret {
+    let token: String = (0..32)
+        .map(|_| format!("{:02x}", rand::random::<u8>()))
+        .collect();
+    Secret {
+        metadata: meta(pgw, peer_secret_name(pgw)),
+        type_: Some("Opaque".into()),
+        string_data: Some(BTreeMap::from([(PEER_TOKEN_KEY.to_string(), token)])),
+        ..Default::default()
+    }
+}
+
+/// The pod volume and mount of the peer token.
+pub fn peer_token_volume(pgw: &PushGateway) -> (Volume, VolumeMount) {
+    (
+        security::secret_volume(
+            "peer-token",
+            &peer_secret_name(pgw),
+            &[(PEER_TOKEN_KEY, PEER_TOKEN_KEY)],
+        ),
+        security::mount("peer-token", PEER_DIR),
+    )
 }
 
 /// The salt in force: `spec.canary.hash.salt`, else the PushGateway's uid
@@ -83,10 +119,9 @@ pub fn salt(pgw: &PushGateway) -> String {
 
 /// The canary share (percent) to write to the table: `spec.canary.weight`
 /// once the canary Deployment has a ready pod, else 0. Streams sent to a
-/// canary with no ready pod would only bounce between the tracks (the pods
-/// serve a stream themselves when the peer is unreachable, so nothing is
-/// lost, but nothing is tested either); holding the weight at 0 also moves
-/// every stream back to stable by itself when all canary pods fail.
+/// canary with no ready pod would only be told to retry (a pod refuses a
+/// stream for now when its peer is unreachable); holding the weight at 0
+/// also moves every stream back to stable by itself when all canary pods fail.
 pub fn effective_weight(pgw: &PushGateway, canary_ready_replicas: i32) -> i32 {
     match &pgw.spec.canary {
         Some(c) if canary_ready_replicas > 0 => c.weight.clamp(0, 100),
@@ -319,6 +354,7 @@ mod tests {
             (s.track, s.peer_url.as_str(), s.configmap.as_str()),
             ("stable", "http://demo-canary.ns1.svc", "ns1/demo-routing")
         );
+        assert_eq!(s.peer_token_file, "/var/run/secrets/pushgate/peer/token");
         let c = gateway_config(&p, Track::Canary).unwrap();
         assert_eq!(
             (c.track, c.peer_url.as_str()),
@@ -330,6 +366,24 @@ mod tests {
             svc.spec.unwrap().selector.unwrap()["pushgate.dev/track"],
             "canary"
         );
+    }
+
+    #[test]
+    fn peer_token_is_random_owned_and_mounted() {
+        let p = pgw(redis_spec());
+        let (a, b) = (peer_secret(&p), peer_secret(&p));
+        let token = |s: &Secret| s.string_data.as_ref().unwrap()[PEER_TOKEN_KEY].clone();
+        assert_eq!(token(&a).len(), 64);
+        assert_ne!(token(&a), token(&b), "a fresh token each time it is built");
+        assert_eq!(a.metadata.name.as_deref(), Some("demo-peer"));
+        assert_eq!(
+            a.metadata.owner_references.unwrap()[0].uid,
+            "uid-1",
+            "deleted with the PushGateway"
+        );
+        let (v, m) = peer_token_volume(&p);
+        assert_eq!(v.secret.unwrap().secret_name.as_deref(), Some("demo-peer"));
+        assert_eq!(m.mount_path, PEER_DIR);
     }
 
     #[test]

@@ -10,6 +10,8 @@ use k8s_openapi::api::core::v1::{EnvVar, KeyToPath, SecretVolumeSource, Volume, 
 pub const AUTH_DIR: &str = "/var/run/secrets/pushgate/auth";
 /// Where the TLS pair is mounted; the gateway polls it, so Secret updates rotate in place.
 pub const TLS_DIR: &str = "/var/run/secrets/pushgate/tls";
+/// Where the peer token of the canary tracks is mounted.
+pub const PEER_DIR: &str = "/var/run/secrets/pushgate/peer";
 /// Owner and group read only (the pod's fsGroup owns the files).
 const SECRET_MODE: i32 = 0o440;
 
@@ -21,7 +23,7 @@ fn var(name: &str, value: String) -> EnvVar {
     }
 }
 
-fn secret_volume(name: &str, secret: &str, items: &[(&str, &str)]) -> Volume {
+pub(super) fn secret_volume(name: &str, secret: &str, items: &[(&str, &str)]) -> Volume {
     Volume {
         name: name.into(),
         secret: Some(SecretVolumeSource {
@@ -43,7 +45,7 @@ fn secret_volume(name: &str, secret: &str, items: &[(&str, &str)]) -> Volume {
     }
 }
 
-fn mount(name: &str, path: &str) -> VolumeMount {
+pub(super) fn mount(name: &str, path: &str) -> VolumeMount {
     VolumeMount {
         name: name.into(),
         mount_path: path.into(),

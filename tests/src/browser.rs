@@ -1,0 +1,192 @@
+//! A real browser: Debian's headless Chromium (installed with apt-get when
+//! missing, as `.ci/run` does), one process group per [`Browser`], killed on
+//! drop. A page reports its state through its document title, which the
+//! DevTools HTTP endpoint (`/json/list`) exposes; [`Site`] serves test pages
+//! from another loopback origin than the gateway's.
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::{SocketAddr, TcpListener};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const CHROMIUM: &str = "/usr/bin/chromium";
+
+/// Debian's Chromium, installed with apt-get when missing.
+pub fn chromium() -> PathBuf {
+    if !Path::new(CHROMIUM).exists() {
+        eprintln!("{CHROMIUM} missing: apt-get install -y chromium");
+        let ok = Command::new("sh")
+            .args(["-c", "apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium"])
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(
+            ok && Path::new(CHROMIUM).exists(),
+            "could not install chromium; run `apt-get install -y chromium`"
+        );
+    }
+    PathBuf::from(CHROMIUM)
+}
+
+/// Flags for headless Chromium on a machine with no outside network.
+pub fn base_flags(profile: &Path) -> Vec<String> {
+    [
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--disable-extensions",
+        "--disable-dev-shm-usage",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .chain([format!("--user-data-dir={}", profile.display())])
+    .collect()
+}
+
+/// A Chromium process group with one page open.
+pub struct Browser {
+    child: Child,
+    devtools: u16,
+    _profile: tempfile::TempDir,
+}
+
+impl Browser {
+    /// Opens `url` in a fresh profile.
+    pub fn open(url: &str) -> Browser {
+        Self::open_with(url, &[])
+    }
+
+    /// Opens `url` with extra command-line flags (e.g. `--ignore-certificate-errors`).
+    pub fn open_with(url: &str, flags: &[&str]) -> Browser {
+        let profile = tempfile::tempdir().unwrap();
+        let devtools = crate::controlplane::free_port();
+        let child = Command::new(chromium())
+            .args(base_flags(profile.path()))
+            .args(flags)
+            .arg(format!("--remote-debugging-port={devtools}"))
+            .arg("--remote-debugging-address=127.0.0.1")
+            .arg("--window-size=1100,800")
+            .arg(url)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .process_group(0)
+            .spawn()
+            .expect("spawn chromium");
+        Browser {
+            child,
+            devtools,
+            _profile: profile,
+        }
+    }
+
+    /// The JSON in the title of the page whose URL contains `url_part`.
+    pub async fn page_state(&self, url_part: &str) -> Option<serde_json::Value> {
+        let list: serde_json::Value =
+            reqwest::get(format!("http://127.0.0.1:{}/json/list", self.devtools))
+                .await
+                .ok()?
+                .json()
+                .await
+                .ok()?;
+        let title = list.as_array()?.iter().find(|t| {
+            t["type"] == "page" && t["url"].as_str().is_some_and(|u| u.contains(url_part))
+        })?["title"]
+            .as_str()?
+            .to_owned();
+        // /json/list HTML-escapes titles.
+        let title = title
+            .replace("&quot;", "\"")
+            .replace("&#39;", "'")
+            .replace("&lt;", "<")
+            .replace("&gt;", ">")
+            .replace("&amp;", "&");
+        serde_json::from_str(&title).ok()
+    }
+
+    /// Polls the page until `done` holds, bounded; returns the last state.
+    pub async fn wait_for(
+        &self,
+        url_part: &str,
+        what: &str,
+        timeout: Duration,
+        done: impl Fn(&serde_json::Value) -> bool,
+    ) -> serde_json::Value {
+        let deadline = Instant::now() + timeout;
+        let mut last = None;
+        while Instant::now() < deadline {
+            if let Some(s) = self.page_state(url_part).await {
+                if done(&s) {
+                    return s;
+                }
+                last = Some(s);
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("page never reached: {what}; last state {last:?}");
+    }
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        // SAFETY: kill(2) on the process group this harness created.
+        unsafe {
+            libc::kill(-(self.child.id() as i32), libc::SIGKILL);
+        }
+        let _ = self.child.wait();
+    }
+}
+
+/// A static web server on loopback serving one HTML page at every path
+/// (its own origin, so pages reach the gateway cross-origin, as in life).
+pub struct Site {
+    /// Its address.
+    pub addr: SocketAddr,
+}
+
+impl Site {
+    /// Serves `html` until the process ends.
+    pub fn serve(html: &'static str) -> Site {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                let Ok(mut conn) = conn else { continue };
+                std::thread::spawn(move || {
+                    let mut reader = BufReader::new(conn.try_clone().unwrap());
+                    let mut line = String::new();
+                    while reader.read_line(&mut line).is_ok_and(|n| n > 2) {
+                        line.clear();
+                    }
+                    let _ = write!(
+                        conn,
+                        "HTTP/1.1 200 OK\r\nContent-Type: text/html; charset=utf-8\r\n\
+                         Content-Length: {}\r\nCache-Control: no-store\r\nConnection: close\r\n\r\n{html}",
+                        html.len()
+                    );
+                });
+            }
+        });
+        Site { addr }
+    }
+
+    /// `http://ADDR/{path_and_query}`.
+    pub fn url(&self, path_and_query: &str) -> String {
+        format!(
+            "http://{}/{}",
+            self.addr,
+            path_and_query.trim_start_matches('/')
+        )
+    }
+
+    /// The origin, for the gateway's `--cors-allowed-origins`.
+    pub fn origin(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+}

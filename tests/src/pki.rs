@@ -1,0 +1,60 @@
+//! A throwaway certificate authority made in memory (rcgen), for gateways
+//! that serve HTTPS in tests.
+
+use anyhow::Result;
+use rcgen::{
+    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
+    KeyUsagePurpose, SanType,
+};
+
+/// A CA certificate and the key that signs leaves.
+pub struct TestCa {
+    /// The CA certificate (PEM), for clients to trust.
+    pub pem: String,
+    issuer: Issuer<'static, KeyPair>,
+}
+
+/// A leaf certificate.
+pub struct Leaf {
+    /// Certificate (PEM).
+    pub cert_pem: String,
+    /// Private key (PEM).
+    pub key_pem: String,
+    /// Certificate (DER), to compare with what a server presents.
+    pub der: Vec<u8>,
+}
+
+impl TestCa {
+    /// A new CA.
+    pub fn new() -> Result<TestCa> {
+        let key = KeyPair::generate()?;
+        let mut params = CertificateParams::new(Vec::<String>::new())?;
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params
+            .distinguished_name
+            .push(DnType::CommonName, "pushgate test CA");
+        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+        let cert = params.self_signed(&key)?;
+        Ok(TestCa {
+            pem: cert.pem(),
+            issuer: Issuer::new(params, key),
+        })
+    }
+
+    /// A server leaf for `localhost` and 127.0.0.1, with common name `name`.
+    pub fn leaf(&self, name: &str) -> Result<Leaf> {
+        let key = KeyPair::generate()?;
+        let mut params = CertificateParams::new(vec!["localhost".to_owned()])?;
+        params
+            .subject_alt_names
+            .push(SanType::IpAddress([127, 0, 0, 1].into()));
+        params.distinguished_name.push(DnType::CommonName, name);
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        let cert = params.signed_by(&key, &self.issuer)?;
+        Ok(Leaf {
+            cert_pem: cert.pem(),
+            key_pem: key.serialize_pem(),
+            der: cert.der().to_vec(),
+        })
+    }
+}
