@@ -18,76 +18,11 @@ use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
 use prometheus::{IntCounterVec, IntGauge};
-use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-/// Smallest head limit hyper can enforce (its minimum read buffer).
-pub const MIN_HEADER_BYTES: usize = 8192;
-
-/// Edge settings (config key `edge`).
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(default, deny_unknown_fields)]
-pub struct EdgeConfig {
-    /// A new connection must complete its first request head within this.
-    #[serde(with = "humantime_serde")]
-    pub header_read_timeout: Duration,
-    /// A connection with no request in flight is closed after this.
-    #[serde(with = "humantime_serde")]
-    pub idle_timeout: Duration,
-    /// Largest request head (request line and headers) in bytes; a larger one gets 431.
-    pub max_header_bytes: usize,
-    /// Open TCP connections on the API port; 0 means the open-file limit minus `fd_reserve`.
-    pub max_tcp_connections: usize,
-    /// File descriptors kept out of the API port's share: the store, proxied
-    /// streams' upstream connections, the Kubernetes watch, the metrics port.
-    pub fd_reserve: usize,
-    /// Open connections on the metrics port (taken from the reserve).
-    pub max_ops_connections: usize,
-}
-
-impl Default for EdgeConfig {
-    fn default() -> Self {
-        EdgeConfig {
-            header_read_timeout: Duration::from_secs(10),
-            idle_timeout: Duration::from_secs(60),
-            max_header_bytes: 16 * 1024,
-            max_tcp_connections: 0,
-            fd_reserve: 512,
-            max_ops_connections: 64,
-        }
-    }
-}
-
-impl EdgeConfig {
-    /// Rejects settings the edge cannot honour.
-    pub fn validate(&self) -> Result<(), String> {
-        if self.header_read_timeout.is_zero() || self.idle_timeout.is_zero() {
-            return Err("edge.header_read_timeout and edge.idle_timeout must be positive".into());
-        }
-        if self.max_header_bytes < MIN_HEADER_BYTES {
-            return Err(format!(
-                "edge.max_header_bytes must be at least {MIN_HEADER_BYTES}"
-            ));
-        }
-        if self.max_ops_connections == 0 || self.max_ops_connections >= self.fd_reserve {
-            return Err(
-                "edge.max_ops_connections must be at least 1 and below edge.fd_reserve".into(),
-            );
-        }
-        Ok(())
-    }
-
-    /// The API port's cap for an open-file limit of `nofile`.
-    pub fn api_cap(&self, nofile: u64) -> usize {
-        let budget = (nofile as usize).saturating_sub(self.fd_reserve).max(1);
-        match self.max_tcp_connections {
-            0 => budget,
-            n => n.min(budget),
-        }
-    }
-}
+pub use pushgate_contract::config::{EdgeConfig, MIN_HEADER_BYTES};
 
 /// The current open-file soft limit.
 pub fn nofile_limit() -> u64 {

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
-use pushgate::config::{Config, Overrides};
+use pushgate::config::{Config, Overrides, StoreKind};
 use pushgate::{lifecycle, telemetry, Gateway};
 
 #[global_allocator]
@@ -23,7 +23,7 @@ enum Command {
     /// --config file, then PUSHGATE_* variables, then flags (last wins).
     Serve {
         /// YAML config file (keys as in docs/CONFIG.md)
-        #[arg(long, env = "PUSHGATE_CONFIG", value_name = "FILE")]
+        #[arg(long, env = pushgate_contract::names::env::CONFIG, value_name = "FILE")]
         config: Option<PathBuf>,
         #[command(flatten)]
         overrides: Overrides,
@@ -33,7 +33,7 @@ enum Command {
     /// Print the effective configuration as YAML and exit.
     Config {
         /// YAML config file
-        #[arg(long, env = "PUSHGATE_CONFIG", value_name = "FILE")]
+        #[arg(long, env = pushgate_contract::names::env::CONFIG, value_name = "FILE")]
         config: Option<PathBuf>,
         #[command(flatten)]
         overrides: Overrides,
@@ -46,7 +46,7 @@ struct TokenArgs {
     #[arg(long, value_name = "FILE")]
     key_file: PathBuf,
     /// Algorithm, matching the gateway's auth.algorithm
-    #[arg(long, value_enum, default_value = "hs256")]
+    #[arg(long, default_value = "hs256")]
     algorithm: pushgate::auth::KeyAlgorithm,
     /// Client id (`sub`), logged with each request
     #[arg(long)]
@@ -77,7 +77,7 @@ fn main() -> anyhow::Result<()> {
     };
     match cli.command {
         Command::Serve { config, overrides } => {
-            let config = Config::load(config.as_deref(), &overrides)?;
+            let config = pushgate::config::load(config.as_deref(), &overrides)?;
             telemetry::init(config.log_format, &config.log_level)?;
             match lifecycle::raise_nofile_limit() {
                 Ok((before, after, hard)) => {
@@ -108,7 +108,7 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Config { config, overrides } => {
-            let config = Config::load(config.as_deref(), &overrides)?;
+            let config = pushgate::config::load(config.as_deref(), &overrides)?;
             print!("{}", serde_yaml::to_string(&config)?);
             Ok(())
         }
@@ -116,10 +116,9 @@ fn main() -> anyhow::Result<()> {
 }
 
 async fn serve(config: Config) -> anyhow::Result<()> {
-    let store = if config.store == "embedded" {
-        format!("embedded:{}", config.data_dir.display())
-    } else {
-        "redis".to_owned()
+    let store = match &config.store {
+        StoreKind::Embedded => format!("embedded:{}", config.data_dir.display()),
+        StoreKind::Redis(_) => "redis".to_owned(),
     };
     let gw = Gateway::start(config).await?;
     tracing::info!(

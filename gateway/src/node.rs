@@ -10,7 +10,7 @@ use axum::http::StatusCode;
 use rand::Rng;
 use tokio::sync::watch;
 
-use crate::config::Config;
+use crate::config::{Config, StoreKind};
 use crate::error::ApiError;
 use crate::fanout::Hub;
 use crate::limits::{KeyedRateLimit, RateLimit};
@@ -67,10 +67,11 @@ impl Node {
             retention: config.retention.clone(),
             sink: Arc::new(move |e| sink_hub.dispatch(e)),
         };
-        let store: Arc<dyn Store> = if config.store == "embedded" {
-            Arc::new(EmbeddedStore::open(&config.data_dir, config.fsync, opts)?)
-        } else {
-            Arc::new(RedisStore::open(&config.store, &config.redis, opts)?)
+        let store: Arc<dyn Store> = match &config.store {
+            StoreKind::Embedded => {
+                Arc::new(EmbeddedStore::open(&config.data_dir, config.fsync, opts)?)
+            }
+            StoreKind::Redis(url) => Arc::new(RedisStore::open(url, &config.redis, opts)?),
         };
         let routing = crate::routing::Routing::new(
             &config.routing,

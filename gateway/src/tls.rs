@@ -3,58 +3,18 @@
 //! update or cert-manager renewal) without dropping open connections, and
 //! ALPN `h2` + `http/1.1`.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::{Arc, RwLock};
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
-use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
-/// The `tls` section: HTTPS when both files are set.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(default, deny_unknown_fields)]
-pub struct TlsConfig {
-    /// Certificate chain (PEM), leaf first.
-    pub cert_file: Option<PathBuf>,
-    /// Private key (PEM: PKCS#8, PKCS#1 or SEC1).
-    pub key_file: Option<PathBuf>,
-    /// How often the files are checked for changes.
-    #[serde(with = "humantime_serde")]
-    pub reload_interval: Duration,
-}
-
-impl Default for TlsConfig {
-    fn default() -> Self {
-        TlsConfig {
-            cert_file: None,
-            key_file: None,
-            reload_interval: Duration::from_secs(5),
-        }
-    }
-}
-
-impl TlsConfig {
-    /// True when HTTPS is configured.
-    pub fn enabled(&self) -> bool {
-        self.cert_file.is_some()
-    }
-
-    /// Both files or neither; a positive reload interval.
-    pub fn validate(&self) -> Result<(), String> {
-        if self.cert_file.is_some() != self.key_file.is_some() {
-            return Err("tls.cert_file and tls.key_file must be set together".into());
-        }
-        if self.reload_interval < Duration::from_millis(50) {
-            return Err("tls.reload_interval must be at least 50ms".into());
-        }
-        Ok(())
-    }
-}
+pub use pushgate_contract::config::TlsConfig;
 
 fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())

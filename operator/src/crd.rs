@@ -189,13 +189,13 @@ pub enum JwtAlgorithm {
     Es256,
 }
 
-impl JwtAlgorithm {
-    /// The gateway's spelling.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            JwtAlgorithm::Hs256 => "hs256",
-            JwtAlgorithm::Rs256 => "rs256",
-            JwtAlgorithm::Es256 => "es256",
+impl From<JwtAlgorithm> for pushgate_contract::config::KeyAlgorithm {
+    fn from(a: JwtAlgorithm) -> Self {
+        use pushgate_contract::config::KeyAlgorithm as K;
+        match a {
+            JwtAlgorithm::Hs256 => K::Hs256,
+            JwtAlgorithm::Rs256 => K::Rs256,
+            JwtAlgorithm::Es256 => K::Es256,
         }
     }
 }

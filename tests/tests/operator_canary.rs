@@ -17,8 +17,8 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Service};
 use kube::{Api, ResourceExt};
 use operator::crd::PushGateway;
-use pushgate::routing::bucket::{bucket, track_of, Track};
 use pushgate::routing::RoutingTable;
+use pushgate::routing::{bucket, track_of, Track};
 use pushgate_e2e::controlplane::{eventually, ControlPlane, OperatorOptions, OperatorProcess};
 use pushgate_e2e::gateway::{publish, GatewayProcess};
 use pushgate_e2e::redis::RedisServer;
@@ -156,9 +156,11 @@ async fn operator_weight_patches_move_exactly_the_hashed_streams_with_zero_loss(
     let start = |track: &str, cm: &ConfigMap, addr, peer| {
         let path = dir.path().join(format!("{track}.yaml"));
         let text = &cm.data.as_ref().unwrap()["pushgate.yaml"];
-        assert!(text.contains(&format!("track: {track}")), "{text}");
-        assert!(
-            text.contains(&format!("configmap: {ns}/gw-routing")),
+        let parsed = pushgate::config::Config::from_yaml(text).unwrap();
+        assert_eq!(parsed.routing.track.as_str(), track, "{text}");
+        assert_eq!(
+            parsed.routing.configmap,
+            Some(format!("{ns}/gw-routing")),
             "{text}"
         );
         std::fs::write(&path, text).unwrap();

@@ -208,7 +208,10 @@ async fn minimal_pushgateway_yields_expected_objects() {
         pod.termination_grace_period_seconds.unwrap() > 20,
         "grace period must exceed the 20s drain window"
     );
-    assert!(cm.data.unwrap()["pushgate.yaml"].contains("store: embedded"));
+    // What the gateway parses: the embedded store on the pod's volume.
+    let parsed = pushgate::config::Config::from_yaml(&cm.data.unwrap()["pushgate.yaml"]).unwrap();
+    assert_eq!(parsed.store, pushgate::config::StoreKind::Embedded);
+    assert_eq!(parsed.data_dir, std::path::Path::new("/var/lib/pushgate"));
     assert_eq!(
         pvc.spec.unwrap().resources.unwrap().requests.unwrap()["storage"].0,
         "1Gi"

@@ -144,7 +144,11 @@ pub fn mint(alg: KeyAlgorithm, key: &EncodingKey, req: &MintRequest) -> anyhow::
         },
     };
     claims.clone().into_grants()?;
-    Ok(jsonwebtoken::encode(&Header::new(alg.jwt()), &claims, key)?)
+    Ok(jsonwebtoken::encode(
+        &Header::new(super::keys::jwt_algorithm(alg)),
+        &claims,
+        key,
+    )?)
 }
 
 #[cfg(test)]

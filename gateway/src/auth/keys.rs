@@ -5,31 +5,18 @@
 use std::path::Path;
 
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey};
-use serde::{Deserialize, Serialize};
 
 /// Shortest accepted HS256 secret: 256 bits, as RFC 7518 §3.2 requires.
 pub const MIN_HS256_SECRET_BYTES: usize = 32;
 
-/// The one signature algorithm a gateway accepts, fixed by its key file.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "lowercase")]
-pub enum KeyAlgorithm {
-    /// HMAC-SHA256 with a shared secret file.
-    Hs256,
-    /// RSA PKCS#1 v1.5 SHA-256; the gateway holds the public key (PEM).
-    Rs256,
-    /// ECDSA P-256 SHA-256; the gateway holds the public key (PEM).
-    Es256,
-}
+pub use pushgate_contract::config::KeyAlgorithm;
 
-impl KeyAlgorithm {
-    /// The `jsonwebtoken` algorithm.
-    pub fn jwt(self) -> Algorithm {
-        match self {
-            KeyAlgorithm::Hs256 => Algorithm::HS256,
-            KeyAlgorithm::Rs256 => Algorithm::RS256,
-            KeyAlgorithm::Es256 => Algorithm::ES256,
-        }
+/// The `jsonwebtoken` algorithm of `k`.
+pub fn jwt_algorithm(k: KeyAlgorithm) -> Algorithm {
+    match k {
+        KeyAlgorithm::Hs256 => Algorithm::HS256,
+        KeyAlgorithm::Rs256 => Algorithm::RS256,
+        KeyAlgorithm::Es256 => Algorithm::ES256,
     }
 }
 

@@ -9,12 +9,9 @@
 //! which check failed.
 
 pub mod claims;
-pub mod config;
 pub mod extract;
 pub mod keys;
 pub mod pattern;
-
-use std::time::Duration;
 
 use axum::http::{HeaderMap, StatusCode};
 use jsonwebtoken::{DecodingKey, Validation};
@@ -22,13 +19,10 @@ use jsonwebtoken::{DecodingKey, Validation};
 use crate::error::ApiError;
 use crate::topic::Topic;
 pub use claims::{Claims, Grants, MintRequest};
-pub use config::AuthConfig;
 use extract::Credential;
 pub use keys::KeyAlgorithm;
 use pattern::{any_matches, TopicPattern};
-
-/// Longest accepted clock-skew leeway: more would make `exp` meaningless.
-pub const MAX_LEEWAY: Duration = Duration::from_secs(300);
+pub use pushgate_contract::config::{AuthConfig, MAX_LEEWAY};
 
 /// Which way a request moves events.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -126,7 +120,7 @@ impl Auth {
         let key = keys::load_decoding_key(c.algorithm, path)?;
         // The accepted set is exactly the configured key's algorithm: a token
         // naming another one (`none`, HS256 signed with a public key, ...) fails.
-        let mut validation = Validation::new(c.algorithm.jwt());
+        let mut validation = Validation::new(keys::jwt_algorithm(c.algorithm));
         validation.leeway = c.leeway.as_secs();
         validation.validate_exp = true;
         validation.validate_nbf = true;

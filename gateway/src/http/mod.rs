@@ -47,7 +47,9 @@ pub fn api_router(node: Arc<Node>) -> Router {
         .merge(ops_routes())
         .merge(demo)
         .fallback(not_found)
-        .layer(tower::util::option_layer(node.config.cors.layer()))
+        .layer(tower::util::option_layer(crate::cors::layer(
+            &node.config.cors,
+        )))
         .layer(axum::middleware::from_fn(trace::log_request))
         .with_state(node)
 }

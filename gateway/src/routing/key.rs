@@ -5,7 +5,7 @@
 
 use axum::http::HeaderMap;
 
-use super::table::RoutingTable;
+use super::RoutingTable;
 use crate::http::trace::trace_id_of;
 
 /// Where a routing key came from.

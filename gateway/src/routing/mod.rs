@@ -4,57 +4,24 @@
 //! table changes, only the streams whose bucket moved are closed (jittered
 //! `retry:`), and they resume on the other track from the shared store.
 
-pub mod bucket;
 pub mod key;
 pub mod peer;
 pub mod proxy;
 pub mod source;
-pub mod table;
 
 use std::collections::HashMap;
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use axum::http::HeaderMap;
 use prometheus::{IntCounter, IntGaugeVec};
-use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
-pub use bucket::Track;
 pub use peer::{PeerToken, ProxiedFrom, PROXIED_HEADER};
-pub use table::{RouteVersion, RoutingTable};
-
-/// How this pod takes part in routing (config key `routing`).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct RoutingSettings {
-    /// This pod's track.
-    pub track: Track,
-    /// Base URL of the other track's Service (`http://name-canary:8080`);
-    /// without it every stream is served here.
-    pub peer_url: Option<String>,
-    /// Routing table file, re-read when it changes (outside Kubernetes).
-    pub table_file: Option<PathBuf>,
-    /// `namespace/name` of the routing-table ConfigMap to watch through the
-    /// Kubernetes API (in-cluster credentials or `KUBECONFIG`).
-    pub configmap: Option<String>,
-    /// File holding the token that both tracks put on requests they proxy
-    /// to each other (re-read when it changes); required with `peer_url`.
-    pub peer_token_file: Option<PathBuf>,
-}
-
-impl Default for RoutingSettings {
-    fn default() -> Self {
-        RoutingSettings {
-            track: Track::Stable,
-            peer_url: None,
-            table_file: None,
-            configmap: None,
-            peer_token_file: None,
-        }
-    }
-}
+pub use pushgate_contract::routing::{
+    bucket, track_of, RouteVersion, RoutingSettings, RoutingTable, Track, BUCKETS, DEFAULT_COOKIE,
+    DEFAULT_OVERRIDE_HEADER,
+};
 
 /// Where a stream goes. `key` is `None` when a header forced the track
 /// (such a stream never moves).
@@ -321,7 +288,7 @@ mod tests {
     fn key_where(pred: impl Fn(u16) -> bool) -> String {
         (0..)
             .map(|i| format!("key-{i}"))
-            .find(|k| pred(bucket::bucket("s", k)))
+            .find(|k| pred(bucket("s", k)))
             .unwrap()
     }
 

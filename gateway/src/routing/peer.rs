@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use axum::http::{HeaderMap, HeaderValue};
 
-use super::table::RouteVersion;
+use super::RouteVersion;
 use super::Track;
 
 /// Header naming the track that proxied the request.

@@ -12,8 +12,7 @@ use kube::{Api, Client};
 
 use super::{Routing, RoutingTable};
 
-/// ConfigMap key holding the table.
-pub const CONFIGMAP_KEY: &str = "routing.yaml";
+use pushgate_contract::names::ROUTING_KEY as CONFIGMAP_KEY;
 
 fn load_text(routing: &Routing, text: &str, from: &str) {
     match RoutingTable::from_yaml(text) {

@@ -50,7 +50,7 @@ fn container(pgw: &PushGateway, track: Track) -> Container {
     let redis = spec.store.as_ref().and_then(|s| s.redis.as_ref());
     let mut env = redis.map(|r| {
         vec![EnvVar {
-            name: "PUSHGATE_STORE".into(),
+            name: pushgate_contract::names::env::STORE.into(),
             value_from: Some(EnvVarSource {
                 secret_key_ref: Some(SecretKeySelector {
                     name: r.secret_ref.name.clone(),
@@ -88,13 +88,13 @@ fn container(pgw: &PushGateway, track: Track) -> Container {
         ports: Some(vec![
             ContainerPort {
                 name: Some("http".into()),
-                container_port: API_PORT,
+                container_port: i32::from(API_PORT),
                 protocol: Some("TCP".into()),
                 ..Default::default()
             },
             ContainerPort {
                 name: Some("metrics".into()),
-                container_port: METRICS_PORT,
+                container_port: i32::from(METRICS_PORT),
                 protocol: Some("TCP".into()),
                 ..Default::default()
             },
@@ -453,7 +453,7 @@ mod tests {
         let stable = &d.config_map.data.as_ref().unwrap()["pushgate.yaml"];
         let canary = &d.canary.unwrap().config_map.data.unwrap()["pushgate.yaml"];
         assert!(stable.ends_with(
-            "routing:\n  track: stable\n  peer_url: http://demo-canary.ns1.svc\n  configmap: ns1/demo-routing\n  \
+            "routing:\n  peer_url: http://demo-canary.ns1.svc\n  configmap: ns1/demo-routing\n  \
              peer_token_file: /var/run/secrets/pushgate/peer/token\n"
         ), "{stable}");
         assert!(canary.ends_with(

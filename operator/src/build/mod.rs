@@ -78,32 +78,8 @@ pub struct Canary {
     pub track_services: [Service; 2],
 }
 
-/// A deployment track.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Track {
-    /// The current version (`spec.image`).
-    Stable,
-    /// The version under test (`spec.canary.image`).
-    Canary,
-}
-
-impl Track {
-    /// `stable` or `canary`, as in labels and the gateway config.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Track::Stable => "stable",
-            Track::Canary => "canary",
-        }
-    }
-
-    /// The track proxied to.
-    pub fn other(self) -> Track {
-        match self {
-            Track::Stable => Track::Canary,
-            Track::Canary => Track::Stable,
-        }
-    }
-}
+/// A deployment track: stable (`spec.image`) or canary (`spec.canary.image`).
+pub use pushgate_contract::routing::Track;
 
 /// Builds every owned object, or the first spec error found.
 pub fn desired(pgw: &PushGateway) -> Result<Desired, SpecError> {
@@ -253,14 +229,9 @@ fn meta(pgw: &PushGateway, name: String) -> ObjectMeta {
     }
 }
 
-/// Stable FNV-1a, so the config hash does not change between operator builds.
+/// Stable FNV-1a (the contract's), so the config hash does not change between operator builds.
 fn fnv1a(data: &str) -> String {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in data.bytes() {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0100_0000_01b3);
-    }
-    format!("{h:016x}")
+    format!("{:016x}", pushgate_contract::hash::fnv1a64(&[data.as_bytes()]))
 }
 
 #[cfg(test)]

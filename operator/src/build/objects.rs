@@ -33,7 +33,7 @@ pub fn config_map_for(pgw: &PushGateway, track: Track) -> Result<ConfigMap, Spec
         metadata: meta(pgw, config_name_for(pgw, track)),
         data: Some(BTreeMap::from([(
             CONFIG_KEY.to_string(),
-            config::render_with(&pgw.spec, routing.as_ref())?,
+            config::render_with(&pgw.spec, routing)?,
         )])),
         ..Default::default()
     })
@@ -59,7 +59,7 @@ pub fn service(pgw: &PushGateway) -> Service {
             selector: Some(instance_labels(pgw)),
             ports: Some(vec![
                 port("http", s.port.unwrap_or(80), "http"),
-                port("metrics", METRICS_PORT, "metrics"),
+                port("metrics", i32::from(METRICS_PORT), "metrics"),
             ]),
             ..Default::default()
         }),

@@ -9,20 +9,17 @@
 
 use super::security::{self, PEER_DIR};
 use super::{meta, track_labels, Track};
-use crate::config::{RoutingConfig, SpecError};
+use crate::config::SpecError;
 use crate::crd::PushGateway;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service, ServiceAccount, Volume, VolumeMount};
 use k8s_openapi::api::rbac::v1::{PolicyRule, Role, RoleBinding, RoleRef, Subject};
 use kube::ResourceExt;
-use serde::Serialize;
+use pushgate_contract::routing::{RoutingSettings, RoutingTable, DEFAULT_OVERRIDE_HEADER};
 use std::collections::BTreeMap;
 
 /// Secret key (and file name) of the peer token.
 pub const PEER_TOKEN_KEY: &str = "token";
-/// ConfigMap key of the routing table (the gateway's `routing::source::CONFIGMAP_KEY`).
-pub const ROUTING_KEY: &str = "routing.yaml";
-/// The gateway's default override header.
-pub const DEFAULT_OVERRIDE_HEADER: &str = "x-pushgate-track";
+pub use pushgate_contract::names::ROUTING_KEY;
 
 /// True when the gateway pods take part in canary routing: a shared store is
 /// needed (both tracks serve the same events) and the tracks proxy over plain
@@ -59,16 +56,17 @@ pub fn track_url(pgw: &PushGateway, track: Track) -> String {
 }
 
 /// The `routing` section of `track`'s gateway config, if routing is enabled.
-pub fn gateway_config(pgw: &PushGateway, track: Track) -> Option<RoutingConfig> {
-    enabled(pgw).then(|| RoutingConfig {
-        track: track.as_str(),
-        peer_url: track_url(pgw, track.other()),
-        configmap: format!(
+pub fn gateway_config(pgw: &PushGateway, track: Track) -> Option<RoutingSettings> {
+    enabled(pgw).then(|| RoutingSettings {
+        track,
+        peer_url: Some(track_url(pgw, track.other())),
+        configmap: Some(format!(
             "{}/{}",
             pgw.namespace().unwrap_or_else(|| "default".into()),
             table_name(pgw)
-        ),
-        peer_token_file: format!("{PEER_DIR}/{PEER_TOKEN_KEY}"),
+        )),
+        peer_token_file: Some(format!("{PEER_DIR}/{PEER_TOKEN_KEY}").into()),
+        table_file: None,
     })
 }
 
@@ -129,32 +127,6 @@ pub fn effective_weight(pgw: &PushGateway, canary_ready_replicas: i32) -> i32 {
     }
 }
 
-/// The gateway's `RoutingTable` (`deny_unknown_fields` there: keep in sync).
-#[derive(Serialize)]
-struct Table<'a> {
-    weight_bp: u16,
-    salt: &'a str,
-    override_header: &'a str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    key_header: Option<&'a str>,
-}
-
-/// Same rule as the gateway's table validation: a table the pods would
-/// ignore must fail the reconcile instead, where the user sees it.
-fn header_name(field: &'static str, h: &str) -> Result<(), SpecError> {
-    let ok = !h.is_empty()
-        && h.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
-    if ok {
-        Ok(())
-    } else {
-        Err(SpecError {
-            field,
-            message: format!("{h:?} is not a header name (letters, digits, '-', '_')"),
-        })
-    }
-}
-
 /// The routing table with the canary share `weight_percent` (0 without a
 /// canary). The caller decides the share (it holds weight at 0 until the
 /// canary has a ready pod).
@@ -165,30 +137,32 @@ pub fn table(pgw: &PushGateway, weight_percent: i32) -> Result<ConfigMap, SpecEr
         .as_ref()
         .and_then(|c| c.hash.clone())
         .unwrap_or_default();
-    let override_header = hash
-        .override_header
-        .as_deref()
-        .unwrap_or(DEFAULT_OVERRIDE_HEADER);
-    header_name("spec.canary.hash.overrideHeader", override_header)?;
-    if let Some(h) = &hash.header {
-        header_name("spec.canary.hash.header", h)?;
-    }
-    let salt = salt(pgw);
-    // Header names are case-insensitive; lower case is how they go on the wire.
-    let override_header = override_header.to_ascii_lowercase();
-    let key_header = hash.header.as_deref().map(str::to_ascii_lowercase);
-    let t = Table {
+    let t = RoutingTable {
         // The CRD bounds the weight to 0..=100; clamp anyway so a table is
         // never out of the gateway's range.
         weight_bp: (weight_percent.clamp(0, 100) * 100) as u16,
-        salt: &salt,
-        override_header: &override_header,
-        key_header: key_header.as_deref(),
+        salt: salt(pgw),
+        // Header names are case-insensitive; lower case is how they go on the wire.
+        override_header: hash
+            .override_header
+            .as_deref()
+            .unwrap_or(DEFAULT_OVERRIDE_HEADER)
+            .to_ascii_lowercase(),
+        key_header: hash.header.as_deref().map(str::to_ascii_lowercase),
+        ..RoutingTable::default()
     };
-    let yaml = serde_yaml::to_string(&t).expect("table serializes");
+    // The gateway's own rule: a table the pods would ignore must fail the
+    // reconcile instead, where the user sees it.
+    t.validate().map_err(|e| SpecError {
+        field: match e.field {
+            "key_header" => "spec.canary.hash.header",
+            _ => "spec.canary.hash.overrideHeader",
+        },
+        message: e.message,
+    })?;
     Ok(ConfigMap {
         metadata: meta(pgw, table_name(pgw)),
-        data: Some(BTreeMap::from([(ROUTING_KEY.to_string(), yaml)])),
+        data: Some(BTreeMap::from([(ROUTING_KEY.to_string(), t.to_yaml())])),
         ..Default::default()
     })
 }
@@ -280,7 +254,7 @@ mod tests {
         })));
         assert_eq!(
             table_yaml(&p, 30),
-            "weight_bp: 3000\nsalt: s1\noverride_header: x-track\nkey_header: x-device-id\n"
+            "weight_bp: 3000\nsalt: s1\noverride_header: x-track\nkey_header: x-device-id\ncookie: pushgate_rk\n"
         );
     }
 
@@ -289,7 +263,7 @@ mod tests {
         let p = pgw(canary_spec(serde_json::json!({})));
         assert_eq!(
             table_yaml(&p, 100),
-            "weight_bp: 10000\nsalt: uid-1\noverride_header: x-pushgate-track\n"
+            "weight_bp: 10000\nsalt: uid-1\noverride_header: x-pushgate-track\ncookie: pushgate_rk\n"
         );
         // Without a canary the table still exists, at weight 0.
         let p = pgw(redis_spec());
@@ -351,14 +325,21 @@ mod tests {
         let p = pgw(canary_spec(serde_json::json!({})));
         let s = gateway_config(&p, Track::Stable).unwrap();
         assert_eq!(
-            (s.track, s.peer_url.as_str(), s.configmap.as_str()),
-            ("stable", "http://demo-canary.ns1.svc", "ns1/demo-routing")
+            (s.track, s.peer_url.as_deref(), s.configmap.as_deref()),
+            (
+                Track::Stable,
+                Some("http://demo-canary.ns1.svc"),
+                Some("ns1/demo-routing")
+            )
         );
-        assert_eq!(s.peer_token_file, "/var/run/secrets/pushgate/peer/token");
+        assert_eq!(
+            s.peer_token_file.as_deref(),
+            Some(std::path::Path::new("/var/run/secrets/pushgate/peer/token"))
+        );
         let c = gateway_config(&p, Track::Canary).unwrap();
         assert_eq!(
-            (c.track, c.peer_url.as_str()),
-            ("canary", "http://demo-stable.ns1.svc")
+            (c.track, c.peer_url.as_deref()),
+            (Track::Canary, Some("http://demo-stable.ns1.svc"))
         );
         let svc = track_service(&p, Track::Canary);
         assert_eq!(svc.metadata.name.as_deref(), Some("demo-canary"));

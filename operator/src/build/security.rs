@@ -5,6 +5,7 @@
 
 use crate::crd::PushGatewaySpec;
 use k8s_openapi::api::core::v1::{EnvVar, KeyToPath, SecretVolumeSource, Volume, VolumeMount};
+use pushgate_contract::names::env as vars;
 
 /// Where the token verifying key is mounted.
 pub const AUTH_DIR: &str = "/var/run/secrets/pushgate/auth";
@@ -58,17 +59,16 @@ pub(super) fn mount(name: &str, path: &str) -> VolumeMount {
 pub fn env(spec: &PushGatewaySpec) -> Vec<EnvVar> {
     let mut env = Vec::new();
     if let Some(auth) = &spec.auth {
-        env.push(var("PUSHGATE_AUTH_KEY_FILE", format!("{AUTH_DIR}/key")));
+        env.push(var(vars::AUTH_KEY_FILE, format!("{AUTH_DIR}/key")));
         env.push(var(
-            "PUSHGATE_AUTH_ALGORITHM",
-            auth.algorithm.unwrap_or_default().as_str().into(),
+            vars::AUTH_ALGORITHM,
+            pushgate_contract::config::KeyAlgorithm::from(auth.algorithm.unwrap_or_default())
+                .as_str()
+                .into(),
         ));
         for (name, list) in [
-            (
-                "PUSHGATE_AUTH_ANONYMOUS_SUBSCRIBE",
-                &auth.anonymous_subscribe,
-            ),
-            ("PUSHGATE_AUTH_ANONYMOUS_PUBLISH", &auth.anonymous_publish),
+            (vars::AUTH_ANONYMOUS_SUBSCRIBE, &auth.anonymous_subscribe),
+            (vars::AUTH_ANONYMOUS_PUBLISH, &auth.anonymous_publish),
         ] {
             // Topic patterns cannot contain commas, so the list joins losslessly.
             if let Some(list) = list.as_ref().filter(|l| !l.is_empty()) {
@@ -77,8 +77,8 @@ pub fn env(spec: &PushGatewaySpec) -> Vec<EnvVar> {
         }
     }
     if spec.tls.is_some() {
-        env.push(var("PUSHGATE_TLS_CERT_FILE", format!("{TLS_DIR}/tls.crt")));
-        env.push(var("PUSHGATE_TLS_KEY_FILE", format!("{TLS_DIR}/tls.key")));
+        env.push(var(vars::TLS_CERT_FILE, format!("{TLS_DIR}/tls.crt")));
+        env.push(var(vars::TLS_KEY_FILE, format!("{TLS_DIR}/tls.key")));
     }
     env
 }

@@ -1,0 +1,724 @@
+//! The gateway's config file (`pushgate.yaml`): every section, with its
+//! defaults. Field names are the YAML keys; unknown keys are errors, so a
+//! typo never passes silently. The gateway parses it (and overlays
+//! `PUSHGATE_*` variables and flags); the operator renders it with
+//! [`Config::to_overlay_yaml`], which writes only what differs from the
+//! defaults, so that the gateway's own defaults apply to the rest.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+pub use crate::routing::RoutingSettings;
+
+/// Everything the gateway can be told.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Address of the API and the streams.
+    pub listen: SocketAddr,
+    /// Address of `/metrics`, `/healthz`, `/readyz` (also served on `listen`).
+    pub metrics_listen: Option<SocketAddr>,
+    /// Where history lives.
+    pub store: StoreKind,
+    /// Directory of the embedded store.
+    pub data_dir: PathBuf,
+    /// `text` or `json`.
+    pub log_format: LogFormat,
+    /// `tracing` filter, e.g. `info` or `pushgate=debug`.
+    pub log_level: String,
+    /// Token authentication and topic authorisation (off unless a key is set).
+    pub auth: AuthConfig,
+    /// HTTPS on `listen` (plain HTTP/1.1 and h2c unless set).
+    pub tls: TlsConfig,
+    /// Cross-origin access for browser subscribers.
+    pub cors: CorsConfig,
+    /// Durability of the embedded store.
+    pub fsync: FsyncPolicy,
+    /// History kept per topic.
+    pub retention: Retention,
+    /// Stream behaviour.
+    pub delivery: Delivery,
+    /// Limits; exceeding one is a clear 4xx/503, never a crash.
+    pub limits: Limits,
+    /// TCP connections: head and idle deadlines, head size, caps.
+    pub edge: EdgeConfig,
+    /// Settings of the Redis store (used when `store` is a redis:// URL).
+    pub redis: RedisSettings,
+    /// Canary routing: this pod's track, the peer Service, the routing table source.
+    pub routing: RoutingSettings,
+    /// Serve the example browser subscriber (examples/web/index.html) at `/demo/`.
+    pub demo_page: bool,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: SocketAddr::from(([127, 0, 0, 1], crate::names::API_PORT)),
+            metrics_listen: None,
+            store: StoreKind::Embedded,
+            data_dir: PathBuf::from("./pushgate-data"),
+            log_format: LogFormat::Text,
+            log_level: "info".into(),
+            auth: AuthConfig::default(),
+            tls: TlsConfig::default(),
+            cors: CorsConfig::default(),
+            fsync: FsyncPolicy::Always,
+            retention: Retention::default(),
+            delivery: Delivery::default(),
+            limits: Limits::default(),
+            edge: EdgeConfig::default(),
+            redis: RedisSettings::default(),
+            routing: RoutingSettings::default(),
+            demo_page: false,
+        }
+    }
+}
+
+/// A configuration that cannot be used, with the reason.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Invalid(pub String);
+
+impl std::fmt::Display for Invalid {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl Config {
+    /// Parses the YAML form (unknown keys are errors; missing ones default).
+    pub fn from_yaml(text: &str) -> Result<Config, serde_yaml::Error> {
+        if text.trim().is_empty() {
+            return Ok(Config::default());
+        }
+        serde_yaml::from_str(text)
+    }
+
+    /// The YAML form holding only what differs from [`Config::default`]:
+    /// parsing it back gives this config, and every key left out takes the
+    /// gateway's default.
+    pub fn to_overlay_yaml(&self) -> String {
+        let full = serde_yaml::to_value(self).expect("a config serializes");
+        let base = serde_yaml::to_value(Config::default()).expect("a config serializes");
+        match prune(full, &base) {
+            Some(v) => serde_yaml::to_string(&v).expect("a config serializes"),
+            None => String::new(),
+        }
+    }
+
+    /// Every rule that needs nothing but the values (the gateway also parses
+    /// the auth topic patterns, which this crate does not know).
+    pub fn validate(&self) -> Result<(), Invalid> {
+        let bad = |m: &str| Err(Invalid(m.to_owned()));
+        let rt = &self.routing;
+        if rt.table_file.is_some() && rt.configmap.is_some() {
+            return bad("routing: give table_file or configmap, not both");
+        }
+        if let Some(u) = &rt.peer_url {
+            let host = u.strip_prefix("http://").unwrap_or("");
+            if host.is_empty() || host.contains(char::is_whitespace) {
+                return bad("routing.peer_url must be an http:// URL");
+            }
+            if rt.peer_token_file.is_none() {
+                return bad("routing.peer_url needs routing.peer_token_file: the tracks prove to each other that a request was proxied");
+            }
+        }
+        let r = &self.redis;
+        if r.key_prefix.is_empty() || r.key_prefix.contains(['{', '}']) {
+            return bad("redis.key_prefix must be non-empty and contain no braces");
+        }
+        if r.pool_size == 0 || r.live_shards == 0 || r.live_shards > 1024 {
+            return bad("redis.pool_size must be >= 1 and redis.live_shards 1..=1024");
+        }
+        if self.retention.max_events == 0 {
+            return bad("retention.max_events must be at least 1");
+        }
+        if self.retention.hot_cache_events > 100_000 {
+            return bad("retention.hot_cache_events must be at most 100000");
+        }
+        if self.delivery.queue_size == 0 {
+            return bad("delivery.queue_size must be at least 1");
+        }
+        if self.delivery.heartbeat.is_zero() || self.delivery.retry.is_zero() {
+            return bad("delivery.heartbeat and delivery.retry must be positive");
+        }
+        if self.limits.max_topics_per_stream == 0 || self.limits.max_batch == 0 {
+            return bad("limits.max_topics_per_stream and limits.max_batch must be at least 1");
+        }
+        if self.limits.accept_rate == 0 || self.limits.publish_rate == 0 {
+            return bad("limits.accept_rate and limits.publish_rate must be at least 1");
+        }
+        self.auth
+            .validate()
+            .and(self.edge.validate())
+            .and(self.tls.validate())
+            .and(self.cors.validate())
+            .map_err(Invalid)
+    }
+}
+
+/// `value` without the mapping entries equal to `base`'s; `None` if nothing is left.
+fn prune(value: serde_yaml::Value, base: &serde_yaml::Value) -> Option<serde_yaml::Value> {
+    use serde_yaml::Value;
+    if &value == base {
+        return None;
+    }
+    match (value, base) {
+        (Value::Mapping(m), Value::Mapping(b)) => {
+            let kept: serde_yaml::Mapping = m
+                .into_iter()
+                .filter_map(|(k, v)| match b.get(&k) {
+                    Some(bv) => prune(v, bv).map(|v| (k, v)),
+                    None => Some((k, v)),
+                })
+                .collect();
+            Some(Value::Mapping(kept))
+        }
+        (v, _) => Some(v),
+    }
+}
+
+/// Where history lives: `embedded` (SQLite under `data_dir`) or a Redis URL.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub enum StoreKind {
+    /// SQLite in `data_dir`; one replica.
+    Embedded,
+    /// A `redis://` or `rediss://` URL (with password, TLS as it says).
+    Redis(String),
+}
+
+impl std::str::FromStr for StoreKind {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        if s == "embedded" {
+            Ok(StoreKind::Embedded)
+        } else if s.starts_with("redis://") || s.starts_with("rediss://") {
+            Ok(StoreKind::Redis(s.to_owned()))
+        } else {
+            Err("store must be `embedded` or a redis:// / rediss:// URL".into())
+        }
+    }
+}
+
+impl TryFrom<String> for StoreKind {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        s.parse()
+    }
+}
+
+impl From<StoreKind> for String {
+    fn from(k: StoreKind) -> String {
+        match k {
+            StoreKind::Embedded => "embedded".into(),
+            StoreKind::Redis(url) => url,
+        }
+    }
+}
+
+/// Declares a lowercase enum of the config with `FromStr`, so that the YAML,
+/// the flags and the variables all spell its values alike.
+macro_rules! config_enum {
+    ($(#[$m:meta])* $name:ident { $($(#[$vm:meta])* $variant:ident = $text:literal),+ $(,)? }) => {
+        $(#[$m])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+        #[serde(rename_all = "lowercase")]
+        pub enum $name { $($(#[$vm])* $variant),+ }
+
+        impl $name {
+            /// The value as written in the config.
+            pub fn as_str(self) -> &'static str {
+                match self { $($name::$variant => $text),+ }
+            }
+        }
+
+        impl std::str::FromStr for $name {
+            type Err = String;
+            fn from_str(s: &str) -> Result<Self, String> {
+                match s.to_ascii_lowercase().as_str() {
+                    $($text => Ok($name::$variant),)+
+                    other => Err(format!(
+                        "{other:?} is not one of: {}",
+                        [$($text),+].join(", ")
+                    )),
+                }
+            }
+        }
+    };
+}
+
+config_enum! {
+    /// Log output format.
+    LogFormat {
+        /// Human-readable lines.
+        Text = "text",
+        /// One JSON object per line.
+        Json = "json",
+    }
+}
+
+config_enum! {
+    /// When the embedded store syncs to disk before acknowledging a publish batch.
+    FsyncPolicy {
+        /// fsync every group commit (survives power loss).
+        Always = "always",
+        /// Write to the OS before acknowledging; fsync at checkpoints (survives a process crash).
+        Normal = "normal",
+    }
+}
+
+config_enum! {
+    /// The one signature algorithm a gateway accepts, fixed by its key file.
+    KeyAlgorithm {
+        /// HMAC-SHA256 with a shared secret file.
+        Hs256 = "hs256",
+        /// RSA PKCS#1 v1.5 SHA-256; the gateway holds the public key (PEM).
+        Rs256 = "rs256",
+        /// ECDSA P-256 SHA-256; the gateway holds the public key (PEM).
+        Es256 = "es256",
+    }
+}
+
+/// How much history a topic keeps.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Retention {
+    /// Events kept per topic (older ones are trimmed).
+    pub max_events: u64,
+    /// Events older than this are trimmed.
+    #[serde(with = "humantime_serde")]
+    pub max_age: Duration,
+    /// How often trimming runs.
+    #[serde(with = "humantime_serde")]
+    pub trim_interval: Duration,
+    /// Recent events per topic held in memory to serve replays.
+    pub hot_cache_events: usize,
+    /// How long an `Idempotency-Key` is remembered.
+    #[serde(with = "humantime_serde")]
+    pub idempotency_ttl: Duration,
+}
+
+impl Default for Retention {
+    fn default() -> Self {
+        Retention {
+            max_events: 10_000,
+            max_age: Duration::from_secs(24 * 3600),
+            trim_interval: Duration::from_secs(10),
+            hot_cache_events: 256,
+            idempotency_ttl: Duration::from_secs(24 * 3600),
+        }
+    }
+}
+
+/// Stream timings and queues.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Delivery {
+    /// Interval of comment heartbeats.
+    #[serde(with = "humantime_serde")]
+    pub heartbeat: Duration,
+    /// Base `retry:`; every value sent is jittered ±50 % around it.
+    #[serde(with = "humantime_serde")]
+    pub retry: Duration,
+    /// Events queued per stream before it counts as a slow consumer.
+    pub queue_size: usize,
+    /// SIGTERM: open streams are closed spread over this window.
+    #[serde(with = "humantime_serde")]
+    pub drain_window: Duration,
+    /// A slow consumer that does not read its retry hint within this time has its connection cut.
+    #[serde(with = "humantime_serde")]
+    pub slow_consumer_grace: Duration,
+}
+
+impl Default for Delivery {
+    fn default() -> Self {
+        Delivery {
+            heartbeat: Duration::from_secs(15),
+            retry: Duration::from_secs(3),
+            queue_size: 1024,
+            drain_window: Duration::from_secs(20),
+            slow_consumer_grace: Duration::from_secs(2),
+        }
+    }
+}
+
+/// Request and load limits.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Limits {
+    /// Largest event body (bytes).
+    pub max_body_bytes: usize,
+    /// Largest `POST /v1/publish` body (bytes).
+    pub max_batch_bytes: usize,
+    /// Topics one stream may carry.
+    pub max_topics_per_stream: usize,
+    /// Events per batch publish.
+    pub max_batch: usize,
+    /// Concurrent streams per process.
+    pub max_connections: usize,
+    /// New streams accepted per second (burst: the same number).
+    pub accept_rate: u32,
+    /// Events per second one publisher (client address) may publish (burst: the same number).
+    pub publish_rate: u32,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_body_bytes: 64 * 1024,
+            max_batch_bytes: 1024 * 1024,
+            max_topics_per_stream: 16,
+            max_batch: 1000,
+            max_connections: 10_000,
+            accept_rate: 2_000,
+            publish_rate: 5_000,
+        }
+    }
+}
+
+/// Smallest head limit the gateway can enforce (its HTTP layer's minimum read buffer).
+pub const MIN_HEADER_BYTES: usize = 8192;
+
+/// TCP connection settings (config key `edge`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct EdgeConfig {
+    /// A new connection must complete its first request head within this.
+    #[serde(with = "humantime_serde")]
+    pub header_read_timeout: Duration,
+    /// A connection with no request in flight is closed after this.
+    #[serde(with = "humantime_serde")]
+    pub idle_timeout: Duration,
+    /// Largest request head (request line and headers) in bytes; a larger one gets 431.
+    pub max_header_bytes: usize,
+    /// Open TCP connections on the API port; 0 means the open-file limit minus `fd_reserve`.
+    pub max_tcp_connections: usize,
+    /// File descriptors kept out of the API port's share: the store, proxied
+    /// streams' upstream connections, the Kubernetes watch, the metrics port.
+    pub fd_reserve: usize,
+    /// Open connections on the metrics port (taken from the reserve).
+    pub max_ops_connections: usize,
+}
+
+impl Default for EdgeConfig {
+    fn default() -> Self {
+        EdgeConfig {
+            header_read_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
+            max_header_bytes: 16 * 1024,
+            max_tcp_connections: 0,
+            fd_reserve: 512,
+            max_ops_connections: 64,
+        }
+    }
+}
+
+impl EdgeConfig {
+    /// Rejects settings the edge cannot honour.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.header_read_timeout.is_zero() || self.idle_timeout.is_zero() {
+            return Err("edge.header_read_timeout and edge.idle_timeout must be positive".into());
+        }
+        if self.max_header_bytes < MIN_HEADER_BYTES {
+            return Err(format!(
+                "edge.max_header_bytes must be at least {MIN_HEADER_BYTES}"
+            ));
+        }
+        if self.max_ops_connections == 0 || self.max_ops_connections >= self.fd_reserve {
+            return Err(
+                "edge.max_ops_connections must be at least 1 and below edge.fd_reserve".into(),
+            );
+        }
+        Ok(())
+    }
+
+    /// The API port's cap for an open-file limit of `nofile`.
+    pub fn api_cap(&self, nofile: u64) -> usize {
+        let budget = (nofile as usize).saturating_sub(self.fd_reserve).max(1);
+        match self.max_tcp_connections {
+            0 => budget,
+            n => n.min(budget),
+        }
+    }
+}
+
+/// Redis store settings; the URL itself (with password, `rediss://` for TLS) is `store`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct RedisSettings {
+    /// Prefix of every key, so several gateways can share one Redis.
+    pub key_prefix: String,
+    /// Multiplexed connections used for commands.
+    pub pool_size: usize,
+    /// Shard streams carrying live events between replicas (all replicas must agree).
+    pub live_shards: usize,
+    /// Time allowed to connect.
+    #[serde(with = "humantime_serde")]
+    pub connect_timeout: Duration,
+    /// Time allowed for one command; a publish fails with 503 after it.
+    #[serde(with = "humantime_serde")]
+    pub command_timeout: Duration,
+}
+
+impl Default for RedisSettings {
+    fn default() -> Self {
+        RedisSettings {
+            key_prefix: "pushgate".into(),
+            pool_size: 2,
+            live_shards: 4,
+            connect_timeout: Duration::from_secs(1),
+            command_timeout: Duration::from_secs(2),
+        }
+    }
+}
+
+/// Longest accepted clock-skew leeway: more would make `exp` meaningless.
+pub const MAX_LEEWAY: Duration = Duration::from_secs(300);
+
+/// Token checking. Everything is open unless `key_file` is set.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthConfig {
+    /// Verifying key: the HS256 secret, or the RS256/ES256 public key (PEM).
+    pub key_file: Option<PathBuf>,
+    /// The only algorithm accepted; must fit `key_file`.
+    pub algorithm: KeyAlgorithm,
+    /// Clock skew tolerated on `exp` and `nbf`.
+    #[serde(with = "humantime_serde")]
+    pub leeway: Duration,
+    /// Required `iss`, if set.
+    pub issuer: Option<String>,
+    /// Required `aud`, if set.
+    pub audience: Option<String>,
+    /// Cookie that may carry the token (for `EventSource`); empty disables it.
+    pub cookie: String,
+    /// Accept the token in the `access_token` query parameter.
+    pub query_token: bool,
+    /// Topic patterns anyone may subscribe to without a token.
+    pub anonymous_subscribe: Vec<String>,
+    /// Topic patterns anyone may publish to without a token.
+    pub anonymous_publish: Vec<String>,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        AuthConfig {
+            key_file: None,
+            algorithm: KeyAlgorithm::Hs256,
+            leeway: Duration::from_secs(30),
+            issuer: None,
+            audience: None,
+            cookie: "pushgate_token".into(),
+            query_token: true,
+            anonymous_subscribe: Vec::new(),
+            anonymous_publish: Vec::new(),
+        }
+    }
+}
+
+impl AuthConfig {
+    /// True when tokens are checked.
+    pub fn enabled(&self) -> bool {
+        self.key_file.is_some()
+    }
+
+    /// Checks what can be checked without the key file and the pattern parser.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.leeway > MAX_LEEWAY {
+            return Err(format!(
+                "auth.leeway must be at most {}s",
+                MAX_LEEWAY.as_secs()
+            ));
+        }
+        if self.key_file.is_none()
+            && !(self.anonymous_subscribe.is_empty() && self.anonymous_publish.is_empty())
+        {
+            return Err(
+                "auth.anonymous_* patterns need auth.key_file (without it everything is open)"
+                    .into(),
+            );
+        }
+        let cookie_ok = self
+            .cookie
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'));
+        if !cookie_ok {
+            return Err("auth.cookie must be letters, digits, `_`, `-` or `.`".into());
+        }
+        Ok(())
+    }
+}
+
+/// The `tls` section: HTTPS when both files are set.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct TlsConfig {
+    /// Certificate chain (PEM), leaf first.
+    pub cert_file: Option<PathBuf>,
+    /// Private key (PEM: PKCS#8, PKCS#1 or SEC1).
+    pub key_file: Option<PathBuf>,
+    /// How often the files are checked for changes.
+    #[serde(with = "humantime_serde")]
+    pub reload_interval: Duration,
+}
+
+impl Default for TlsConfig {
+    fn default() -> Self {
+        TlsConfig {
+            cert_file: None,
+            key_file: None,
+            reload_interval: Duration::from_secs(5),
+        }
+    }
+}
+
+impl TlsConfig {
+    /// True when HTTPS is configured.
+    pub fn enabled(&self) -> bool {
+        self.cert_file.is_some()
+    }
+
+    /// Both files or neither; a positive reload interval.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.cert_file.is_some() != self.key_file.is_some() {
+            return Err("tls.cert_file and tls.key_file must be set together".into());
+        }
+        if self.reload_interval < Duration::from_millis(50) {
+            return Err("tls.reload_interval must be at least 50ms".into());
+        }
+        Ok(())
+    }
+}
+
+/// The `cors` section. No origins: no CORS headers at all (same-origin only).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct CorsConfig {
+    /// Exact origins such as `https://app.example.com`, or the single entry `*`.
+    pub allowed_origins: Vec<String>,
+    /// Send `Access-Control-Allow-Credentials: true` (cookies, `withCredentials`).
+    pub allow_credentials: bool,
+    /// How long browsers may cache a preflight answer.
+    #[serde(with = "humantime_serde")]
+    pub max_age: Duration,
+}
+
+impl Default for CorsConfig {
+    fn default() -> Self {
+        CorsConfig {
+            allowed_origins: Vec::new(),
+            allow_credentials: false,
+            max_age: Duration::from_secs(600),
+        }
+    }
+}
+
+/// `scheme://host[:port]`, printable ASCII, nothing after the authority.
+fn origin_ok(o: &str) -> bool {
+    let Some((scheme, rest)) = o.split_once("://") else {
+        return false;
+    };
+    matches!(scheme, "http" | "https")
+        && !rest.is_empty()
+        && !rest.contains(['/', '?', '#', '*', ' '])
+        && o.bytes().all(|b| b.is_ascii_graphic())
+}
+
+impl CorsConfig {
+    /// `*` alone and never with credentials (browsers refuse that pairing, and
+    /// it would hand every site the user's cookie-carried token); otherwise
+    /// exact `scheme://host[:port]` origins.
+    pub fn validate(&self) -> Result<(), String> {
+        let wildcard = self.allowed_origins.iter().any(|o| o == "*");
+        if wildcard && (self.allowed_origins.len() > 1 || self.allow_credentials) {
+            return Err(
+                "cors.allowed_origins `*` must stand alone and excludes cors.allow_credentials"
+                    .into(),
+            );
+        }
+        if let Some(bad) = self
+            .allowed_origins
+            .iter()
+            .find(|o| *o != "*" && !origin_ok(o))
+        {
+            return Err(format!(
+                "cors.allowed_origins: {bad:?} is not an origin like https://app.example.com"
+            ));
+        }
+        if self.allow_credentials && self.allowed_origins.is_empty() {
+            return Err("cors.allow_credentials needs cors.allowed_origins".into());
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid_and_render_to_nothing() {
+        Config::default().validate().unwrap();
+        assert_eq!(Config::default().to_overlay_yaml(), "");
+        assert_eq!(Config::from_yaml("").unwrap(), Config::default());
+    }
+
+    #[test]
+    fn the_overlay_holds_only_what_differs_and_parses_back() {
+        let mut c = Config::default();
+        c.delivery.queue_size = 64;
+        c.delivery.drain_window = Duration::from_secs(30);
+        c.metrics_listen = Some("0.0.0.0:9090".parse().unwrap());
+        let yaml = c.to_overlay_yaml();
+        assert_eq!(
+            yaml,
+            "metrics_listen: 0.0.0.0:9090\ndelivery:\n  queue_size: 64\n  drain_window: 30s\n"
+        );
+        assert_eq!(Config::from_yaml(&yaml).unwrap(), c);
+    }
+
+    #[test]
+    fn store_kinds_parse_from_their_text() {
+        assert_eq!("embedded".parse::<StoreKind>(), Ok(StoreKind::Embedded));
+        assert_eq!(
+            "rediss://h:1".parse::<StoreKind>(),
+            Ok(StoreKind::Redis("rediss://h:1".into()))
+        );
+        assert!("postgres://x".parse::<StoreKind>().is_err());
+        assert!(Config::from_yaml("store: mysql://x\n").is_err());
+        assert!(Config::from_yaml("lsten: 0.0.0.0:1\n")
+            .unwrap_err()
+            .to_string()
+            .contains("unknown field"));
+    }
+
+    #[test]
+    fn cors_origins_are_exact_and_wildcards_stand_alone() {
+        let cfg = |origins: &[&str], creds: bool| CorsConfig {
+            allowed_origins: origins.iter().map(|s| s.to_string()).collect(),
+            allow_credentials: creds,
+            ..Default::default()
+        };
+        cfg(&[], false).validate().unwrap();
+        cfg(&["*"], false).validate().unwrap();
+        cfg(&["https://a.example", "http://localhost:3000"], true)
+            .validate()
+            .unwrap();
+        assert!(cfg(&["*"], true).validate().is_err());
+        assert!(cfg(&["*", "https://a.example"], false).validate().is_err());
+        assert!(cfg(&["https://a.example/"], false).validate().is_err());
+        assert!(cfg(&["a.example"], false).validate().is_err());
+        assert!(cfg(&["https://*.example"], false).validate().is_err());
+        assert!(cfg(&[], true).validate().is_err());
+    }
+
+    #[test]
+    fn enums_spell_alike_everywhere() {
+        assert_eq!("JSON".parse::<LogFormat>(), Ok(LogFormat::Json));
+        assert_eq!(FsyncPolicy::Normal.as_str(), "normal");
+        assert!("md5".parse::<KeyAlgorithm>().unwrap_err().contains("hs256"));
+    }
+}

@@ -1,0 +1,121 @@
+//! The operator renders the gateway's config with the gateway's own types
+//! (the contract crate); this checks the other half: for many generated
+//! PushGateway specs, every config and routing table the operator writes is
+//! accepted by the gateway's parser and validation, and says what the spec
+//! asked for.
+
+use std::time::Duration;
+
+use operator::build::{self, routing, Track};
+use operator::crd::{PushGateway, PushGatewaySpec};
+use proptest::prelude::*;
+use pushgate::config::{self, Config};
+use pushgate::routing::RoutingTable;
+
+fn duration() -> impl Strategy<Value = (String, Duration)> {
+    prop_oneof![
+        (1u64..3600).prop_map(|s| (format!("{s}s"), Duration::from_secs(s))),
+        (1u64..10_000).prop_map(|ms| (format!("{ms}ms"), Duration::from_millis(ms))),
+        (1u64..120).prop_map(|m| (format!("{m}m"), Duration::from_secs(m * 60))),
+    ]
+}
+
+/// A spec as users write it, with every rendered field optional.
+fn spec() -> impl Strategy<Value = (serde_json::Value, Option<Duration>, Option<u32>)> {
+    (
+        any::<bool>(),
+        proptest::option::of(duration()),
+        proptest::option::of(duration()),
+        proptest::option::of(1u32..100_000),
+        proptest::option::of(1u64..1_000_000),
+        proptest::option::of((1u32..200_000, 1u32..50_000)),
+        proptest::option::of((
+            0i32..=100,
+            "[a-z0-9]{0,12}",
+            proptest::option::of("X-[A-Za-z]{1,10}"),
+        )),
+        proptest::option::of(prop_oneof![Just("hs256"), Just("rs256"), Just("es256")]),
+    )
+        .prop_map(
+            |(redis, drain, heartbeat, queue, max_events, limits, canary, alg)| {
+                let mut v = serde_json::json!({});
+                if redis {
+                    v["store"] = serde_json::json!({"redis": {"secretRef": {"name": "r"}}});
+                }
+                let mut delivery = serde_json::json!({});
+                if let Some((t, _)) = &drain {
+                    delivery["drainWindow"] = t.clone().into();
+                }
+                if let Some((t, _)) = &heartbeat {
+                    delivery["heartbeat"] = t.clone().into();
+                }
+                if let Some(q) = queue {
+                    delivery["queueSize"] = q.into();
+                }
+                v["delivery"] = delivery;
+                if let Some(n) = max_events {
+                    v["retention"] = serde_json::json!({"maxEvents": n});
+                }
+                if let Some((conns, rate)) = limits {
+                    v["limits"] = serde_json::json!({"maxConnections": conns, "acceptRate": rate});
+                }
+                if let (true, Some((weight, salt, header))) = (redis, canary) {
+                    let mut hash = serde_json::json!({"salt": salt});
+                    if let Some(h) = header {
+                        hash["header"] = h.into();
+                    }
+                    v["canary"] =
+                        serde_json::json!({"image": "gw:2", "weight": weight, "hash": hash});
+                }
+                if let Some(a) = alg {
+                    v["auth"] = serde_json::json!({"keySecretRef": {"name": "k"}, "algorithm": a});
+                }
+                (v, drain.map(|d| d.1), queue)
+            },
+        )
+}
+
+fn pgw(spec: serde_json::Value) -> PushGateway {
+    let spec: PushGatewaySpec = serde_json::from_value(spec).expect("a valid spec");
+    let mut p = PushGateway::new("gw", spec);
+    p.metadata.namespace = Some("ns".into());
+    p.metadata.uid = Some("uid-7".into());
+    p
+}
+
+fn parse(yaml: &str) -> Config {
+    let c = Config::from_yaml(yaml).unwrap_or_else(|e| panic!("gateway rejects {yaml:?}: {e}"));
+    config::validate(&c).unwrap_or_else(|e| panic!("gateway refuses {yaml:?}: {e}"));
+    c
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    #[test]
+    fn every_rendered_config_is_what_the_gateway_accepts((spec, drain, queue) in spec()) {
+        let p = pgw(spec);
+        let d = build::desired(&p).expect("renders");
+        let mut maps = vec![(Track::Stable, d.config_map.clone())];
+        if let Some(c) = &d.canary {
+            maps.push((Track::Canary, c.config_map.clone()));
+        }
+        for (track, cm) in maps {
+            let c = parse(&cm.data.unwrap()[pushgate_contract::names::CONFIG_KEY]);
+            prop_assert_eq!(c.delivery.drain_window, drain.unwrap_or(Duration::from_secs(20)));
+            prop_assert_eq!(c.delivery.queue_size, queue.map_or(1024, |q| q as usize));
+            prop_assert_eq!(c.metrics_listen.map(|a| a.port()), Some(pushgate_contract::names::METRICS_PORT));
+            if routing::enabled(&p) {
+                prop_assert_eq!(c.routing.track, track);
+                prop_assert!(c.routing.peer_url.is_some() && c.routing.peer_token_file.is_some());
+            }
+        }
+        for w in [0, 37, 100] {
+            let t = routing::table(&p, w).expect("table");
+            let yaml = &t.data.unwrap()[pushgate_contract::names::ROUTING_KEY];
+            let parsed = RoutingTable::from_yaml(yaml)
+                .unwrap_or_else(|e| panic!("gateway rejects table {yaml:?}: {e}"));
+            prop_assert_eq!(parsed.weight_bp, (w * 100) as u16);
+        }
+    }
+}
