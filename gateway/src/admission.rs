@@ -42,19 +42,6 @@ impl RefuseReason {
         }
     }
 
-    /// Stable error code of the JSON form.
-    pub fn code(self) -> &'static str {
-        match self {
-            RefuseReason::Draining => "draining",
-            RefuseReason::MaxConnections => "overloaded",
-            RefuseReason::AcceptRate => "accept_rate_limited",
-            RefuseReason::Store => "store_unavailable",
-            RefuseReason::PeerUnreachable => "peer_unreachable",
-            RefuseReason::RouteChanged => "route_changed",
-            RefuseReason::ProxyUnauthenticated => "proxy_unauthenticated",
-        }
-    }
-
     fn message(self) -> &'static str {
         match self {
             RefuseReason::Draining => "gateway is shutting down; reconnect",

@@ -11,22 +11,20 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 
 use crate::hash::fnv1a32;
+use crate::position::{Epoch, Seq, StreamPos};
 use crate::topic::Topic;
 
 const VERSION: u8 = 1;
 /// Longest cursor text accepted (a stream carries at most a few dozen topics).
 pub const MAX_CURSOR_LEN: usize = 4096;
 
-/// Where a stream stands in one topic: the last delivered `seq` in `epoch`.
-/// `epoch == 0` means the topic had no history when the position was taken.
+/// Where a stream stands in one topic (on the wire an absent epoch is 0).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Position {
     /// The topic's [`Topic::tag`].
     pub tag: u32,
-    /// History generation of the topic.
-    pub epoch: u64,
-    /// Last sequence number delivered (0: none).
-    pub seq: u64,
+    /// The position in that topic.
+    pub at: StreamPos,
 }
 
 /// A decoded cursor.
@@ -80,13 +78,15 @@ impl ResumeFrom {
 
 impl Cursor {
     /// A cursor for one topic.
-    pub fn single(topic: &Topic, epoch: u64, seq: u64, ts_ms: u64) -> Self {
+    pub fn single(topic: &Topic, epoch: Epoch, seq: Seq, ts_ms: u64) -> Self {
         Cursor {
             ts_ms,
             positions: vec![Position {
                 tag: topic.tag(),
-                epoch,
-                seq,
+                at: StreamPos {
+                    epoch: Some(epoch),
+                    seq,
+                },
             }],
         }
     }
@@ -105,8 +105,8 @@ impl Cursor {
         put_varint(&mut buf, self.positions.len() as u64);
         for p in &self.positions {
             buf.extend_from_slice(&p.tag.to_le_bytes());
-            put_varint(&mut buf, p.epoch);
-            put_varint(&mut buf, p.seq);
+            put_varint(&mut buf, Epoch::raw(p.at.epoch));
+            put_varint(&mut buf, p.at.seq.get());
         }
         let check = fnv1a32(&buf);
         buf.extend_from_slice(&check.to_le_bytes());
@@ -142,9 +142,12 @@ impl Cursor {
         let mut positions = Vec::with_capacity(n as usize);
         for _ in 0..n {
             let tag = u32::from_le_bytes(r.take(4)?.try_into().expect("4 bytes"));
-            let epoch = r.varint()?;
-            let seq = r.varint()?;
-            positions.push(Position { tag, epoch, seq });
+            let epoch = Epoch::new(r.varint()?);
+            let seq = Seq::new(r.varint()?);
+            positions.push(Position {
+                tag,
+                at: StreamPos { epoch, seq },
+            });
         }
         if r.pos != body.len() {
             return Err(CursorError::Truncated);
@@ -204,11 +207,12 @@ mod tests {
 
     #[test]
     fn single_topic_round_trip_is_compact() {
-        let c = Cursor::single(&t("devices/1"), 3_000_000_001, 42, 1_763_900_000_000);
+        let e = Epoch::new(3_000_000_001).unwrap();
+        let c = Cursor::single(&t("devices/1"), e, Seq::new(42), 1_763_900_000_000);
         let text = c.encode();
         assert!(text.len() < 40, "{text} is {} chars", text.len());
         assert_eq!(Cursor::decode(&text).unwrap(), c);
-        assert_eq!(c.position(&t("devices/1")).unwrap().seq, 42);
+        assert_eq!(c.position(&t("devices/1")).unwrap().at.seq, Seq::new(42));
         assert!(c.position(&t("devices/2")).is_none());
     }
 
@@ -220,7 +224,7 @@ mod tests {
 
     #[test]
     fn mangled_cursors_are_rejected() {
-        let text = Cursor::single(&t("a"), 7, 9, 1).encode();
+        let text = Cursor::single(&t("a"), Epoch::new(7).unwrap(), Seq::new(9), 1).encode();
         let mut chars: Vec<char> = text.chars().collect();
         chars[3] = if chars[3] == 'A' { 'B' } else { 'A' };
         let mangled: String = chars.into_iter().collect();
@@ -233,7 +237,10 @@ mod tests {
     proptest! {
         #[test]
         fn round_trip(ts in any::<u64>(), pos in proptest::collection::vec((any::<u32>(), any::<u64>(), any::<u64>()), 0..20)) {
-            let c = Cursor { ts_ms: ts, positions: pos.into_iter().map(|(tag, epoch, seq)| Position { tag, epoch, seq }).collect() };
+            let c = Cursor { ts_ms: ts, positions: pos.into_iter().map(|(tag, epoch, seq)| Position {
+                tag,
+                at: StreamPos { epoch: Epoch::new(epoch), seq: Seq::new(seq) },
+            }).collect() };
             let text = c.encode();
             prop_assert!(!text.contains(['\n', '\r', '\0', ' ']));
             prop_assert_eq!(Cursor::decode(&text).unwrap(), c);

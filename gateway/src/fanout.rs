@@ -16,6 +16,7 @@ use tokio_util::sync::CancellationToken;
 use crate::cursor::Cursor;
 use crate::hash::fnv1a32;
 use crate::metrics::Metrics;
+use crate::position::{Seq, StreamPos};
 use crate::sse;
 use crate::store::StoredEvent;
 use crate::topic::Topic;
@@ -198,7 +199,7 @@ impl Hub {
             if self.ring_cap > 0 {
                 // The ring only ever holds a gapless run of one epoch.
                 if let Some(back) = slot.ring.back() {
-                    if back.event.epoch != ev.epoch || back.event.seq + 1 != ev.seq {
+                    if back.event.epoch != ev.epoch || back.event.seq.next() != ev.seq {
                         slot.ring.clear();
                     }
                 }
@@ -226,23 +227,21 @@ impl Hub {
         }
     }
 
-    /// Frames of `topic` with `after < seq <= upto` from the hot ring, if it holds all of them.
-    pub fn from_ring(
-        &self,
-        topic: &Topic,
-        epoch: u64,
-        after: u64,
-        upto: u64,
-    ) -> Option<Vec<Arc<Frame>>> {
+    /// Frames of `topic` after `from` up to `upto` from the hot ring, if it
+    /// holds all of them (and they are of `from`'s epoch).
+    pub fn from_ring(&self, topic: &Topic, from: StreamPos, upto: Seq) -> Option<Vec<Arc<Frame>>> {
         let shard = self.shard(topic);
         let ring = &shard.get(topic)?.ring;
         let (front, back) = (ring.front()?, ring.back()?);
-        if front.event.epoch != epoch || front.event.seq > after + 1 || back.event.seq < upto {
+        if from.epoch != Some(front.event.epoch)
+            || front.event.seq > from.seq.next()
+            || back.event.seq < upto
+        {
             return None;
         }
         Some(
             ring.iter()
-                .filter(|f| f.event.seq > after && f.event.seq <= upto)
+                .filter(|f| f.event.seq > from.seq && f.event.seq <= upto)
                 .cloned()
                 .collect(),
         )
@@ -330,12 +329,19 @@ mod tests {
     fn ev(topic: &Topic, seq: u64) -> Arc<StoredEvent> {
         Arc::new(StoredEvent {
             topic: topic.clone(),
-            epoch: 7,
-            seq,
+            epoch: crate::position::Epoch::new(7).unwrap(),
+            seq: Seq::new(seq),
             ts_ms: 1,
             event_type: None,
             data: Arc::from("d"),
         })
+    }
+
+    fn pos(epoch: u64, seq: u64) -> StreamPos {
+        StreamPos {
+            epoch: crate::position::Epoch::new(epoch),
+            seq: Seq::new(seq),
+        }
     }
 
     #[tokio::test]
@@ -362,7 +368,7 @@ mod tests {
             hub.dispatch(ev(&t, seq));
             let f = fast.rx.recv().await.unwrap();
             fast.took_one();
-            assert_eq!(f.event.seq, seq);
+            assert_eq!(f.event.seq, Seq::new(seq));
         }
         assert_eq!(slow.shared.kick_reason(), KickReason::SlowConsumer);
         assert_eq!(metrics.slow_consumer_disconnects_total.get(), 1);
@@ -383,21 +389,30 @@ mod tests {
         for seq in 1..=5 {
             hub.dispatch(ev(&t, seq));
         }
-        let seqs = |v: Vec<Arc<Frame>>| v.iter().map(|f| f.event.seq).collect::<Vec<_>>();
-        assert_eq!(seqs(hub.from_ring(&t, 7, 2, 5).unwrap()), [3, 4, 5]);
-        assert_eq!(seqs(hub.from_ring(&t, 7, 3, 4).unwrap()), [4]);
+        let seqs = |v: Vec<Arc<Frame>>| v.iter().map(|f| f.event.seq.get()).collect::<Vec<_>>();
+        assert_eq!(
+            seqs(hub.from_ring(&t, pos(7, 2), Seq::new(5)).unwrap()),
+            [3, 4, 5]
+        );
+        assert_eq!(
+            seqs(hub.from_ring(&t, pos(7, 3), Seq::new(4)).unwrap()),
+            [4]
+        );
         assert!(
-            hub.from_ring(&t, 7, 1, 5).is_none(),
+            hub.from_ring(&t, pos(7, 1), Seq::new(5)).is_none(),
             "seq 2 fell out of the ring"
         );
-        assert!(hub.from_ring(&t, 8, 3, 5).is_none(), "other epoch");
         assert!(
-            hub.from_ring(&t, 7, 3, 6).is_none(),
+            hub.from_ring(&t, pos(8, 3), Seq::new(5)).is_none(),
+            "other epoch"
+        );
+        assert!(
+            hub.from_ring(&t, pos(7, 3), Seq::new(6)).is_none(),
             "ring does not reach 6"
         );
         hub.dispatch(ev(&t, 9));
         assert!(
-            hub.from_ring(&t, 7, 3, 5).is_none(),
+            hub.from_ring(&t, pos(7, 3), Seq::new(5)).is_none(),
             "a gap resets the ring"
         );
     }

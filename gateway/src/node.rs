@@ -6,15 +6,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use axum::http::StatusCode;
 use rand::Rng;
 use tokio::sync::watch;
 
 use crate::config::{Config, StoreKind};
-use crate::error::ApiError;
 use crate::fanout::Hub;
 use crate::limits::{KeyedRateLimit, RateLimit};
 use crate::metrics::Metrics;
+use crate::position::Epoch;
 use crate::store::embedded::EmbeddedStore;
 use crate::store::redis::RedisStore;
 use crate::store::{Ack, NewEvent, Store, StoreError, StoreOptions};
@@ -185,41 +184,33 @@ impl Node {
         self.config.delivery.retry.as_secs().max(1)
     }
 
-    /// Stores a batch durably and fans it out; errors are already API errors.
-    pub async fn publish(&self, batch: Vec<NewEvent>) -> Result<Vec<Ack>, ApiError> {
+    /// Stores a batch durably and fans it out. A failure is counted.
+    pub async fn publish(&self, batch: Vec<NewEvent>) -> Result<Vec<Ack>, StoreError> {
         let timer = self.metrics.publish_duration_seconds.start_timer();
         let result = self.store.append(batch).await;
         timer.observe_duration();
-        match result {
-            Ok(acks) => {
-                let fresh = acks.iter().filter(|a| !a.duplicate).count();
-                self.metrics.events_published_total.inc_by(fresh as u64);
-                Ok(acks)
-            }
-            Err(e) => Err(self.store_error(e)),
-        }
+        let acks = result.map_err(|e| self.store_error(e))?;
+        let fresh = acks.iter().filter(|a| !a.duplicate).count();
+        self.metrics.events_published_total.inc_by(fresh as u64);
+        Ok(acks)
     }
 
-    /// Drops a topic's history and starts a new epoch.
-    pub async fn wipe(&self, topic: &Topic) -> Result<u64, ApiError> {
+    /// Drops a topic's history and starts a new epoch. A failure is counted.
+    pub async fn wipe(&self, topic: &Topic) -> Result<Epoch, StoreError> {
         let head = self
             .store
             .wipe(topic)
             .await
             .map_err(|e| self.store_error(e))?;
         self.hub.clear_ring(topic);
-        Ok(head.epoch)
+        head.epoch
+            .ok_or_else(|| self.store_error(StoreError::Unavailable("a wipe gave no epoch".into())))
     }
 
-    /// Counts and converts a store failure.
-    pub fn store_error(&self, e: StoreError) -> ApiError {
+    /// Counts and logs a store failure, and hands it back.
+    pub fn store_error(&self, e: StoreError) -> StoreError {
         self.metrics.store_errors_total.inc();
         tracing::warn!(error = %e, "store operation failed");
-        match e {
-            StoreError::Unavailable(m) => {
-                ApiError::unavailable("store_unavailable", m, self.retry_after_secs())
-            }
-            StoreError::Rejected(m) => ApiError::new(StatusCode::BAD_REQUEST, "store_rejected", m),
-        }
+        e
     }
 }

@@ -1,7 +1,8 @@
 //! Where a stream starts in each topic, from the client's cursor and the
 //! store's heads. Pure: no I/O, so every rule of the resume contract is unit-tested.
 
-use crate::cursor::{Position, ResumeFrom};
+use crate::cursor::ResumeFrom;
+use crate::position::{Seq, StreamPos};
 use crate::store::TopicHead;
 use crate::topic::Topic;
 
@@ -25,12 +26,11 @@ pub enum Cut {
 pub struct Start {
     /// The topic.
     pub topic: Topic,
-    /// Epoch the positions refer to (0: topic has no history yet).
-    pub epoch: u64,
-    /// Replay events with `after < seq <= upto`, then go live.
-    pub after: u64,
+    /// Where the stream stands: replay the events after `from.seq` up to
+    /// `upto`, then go live.
+    pub from: StreamPos,
     /// The head when the stream started.
-    pub upto: u64,
+    pub upto: Seq,
     /// Set when the client must be told that history was cut.
     pub cut: Option<Cut>,
 }
@@ -42,47 +42,48 @@ pub struct CursorAhead {
     /// The topic.
     pub topic: Topic,
     /// Seq in the cursor.
-    pub seq: u64,
+    pub seq: Seq,
     /// Newest seq in the store.
-    pub last: u64,
+    pub last: Seq,
 }
 
 /// Computes the start of `topic` given its head and what the client asked for.
 pub fn plan(topic: &Topic, head: TopicHead, from: &ResumeFrom) -> Result<Start, CursorAhead> {
-    let oldest_retained_after = |h: TopicHead| {
-        if h.first_seq == 0 {
-            h.last_seq
-        } else {
-            h.first_seq - 1
-        }
-    };
-    let start = |after: u64, cut: Option<Cut>| Start {
+    // The position just before the oldest retained event (the head if none is).
+    let before_oldest = head.first_seq.map_or(head.last_seq, Seq::prev);
+    let start = |seq: Seq, cut: Option<Cut>| Start {
         topic: topic.clone(),
-        epoch: head.epoch,
-        after,
+        from: StreamPos {
+            epoch: head.epoch,
+            seq,
+        },
         upto: head.last_seq,
         cut,
     };
     let pos = match from {
         ResumeFrom::Live => return Ok(start(head.last_seq, None)),
-        ResumeFrom::Earliest => return Ok(start(oldest_retained_after(head), None)),
+        ResumeFrom::Earliest => return Ok(start(before_oldest, None)),
         ResumeFrom::At(c) => match c.position(topic) {
             // A topic the cursor does not know joins live, like a new subscription.
             None => return Ok(start(head.last_seq, None)),
-            Some(p) => p,
+            Some(p) => p.at,
         },
     };
-    let Position { epoch, seq, .. } = pos;
-    if head.epoch == 0 {
+    let Some(current) = head.epoch else {
         // Nothing was ever stored (or the store lost the topic entirely).
-        let cut = (epoch != 0).then_some(Cut::EpochChanged);
-        return Ok(start(0, cut));
+        let cut = pos.epoch.is_some().then_some(Cut::EpochChanged);
+        return Ok(start(Seq::ZERO, cut));
+    };
+    if !pos.same_history(current) {
+        return Ok(start(before_oldest, Some(Cut::EpochChanged)));
     }
-    if epoch != 0 && epoch != head.epoch {
-        return Ok(start(oldest_retained_after(head), Some(Cut::EpochChanged)));
-    }
-    // Same epoch, or the client started before the topic had any history (seq counts from 0).
-    let seq = if epoch == 0 { 0 } else { seq };
+    // Same epoch, or the client started before the topic had any history
+    // (its seq then counts from the start of this epoch).
+    let seq = if pos.epoch.is_none() {
+        Seq::ZERO
+    } else {
+        pos.seq
+    };
     if seq > head.last_seq {
         return Err(CursorAhead {
             topic: topic.clone(),
@@ -90,18 +91,14 @@ pub fn plan(topic: &Topic, head: TopicHead, from: &ResumeFrom) -> Result<Start, 
             last: head.last_seq,
         });
     }
-    let first_needed = seq + 1;
-    let first_available = if head.first_seq == 0 {
-        head.last_seq + 1
-    } else {
-        head.first_seq
-    };
+    let first_needed = seq.next();
+    let first_available = head.first_seq.unwrap_or(head.last_seq.next());
     if first_available > first_needed {
         let cut = Cut::Trimmed {
-            missed_from: first_needed,
-            missed_to: first_available - 1,
+            missed_from: first_needed.get(),
+            missed_to: first_available.prev().get(),
         };
-        return Ok(start(first_available - 1, Some(cut)));
+        return Ok(start(first_available.prev(), Some(cut)));
     }
     Ok(start(seq, None))
 }
@@ -110,48 +107,62 @@ pub fn plan(topic: &Topic, head: TopicHead, from: &ResumeFrom) -> Result<Start, 
 mod tests {
     use super::*;
     use crate::cursor::Cursor;
+    use crate::position::Epoch;
 
     fn t() -> Topic {
         Topic::parse("t").unwrap()
     }
     fn head(epoch: u64, first_seq: u64, last_seq: u64) -> TopicHead {
         TopicHead {
-            epoch,
-            first_seq,
-            last_seq,
+            epoch: Epoch::new(epoch),
+            first_seq: (first_seq > 0).then_some(Seq::new(first_seq)),
+            last_seq: Seq::new(last_seq),
         }
     }
     fn at(epoch: u64, seq: u64) -> ResumeFrom {
-        ResumeFrom::At(Cursor::single(&t(), epoch, seq, 0))
+        let c = Cursor {
+            ts_ms: 0,
+            positions: vec![crate::cursor::Position {
+                tag: t().tag(),
+                at: StreamPos {
+                    epoch: Epoch::new(epoch),
+                    seq: Seq::new(seq),
+                },
+            }],
+        };
+        ResumeFrom::At(c)
+    }
+    fn after(s: &Start) -> u64 {
+        s.from.seq.get()
     }
 
     #[test]
     fn live_and_earliest() {
         let h = head(5, 3, 10);
         let s = plan(&t(), h, &ResumeFrom::Live).unwrap();
-        assert_eq!((s.after, s.upto, s.cut), (10, 10, None));
+        assert_eq!((after(&s), s.upto.get(), s.cut), (10, 10, None));
         let s = plan(&t(), h, &ResumeFrom::Earliest).unwrap();
-        assert_eq!((s.after, s.upto, s.cut), (2, 10, None));
+        assert_eq!((after(&s), s.upto.get(), s.cut), (2, 10, None));
         let s = plan(&t(), head(5, 0, 10), &ResumeFrom::Earliest).unwrap();
-        assert_eq!(s.after, 10, "nothing retained: earliest is live");
+        assert_eq!(after(&s), 10, "nothing retained: earliest is live");
     }
 
     #[test]
     fn exact_resume_within_retention() {
         let s = plan(&t(), head(5, 3, 10), &at(5, 2)).unwrap();
         assert_eq!(
-            (s.after, s.cut),
+            (after(&s), s.cut),
             (2, None),
             "seq 3 is the first needed and is there"
         );
         let s = plan(&t(), head(5, 3, 10), &at(5, 10)).unwrap();
-        assert_eq!((s.after, s.cut), (10, None));
+        assert_eq!((after(&s), s.cut), (10, None));
     }
 
     #[test]
     fn trimmed_history_is_reported() {
         let s = plan(&t(), head(5, 6, 10), &at(5, 2)).unwrap();
-        assert_eq!(s.after, 5);
+        assert_eq!(after(&s), 5);
         assert_eq!(
             s.cut,
             Some(Cut::Trimmed {
@@ -160,7 +171,7 @@ mod tests {
             })
         );
         let s = plan(&t(), head(5, 0, 10), &at(5, 7)).unwrap();
-        assert_eq!(s.after, 10, "all gone: continue live");
+        assert_eq!(after(&s), 10, "all gone: continue live");
         assert_eq!(
             s.cut,
             Some(Cut::Trimmed {
@@ -173,15 +184,15 @@ mod tests {
     #[test]
     fn epoch_change_is_reported() {
         let s = plan(&t(), head(6, 1, 4), &at(5, 9)).unwrap();
-        assert_eq!((s.after, s.cut), (0, Some(Cut::EpochChanged)));
+        assert_eq!((after(&s), s.cut), (0, Some(Cut::EpochChanged)));
         let s = plan(&t(), head(0, 0, 0), &at(5, 9)).unwrap();
-        assert_eq!((s.after, s.cut), (0, Some(Cut::EpochChanged)));
+        assert_eq!((after(&s), s.cut), (0, Some(Cut::EpochChanged)));
     }
 
     #[test]
     fn cursor_from_before_the_topic_existed_replays_from_the_start() {
         let s = plan(&t(), head(6, 1, 4), &at(0, 0)).unwrap();
-        assert_eq!((s.after, s.cut), (0, None));
+        assert_eq!((after(&s), s.cut), (0, None));
     }
 
     #[test]
@@ -191,8 +202,13 @@ mod tests {
 
     #[test]
     fn topic_missing_from_cursor_joins_live() {
-        let other = ResumeFrom::At(Cursor::single(&Topic::parse("o").unwrap(), 1, 1, 0));
+        let other = ResumeFrom::At(Cursor::single(
+            &Topic::parse("o").unwrap(),
+            Epoch::new(1).unwrap(),
+            Seq::new(1),
+            0,
+        ));
         let s = plan(&t(), head(5, 1, 4), &other).unwrap();
-        assert_eq!((s.after, s.cut), (4, None));
+        assert_eq!((after(&s), s.cut), (4, None));
     }
 }

@@ -14,12 +14,13 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::admission::{Refusal, RefuseReason, StreamSlot};
-use crate::cursor::{Cursor, Position, ResumeFrom};
-use crate::error::ApiError;
+use crate::cursor::ResumeFrom;
 use crate::fanout::{Frame, KickReason, Subscription};
 use crate::node::Node;
-use crate::resume::{self, Cut, Start};
+use crate::position::Seq;
+use crate::resume::{self, CursorAhead, Cut, Start};
 use crate::routing::RouteGuard;
+use crate::sequencer::{self, Sequencer};
 use crate::sse;
 use crate::store::{now_ms, StoreError, StoredEvent};
 use crate::topic::Topic;
@@ -41,25 +42,14 @@ pub struct StreamRequest {
     pub route: Option<RouteGuard>,
 }
 
-/// Why a stream did not open: transient (come back later) or an error.
+/// Why a stream did not open: transient (come back later) or a cursor it
+/// cannot honour.
 #[derive(Debug)]
 pub enum OpenError {
     /// Come back later.
     Refused(Refusal),
-    /// A permanent error (bad cursor).
-    Api(ApiError),
-}
-
-impl From<Refusal> for OpenError {
-    fn from(r: Refusal) -> Self {
-        OpenError::Refused(r)
-    }
-}
-
-impl From<ApiError> for OpenError {
-    fn from(e: ApiError) -> Self {
-        OpenError::Api(e)
-    }
+    /// The cursor points past the newest event.
+    CursorAhead(CursorAhead),
 }
 
 /// Opens an admitted stream: plans the resume, registers for live events
@@ -74,11 +64,10 @@ pub async fn open(node: &Arc<Node>, req: StreamRequest) -> Result<Body, OpenErro
             Ok(h) => h,
             Err(e) => {
                 node.store_error(e);
-                return Err(node.refuse(RefuseReason::Store).into());
+                return Err(OpenError::Refused(node.refuse(RefuseReason::Store)));
             }
         };
-        let start = resume::plan(t, head, &req.resume)
-            .map_err(|e| ApiError::bad_request("cursor_ahead", e.to_string()))?;
+        let start = resume::plan(t, head, &req.resume).map_err(OpenError::CursorAhead)?;
         starts.push(start);
     }
     if let ResumeFrom::At(c) = &req.resume {
@@ -107,55 +96,38 @@ pub async fn open(node: &Arc<Node>, req: StreamRequest) -> Result<Body, OpenErro
     )))
 }
 
-/// Per-stream positions; builds the bytes for each delivered event.
-struct Cursors {
-    topics: Vec<Topic>,
-    pos: Vec<(u64, u64)>,
-    last_ts: u64,
+/// What woke the stream loop.
+enum Step {
+    Frame(Option<Arc<Frame>>),
+    Heartbeat,
+    DrainStarted,
+    Close,
 }
 
-impl Cursors {
-    fn new(starts: &[Start]) -> Self {
-        Cursors {
-            topics: starts.iter().map(|s| s.topic.clone()).collect(),
-            pos: starts.iter().map(|s| (s.epoch, s.after)).collect(),
-            last_ts: 0,
-        }
-    }
+/// The stream's state between polls: its sequencer, and the bytes it writes.
+struct Live {
+    node: Arc<Node>,
+    seq: Sequencer,
+}
 
-    fn index(&self, t: &Topic) -> Option<usize> {
-        self.topics.iter().position(|x| x == t)
-    }
-
+impl Live {
     fn id(&self) -> String {
-        Cursor {
-            ts_ms: self.last_ts,
-            positions: self
-                .topics
-                .iter()
-                .zip(&self.pos)
-                .map(|(t, (epoch, seq))| Position {
-                    tag: t.tag(),
-                    epoch: *epoch,
-                    seq: *seq,
-                })
-                .collect(),
-        }
-        .encode()
+        self.seq.cursor().encode()
     }
 
-    /// Bytes for one event; the caller guarantees it is the next one of its topic.
-    fn write(&mut self, i: usize, frame: &Frame, out: &mut Vec<Bytes>) {
-        let ev = &frame.event;
-        self.pos[i] = (ev.epoch, ev.seq);
-        self.last_ts = ev.ts_ms;
-        if self.topics.len() == 1 {
+    /// Bytes of a delivered event (the sequencer has recorded it).
+    fn write(&self, frame: &Frame, replay: bool, out: &mut Vec<Bytes>) {
+        if self.seq.is_single() {
             out.push(frame.single());
         } else {
             out.push(frame.body());
             let mut tail = BytesMut::new();
             sse::write_id_and_end(&mut tail, &self.id());
             out.push(tail.freeze());
+        }
+        self.node.metrics.events_delivered_total.inc();
+        if replay {
+            self.node.metrics.events_replayed_total.inc();
         }
     }
 
@@ -174,33 +146,32 @@ impl Cursors {
         let data = serde_json::json!({ "topics": topics }).to_string();
         sse::event(Some(sse::RESET_EVENT), &data, Some(&self.id()))
     }
-}
 
-enum Step {
-    Frame(Option<Arc<Frame>>),
-    Heartbeat,
-    DrainStarted,
-    Close,
-}
+    fn report(&self, i: usize, cut: Option<Cut>, out: &mut Vec<Bytes>) {
+        if let Some(cut) = cut {
+            out.push(self.reset(&[(self.seq.topic(i).clone(), cut)]));
+        }
+    }
 
-/// The stream's state between polls.
-struct Live {
-    node: Arc<Node>,
-    cur: Cursors,
-}
+    /// Offers an exact-next event (live, or from the hot ring).
+    fn next(&mut self, i: usize, frame: &Frame, replay: bool, out: &mut Vec<Bytes>) {
+        if self.seq.offer(i, &frame.event) {
+            self.write(frame, replay, out);
+        }
+    }
 
-impl Live {
-    /// Writes events of topic `i` from the store with `after < seq <= upto`.
+    /// Writes events of topic `i` from the store, after the stream's
+    /// position up to `upto` (or until history runs out).
     async fn replay_stored(
         &mut self,
         i: usize,
-        upto: u64,
+        upto: Seq,
         replay: bool,
         out: &mut Vec<Bytes>,
     ) -> Result<(), StoreError> {
-        let topic = self.cur.topics[i].clone();
+        let topic = self.seq.topic(i).clone();
         loop {
-            let (epoch, after) = self.cur.pos[i];
+            let after = self.seq.position(i).seq;
             if after >= upto {
                 return Ok(());
             }
@@ -210,61 +181,40 @@ impl Live {
                 if ev.seq > upto {
                     return Ok(());
                 }
-                if epoch != 0 && ev.epoch != epoch {
-                    // Wiped meanwhile: the live path reports it when the new epoch shows up.
+                // Another epoch: the live path reports it when it shows up.
+                let Some(cut) = self.seq.offer_history(i, &ev) else {
                     return Ok(());
-                }
-                self.emit(i, &Frame::new(ev), replay, out);
+                };
+                self.report(i, cut, out);
+                self.write(&Frame::new(ev), replay, out);
                 progressed = true;
             }
             if !progressed {
-                // Trimmed under us: the next live event will report the cut.
+                // Nothing left up to `upto`: the caller settles the gap.
                 return Ok(());
             }
         }
     }
 
-    fn emit(&mut self, i: usize, frame: &Frame, replay: bool, out: &mut Vec<Bytes>) {
-        let (epoch, seq) = self.cur.pos[i];
-        let ev = &frame.event;
-        if (epoch == 0 || ev.epoch == epoch) && ev.seq != seq + 1 {
-            return;
-        }
-        self.cur.write(i, frame, out);
-        self.node.metrics.events_delivered_total.inc();
-        if replay {
-            self.node.metrics.events_replayed_total.inc();
-        }
-    }
-
     /// A live frame: skip what was already sent, fill gaps from the store,
-    /// report an epoch change, then deliver.
+    /// report an epoch change or a cut, then deliver.
     async fn live(&mut self, frame: Arc<Frame>, out: &mut Vec<Bytes>) -> Result<(), StoreError> {
         let ev: &Arc<StoredEvent> = &frame.event;
-        let Some(i) = self.cur.index(&ev.topic) else {
+        let Some(i) = self.seq.index(&ev.topic) else {
             return Ok(());
         };
-        let (epoch, seq) = self.cur.pos[i];
-        if epoch != 0 && ev.epoch != epoch {
-            self.cur.pos[i] = (ev.epoch, 0);
-            out.push(self.cur.reset(&[(ev.topic.clone(), Cut::EpochChanged)]));
-        } else if ev.seq <= seq {
-            return Ok(());
-        }
-        if ev.seq > self.cur.pos[i].1 + 1 {
-            self.replay_stored(i, ev.seq - 1, false, out).await?;
-            let behind = self.cur.pos[i].1;
-            if ev.seq > behind + 1 {
-                let cut = Cut::Trimmed {
-                    missed_from: behind + 1,
-                    missed_to: ev.seq - 1,
-                };
-                self.cur.pos[i].1 = ev.seq - 1;
-                out.push(self.cur.reset(&[(ev.topic.clone(), cut)]));
+        let (cut, step) = self.seq.live(i, ev);
+        self.report(i, cut, out);
+        match step {
+            sequencer::Live::Skip => return Ok(()),
+            sequencer::Live::Next => {}
+            sequencer::Live::Fill { upto, .. } => {
+                self.replay_stored(i, upto, false, out).await?;
+                let cut = self.seq.settle(i, ev);
+                self.report(i, cut, out);
             }
         }
-        self.cur.pos[i].0 = ev.epoch;
-        self.emit(i, &frame, false, out);
+        self.next(i, &frame, false, out);
         Ok(())
     }
 }
@@ -279,27 +229,27 @@ fn body(
     async_stream::stream! {
         let _guards = guards;
         let moved = moved.unwrap_or_default();
-        let mut live = Live { node: node.clone(), cur: Cursors::new(&starts) };
+        let mut live = Live { node: node.clone(), seq: Sequencer::new(&starts) };
         // The first block carries an `id:` too, so a client that drops before
         // its first event still resumes from exactly here.
         let mut first = BytesMut::from(format!("retry: {}\n", node.jittered_retry_ms()).as_bytes());
-        sse::write_id_and_end(&mut first, &live.cur.id());
+        sse::write_id_and_end(&mut first, &live.id());
         yield Ok(first.freeze());
         let cuts: Vec<(Topic, Cut)> = starts
             .iter()
             .filter_map(|s| s.cut.clone().map(|c| (s.topic.clone(), c)))
             .collect();
         if !cuts.is_empty() {
-            yield Ok(live.cur.reset(&cuts));
+            yield Ok(live.reset(&cuts));
         }
         let mut out = Vec::new();
         for (i, s) in starts.iter().enumerate() {
-            if s.after >= s.upto {
+            if s.from.seq >= s.upto {
                 continue;
             }
-            if let Some(frames) = node.hub.from_ring(&s.topic, s.epoch, s.after, s.upto) {
+            if let Some(frames) = node.hub.from_ring(&s.topic, s.from, s.upto) {
                 for f in frames {
-                    live.emit(i, &f, true, &mut out);
+                    live.next(i, &f, true, &mut out);
                 }
             } else if live.replay_stored(i, s.upto, true, &mut out).await.is_err() {
                 yield Ok(sse::retry(node.jittered_retry_ms()));

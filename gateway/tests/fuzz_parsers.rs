@@ -21,6 +21,7 @@ use pushgate::auth::pattern::TopicPattern;
 use pushgate::auth::{Auth, AuthConfig, KeyAlgorithm};
 use pushgate::cursor::{Cursor, Position, ResumeFrom};
 use pushgate::http::trace_id_of;
+use pushgate::position::{Epoch, Seq, StreamPos};
 use pushgate::sse::{self, Parser};
 use pushgate::topic::Topic;
 
@@ -90,7 +91,10 @@ proptest! {
         to in prop::sample::select(b"AZaz09-_=+/. ".to_vec()),
         cut in any::<bool>(),
     ) {
-        let c = Cursor { ts_ms: ts, positions: pos.into_iter().map(|(tag, epoch, seq)| Position { tag, epoch, seq }).collect() };
+        let c = Cursor { ts_ms: ts, positions: pos.into_iter().map(|(tag, epoch, seq)| Position {
+            tag,
+            at: StreamPos { epoch: Epoch::new(epoch), seq: Seq::new(seq) },
+        }).collect() };
         let mut text = c.encode().into_bytes();
         let i = at.index(text.len());
         if cut { text.truncate(i) } else { text[i] = to }

@@ -4,8 +4,9 @@
 use std::sync::Arc;
 
 use pushgate::config::{FsyncPolicy, Retention};
+use pushgate::position::Seq;
 use pushgate::store::embedded::EmbeddedStore;
-use pushgate::store::{conformance, NewEvent, Store, StoreOptions};
+use pushgate::store::{conformance, IdempotencyKey, NewEvent, Store, StoreOptions};
 use pushgate::topic::Topic;
 
 /// Fails appends to one topic with an SQLite trigger on the store's own
@@ -78,23 +79,26 @@ async fn acknowledged_events_survive_reopen() {
                 topic: t.clone(),
                 event_type: None,
                 data: Arc::from(i.to_string()),
-                idempotency_key: Some(format!("k{i}")),
+                idempotency_key: IdempotencyKey::parse(&format!("k{i}")).ok(),
             })
             .collect();
         s.append(batch).await.unwrap()[0].epoch
     };
     let s = EmbeddedStore::open(dir.path(), FsyncPolicy::Normal, opts()).unwrap();
     let head = s.head(&t).await.unwrap();
-    assert_eq!((head.epoch, head.first_seq, head.last_seq), (epoch, 1, 100));
+    assert_eq!(
+        (head.epoch, head.first_seq, head.last_seq),
+        (Some(epoch), Some(Seq::new(1)), Seq::new(100))
+    );
     let again = NewEvent {
         topic: t.clone(),
         event_type: None,
         data: Arc::from("5"),
-        idempotency_key: Some("k5".into()),
+        idempotency_key: IdempotencyKey::parse("k5").ok(),
     };
     let ack = s.append(vec![again]).await.unwrap().remove(0);
     assert!(
-        ack.duplicate && ack.seq == 6,
+        ack.duplicate && ack.seq == Seq::new(6),
         "idempotency keys survive a restart"
     );
     let ack = s
@@ -109,7 +113,7 @@ async fn acknowledged_events_survive_reopen() {
         .remove(0);
     assert_eq!(
         (ack.epoch, ack.seq),
-        (epoch, 101),
+        (epoch, Seq::new(101)),
         "sequence continues after reopen"
     );
 }

@@ -255,9 +255,14 @@ async fn malformed_forged_and_future_cursors_are_rejected() {
     )
     .await;
     // A well-formed cursor pointing past the newest event.
-    let epoch_of = pushgate::cursor::Cursor::decode(&p.id).unwrap().positions[0].epoch;
+    let epoch_of = pushgate::cursor::Cursor::decode(&p.id).unwrap().positions[0]
+        .at
+        .epoch
+        .unwrap();
     let topic = pushgate::topic::Topic::parse("cur").unwrap();
-    let ahead = pushgate::cursor::Cursor::single(&topic, epoch_of, 99, 0).encode();
+    let ahead =
+        pushgate::cursor::Cursor::single(&topic, epoch_of, pushgate::position::Seq::new(99), 0)
+            .encode();
     expect_400(&gw, url, Some(&ahead), "cursor_ahead").await;
     expect_400(&gw, "/v1/stream", None, "missing_topic").await;
 }
@@ -286,6 +291,27 @@ async fn idempotency_key_makes_a_retry_a_no_op() {
         .unwrap();
     assert_eq!(s.next(T).await.unwrap().unwrap().data, "once");
     assert_eq!(s.next(T).await.unwrap().unwrap().data, "next");
+    // One rule for the header and the batch field: visible ASCII, 1..=200.
+    for bad in ["with space", "", &"k".repeat(201)] {
+        let header = c
+            .post(gw.url("/v1/topics/idem/events"))
+            .header("idempotency-key", bad)
+            .body("x")
+            .send()
+            .await
+            .unwrap();
+        let batch = c
+            .post(gw.url("/v1/publish"))
+            .json(&serde_json::json!([{"topic": "idem", "data": "x", "idempotency_key": bad}]))
+            .send()
+            .await
+            .unwrap();
+        for resp in [header, batch] {
+            assert_eq!(resp.status(), 400, "key {bad:?}");
+            let v: serde_json::Value = resp.json().await.unwrap();
+            assert_eq!(v["code"], "bad_idempotency_key");
+        }
+    }
 }
 
 #[tokio::test]

@@ -13,10 +13,9 @@ pub mod extract;
 pub mod keys;
 pub mod pattern;
 
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::HeaderMap;
 use jsonwebtoken::{DecodingKey, Validation};
 
-use crate::error::ApiError;
 use crate::topic::Topic;
 pub use claims::{Claims, Grants, MintRequest};
 use extract::Credential;
@@ -77,22 +76,15 @@ pub enum TokenError {
     Claims(#[from] claims::ClaimsError),
 }
 
-/// 401: missing or unusable credentials.
-pub fn unauthorized() -> ApiError {
-    ApiError::new(
-        StatusCode::UNAUTHORIZED,
-        "unauthorized",
-        "missing or invalid token",
-    )
-}
-
-/// 403: a valid identity without access to a requested topic.
-pub fn forbidden() -> ApiError {
-    ApiError::new(
-        StatusCode::FORBIDDEN,
-        "forbidden",
-        "not allowed for the requested topic",
-    )
+/// Why a request was refused. Callers are never told which check failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum AuthError {
+    /// Missing or unusable credentials (401).
+    #[error("missing or invalid token")]
+    Unauthorized,
+    /// A valid identity without access to a requested topic (403).
+    #[error("not allowed for the requested topic")]
+    Forbidden,
 }
 
 /// Parses a list of patterns from configuration.
@@ -170,13 +162,13 @@ impl Auth {
         &self,
         headers: &HeaderMap,
         query: Option<&str>,
-    ) -> Result<Identity, ApiError> {
+    ) -> Result<Identity, AuthError> {
         if !self.is_enabled() {
             return Ok(Identity::Open);
         }
         match extract::credential(headers, query, &self.cookie, self.query_token) {
             Credential::None => Ok(Identity::Anonymous),
-            Credential::Malformed => Err(unauthorized()),
+            Credential::Malformed => Err(AuthError::Unauthorized),
             Credential::Token(t) => match self.verify(&t) {
                 Ok(grants) => {
                     tracing::Span::current().record("client", grants.client_id.as_str());
@@ -184,7 +176,7 @@ impl Auth {
                 }
                 Err(e) => {
                     tracing::debug!(reason = %e, "token refused");
-                    Err(unauthorized())
+                    Err(AuthError::Unauthorized)
                 }
             },
         }
@@ -196,7 +188,7 @@ impl Auth {
         who: &Identity,
         access: Access,
         topics: impl IntoIterator<Item = &'a Topic>,
-    ) -> Result<(), ApiError> {
+    ) -> Result<(), AuthError> {
         let anonymous = match access {
             Access::Subscribe => &self.anonymous_subscribe,
             Access::Publish => &self.anonymous_publish,
@@ -216,8 +208,8 @@ impl Auth {
             return Ok(());
         }
         match who {
-            Identity::Anonymous => Err(unauthorized()),
-            _ => Err(forbidden()),
+            Identity::Anonymous => Err(AuthError::Unauthorized),
+            _ => Err(AuthError::Forbidden),
         }
     }
 }

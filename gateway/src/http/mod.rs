@@ -1,6 +1,8 @@
 //! The HTTP surface: routes, request parsing at the edge, and
 //! per-connection context.
 
+mod caller;
+pub mod error;
 mod ops;
 mod publish;
 pub mod refusal;
@@ -16,8 +18,8 @@ use axum::routing::{get, post};
 use axum::Router;
 use tokio_util::sync::CancellationToken;
 
-use crate::error::ApiError;
 use crate::node::Node;
+use error::{ApiError, ErrorCode};
 
 /// Facts about the TCP connection a request arrived on.
 #[derive(Clone, Debug)]
@@ -78,11 +80,7 @@ async fn demo_page() -> impl axum::response::IntoResponse {
 }
 
 async fn not_found() -> ApiError {
-    ApiError::new(
-        axum::http::StatusCode::NOT_FOUND,
-        "not_found",
-        "no such endpoint",
-    )
+    ApiError::new(ErrorCode::NotFound, "no such endpoint")
 }
 
 /// A 200 `text/event-stream` response with the headers every stream carries

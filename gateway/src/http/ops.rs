@@ -3,11 +3,11 @@
 use std::sync::Arc;
 
 use axum::extract::State;
-use axum::http::{header, StatusCode};
+use axum::http::header;
 use axum::response::IntoResponse;
 use axum::Json;
 
-use crate::error::ApiError;
+use super::error::{ApiError, ErrorCode};
 use crate::node::Node;
 
 pub async fn healthz() -> impl IntoResponse {
@@ -16,16 +16,11 @@ pub async fn healthz() -> impl IntoResponse {
 
 pub async fn readyz(State(node): State<Arc<Node>>) -> Result<impl IntoResponse, ApiError> {
     if node.is_draining() {
-        return Err(ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "draining",
-            "gateway is draining",
-        ));
+        return Err(ApiError::new(ErrorCode::Draining, "gateway is draining"));
     }
     if !node.is_ready() {
         return Err(ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "store_unavailable",
+            ErrorCode::StoreUnavailable,
             "store is unreachable",
         ));
     }

@@ -11,25 +11,25 @@ use axum::{Extension, Json};
 use bytes::Bytes;
 use serde::Deserialize;
 
+use super::caller::Caller;
+use super::error::{ApiError, ErrorCode};
 use super::{query_pairs, ConnInfo};
 use crate::auth::Access;
 use crate::cursor::Cursor;
-use crate::error::ApiError;
 use crate::node::Node;
 use crate::sse;
-use crate::store::{Ack, NewEvent};
+use crate::store::{Ack, IdempotencyKey, NewEvent, StoreError};
 use crate::topic::Topic;
 
-/// Longest accepted `Idempotency-Key` and event type.
-const MAX_KEY_LEN: usize = 200;
+/// Longest accepted event type.
 const MAX_EVENT_TYPE_LEN: usize = 100;
 
 fn parse_topic(s: &str) -> Result<Topic, ApiError> {
-    Topic::parse(s).map_err(|e| ApiError::bad_request("bad_topic", e.to_string()))
+    Topic::parse(s).map_err(|e| ApiError::new(ErrorCode::BadTopic, e.to_string()))
 }
 
 fn parse_event_type(t: &str) -> Result<Arc<str>, ApiError> {
-    let bad = |m: &str| Err(ApiError::bad_request("bad_event_type", m));
+    let bad = |m: &str| Err(ApiError::new(ErrorCode::BadEventType, m));
     if t.is_empty() || t.len() > MAX_EVENT_TYPE_LEN {
         return bad("event type must be 1 to 100 characters");
     }
@@ -42,29 +42,29 @@ fn parse_event_type(t: &str) -> Result<Arc<str>, ApiError> {
     Ok(Arc::from(t))
 }
 
-fn parse_idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
-    let Some(v) = headers.get("idempotency-key") else {
-        return Ok(None);
-    };
-    match v.to_str() {
-        Ok(k) if !k.is_empty() && k.len() <= MAX_KEY_LEN => Ok(Some(k.to_owned())),
-        _ => Err(ApiError::bad_request(
-            "bad_idempotency_key",
-            "Idempotency-Key must be 1 to 200 visible ASCII characters",
-        )),
-    }
+fn idempotency_key(text: &str) -> Result<IdempotencyKey, ApiError> {
+    IdempotencyKey::parse(text)
+        .map_err(|e| ApiError::new(ErrorCode::BadIdempotencyKey, e.to_string()))
+}
+
+fn header_idempotency_key(headers: &HeaderMap) -> Result<Option<IdempotencyKey>, ApiError> {
+    headers
+        .get("idempotency-key")
+        .map(|v| idempotency_key(v.to_str().unwrap_or("")))
+        .transpose()
+}
+
+/// A store failure as the client sees it.
+fn store_failed(node: &Node, e: StoreError) -> ApiError {
+    ApiError::store(e, node.retry_after_secs())
 }
 
 fn check_rate(node: &Node, conn: &ConnInfo, n: usize) -> Result<(), ApiError> {
     node.publish_rate
         .try_take(&conn.peer.ip(), n.min(u32::MAX as usize) as u32)
         .map_err(|wait| {
-            ApiError::new(
-                StatusCode::TOO_MANY_REQUESTS,
-                "rate_limited",
-                "publish rate limit exceeded",
-            )
-            .with_retry_after(wait.as_secs_f64().ceil() as u64)
+            ApiError::new(ErrorCode::RateLimited, "publish rate limit exceeded")
+                .with_retry_after(wait.as_secs_f64().ceil() as u64)
         })
 }
 
@@ -74,12 +74,11 @@ async fn read_body(body: Body, limit: usize) -> Result<Bytes, ApiError> {
             .is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
         if too_large {
             ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "body_too_large",
+                ErrorCode::BodyTooLarge,
                 format!("body exceeds {limit} bytes"),
             )
         } else {
-            ApiError::bad_request("bad_body", format!("cannot read body: {e}"))
+            ApiError::new(ErrorCode::BadBody, format!("cannot read body: {e}"))
         }
     })
 }
@@ -87,7 +86,7 @@ async fn read_body(body: Body, limit: usize) -> Result<Bytes, ApiError> {
 fn utf8(bytes: Bytes) -> Result<Arc<str>, ApiError> {
     String::from_utf8(bytes.into())
         .map(Arc::from)
-        .map_err(|_| ApiError::bad_request("bad_data", "event data must be UTF-8 text"))
+        .map_err(|_| ApiError::new(ErrorCode::BadData, "event data must be UTF-8 text"))
 }
 
 #[derive(serde::Serialize)]
@@ -102,7 +101,7 @@ impl From<&Ack> for Published {
         Published {
             id: Cursor::single(&a.topic, a.epoch, a.seq, a.ts_ms).encode(),
             topic: a.topic.clone(),
-            seq: a.seq,
+            seq: a.seq.get(),
         }
     }
 }
@@ -121,6 +120,7 @@ fn created<T: serde::Serialize>(body: &T, replayed: bool) -> Response {
 pub async fn publish_one(
     State(node): State<Arc<Node>>,
     Extension(conn): Extension<ConnInfo>,
+    Caller(who): Caller,
     Path(path): Path<String>,
     uri: Uri,
     headers: HeaderMap,
@@ -128,12 +128,10 @@ pub async fn publish_one(
 ) -> Result<Response, ApiError> {
     let Some(topic) = path.strip_suffix("/events") else {
         return Err(ApiError::new(
-            StatusCode::NOT_FOUND,
-            "not_found",
+            ErrorCode::NotFound,
             "publish with POST /v1/topics/{topic}/events",
         ));
     };
-    let who = node.auth.authenticate(&headers, uri.query())?;
     let topic = parse_topic(topic)?;
     node.auth.authorize(&who, Access::Publish, [&topic])?;
     let mut event_type = None;
@@ -142,7 +140,7 @@ pub async fn publish_one(
             event_type = Some(parse_event_type(&v)?);
         }
     }
-    let idempotency_key = parse_idempotency_key(&headers)?;
+    let idempotency_key = header_idempotency_key(&headers)?;
     check_rate(&node, &conn, 1)?;
     let data = utf8(read_body(body, node.config.limits.max_body_bytes).await?)?;
     let acks = node
@@ -152,7 +150,8 @@ pub async fn publish_one(
             data,
             idempotency_key,
         }])
-        .await?;
+        .await
+        .map_err(|e| store_failed(&node, e))?;
     let ack = acks.first().expect("one ack per event");
     Ok(created(&Published::from(ack), ack.duplicate))
 }
@@ -173,27 +172,23 @@ struct BatchItem {
 pub async fn publish_batch(
     State(node): State<Arc<Node>>,
     Extension(conn): Extension<ConnInfo>,
-    uri: Uri,
-    headers: HeaderMap,
+    Caller(who): Caller,
     body: Body,
 ) -> Result<Response, ApiError> {
-    // Before the body is read: an unauthenticated caller costs no buffering.
-    let who = node.auth.authenticate(&headers, uri.query())?;
     let limits = &node.config.limits;
     let bytes = read_body(body, limits.max_batch_bytes).await?;
     let items: Vec<BatchItem> = serde_json::from_slice(&bytes).map_err(|e| {
-        ApiError::bad_request(
-            "bad_batch",
+        ApiError::new(
+            ErrorCode::BadBatch,
             format!("body must be a JSON array of {{topic, data, event?}}: {e}"),
         )
     })?;
     if items.is_empty() {
-        return Err(ApiError::bad_request("empty_batch", "batch is empty"));
+        return Err(ApiError::new(ErrorCode::EmptyBatch, "batch is empty"));
     }
     if items.len() > limits.max_batch {
         return Err(ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "batch_too_large",
+            ErrorCode::BatchTooLarge,
             format!(
                 "batch has {} events; the limit is {}",
                 items.len(),
@@ -209,44 +204,44 @@ pub async fn publish_batch(
         };
         if data.len() > limits.max_body_bytes {
             return Err(ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "body_too_large",
+                ErrorCode::BodyTooLarge,
                 format!("an event's data exceeds {} bytes", limits.max_body_bytes),
             ));
-        }
-        if let Some(k) = &item.idempotency_key {
-            if k.is_empty() || k.len() > MAX_KEY_LEN || !k.bytes().all(|b| b.is_ascii_graphic()) {
-                return Err(ApiError::bad_request(
-                    "bad_idempotency_key",
-                    "idempotency_key must be 1 to 200 visible ASCII characters",
-                ));
-            }
         }
         batch.push(NewEvent {
             topic: parse_topic(&item.topic)?,
             event_type: item.event.as_deref().map(parse_event_type).transpose()?,
             data,
-            idempotency_key: item.idempotency_key,
+            idempotency_key: item
+                .idempotency_key
+                .as_deref()
+                .map(idempotency_key)
+                .transpose()?,
         });
     }
     node.auth
         .authorize(&who, Access::Publish, batch.iter().map(|e| &e.topic))?;
     check_rate(&node, &conn, batch.len())?;
-    let acks = node.publish(batch).await?;
+    let acks = node
+        .publish(batch)
+        .await
+        .map_err(|e| store_failed(&node, e))?;
     let body: Vec<Published> = acks.iter().map(Published::from).collect();
     Ok(created(&body, false))
 }
 
 pub async fn wipe(
     State(node): State<Arc<Node>>,
+    Caller(who): Caller,
     Path(path): Path<String>,
-    uri: Uri,
-    headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let who = node.auth.authenticate(&headers, uri.query())?;
     let topic = parse_topic(&path)?;
     node.auth.authorize(&who, Access::Publish, [&topic])?;
-    let epoch = node.wipe(&topic).await?;
+    let epoch = node
+        .wipe(&topic)
+        .await
+        .map_err(|e| store_failed(&node, e))?
+        .get();
     tracing::info!(%topic, epoch, "topic history wiped");
     Ok(Json(serde_json::json!({ "topic": topic, "epoch": epoch })).into_response())
 }

@@ -9,8 +9,8 @@ use axum::body::Body;
 use axum::http::{header, HeaderMap, HeaderValue, Response};
 use axum::response::IntoResponse;
 
-use crate::admission::Refusal;
-use crate::error::ApiError;
+use super::error::{ApiError, ErrorCode};
+use crate::admission::{Refusal, RefuseReason};
 use crate::node::jitter_ms;
 
 /// Response header naming the refusal reason on either form (for operators
@@ -32,6 +32,19 @@ pub fn wants_event_stream(headers: &HeaderMap) -> bool {
         })
 }
 
+/// The code of the JSON form.
+fn code(r: RefuseReason) -> ErrorCode {
+    match r {
+        RefuseReason::Draining => ErrorCode::Draining,
+        RefuseReason::MaxConnections => ErrorCode::Overloaded,
+        RefuseReason::AcceptRate => ErrorCode::AcceptRateLimited,
+        RefuseReason::Store => ErrorCode::StoreUnavailable,
+        RefuseReason::PeerUnreachable => ErrorCode::PeerUnreachable,
+        RefuseReason::RouteChanged => ErrorCode::RouteChanged,
+        RefuseReason::ProxyUnauthenticated => ErrorCode::ProxyUnauthenticated,
+    }
+}
+
 /// The body of the event-stream form.
 pub fn event_stream_body(r: &Refusal, retry_ms: u64) -> String {
     format!(
@@ -49,7 +62,9 @@ pub fn response(r: Refusal, event_stream: bool) -> Response<Body> {
         super::event_stream(Body::from(body))
     } else {
         let secs = r.retry_after_secs();
-        ApiError::unavailable(r.reason.code(), r.message, secs).into_response()
+        ApiError::new(code(r.reason), r.message)
+            .with_retry_after(secs)
+            .into_response()
     };
     resp.headers_mut().insert(REFUSED_HEADER, label);
     resp
@@ -58,7 +73,6 @@ pub fn response(r: Refusal, event_stream: bool) -> Response<Body> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::admission::RefuseReason;
     use crate::sse::Parser;
     use axum::http::StatusCode;
     use std::time::Duration;

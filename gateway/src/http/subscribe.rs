@@ -4,18 +4,54 @@ use std::sync::Arc;
 
 use axum::body::Body;
 use axum::extract::State;
-use axum::http::{header, HeaderMap, HeaderValue, Response, StatusCode, Uri};
+use axum::http::{header, HeaderMap, HeaderValue, Response, Uri};
 use axum::response::IntoResponse;
 use axum::Extension;
 
+use super::caller::Caller;
+use super::error::{ApiError, ErrorCode};
 use super::{query_pairs, refusal, ConnInfo};
-use crate::admission::{self, RefuseReason};
-use crate::auth::Access;
+use crate::admission::{self, Refusal, RefuseReason};
+use crate::auth::{Access, AuthError, Identity};
 use crate::cursor::ResumeFrom;
-use crate::error::ApiError;
 use crate::node::Node;
 use crate::routing::Decision;
 use crate::stream::{self, OpenError, StreamRequest};
+
+/// Why a stream request did not become a stream.
+enum Failure {
+    /// Come back later (its form depends on the client).
+    Refused(Refusal),
+    /// An error.
+    Api(ApiError),
+}
+
+impl From<Refusal> for Failure {
+    fn from(r: Refusal) -> Self {
+        Failure::Refused(r)
+    }
+}
+
+impl From<ApiError> for Failure {
+    fn from(e: ApiError) -> Self {
+        Failure::Api(e)
+    }
+}
+
+impl From<AuthError> for Failure {
+    fn from(e: AuthError) -> Self {
+        Failure::Api(e.into())
+    }
+}
+
+impl From<OpenError> for Failure {
+    fn from(e: OpenError) -> Self {
+        match e {
+            OpenError::Refused(r) => Failure::Refused(r),
+            OpenError::CursorAhead(c) => Failure::Api(c.into()),
+        }
+    }
+}
 use crate::topic::Topic;
 
 /// Response header naming the track that served a stream.
@@ -44,7 +80,7 @@ fn parse(node: &Node, uri: &Uri, headers: &HeaderMap) -> Result<Parsed, ApiError
         match k.as_str() {
             "topic" => {
                 let t = Topic::parse(&v)
-                    .map_err(|e| ApiError::bad_request("bad_topic", e.to_string()))?;
+                    .map_err(|e| ApiError::new(ErrorCode::BadTopic, e.to_string()))?;
                 if !topics.contains(&t) {
                     topics.push(t);
                 }
@@ -54,15 +90,15 @@ fn parse(node: &Node, uri: &Uri, headers: &HeaderMap) -> Result<Parsed, ApiError
         }
     }
     if topics.is_empty() {
-        return Err(ApiError::bad_request(
-            "missing_topic",
+        return Err(ApiError::new(
+            ErrorCode::MissingTopic,
             "give at least one ?topic=",
         ));
     }
     let max = node.config.limits.max_topics_per_stream;
     if topics.len() > max {
-        return Err(ApiError::bad_request(
-            "too_many_topics",
+        return Err(ApiError::new(
+            ErrorCode::TooManyTopics,
             format!("a stream carries at most {max} topics"),
         ));
     }
@@ -70,45 +106,45 @@ fn parse(node: &Node, uri: &Uri, headers: &HeaderMap) -> Result<Parsed, ApiError
     let header_cursor =
         match headers.get("last-event-id") {
             Some(v) => Some(v.to_str().map_err(|_| {
-                ApiError::bad_request("bad_cursor", "Last-Event-ID is not valid text")
+                ApiError::new(ErrorCode::BadCursor, "Last-Event-ID is not valid text")
             })?),
             None => None,
         };
     let text = header_cursor.or(query_cursor.as_deref()).unwrap_or("");
     let resume =
-        ResumeFrom::parse(text).map_err(|e| ApiError::bad_request("bad_cursor", e.to_string()))?;
+        ResumeFrom::parse(text).map_err(|e| ApiError::new(ErrorCode::BadCursor, e.to_string()))?;
     Ok(Parsed { topics, resume })
 }
 
 pub async fn stream(
     State(node): State<Arc<Node>>,
     Extension(conn): Extension<ConnInfo>,
+    Caller(who): Caller,
     uri: Uri,
     headers: HeaderMap,
 ) -> Response<Body> {
     let event_stream = refusal::wants_event_stream(&headers);
-    match open(&node, conn, &uri, &headers).await {
+    match open(&node, conn, who, &uri, &headers).await {
         Ok(resp) => resp,
-        Err(OpenError::Refused(r)) => refusal::response(r, event_stream),
-        Err(OpenError::Api(e)) => e.into_response(),
+        Err(Failure::Refused(r)) => refusal::response(r, event_stream),
+        Err(Failure::Api(e)) => e.into_response(),
     }
 }
 
 async fn open(
     node: &Arc<Node>,
     conn: ConnInfo,
+    who: Identity,
     uri: &Uri,
     headers: &HeaderMap,
-) -> Result<Response<Body>, OpenError> {
+) -> Result<Response<Body>, Failure> {
     if !accepts_event_stream(headers) {
         return Err(ApiError::new(
-            StatusCode::NOT_ACCEPTABLE,
-            "not_acceptable",
+            ErrorCode::NotAcceptable,
             "this endpoint serves text/event-stream",
         )
         .into());
     }
-    let who = node.auth.authenticate(headers, uri.query())?;
     let req = parse(node, uri, headers)?;
     // All requested topics or none: a partial stream would hide the refusal.
     node.auth.authorize(&who, Access::Subscribe, &req.topics)?;

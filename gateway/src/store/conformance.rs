@@ -8,8 +8,9 @@ use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use super::{NewEvent, Store, StoreOptions, StoredEvent};
+use super::{IdempotencyKey, NewEvent, Store, StoreOptions, StoredEvent, TopicHead};
 use crate::config::Retention;
+use crate::position::Seq;
 use crate::topic::Topic;
 
 /// Makes the store under test fail every append to one topic, inside the
@@ -48,7 +49,7 @@ impl Subject {
         let live = self.live.lock().unwrap();
         live.iter()
             .filter(|e| &e.topic == t)
-            .map(|e| e.seq)
+            .map(|e| e.seq.get())
             .collect()
     }
 }
@@ -115,7 +116,7 @@ async fn append_one(s: &Subject, t: &Topic, data: &str) -> u64 {
     let acks = s.store.append(vec![event(t, data)]).await.expect("append");
     assert_eq!(acks.len(), 1);
     assert!(!acks[0].duplicate);
-    acks[0].seq
+    acks[0].seq.get()
 }
 
 async fn sequences_are_per_topic_and_gapless(s: Subject) {
@@ -129,10 +130,13 @@ async fn sequences_are_per_topic_and_gapless(s: Subject) {
         "topics count independently"
     );
     let head = s.store.head(&a).await.unwrap();
-    assert_eq!((head.first_seq, head.last_seq), (1, 5));
-    assert_ne!(head.epoch, 0, "a published topic has an epoch");
-    let events = s.store.read_after(&a, 0, 100).await.unwrap();
-    assert!(events.iter().all(|e| e.epoch == head.epoch));
+    assert_eq!(
+        (head.first_seq, head.last_seq),
+        (Some(Seq::new(1)), Seq::new(5))
+    );
+    assert!(head.epoch.is_some(), "a published topic has an epoch");
+    let events = s.store.read_after(&a, Seq::ZERO, 100).await.unwrap();
+    assert!(events.iter().all(|e| Some(e.epoch) == head.epoch));
 }
 
 async fn payloads_survive_exactly(s: Subject) {
@@ -150,7 +154,7 @@ async fn payloads_survive_exactly(s: Subject) {
         e.event_type = Some(Arc::from("kind.v1"));
         s.store.append(vec![e]).await.unwrap();
     }
-    let read = s.store.read_after(&t, 0, 100).await.unwrap();
+    let read = s.store.read_after(&t, Seq::ZERO, 100).await.unwrap();
     assert_eq!(read.len(), payloads.len());
     for (ev, p) in read.iter().zip(payloads) {
         assert_eq!(&*ev.data, p);
@@ -169,7 +173,10 @@ async fn batches_are_ordered_and_atomic(s: Subject) {
         event(&b, "b2"),
     ];
     let acks = s.store.append(batch).await.unwrap();
-    let got: Vec<(String, u64)> = acks.iter().map(|k| (k.topic.to_string(), k.seq)).collect();
+    let got: Vec<(String, u64)> = acks
+        .iter()
+        .map(|k| (k.topic.to_string(), k.seq.get()))
+        .collect();
     assert_eq!(
         got,
         vec![
@@ -181,7 +188,7 @@ async fn batches_are_ordered_and_atomic(s: Subject) {
     );
     let data: Vec<String> = s
         .store
-        .read_after(&a, 0, 10)
+        .read_after(&a, Seq::ZERO, 10)
         .await
         .unwrap()
         .iter()
@@ -193,13 +200,13 @@ async fn batches_are_ordered_and_atomic(s: Subject) {
 
 fn keyed(topic: &Topic, data: &str) -> NewEvent {
     NewEvent {
-        idempotency_key: Some(format!("k-{data}")),
+        idempotency_key: IdempotencyKey::parse(&format!("k-{data}")).ok(),
         ..event(topic, data)
     }
 }
 
 async fn data_of(s: &Subject, t: &Topic) -> Vec<String> {
-    let events = s.store.read_after(t, 0, 100).await.expect("read");
+    let events = s.store.read_after(t, Seq::ZERO, 100).await.expect("read");
     events.iter().map(|e| e.data.to_string()).collect()
 }
 
@@ -235,7 +242,11 @@ async fn a_failure_part_way_leaves_each_topic_all_or_nothing(s: Subject) {
     assert!(s.live_for(&b).is_empty());
     s.faults.heal(&b).await;
     assert!(data_of(&s, &b).await.is_empty(), "nothing of topic b");
-    assert_eq!(s.store.head(&b).await.unwrap().last_seq, 0, "no seq burnt");
+    assert_eq!(
+        s.store.head(&b).await.unwrap().last_seq,
+        Seq::ZERO,
+        "no seq burnt"
+    );
 
     let acks = s.store.append(batch()).await.expect("the retry succeeds");
     let dup: Vec<bool> = acks.iter().map(|k| k.duplicate).collect();
@@ -243,7 +254,7 @@ async fn a_failure_part_way_leaves_each_topic_all_or_nothing(s: Subject) {
     assert_eq!(dup, [a_was_stored, false, a_was_stored, false]);
     assert_eq!(data_of(&s, &a).await, ["a1", "a2"]);
     assert_eq!(data_of(&s, &b).await, ["b1", "b2"]);
-    let seqs: Vec<u64> = acks.iter().map(|k| k.seq).collect();
+    let seqs: Vec<u64> = acks.iter().map(|k| k.seq.get()).collect();
     assert_eq!(seqs, [1, 1, 2, 2], "gapless per topic");
     assert_eq!(s.live_for(&b), [1, 2], "each event announced once");
 }
@@ -252,7 +263,7 @@ async fn reads_page_in_order(s: Subject) {
     let t = s.topic("paged");
     let batch: Vec<NewEvent> = (1..=25).map(|i| event(&t, &i.to_string())).collect();
     s.store.append(batch).await.unwrap();
-    let mut after = 0;
+    let mut after = Seq::ZERO;
     let mut seen = Vec::new();
     for _ in 0..10 {
         let page = s.store.read_after(&t, after, 7).await.unwrap();
@@ -264,19 +275,34 @@ async fn reads_page_in_order(s: Subject) {
         seen.extend(page.iter().map(|e| e.data.parse::<u64>().unwrap()));
     }
     assert_eq!(seen, (1..=25).collect::<Vec<_>>());
-    assert!(s.store.read_after(&t, 25, 7).await.unwrap().is_empty());
-    assert_eq!(s.store.read_after(&t, 20, 100).await.unwrap().len(), 5);
+    assert!(s
+        .store
+        .read_after(&t, Seq::new(25), 7)
+        .await
+        .unwrap()
+        .is_empty());
+    assert_eq!(
+        s.store
+            .read_after(&t, Seq::new(20), 100)
+            .await
+            .unwrap()
+            .len(),
+        5
+    );
 }
 
 async fn idempotency_key_dedupes(s: Subject) {
     let (t, other) = (s.topic("idem"), s.topic("idem2"));
     let mut e = event(&t, "once");
-    e.idempotency_key = Some("req-1".into());
+    e.idempotency_key = IdempotencyKey::parse("req-1").ok();
     let first = s.store.append(vec![e.clone()]).await.unwrap().remove(0);
     let again = s.store.append(vec![e.clone()]).await.unwrap().remove(0);
     assert!(!first.duplicate && again.duplicate);
     assert_eq!((again.seq, again.epoch), (first.seq, first.epoch));
-    assert_eq!(s.store.read_after(&t, 0, 10).await.unwrap().len(), 1);
+    assert_eq!(
+        s.store.read_after(&t, Seq::ZERO, 10).await.unwrap().len(),
+        1
+    );
     e.topic = other.clone();
     let elsewhere = s.store.append(vec![e]).await.unwrap().remove(0);
     assert!(!elsewhere.duplicate, "keys are scoped to their topic");
@@ -304,23 +330,33 @@ async fn wipe_starts_a_new_epoch(s: Subject) {
     let before = s.store.head(&t).await.unwrap();
     let after = s.store.wipe(&t).await.unwrap();
     assert_ne!(after.epoch, before.epoch);
-    assert_ne!(after.epoch, 0);
+    assert!(after.epoch.is_some());
     assert_eq!(s.store.head(&t).await.unwrap(), after);
-    assert!(s.store.read_after(&t, 0, 10).await.unwrap().is_empty());
+    assert!(s
+        .store
+        .read_after(&t, Seq::ZERO, 10)
+        .await
+        .unwrap()
+        .is_empty());
     assert_eq!(
         append_one(&s, &t, "new").await,
         1,
         "seq restarts in the new epoch"
     );
-    let read = s.store.read_after(&t, 0, 10).await.unwrap();
-    assert_eq!(read[0].epoch, after.epoch);
+    let read = s.store.read_after(&t, Seq::ZERO, 10).await.unwrap();
+    assert_eq!(Some(read[0].epoch), after.epoch);
 }
 
 async fn unknown_topic_has_empty_head(s: Subject) {
     let t = s.topic("never");
     let head = s.store.head(&t).await.unwrap();
-    assert_eq!((head.epoch, head.first_seq, head.last_seq), (0, 0, 0));
-    assert!(s.store.read_after(&t, 0, 10).await.unwrap().is_empty());
+    assert_eq!(head, TopicHead::default());
+    assert!(s
+        .store
+        .read_after(&t, Seq::ZERO, 10)
+        .await
+        .unwrap()
+        .is_empty());
     s.store.ping().await.unwrap();
 }
 
@@ -359,14 +395,17 @@ async fn retention_by_count(s: Subject) {
     }
     s.store.trim().await.unwrap();
     let head = s.store.head(&t).await.unwrap();
-    assert_eq!((head.first_seq, head.last_seq), (8, 10));
+    assert_eq!(
+        (head.first_seq, head.last_seq),
+        (Some(Seq::new(8)), Seq::new(10))
+    );
     let seqs: Vec<u64> = s
         .store
-        .read_after(&t, 0, 100)
+        .read_after(&t, Seq::ZERO, 100)
         .await
         .unwrap()
         .iter()
-        .map(|e| e.seq)
+        .map(|e| e.seq.get())
         .collect();
     assert_eq!(seqs, [8, 9, 10]);
 }
@@ -380,7 +419,7 @@ async fn retention_by_age(s: Subject) {
     let head = s.store.head(&t).await.unwrap();
     assert_eq!(
         (head.first_seq, head.last_seq),
-        (2, 2),
+        (Some(Seq::new(2)), Seq::new(2)),
         "only the old event aged out"
     );
     tokio::time::sleep(Duration::from_millis(700)).await;
@@ -388,7 +427,7 @@ async fn retention_by_age(s: Subject) {
     let head = s.store.head(&t).await.unwrap();
     assert_eq!(
         (head.first_seq, head.last_seq),
-        (0, 2),
+        (None, Seq::new(2)),
         "last_seq survives trimming"
     );
 }

@@ -13,10 +13,11 @@ use async_trait::async_trait;
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 use tokio::sync::{mpsc, oneshot};
 
-use super::{
-    new_epoch, now_ms, Ack, NewEvent, Store, StoreError, StoreOptions, StoredEvent, TopicHead,
-};
+use rusqlite::types::{FromSql, FromSqlError, FromSqlResult, ToSql, ToSqlOutput, ValueRef};
+
+use super::{now_ms, Ack, NewEvent, Store, StoreError, StoreOptions, StoredEvent, TopicHead};
 use crate::config::{FsyncPolicy, Retention};
+use crate::position::{Epoch, Seq};
 use crate::topic::Topic;
 
 /// Most events committed in one group (bounds latency of the first in line).
@@ -48,6 +49,31 @@ CREATE INDEX IF NOT EXISTS idem_ts ON idem (ts);
 ";
 
 type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
+
+// Positions are plain integers in the database; typed everywhere else.
+impl ToSql for Seq {
+    fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
+        Ok(ToSqlOutput::from(self.get() as i64))
+    }
+}
+
+impl FromSql for Seq {
+    fn column_result(v: ValueRef<'_>) -> FromSqlResult<Self> {
+        u64::column_result(v).map(Seq::new)
+    }
+}
+
+impl ToSql for Epoch {
+    fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
+        Ok(ToSqlOutput::from(self.get() as i64))
+    }
+}
+
+impl FromSql for Epoch {
+    fn column_result(v: ValueRef<'_>) -> FromSqlResult<Self> {
+        Epoch::new(u64::column_result(v)?).ok_or(FromSqlError::OutOfRange(0))
+    }
+}
 
 enum Command {
     Append(Vec<NewEvent>, Reply<Vec<Ack>>),
@@ -139,24 +165,28 @@ impl Store for EmbeddedStore {
     async fn read_after(
         &self,
         topic: &Topic,
-        after: u64,
+        after: Seq,
         limit: usize,
     ) -> Result<Vec<Arc<StoredEvent>>, StoreError> {
         let topic = topic.clone();
         self.with_reader(move |conn| {
             let tx = conn.transaction()?;
-            let epoch: u64 = tx
+            let epoch: Option<Epoch> = tx
                 .query_row(
                     "SELECT epoch FROM topics WHERE name = ?1",
                     [topic.as_str()],
                     |r| r.get(0),
                 )
-                .optional()?
-                .unwrap_or(0);
+                .optional()?;
+            // No topic row: nothing was ever stored, so nothing to read.
+            let Some(epoch) = epoch else {
+                tx.finish()?;
+                return Ok(Vec::new());
+            };
             let mut stmt = tx.prepare_cached(
                 "SELECT seq, ts, etype, data FROM events WHERE topic = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3",
             )?;
-            let rows = stmt.query_map(params![topic.as_str(), after as i64, limit as i64], |r| {
+            let rows = stmt.query_map(params![topic.as_str(), after, limit as i64], |r| {
                 Ok(Arc::new(StoredEvent {
                     topic: topic.clone(),
                     epoch,
@@ -178,14 +208,14 @@ impl Store for EmbeddedStore {
         let topic = topic.clone();
         self.with_reader(move |conn| {
             let tx = conn.transaction()?;
-            let row: Option<(u64, u64)> = tx
+            let row: Option<(Epoch, Seq)> = tx
                 .query_row(
                     "SELECT epoch, last_seq FROM topics WHERE name = ?1",
                     [topic.as_str()],
                     |r| Ok((r.get(0)?, r.get(1)?)),
                 )
                 .optional()?;
-            let first: Option<u64> = tx.query_row(
+            let first: Option<Seq> = tx.query_row(
                 "SELECT MIN(seq) FROM events WHERE topic = ?1",
                 [topic.as_str()],
                 |r| r.get(0),
@@ -193,8 +223,8 @@ impl Store for EmbeddedStore {
             tx.finish()?;
             Ok(match row {
                 Some((epoch, last_seq)) => TopicHead {
-                    epoch,
-                    first_seq: first.unwrap_or(0),
+                    epoch: Some(epoch),
+                    first_seq: first,
                     last_seq,
                 },
                 None => TopicHead::default(),
@@ -223,8 +253,8 @@ impl Store for EmbeddedStore {
 
 #[derive(Clone, Copy)]
 struct TopicState {
-    epoch: u64,
-    last_seq: u64,
+    epoch: Epoch,
+    last_seq: Seq,
 }
 
 /// Owns the write connection; the only place sequence numbers are assigned.
@@ -354,9 +384,9 @@ impl Writer {
                     let key = ev
                         .idempotency_key
                         .as_ref()
-                        .map(|k| format!("{}\u{1f}{}", ev.topic, k));
+                        .map(|k| format!("{}\u{1f}{}", ev.topic, k.as_str()));
                     if let Some(key) = &key {
-                        let found: Option<(u64, u64, u64)> = find_idem
+                        let found: Option<(Epoch, Seq, u64)> = find_idem
                             .query_row([key], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
                             .optional()?;
                         if let Some((epoch, seq, ts_ms)) = found {
@@ -371,27 +401,21 @@ impl Writer {
                         }
                     }
                     let state = self.topics.entry(ev.topic.clone()).or_insert(TopicState {
-                        epoch: new_epoch(0),
-                        last_seq: 0,
+                        epoch: Epoch::fresh(None),
+                        last_seq: Seq::ZERO,
                     });
-                    state.last_seq += 1;
+                    state.last_seq = state.last_seq.next();
                     let (epoch, seq) = (state.epoch, state.last_seq);
                     touched.insert(ev.topic.clone(), *state);
                     put_event.execute(params![
                         ev.topic.as_str(),
-                        seq as i64,
+                        seq,
                         ts as i64,
                         ev.event_type.as_deref(),
                         &*ev.data
                     ])?;
                     if let Some(key) = &key {
-                        put_idem.execute(params![
-                            key,
-                            ev.topic.as_str(),
-                            epoch as i64,
-                            seq as i64,
-                            ts as i64
-                        ])?;
+                        put_idem.execute(params![key, ev.topic.as_str(), epoch, seq, ts as i64])?;
                     }
                     live.push(Arc::new(StoredEvent {
                         topic: ev.topic.clone(),
@@ -416,7 +440,7 @@ impl Writer {
                  ON CONFLICT(name) DO UPDATE SET epoch = excluded.epoch, last_seq = excluded.last_seq",
             )?;
             for (t, s) in &touched {
-                put_topic.execute(params![t.as_str(), s.epoch as i64, s.last_seq as i64])?;
+                put_topic.execute(params![t.as_str(), s.epoch, s.last_seq])?;
             }
         }
         tx.commit()?;
@@ -424,24 +448,24 @@ impl Writer {
     }
 
     fn wipe(&mut self, topic: &Topic) -> rusqlite::Result<TopicHead> {
-        let old = self.topics.get(topic).map(|s| s.epoch).unwrap_or(0);
+        let old = self.topics.get(topic).map(|s| s.epoch);
         let state = TopicState {
-            epoch: new_epoch(old),
-            last_seq: 0,
+            epoch: Epoch::fresh(old),
+            last_seq: Seq::ZERO,
         };
         let tx = self.conn.transaction()?;
         tx.execute("DELETE FROM events WHERE topic = ?1", [topic.as_str()])?;
         tx.execute(
             "INSERT INTO topics (name, epoch, last_seq) VALUES (?1, ?2, 0)
              ON CONFLICT(name) DO UPDATE SET epoch = excluded.epoch, last_seq = 0",
-            params![topic.as_str(), state.epoch as i64],
+            params![topic.as_str(), state.epoch],
         )?;
         tx.commit()?;
         self.topics.insert(topic.clone(), state);
         Ok(TopicHead {
-            epoch: state.epoch,
-            first_seq: 0,
-            last_seq: 0,
+            epoch: Some(state.epoch),
+            first_seq: None,
+            last_seq: Seq::ZERO,
         })
     }
 
@@ -462,10 +486,9 @@ impl Writer {
             let mut by_count =
                 tx.prepare_cached("DELETE FROM events WHERE topic = ?1 AND seq <= ?2")?;
             for (t, s) in &self.topics {
-                if s.last_seq > max_events {
-                    removed += by_count
-                        .execute(params![t.as_str(), (s.last_seq - max_events) as i64])?
-                        as u64;
+                if s.last_seq.get() > max_events {
+                    let upto = Seq::new(s.last_seq.get() - max_events);
+                    removed += by_count.execute(params![t.as_str(), upto])? as u64;
                 }
             }
         }

@@ -11,6 +11,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 
 use crate::config::Retention;
+use crate::position::{Epoch, Seq};
 use crate::topic::Topic;
 
 /// An event a publisher asked to store.
@@ -23,7 +24,39 @@ pub struct NewEvent {
     /// The payload (UTF-8, any size within the configured limit).
     pub data: Arc<str>,
     /// Makes a retried publish a no-op that returns the first result.
-    pub idempotency_key: Option<String>,
+    pub idempotency_key: Option<IdempotencyKey>,
+}
+
+/// A publisher's `Idempotency-Key` (header, or `idempotency_key` of a batch
+/// item): 1 to 200 visible ASCII characters, one rule for both.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct IdempotencyKey(String);
+
+/// A text that is not an idempotency key.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "an idempotency key is 1 to {} visible ASCII characters",
+    IdempotencyKey::MAX_LEN
+)]
+pub struct BadIdempotencyKey;
+
+impl IdempotencyKey {
+    /// Longest key accepted.
+    pub const MAX_LEN: usize = 200;
+
+    /// Checks `text` against the one rule.
+    pub fn parse(text: &str) -> Result<Self, BadIdempotencyKey> {
+        let ok = !text.is_empty()
+            && text.len() <= Self::MAX_LEN
+            && text.bytes().all(|b| b.is_ascii_graphic());
+        ok.then(|| IdempotencyKey(text.to_owned()))
+            .ok_or(BadIdempotencyKey)
+    }
+
+    /// The key.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
 }
 
 /// An event as stored: its place in the topic's history is `(epoch, seq)`.
@@ -32,9 +65,9 @@ pub struct StoredEvent {
     /// Its topic.
     pub topic: Topic,
     /// History generation of the topic (changes when the history is wiped).
-    pub epoch: u64,
+    pub epoch: Epoch,
     /// Strictly increasing per topic within an epoch, starting at 1.
-    pub seq: u64,
+    pub seq: Seq,
     /// Publish time, ms since the Unix epoch.
     pub ts_ms: u64,
     /// Optional SSE `event:` type.
@@ -49,9 +82,9 @@ pub struct Ack {
     /// Its topic.
     pub topic: Topic,
     /// Epoch it was stored in.
-    pub epoch: u64,
+    pub epoch: Epoch,
     /// Its sequence number.
-    pub seq: u64,
+    pub seq: Seq,
     /// Publish time, ms since the Unix epoch.
     pub ts_ms: u64,
     /// True when an `Idempotency-Key` matched an earlier publish.
@@ -61,12 +94,12 @@ pub struct Ack {
 /// The retained span of a topic's history.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct TopicHead {
-    /// Current epoch; 0 if the topic has never been published to.
-    pub epoch: u64,
-    /// Oldest retained seq; 0 if nothing is retained.
-    pub first_seq: u64,
-    /// Newest seq ever assigned in this epoch; 0 if none.
-    pub last_seq: u64,
+    /// Current epoch; `None` if the topic has never been published to.
+    pub epoch: Option<Epoch>,
+    /// Oldest retained seq; `None` if nothing is retained.
+    pub first_seq: Option<Seq>,
+    /// Newest seq ever assigned in this epoch; ZERO if none.
+    pub last_seq: Seq,
 }
 
 /// Receives every stored event once, in per-topic order, after it is durable.
@@ -107,7 +140,7 @@ pub trait Store: Send + Sync + 'static {
     async fn read_after(
         &self,
         topic: &Topic,
-        after: u64,
+        after: Seq,
         limit: usize,
     ) -> Result<Vec<Arc<StoredEvent>>, StoreError>;
 
@@ -130,14 +163,4 @@ pub fn now_ms() -> u64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
         .unwrap_or(0)
-}
-
-/// A fresh epoch, never 0 and different from `old`.
-pub fn new_epoch(old: u64) -> u64 {
-    loop {
-        let e = u64::from(rand::random::<u32>() >> 1) + 1;
-        if e != old {
-            return e;
-        }
-    }
 }

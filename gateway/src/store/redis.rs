@@ -23,11 +23,11 @@ use tokio::task::JoinHandle;
 
 use super::redis_scripts::{APPEND, WIPE};
 use super::{
-    new_epoch, now_ms, Ack, LiveSink, NewEvent, Store, StoreError, StoreOptions, StoredEvent,
-    TopicHead,
+    now_ms, Ack, LiveSink, NewEvent, Store, StoreError, StoreOptions, StoredEvent, TopicHead,
 };
 use crate::config::RedisSettings;
 use crate::hash::fnv1a32;
+use crate::position::{Epoch, Seq};
 use crate::topic::Topic;
 
 /// Entries a shard stream keeps (approximate): enough for any replica's reconnect.
@@ -143,14 +143,14 @@ impl RedisStore {
         let mut inv = self.append.prepare_invoke();
         inv.key(self.keys.meta(topic)).key(self.keys.stream(topic));
         let mut next_key = 3;
-        inv.arg(new_epoch(0))
+        inv.arg(Epoch::fresh(None).get())
             .arg(self.opts.retention.max_events)
             .arg(self.opts.retention.idempotency_ttl.as_millis() as u64)
             .arg(events.len());
         for ev in events {
             match &ev.idempotency_key {
                 Some(k) => {
-                    inv.key(self.keys.idem(topic, k));
+                    inv.key(self.keys.idem(topic, k.as_str()));
                     inv.arg(next_key);
                     next_key += 1;
                 }
@@ -176,6 +176,9 @@ impl RedisStore {
         let live_key = self.keys.live_of(topic);
         for ((epoch, seq, ts_ms, dup), ev) in rows.into_iter().zip(events) {
             let duplicate = dup == 1;
+            let epoch =
+                Epoch::new(epoch).ok_or_else(|| unavailable("append script returned epoch 0"))?;
+            let seq = Seq::new(seq);
             let stored = Arc::new(StoredEvent {
                 topic: topic.clone(),
                 epoch,
@@ -198,9 +201,9 @@ impl RedisStore {
                 .arg("tp")
                 .arg(topic.as_str())
                 .arg("e")
-                .arg(epoch)
+                .arg(epoch.get())
                 .arg("s")
-                .arg(seq)
+                .arg(seq.get())
                 .arg("ts")
                 .arg(ts_ms)
                 .arg("d")
@@ -220,7 +223,7 @@ impl RedisStore {
                 duplicate,
             });
         }
-        if acks.iter().any(|a| a.seq == 1 && !a.duplicate) {
+        if acks.iter().any(|a| a.seq == Seq::new(1) && !a.duplicate) {
             live.cmd("SADD")
                 .arg(self.keys.topics())
                 .arg(topic.as_str())
@@ -254,8 +257,8 @@ impl RedisStore {
         let cutoff = now_ms().saturating_sub(self.opts.retention.max_age.as_millis() as u64);
         // Find the first entry young enough to keep; everything before it goes.
         let mut start = "-".to_owned();
-        let mut keep_from: Option<u64> = None;
-        let mut last_old: Option<u64> = None;
+        let mut keep_from: Option<Seq> = None;
+        let mut last_old: Option<Seq> = None;
         for _ in 0..10_000 {
             let page: Value = redis::cmd("XRANGE")
                 .arg(&stream)
@@ -288,7 +291,7 @@ impl RedisStore {
         let minid = match (keep_from, last_old) {
             (_, None) => None,
             (Some(k), Some(_)) => Some(k),
-            (None, Some(old)) => Some(old + 1),
+            (None, Some(old)) => Some(old.next()),
         };
         if let Some(minid) = minid {
             let n: u64 = redis::cmd("XTRIM")
@@ -320,7 +323,7 @@ fn text(v: Value) -> Option<String> {
 }
 
 /// Decodes an `XRANGE` reply into `(seq, fields)` from ids `<seq>-0`.
-fn parse_entries(v: Value) -> Result<Vec<(u64, Fields)>, StoreError> {
+fn parse_entries(v: Value) -> Result<Vec<(Seq, Fields)>, StoreError> {
     let bad = || unavailable("unexpected XRANGE reply");
     let Value::Array(items) = v else {
         return if matches!(v, Value::Nil) {
@@ -343,6 +346,7 @@ fn parse_entries(v: Value) -> Result<Vec<(u64, Fields)>, StoreError> {
             .split('-')
             .next()
             .and_then(|s| s.parse().ok())
+            .map(Seq::new)
             .ok_or_else(bad)?;
         out.push((seq, parse_fields(fields).ok_or_else(bad)?));
     }
@@ -359,7 +363,7 @@ fn parse_fields(v: Value) -> Option<Fields> {
     Some(f)
 }
 
-fn stored_from(topic: &Topic, epoch: u64, seq: u64, f: &Fields) -> StoredEvent {
+fn stored_from(topic: &Topic, epoch: Epoch, seq: Seq, f: &Fields) -> StoredEvent {
     StoredEvent {
         topic: topic.clone(),
         epoch,
@@ -394,7 +398,7 @@ impl Store for RedisStore {
     async fn read_after(
         &self,
         topic: &Topic,
-        after: u64,
+        after: Seq,
         limit: usize,
     ) -> Result<Vec<Arc<StoredEvent>>, StoreError> {
         let (epoch, page): (Option<u64>, Value) = redis::pipe()
@@ -402,14 +406,17 @@ impl Store for RedisStore {
             .hget(self.keys.meta(topic), "epoch")
             .cmd("XRANGE")
             .arg(self.keys.stream(topic))
-            .arg(format!("{}-0", after + 1))
+            .arg(format!("{}-0", after.next()))
             .arg("+")
             .arg("COUNT")
             .arg(limit)
             .query_async(&mut self.conn())
             .await
             .map_err(unavailable)?;
-        let epoch = epoch.unwrap_or(0);
+        // No epoch: nothing was ever stored, so nothing to read.
+        let Some(epoch) = epoch.and_then(Epoch::new) else {
+            return Ok(Vec::new());
+        };
         Ok(parse_entries(page)?
             .into_iter()
             .map(|(seq, f)| Arc::new(stored_from(topic, epoch, seq, &f)))
@@ -432,24 +439,24 @@ impl Store for RedisStore {
             .query_async(&mut self.conn())
             .await
             .map_err(unavailable)?;
-        let Some(epoch) = epoch else {
+        let Some(epoch) = epoch.and_then(Epoch::new) else {
             return Ok(TopicHead::default());
         };
         Ok(TopicHead {
-            epoch,
-            first_seq: parse_entries(first)?.first().map_or(0, |e| e.0),
-            last_seq: last.unwrap_or(0),
+            epoch: Some(epoch),
+            first_seq: parse_entries(first)?.first().map(|e| e.0),
+            last_seq: Seq::new(last.unwrap_or(0)),
         })
     }
 
     async fn wipe(&self, topic: &Topic) -> Result<TopicHead, StoreError> {
         let old = self.head(topic).await?.epoch;
-        let epoch = new_epoch(old);
+        let epoch = Epoch::fresh(old);
         let _: i64 = self
             .wipe
             .key(self.keys.meta(topic))
             .key(self.keys.stream(topic))
-            .arg(epoch)
+            .arg(epoch.get())
             .invoke_async(&mut self.conn())
             .await
             .map_err(unavailable)?;
@@ -460,9 +467,9 @@ impl Store for RedisStore {
             .await
             .map_err(unavailable)?;
         Ok(TopicHead {
-            epoch,
-            first_seq: 0,
-            last_seq: 0,
+            epoch: Some(epoch),
+            first_seq: None,
+            last_seq: Seq::ZERO,
         })
     }
 
@@ -542,8 +549,8 @@ async fn read_live(
                 }
                 let parsed = (|| {
                     let topic = Topic::parse(field(&f, "tp")?).ok()?;
-                    let epoch = field(&f, "e")?.parse().ok()?;
-                    let seq = field(&f, "s")?.parse().ok()?;
+                    let epoch = Epoch::new(field(&f, "e")?.parse().ok()?)?;
+                    let seq = Seq::new(field(&f, "s")?.parse().ok()?);
                     Some(stored_from(&topic, epoch, seq, &f))
                 })();
                 match parsed {
