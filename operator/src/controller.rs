@@ -1,5 +1,6 @@
 //! The reconcile loop: desired objects → server-side apply → status + Events.
 
+use crate::build::plan::{self, Change, Kind, Owned, Weight};
 use crate::build::{self, routing, Desired, Track, MANAGER};
 use crate::config::SpecError;
 use crate::crd::PushGateway;
@@ -26,6 +27,7 @@ use std::collections::HashMap;
 use std::fmt::Debug;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use tracing::Instrument;
 
 /// Label put on every owned object; also narrows the operator's watches.
 const MANAGED_SELECTOR: &str = "app.kubernetes.io/managed-by=pushgate-operator";
@@ -222,86 +224,84 @@ struct Applied {
     canary: Option<(Deployment, i32)>,
 }
 
-/// Writes the routing table with `weight` percent for the canary.
-async fn apply_table(ctx: &Context, pgw: &PushGateway, weight: i32) -> Result<(), Error> {
-    apply(ctx, pgw, &routing::table(pgw, weight)?).await?;
-    Ok(())
+/// Applies one owned object.
+async fn apply_owned(
+    ctx: &Context,
+    pgw: &PushGateway,
+    o: &Owned,
+) -> Result<Option<Deployment>, Error> {
+    match o {
+        Owned::ConfigMap(x) => apply(ctx, pgw, x).await.map(drop)?,
+        Owned::Deployment(x) => return apply(ctx, pgw, x.as_ref()).await.map(Some),
+        Owned::Service(x) => apply(ctx, pgw, x).await.map(drop)?,
+        Owned::Pdb(x) => apply(ctx, pgw, x).await.map(drop)?,
+        Owned::Pvc(x) => apply(ctx, pgw, x).await.map(drop)?,
+        Owned::Hpa(x) => apply(ctx, pgw, x.as_ref()).await.map(drop)?,
+        Owned::ServiceAccount(x) => apply(ctx, pgw, x).await.map(drop)?,
+        Owned::Role(x) => apply(ctx, pgw, x).await.map(drop)?,
+        Owned::RoleBinding(x) => apply(ctx, pgw, x).await.map(drop)?,
+    }
+    Ok(None)
 }
 
+/// Deletes one owned object, if it is there and ours.
+async fn delete_owned(
+    ctx: &Context,
+    pgw: &PushGateway,
+    kind: Kind,
+    name: &str,
+) -> Result<(), Error> {
+    match kind {
+        Kind::ConfigMap => remove::<ConfigMap>(ctx, pgw, name).await,
+        Kind::Deployment => remove::<Deployment>(ctx, pgw, name).await,
+        Kind::Service => remove::<Service>(ctx, pgw, name).await,
+        Kind::Pdb => remove::<PodDisruptionBudget>(ctx, pgw, name).await,
+        Kind::Pvc => remove::<PersistentVolumeClaim>(ctx, pgw, name).await,
+        Kind::Hpa => remove::<HorizontalPodAutoscaler>(ctx, pgw, name).await,
+        Kind::ServiceAccount => remove::<ServiceAccount>(ctx, pgw, name).await,
+        Kind::Role => remove::<Role>(ctx, pgw, name).await,
+        Kind::RoleBinding => remove::<RoleBinding>(ctx, pgw, name).await,
+    }
+}
+
+/// Carries out the planned writes in order.
 async fn apply_all(ctx: &Context, pgw: &PushGateway, d: &Desired) -> Result<Applied, Error> {
-    if let Some(r) = &d.routing {
-        // The pods' identity exists before any pod that runs as it.
-        apply(ctx, pgw, &r.service_account).await?;
-        apply(ctx, pgw, &r.role).await?;
-        apply(ctx, pgw, &r.role_binding).await?;
-        create_secret(ctx, pgw, &r.peer_secret).await?;
-        if d.canary.is_none() {
-            // Weight 0 first: the canary's streams move to the stable track
-            // (closed with a retry hint, resumed from the shared store)
-            // before the canary objects below are deleted.
-            apply_table(ctx, pgw, 0).await?;
-        }
-    }
-    apply(ctx, pgw, &d.config_map).await?;
-    if let Some(pvc) = &d.pvc {
-        apply(ctx, pgw, pvc).await?;
-    }
-    let dep = apply(ctx, pgw, &d.deployment).await?;
-    apply(ctx, pgw, &d.service).await?;
-    apply(ctx, pgw, &d.pdb).await?;
-    match &d.hpa {
-        Some(h) => {
-            apply(ctx, pgw, h).await?;
-        }
-        None => remove::<HorizontalPodAutoscaler>(ctx, pgw, &pgw.name_any()).await?,
-    }
-    let canary_name = build::track_name(pgw, Track::Canary);
-    let canary = match &d.canary {
-        Some(c) => {
-            apply(ctx, pgw, &c.config_map).await?;
-            let cdep = apply(ctx, pgw, &c.deployment).await?;
-            for s in &c.track_services {
-                apply(ctx, pgw, s).await?;
-            }
-            match &c.hpa {
-                Some(h) => {
-                    apply(ctx, pgw, h).await?;
+    let stable_name = build::track_name(pgw, Track::Stable);
+    let (mut stable, mut canary_dep, mut weight) = (None, None, None);
+    for change in plan::changes(pgw, d) {
+        match &change {
+            Change::Apply(o) => {
+                if let Some(dep) = apply_owned(ctx, pgw, o).await? {
+                    if dep.name_any() == stable_name {
+                        stable = Some(dep);
+                    } else {
+                        canary_dep = Some(dep);
+                    }
                 }
-                None => remove::<HorizontalPodAutoscaler>(ctx, pgw, &canary_name).await?,
             }
-            // Streams go to the canary only once it has a ready pod to serve
-            // them; until then (and whenever every canary pod is down) the
-            // table holds weight 0 and the stable track serves everything.
-            let ready = cdep
-                .status
-                .as_ref()
-                .and_then(|s| s.ready_replicas)
-                .unwrap_or(0);
-            let weight = routing::effective_weight(pgw, ready);
-            apply_table(ctx, pgw, weight).await?;
-            Some((cdep, weight))
-        }
-        None => {
-            remove::<Deployment>(ctx, pgw, &canary_name).await?;
-            remove::<HorizontalPodAutoscaler>(ctx, pgw, &canary_name).await?;
-            remove::<ConfigMap>(ctx, pgw, &build::config_name_for(pgw, Track::Canary)).await?;
-            for t in [Track::Stable, Track::Canary] {
-                remove::<Service>(ctx, pgw, &routing::track_service_name(pgw, t)).await?;
+            Change::Delete(kind, name) => delete_owned(ctx, pgw, *kind, name).await?,
+            Change::CreateSecret(secret) => create_secret(ctx, pgw, secret).await?,
+            Change::RoutingTable(w) => {
+                // Streams go to the canary only once it has a ready pod to
+                // serve them; until then (and whenever every canary pod is
+                // down) the table holds weight 0 and stable serves everything.
+                let ready = canary_dep
+                    .as_ref()
+                    .and_then(|c: &Deployment| c.status.as_ref())
+                    .and_then(|s| s.ready_replicas)
+                    .unwrap_or(0);
+                let w = match w {
+                    Weight::Zero => 0,
+                    Weight::CanaryReadiness => routing::effective_weight(pgw, ready),
+                };
+                apply(ctx, pgw, &routing::table(pgw, w)?).await?;
+                weight = Some(w);
             }
-            None
         }
-    };
-    if d.routing.is_none() {
-        // Switched to a store without routing (embedded) or to TLS.
-        remove::<ConfigMap>(ctx, pgw, &routing::table_name(pgw)).await?;
-        let id = routing::identity_name(pgw);
-        remove::<RoleBinding>(ctx, pgw, &id).await?;
-        remove::<Role>(ctx, pgw, &id).await?;
-        remove::<ServiceAccount>(ctx, pgw, &id).await?;
     }
     Ok(Applied {
-        stable: dep,
-        canary,
+        stable: stable.expect("the plan always applies the stable Deployment"),
+        canary: canary_dep.zip(weight.filter(|_| d.canary.is_some())),
     })
 }
 
@@ -400,7 +400,13 @@ async fn reconcile_inner(pgw: &PushGateway, ctx: &Context) -> Result<(), Error> 
 /// Reconciles one PushGateway; called by the controller runtime.
 pub async fn reconcile(pgw: Arc<PushGateway>, ctx: Arc<Context>) -> Result<Action, Error> {
     let start = Instant::now();
-    let result = reconcile_inner(&pgw, &ctx).await;
+    let span = tracing::info_span!(
+        "reconcile",
+        namespace = %pgw.namespace().unwrap_or_default(),
+        name = %pgw.name_any(),
+        generation = pgw.metadata.generation.unwrap_or_default(),
+    );
+    let result = reconcile_inner(&pgw, &ctx).instrument(span).await;
     let outcome = if result.is_ok() { "ok" } else { "error" };
     ctx.metrics.reconciles.with_label_values(&[outcome]).inc();
     ctx.metrics
@@ -483,6 +489,9 @@ pub async fn run(
         .await;
     Ok(())
 }
+
+#[cfg(test)]
+mod mock_api;
 
 #[cfg(test)]
 mod tests {

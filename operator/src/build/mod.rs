@@ -3,6 +3,7 @@
 
 mod deployment;
 mod objects;
+pub mod plan;
 pub mod routing;
 mod security;
 
@@ -231,7 +232,10 @@ fn meta(pgw: &PushGateway, name: String) -> ObjectMeta {
 
 /// Stable FNV-1a (the contract's), so the config hash does not change between operator builds.
 fn fnv1a(data: &str) -> String {
-    format!("{:016x}", pushgate_contract::hash::fnv1a64(&[data.as_bytes()]))
+    format!(
+        "{:016x}",
+        pushgate_contract::hash::fnv1a64(&[data.as_bytes()])
+    )
 }
 
 #[cfg(test)]
