@@ -24,20 +24,6 @@ use tokio_util::sync::CancellationToken;
 
 pub use pushgate_contract::config::{EdgeConfig, MIN_HEADER_BYTES};
 
-/// The current open-file soft limit.
-pub fn nofile_limit() -> u64 {
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit only writes the struct passed.
-    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } == 0 {
-        lim.rlim_cur
-    } else {
-        1024
-    }
-}
-
 /// Which port a connection came in on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Listener {

@@ -25,7 +25,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
 
-use crate::edge::{self, Admit, Busy, Closed, Conn, Edge, EdgeConfig, Listener};
+use crate::edge::{Admit, Busy, Closed, Conn, Edge, EdgeConfig, Listener};
 use crate::http::{api_router, ops_router, ConnInfo};
 use crate::node::Node;
 use crate::tls::Tls;
@@ -62,7 +62,7 @@ impl Server {
     pub async fn start(node: Arc<Node>) -> anyhow::Result<Server> {
         let stop = CancellationToken::new();
         let cfg = &node.config.edge;
-        let nofile = edge::nofile_limit();
+        let nofile = crate::lifecycle::nofile_limit();
         let edge = Edge::new(cfg, nofile, node.metrics.edge());
         tracing::info!(
             api = edge.cap(Listener::Api),

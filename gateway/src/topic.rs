@@ -24,15 +24,20 @@ pub enum TopicError {
     BadChar(char),
 }
 
+/// The length rule topic names and topic patterns share: 1 to
+/// [`MAX_TOPIC_LEN`] bytes.
+pub fn check_length(s: &str) -> Result<(), TopicError> {
+    match s.len() {
+        0 => Err(TopicError::Empty),
+        n if n > MAX_TOPIC_LEN => Err(TopicError::TooLong),
+        _ => Ok(()),
+    }
+}
+
 impl Topic {
     /// Parses and validates a topic name.
     pub fn parse(s: &str) -> Result<Self, TopicError> {
-        if s.is_empty() {
-            return Err(TopicError::Empty);
-        }
-        if s.len() > MAX_TOPIC_LEN {
-            return Err(TopicError::TooLong);
-        }
+        check_length(s)?;
         for segment in s.split('/') {
             if segment.is_empty() {
                 return Err(TopicError::EmptySegment);

@@ -435,4 +435,20 @@ impl PushGatewaySpec {
     pub fn embedded_store(&self) -> bool {
         self.store.as_ref().is_none_or(|s| s.redis.is_none())
     }
+
+    /// The embedded store's claim settings (defaults when unset).
+    pub fn embedded_settings(&self) -> EmbeddedStore {
+        self.store
+            .as_ref()
+            .and_then(|s| s.embedded.clone())
+            .unwrap_or_default()
+    }
+
+    /// The canary's hashing settings (defaults when unset or without a canary).
+    pub fn canary_hash(&self) -> CanaryHash {
+        self.canary
+            .as_ref()
+            .and_then(|c| c.hash.clone())
+            .unwrap_or_default()
+    }
 }

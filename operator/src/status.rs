@@ -207,19 +207,25 @@ mod tests {
         d
     }
 
+    /// The status of a default PushGateway whose Deployment wants `want`
+    /// pods and has `ready`.
+    fn plain(want: i32, ready: i32) -> PushGatewayStatus {
+        compute(
+            &pgw(PushGatewaySpec::default()),
+            Some(&dep(want, ready)),
+            None,
+            None,
+            "t0",
+        )
+    }
+
     fn get<'a>(s: &'a PushGatewayStatus, t: &str) -> &'a Condition {
         s.conditions.iter().find(|c| c.type_ == t).unwrap()
     }
 
     #[test]
     fn ready_when_all_replicas_ready() {
-        let s = compute(
-            &pgw(PushGatewaySpec::default()),
-            Some(&dep(1, 1)),
-            None,
-            None,
-            "t0",
-        );
+        let s = plain(1, 1);
         assert_eq!(get(&s, "Ready").status, "True");
         assert_eq!(get(&s, "Progressing").status, "False");
         assert_eq!(get(&s, "Degraded").status, "False");
@@ -229,13 +235,7 @@ mod tests {
 
     #[test]
     fn not_ready_while_rolling_out() {
-        let s = compute(
-            &pgw(PushGatewaySpec::default()),
-            Some(&dep(2, 1)),
-            None,
-            None,
-            "t0",
-        );
+        let s = plain(2, 1);
         assert_eq!(get(&s, "Ready").status, "False");
         assert_eq!(get(&s, "Progressing").status, "True");
     }
@@ -246,13 +246,8 @@ mod tests {
             reason: "InvalidSpec".into(),
             message: "bad".into(),
         };
-        let s = compute(
-            &pgw(PushGatewaySpec::default()),
-            Some(&dep(1, 1)),
-            None,
-            Some(&f),
-            "t0",
-        );
+        let p = pgw(PushGatewaySpec::default());
+        let s = compute(&p, Some(&dep(1, 1)), None, Some(&f), "t0");
         let d = get(&s, "Degraded");
         assert_eq!(
             (d.status.as_str(), d.reason.as_str(), d.message.as_str()),
@@ -263,13 +258,7 @@ mod tests {
 
     #[test]
     fn canary_status_and_condition_only_while_canary_is_set() {
-        let s = compute(
-            &pgw(PushGatewaySpec::default()),
-            Some(&dep(1, 1)),
-            None,
-            None,
-            "t0",
-        );
+        let s = plain(1, 1);
         assert!(s.canary.is_none());
         assert!(s.conditions.iter().all(|c| c.type_ != "CanaryReady"));
 

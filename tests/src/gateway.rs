@@ -235,6 +235,26 @@ impl GatewayProcess {
     }
 }
 
+/// Mints a token with the gateway's own `pushgate token` (`args` after
+/// `--key-file`: `--sub`, `--subscribe`, `--algorithm`, …); fails with its
+/// stderr unless it succeeds.
+pub fn mint_token(key_file: &Path, args: &[&str]) -> Result<String> {
+    let out = Command::new(binary())
+        .arg("token")
+        .arg("--key-file")
+        .arg(key_file)
+        .args(args)
+        .output()
+        .context("run pushgate token")?;
+    if !out.status.success() {
+        bail!(
+            "pushgate token failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(String::from_utf8(out.stdout)?.trim().to_owned())
+}
+
 /// Reads one sample from Prometheus text; 0 when the series is absent.
 pub fn metric_value(text: &str, name: &str) -> f64 {
     text.lines()

@@ -244,3 +244,150 @@ pub fn assert_traced_exactly_once(
         );
     }
 }
+
+/// `n` [`follow_traced`] subscribers of `topic`, each with a random trace id,
+/// entering alternately through each of `bases` (as a Service spreads them).
+pub struct TracedFleet {
+    /// Their trace ids (routing keys).
+    pub traces: Vec<String>,
+    /// What each has seen so far.
+    pub states: Vec<std::sync::Arc<std::sync::Mutex<TracedState>>>,
+    /// Their tasks; each ends when its `END` event arrived.
+    pub tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl TracedFleet {
+    /// Starts the subscribers.
+    pub fn spawn(
+        client: &reqwest::Client,
+        bases: &[String],
+        topic: &'static str,
+        n: usize,
+    ) -> TracedFleet {
+        let traces: Vec<String> = (0..n)
+            .map(|_| format!("{:032x}", rand::random::<u128>()))
+            .collect();
+        let states: Vec<_> = (0..n).map(|_| std::sync::Arc::default()).collect();
+        let tasks = traces
+            .iter()
+            .zip(&states)
+            .enumerate()
+            .map(|(i, (t, st))| {
+                tokio::spawn(follow_traced(
+                    client.clone(),
+                    bases[i % bases.len()].clone(),
+                    topic,
+                    t.clone(),
+                    std::sync::Arc::clone(st),
+                ))
+            })
+            .collect();
+        TracedFleet {
+            traces,
+            states,
+            tasks,
+        }
+    }
+
+    /// Streams each has opened so far.
+    pub fn connections(&self) -> Vec<usize> {
+        self.states
+            .iter()
+            .map(|s| s.lock().unwrap().connections)
+            .collect()
+    }
+
+    /// After the weight moved from `from_bp` to `to_bp`: every subscriber is
+    /// served by the track its bucket now belongs to, and exactly those whose
+    /// bucket changed owner reconnected since `before` (a [`Self::connections`]).
+    pub fn assert_moved_exactly(
+        &self,
+        buckets: &[u16],
+        before: &[usize],
+        from_bp: u16,
+        to_bp: u16,
+    ) {
+        use pushgate::routing::track_of;
+        for (i, st) in self.states.iter().enumerate() {
+            let st = st.lock().unwrap();
+            let moved = track_of(buckets[i], from_bp) != track_of(buckets[i], to_bp);
+            assert_eq!(
+                st.served_by.as_deref(),
+                Some(track_of(buckets[i], to_bp).as_str()),
+                "subscriber {i} served by the wrong track at {to_bp} bp"
+            );
+            if moved {
+                assert!(
+                    st.connections > before[i],
+                    "subscriber {i} moved but was not closed"
+                );
+            } else {
+                assert_eq!(
+                    st.connections, before[i],
+                    "subscriber {i} did not move but was closed at {to_bp} bp"
+                );
+            }
+        }
+    }
+
+    /// How many have opened exactly one stream so far.
+    pub fn connected_once(&self) -> usize {
+        self.states
+            .iter()
+            .filter(|s| s.lock().unwrap().connections == 1)
+            .count()
+    }
+
+    /// Waits (bounded) for every subscriber to see `END`, then checks each
+    /// got every event from where it attached, once and in order.
+    pub async fn finish(self, sent: &[String]) {
+        for t in self.tasks {
+            tokio::time::timeout(Duration::from_secs(60), t)
+                .await
+                .expect("a subscriber did not finish within 60 s")
+                .expect("subscriber task");
+        }
+        assert_traced_exactly_once(&self.states, sent);
+    }
+}
+
+/// Publishes `e00000`, `e00001`, … to one topic every `every` until stopped.
+pub struct Ticker {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    task: tokio::task::JoinHandle<Vec<String>>,
+}
+
+impl Ticker {
+    /// Starts publishing through `base`.
+    pub fn start(
+        client: &reqwest::Client,
+        base: String,
+        topic: &'static str,
+        every: Duration,
+    ) -> Ticker {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (c, flag) = (client.clone(), stop.clone());
+        let task = tokio::spawn(async move {
+            let mut sent = Vec::new();
+            while !flag.load(std::sync::atomic::Ordering::Relaxed) {
+                let d = format!("e{:05}", sent.len());
+                crate::gateway::publish(&c, &base, topic, &d).await.unwrap();
+                sent.push(d);
+                tokio::time::sleep(every).await;
+            }
+            sent
+        });
+        Ticker { stop, task }
+    }
+
+    /// Stops, then publishes `END`; returns everything it published, `END` last.
+    pub async fn finish(self, client: &reqwest::Client, base: &str, topic: &str) -> Vec<String> {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let mut sent = self.task.await.expect("publisher task");
+        crate::gateway::publish(client, base, topic, "END")
+            .await
+            .unwrap();
+        sent.push("END".into());
+        sent
+    }
+}

@@ -3,14 +3,13 @@
 //! the weight exactly bucket for bucket, only streams whose bucket moved are
 //! closed, and every subscriber gets every event exactly once, in order.
 
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use pushgate::routing::{bucket, track_of, Track};
 use pushgate_e2e::gateway::{publish, GatewayProcess};
 use pushgate_e2e::redis::RedisServer;
 use pushgate_e2e::sse_client::{Opened, SseClient};
-use pushgate_e2e::subscriber::{assert_traced_exactly_once, follow_traced, TracedState};
+use pushgate_e2e::subscriber::{Ticker, TracedFleet};
 
 const SALT: &str = "canary-test";
 /// The tracks' shared peer token (the operator makes one per PushGateway).
@@ -82,59 +81,19 @@ async fn weight_changes_move_only_the_moved_buckets_with_zero_loss() {
     .unwrap();
     let c = reqwest::Client::new();
     let n = 200;
-    let traces: Vec<String> = (0..n)
-        .map(|_| format!("{:032x}", rand::random::<u128>()))
-        .collect();
-    let buckets: Vec<u16> = traces.iter().map(|t| bucket(SALT, t)).collect();
-    let states: Vec<Arc<Mutex<TracedState>>> = (0..n).map(|_| Arc::default()).collect();
-    let mut tasks = Vec::new();
-    for (i, t) in traces.iter().enumerate() {
-        // Half enter through each pod, as a Service would spread them.
-        let base = if i % 2 == 0 {
-            stable.url("")
-        } else {
-            canary.url("")
-        };
-        tasks.push(tokio::spawn(follow_traced(
-            c.clone(),
-            base,
-            "canary",
-            t.clone(),
-            states[i].clone(),
-        )));
-    }
-    let publisher = {
-        let (c, base) = (c.clone(), stable.url(""));
-        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let stop2 = stop.clone();
-        let task = tokio::spawn(async move {
-            let mut sent = Vec::new();
-            while !stop2.load(std::sync::atomic::Ordering::Relaxed) {
-                let d = format!("e{:05}", sent.len());
-                publish(&c, &base, "canary", &d).await.unwrap();
-                sent.push(d);
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
-            sent
-        });
-        (stop, task)
-    };
+    let fleet = TracedFleet::spawn(&c, &[stable.url(""), canary.url("")], "canary", n);
+    let buckets: Vec<u16> = fleet.traces.iter().map(|t| bucket(SALT, t)).collect();
+    let publisher = Ticker::start(&c, stable.url(""), "canary", Duration::from_millis(10));
     for _ in 0..500 {
-        if states.iter().all(|s| s.lock().unwrap().connections == 1) {
+        if fleet.connected_once() == n {
             break;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    assert!(
-        states.iter().all(|s| s.lock().unwrap().connections == 1),
-        "every subscriber connected once"
-    );
+    assert_eq!(fleet.connected_once(), n, "every subscriber connected once");
     let mut previous = 0u16;
     for weight in [0u16, 3000, 10000, 0] {
-        let before: Vec<usize> = states
-            .iter()
-            .map(|s| s.lock().unwrap().connections)
-            .collect();
+        let before = fleet.connections();
         write_table(&table, weight);
         let want_canary = buckets
             .iter()
@@ -159,42 +118,11 @@ async fn weight_changes_move_only_the_moved_buckets_with_zero_loss() {
             served(&canary, "canary").await
         );
         tokio::time::sleep(Duration::from_millis(300)).await;
-        for (i, st) in states.iter().enumerate() {
-            let st = st.lock().unwrap();
-            let moved = track_of(buckets[i], previous) != track_of(buckets[i], weight);
-            let expect = track_of(buckets[i], weight).as_str();
-            assert_eq!(
-                st.served_by.as_deref(),
-                Some(expect),
-                "subscriber {i} served by the wrong track at {weight}"
-            );
-            if moved {
-                assert!(
-                    st.connections > before[i],
-                    "subscriber {i} moved but was not closed"
-                );
-            } else {
-                assert_eq!(
-                    st.connections, before[i],
-                    "subscriber {i} did not move but was closed at {weight}"
-                );
-            }
-        }
+        fleet.assert_moved_exactly(&buckets, &before, previous, weight);
         previous = weight;
     }
-    publisher
-        .0
-        .store(true, std::sync::atomic::Ordering::Relaxed);
-    let mut sent = publisher.1.await.unwrap();
-    publish(&c, &stable.url(""), "canary", "END").await.unwrap();
-    sent.push("END".into());
-    for t in tasks {
-        tokio::time::timeout(Duration::from_secs(60), t)
-            .await
-            .unwrap()
-            .unwrap();
-    }
-    assert_traced_exactly_once(&states, &sent);
+    let sent = publisher.finish(&c, &stable.url(""), "canary").await;
+    fleet.finish(&sent).await;
     assert!(stable.metric("pushgate_streams_moved_total").await.unwrap() > 0.0);
     assert!(canary.metric("pushgate_streams_moved_total").await.unwrap() > 0.0);
 }

@@ -9,11 +9,9 @@ use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Service};
 use kube::Api;
 use operator::crd::PushGateway;
-use pushgate_e2e::controlplane::{
-    eventually, free_port, http_get, operator_binary, wait_until, ControlPlane,
-};
+use pushgate_e2e::controlplane::{eventually, ControlPlane, OperatorOptions, OperatorProcess};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 const WAIT: Duration = Duration::from_secs(45);
@@ -40,25 +38,6 @@ fn helm(cp: &ControlPlane, args: &[&str]) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8(out.stdout).unwrap()
-}
-
-/// The operator as a local process with a given kubeconfig; killed on drop.
-struct Operator {
-    child: Child,
-    log: PathBuf,
-}
-
-impl Operator {
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-}
-
-impl Drop for Operator {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 #[tokio::test]
@@ -220,37 +199,14 @@ async fn helm_install_then_operator_runs_with_only_the_charts_rbac() {
 
     // The real operator with those permissions, watching all namespaces and
     // electing in the release namespace — as the chart's Deployment runs it.
-    let port = free_port();
-    let log = cp.root().join("operator-helm.log");
-    let file = std::fs::File::create(&log).unwrap();
-    let child = Command::new(operator_binary().unwrap())
-        .args(["--metrics-listen", &format!("127.0.0.1:{port}")])
-        .args([
-            "--lease-name",
-            "pushgate-operator",
-            "--lease-namespace",
-            &release_ns,
-        ])
-        .args([
-            "--identity",
-            "helm-test",
-            "--lease-duration",
-            "6",
-            "--renew-interval",
-            "1",
-        ])
-        .env("KUBECONFIG", &kubeconfig)
-        .env("RUST_LOG", "info,kube=warn")
-        .stdin(Stdio::null())
-        .stdout(file.try_clone().unwrap())
-        .stderr(file)
-        .spawn()
-        .unwrap();
-    let op = Operator { child, log };
-    wait_until("operator /healthz", Duration::from_secs(20), || {
-        http_get(port, "/healthz").is_some_and(|b| b == "ok")
-    })
-    .unwrap_or_else(|e| panic!("{e}\n{}", op.log()));
+    let op = OperatorProcess::start(
+        cp,
+        &OperatorOptions {
+            kubeconfig: Some(kubeconfig.clone()),
+            ..OperatorOptions::all_namespaces(&release_ns, "helm-test")
+        },
+    )
+    .unwrap();
 
     let minimal = repo().join("examples/minimal.yaml").display().to_string();
     cp.kubectl(&["apply", "-n", &app_ns, "-f", &minimal])

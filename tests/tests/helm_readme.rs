@@ -6,10 +6,9 @@
 //! provisioner here) and the operator process (kwok pods run nothing), which
 //! runs with the token of the chart's ServiceAccount.
 
-use pushgate_e2e::controlplane::{free_port, http_get, operator_binary, wait_until, ControlPlane};
+use pushgate_e2e::controlplane::{ControlPlane, OperatorOptions, OperatorProcess};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::Duration;
+use std::process::Command;
 
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
@@ -74,15 +73,6 @@ fn sh(cp: &ControlPlane, line: &str) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-struct Operator(Child, PathBuf);
-
-impl Drop for Operator {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 #[test]
 fn readme_kubernetes_in_five_minutes_steps_2_and_3_verbatim() {
     let cp = ControlPlane::shared();
@@ -110,31 +100,15 @@ fn readme_kubernetes_in_five_minutes_steps_2_and_3_verbatim() {
     let kubeconfig = cp
         .service_account_kubeconfig("pushgate-system", "pushgate")
         .unwrap();
-    let port = free_port();
-    let log = cp.root().join("operator-readme.log");
-    let file = std::fs::File::create(&log).unwrap();
-    let child = Command::new(operator_binary().unwrap())
-        .args(["--metrics-listen", &format!("127.0.0.1:{port}")])
-        .args([
-            "--lease-namespace",
-            "pushgate-system",
-            "--identity",
-            "readme",
-        ])
-        .args(["--lease-duration", "6", "--renew-interval", "1"])
-        .env("KUBECONFIG", &kubeconfig)
-        .env("RUST_LOG", "info,kube=warn")
-        .stdin(Stdio::null())
-        .stdout(file.try_clone().unwrap())
-        .stderr(file)
-        .spawn()
-        .unwrap();
-    let op = Operator(child, log);
-    let op_log = || std::fs::read_to_string(&op.1).unwrap_or_default();
-    wait_until("operator /healthz", Duration::from_secs(20), || {
-        http_get(port, "/healthz").is_some_and(|b| b == "ok")
-    })
-    .unwrap_or_else(|e| panic!("{e}\n{}", op_log()));
+    let op = OperatorProcess::start(
+        cp,
+        &OperatorOptions {
+            kubeconfig: Some(kubeconfig.clone()),
+            ..OperatorOptions::all_namespaces("pushgate-system", "readme")
+        },
+    )
+    .unwrap();
+    let op_log = || op.log();
 
     let gateway = step(3);
     assert!(

@@ -9,8 +9,6 @@
 //! every event exactly once, in order. Removing `spec.canary` then deletes
 //! the canary objects without touching the stable track.
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::apps::v1::Deployment;
@@ -20,9 +18,9 @@ use operator::crd::PushGateway;
 use pushgate::routing::RoutingTable;
 use pushgate::routing::{bucket, track_of, Track};
 use pushgate_e2e::controlplane::{eventually, ControlPlane, OperatorOptions, OperatorProcess};
-use pushgate_e2e::gateway::{publish, GatewayProcess};
+use pushgate_e2e::gateway::GatewayProcess;
 use pushgate_e2e::redis::RedisServer;
-use pushgate_e2e::subscriber::{assert_traced_exactly_once, follow_traced, TracedState};
+use pushgate_e2e::subscriber::{Ticker, TracedFleet};
 
 const WAIT: Duration = Duration::from_secs(30);
 /// Subscribers, each with its own trace id.
@@ -49,22 +47,6 @@ where
     .unwrap_or_else(|e| panic!("{e}\noperator log:\n{}", op.log_tail()))
 }
 
-/// 1,000 subscribers plus their reconnects need more descriptors than a
-/// common soft limit of 1024; raise it to the hard limit, as the gateway does.
-fn raise_fd_limit() {
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit/setrlimit only read and write the struct passed.
-    unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
-            lim.rlim_cur = lim.rlim_max;
-            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
-        }
-    }
-}
-
 fn table_of(cm: &ConfigMap) -> RoutingTable {
     let yaml = &cm.data.as_ref().unwrap()["routing.yaml"];
     RoutingTable::from_yaml(yaml).unwrap_or_else(|e| panic!("gateway rejects {yaml:?}: {e}"))
@@ -73,7 +55,9 @@ fn table_of(cm: &ConfigMap) -> RoutingTable {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn operator_weight_patches_move_exactly_the_hashed_streams_with_zero_loss() {
     let started = Instant::now();
-    raise_fd_limit();
+    // 1,000 subscribers plus their reconnects need more descriptors than a
+    // common soft limit of 1024: the hard limit, as the gateway takes.
+    pushgate::lifecycle::raise_nofile_limit().unwrap();
     let cp = ControlPlane::shared();
     cp.install_crds().unwrap();
     let ns = cp.namespace("canary").unwrap();
@@ -190,50 +174,13 @@ async fn operator_weight_patches_move_exactly_the_hashed_streams_with_zero_loss(
         .pool_max_idle_per_host(0)
         .build()
         .unwrap();
-    let traces: Vec<String> = (0..N)
-        .map(|_| format!("{:032x}", rand::random::<u128>()))
-        .collect();
-    let buckets: Vec<u16> = traces.iter().map(|t| bucket(&salt, t)).collect();
-    let states: Vec<Arc<Mutex<TracedState>>> = (0..N).map(|_| Arc::default()).collect();
-    let mut tasks = Vec::new();
-    for (i, t) in traces.iter().enumerate() {
-        // The client Service spreads streams over the pods of both tracks.
-        let base = if i % 2 == 0 {
-            stable.url("")
-        } else {
-            canary.url("")
-        };
-        tasks.push(tokio::spawn(follow_traced(
-            c.clone(),
-            base,
-            "canary",
-            t.clone(),
-            states[i].clone(),
-        )));
-    }
-    let stop = Arc::new(AtomicBool::new(false));
-    let publisher = {
-        let (c, base, stop) = (c.clone(), stable.url(""), stop.clone());
-        tokio::spawn(async move {
-            let mut sent = Vec::new();
-            while !stop.load(Ordering::Relaxed) {
-                let d = format!("e{:05}", sent.len());
-                publish(&c, &base, "canary", &d).await.unwrap();
-                sent.push(d);
-                tokio::time::sleep(Duration::from_millis(40)).await;
-            }
-            sent
-        })
-    };
+    let fleet = TracedFleet::spawn(&c, &[stable.url(""), canary.url("")], "canary", N);
+    let buckets: Vec<u16> = fleet.traces.iter().map(|t| bucket(&salt, t)).collect();
+    let publisher = Ticker::start(&c, stable.url(""), "canary", Duration::from_millis(40));
     eventually("every subscriber connected once", WAIT, || async {
-        let n = states
-            .iter()
-            .filter(|s| s.lock().unwrap().connections == 1)
-            .count();
-        if n == N {
-            Ok(())
-        } else {
-            Err(format!("{n}/{N}"))
+        match fleet.connected_once() {
+            n if n == N => Ok(()),
+            n => Err(format!("{n}/{N}")),
         }
     })
     .await
@@ -242,10 +189,7 @@ async fn operator_weight_patches_move_exactly_the_hashed_streams_with_zero_loss(
     let mut previous = 0i32;
     for weight in [0i32, 30, 100, 0] {
         let step = Instant::now();
-        let before: Vec<usize> = states
-            .iter()
-            .map(|s| s.lock().unwrap().connections)
-            .collect();
+        let before = fleet.connections();
         cp.kubectl(&[
             "patch",
             "pgw",
@@ -289,28 +233,12 @@ async fn operator_weight_patches_move_exactly_the_hashed_streams_with_zero_loss(
         .unwrap_or_else(|e| panic!("{e}\noperator log:\n{}", op.log_tail()));
         // Late reconnects would show up as extra connections: give them time.
         tokio::time::sleep(Duration::from_millis(500)).await;
-        let mut moved_count = 0;
-        for (i, st) in states.iter().enumerate() {
-            let st = st.lock().unwrap();
-            let moved = track_of(buckets[i], (previous * 100) as u16) != track_of(buckets[i], bp);
-            moved_count += usize::from(moved);
-            assert_eq!(
-                st.served_by.as_deref(),
-                Some(track_of(buckets[i], bp).as_str()),
-                "subscriber {i} served by the wrong track at {weight}%"
-            );
-            if moved {
-                assert!(
-                    st.connections > before[i],
-                    "subscriber {i} moved but was not closed"
-                );
-            } else {
-                assert_eq!(
-                    st.connections, before[i],
-                    "subscriber {i} did not move but was closed at {weight}%"
-                );
-            }
-        }
+        let from = (previous * 100) as u16;
+        fleet.assert_moved_exactly(&buckets, &before, from, bp);
+        let moved_count = buckets
+            .iter()
+            .filter(|b| track_of(**b, from) != track_of(**b, bp))
+            .count();
         let st = pgws.get("gw").await.unwrap().status.unwrap_or_default();
         assert_eq!(st.canary.map(|c| c.weight), Some(weight));
         eprintln!(
@@ -320,17 +248,8 @@ async fn operator_weight_patches_move_exactly_the_hashed_streams_with_zero_loss(
         previous = weight;
     }
 
-    stop.store(true, Ordering::Relaxed);
-    let mut sent = publisher.await.unwrap();
-    publish(&c, &stable.url(""), "canary", "END").await.unwrap();
-    sent.push("END".into());
-    for t in tasks {
-        tokio::time::timeout(Duration::from_secs(60), t)
-            .await
-            .unwrap()
-            .unwrap();
-    }
-    assert_traced_exactly_once(&states, &sent);
+    let sent = publisher.finish(&c, &stable.url(""), "canary").await;
+    fleet.finish(&sent).await;
 
     // Removing the canary deletes its objects; the stable track's config
     // (hence its pods) stays exactly as it was.

@@ -9,7 +9,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use anyhow::Result;
 use base64::Engine;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
-use pushgate_e2e::gateway::{binary, GatewayProcess};
+use pushgate_e2e::gateway::{binary, mint_token, GatewayProcess};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
@@ -317,23 +317,19 @@ async fn eventsource_carriers_anonymous_patterns_and_minted_tokens() -> Result<(
     let c = reqwest::Client::new();
 
     // `pushgate token` mints what the gateway accepts.
-    let out = std::process::Command::new(binary())
-        .args(["token", "--key-file", &secret_file, "--sub", "cli-client"])
-        .args([
+    let token = mint_token(
+        std::path::Path::new(&secret_file),
+        &[
+            "--sub",
+            "cli-client",
             "--subscribe",
             "rooms/*/chat",
             "--publish",
             "rooms/1/chat",
             "--ttl",
             "5m",
-        ])
-        .output()?;
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let token = String::from_utf8(out.stdout)?.trim().to_owned();
+        ],
+    )?;
     assert_eq!(
         publish(&c, &gw, "rooms/1/chat", Some(&token)).await?.0,
         StatusCode::CREATED
@@ -472,22 +468,17 @@ async fn rs256_keys_from_openssl_and_confusion_with_the_public_key() -> Result<(
     ])?;
     let c = reqwest::Client::new();
 
-    let out = std::process::Command::new(binary())
-        .args([
-            "token",
+    let token = mint_token(
+        &private,
+        &[
             "--algorithm",
             "rs256",
-            "--key-file",
-            private.to_str().unwrap(),
-        ])
-        .args(["--sub", "rsa-client", "--publish", "orders/**"])
-        .output()?;
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let token = String::from_utf8(out.stdout)?.trim().to_owned();
+            "--sub",
+            "rsa-client",
+            "--publish",
+            "orders/**",
+        ],
+    )?;
     assert_eq!(
         publish(&c, &gw, "orders/eu/1", Some(&token)).await?.0,
         StatusCode::CREATED
@@ -508,18 +499,7 @@ async fn rs256_keys_from_openssl_and_confusion_with_the_public_key() -> Result<(
     assert_eq!(status, StatusCode::UNAUTHORIZED);
     assert_refusal(status, &body, "HS256 with the public key");
     // A public key cannot sign, so `pushgate token` refuses to mint with it.
-    let out = std::process::Command::new(binary())
-        .args([
-            "token",
-            "--algorithm",
-            "rs256",
-            "--key-file",
-            public.to_str().unwrap(),
-            "--sub",
-            "x",
-        ])
-        .output()?;
-    assert!(!out.status.success());
+    assert!(mint_token(&public, &["--algorithm", "rs256", "--sub", "x"]).is_err());
     Ok(())
 }
 

@@ -3,7 +3,7 @@
 //! when it is not configured.
 
 use anyhow::Result;
-use pushgate_e2e::gateway::{binary, GatewayProcess};
+use pushgate_e2e::gateway::{binary, mint_token, GatewayProcess};
 use reqwest::header::HeaderMap;
 use reqwest::{Method, StatusCode};
 
@@ -72,18 +72,7 @@ async fn credentialed_origins_get_preflight_and_credentials() -> Result<()> {
 
     // An EventSource with withCredentials: the cookie carries the token, and
     // even a refusal is readable by the page (it can tell 401 from a network error).
-    let token = std::process::Command::new(binary())
-        .args([
-            "token",
-            "--key-file",
-            secret.to_str().unwrap(),
-            "--sub",
-            "browser",
-            "--subscribe",
-            "a",
-        ])
-        .output()?;
-    let token = String::from_utf8(token.stdout)?.trim().to_owned();
+    let token = mint_token(&secret, &["--sub", "browser", "--subscribe", "a"])?;
     let resp = c
         .get(gw.url("/v1/stream?topic=a"))
         .header("origin", "http://localhost:3000")

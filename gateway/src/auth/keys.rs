@@ -54,25 +54,43 @@ fn secret(path: &Path) -> Result<Vec<u8>, KeyError> {
     Ok(bytes)
 }
 
-/// Loads the verifying key: the HS256 secret, or the RS256/ES256 public key (PEM).
-pub fn load_decoding_key(alg: KeyAlgorithm, path: &Path) -> Result<DecodingKey, KeyError> {
+/// Reads `path` as the key type `alg` fixes: a secret, or an RSA or EC PEM.
+fn load<K>(
+    alg: KeyAlgorithm,
+    path: &Path,
+    from_secret: fn(&[u8]) -> K,
+    from_rsa: fn(&[u8]) -> jsonwebtoken::errors::Result<K>,
+    from_ec: fn(&[u8]) -> jsonwebtoken::errors::Result<K>,
+) -> Result<K, KeyError> {
     let bad = |e: jsonwebtoken::errors::Error| key_error(path, format!("not a {alg:?} key: {e}"));
     match alg {
-        KeyAlgorithm::Hs256 => Ok(DecodingKey::from_secret(&secret(path)?)),
-        KeyAlgorithm::Rs256 => DecodingKey::from_rsa_pem(&read(path)?).map_err(bad),
-        KeyAlgorithm::Es256 => DecodingKey::from_ec_pem(&read(path)?).map_err(bad),
+        KeyAlgorithm::Hs256 => Ok(from_secret(&secret(path)?)),
+        KeyAlgorithm::Rs256 => from_rsa(&read(path)?).map_err(bad),
+        KeyAlgorithm::Es256 => from_ec(&read(path)?).map_err(bad),
     }
+}
+
+/// Loads the verifying key: the HS256 secret, or the RS256/ES256 public key (PEM).
+pub fn load_decoding_key(alg: KeyAlgorithm, path: &Path) -> Result<DecodingKey, KeyError> {
+    load(
+        alg,
+        path,
+        DecodingKey::from_secret,
+        DecodingKey::from_rsa_pem,
+        DecodingKey::from_ec_pem,
+    )
 }
 
 /// Loads the signing key for `pushgate token`: the HS256 secret, or the
 /// RS256/ES256 private key (PKCS#8 PEM; PKCS#1 also for RSA).
 pub fn load_encoding_key(alg: KeyAlgorithm, path: &Path) -> Result<EncodingKey, KeyError> {
-    let bad = |e: jsonwebtoken::errors::Error| key_error(path, format!("not a {alg:?} key: {e}"));
-    match alg {
-        KeyAlgorithm::Hs256 => Ok(EncodingKey::from_secret(&secret(path)?)),
-        KeyAlgorithm::Rs256 => EncodingKey::from_rsa_pem(&read(path)?).map_err(bad),
-        KeyAlgorithm::Es256 => EncodingKey::from_ec_pem(&read(path)?).map_err(bad),
-    }
+    load(
+        alg,
+        path,
+        EncodingKey::from_secret,
+        EncodingKey::from_rsa_pem,
+        EncodingKey::from_ec_pem,
+    )
 }
 
 #[cfg(test)]

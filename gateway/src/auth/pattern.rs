@@ -4,7 +4,7 @@
 
 use std::fmt;
 
-use crate::topic::{Topic, MAX_TOPIC_LEN};
+use crate::topic::{check_length, Topic, TopicError, MAX_TOPIC_LEN};
 
 /// Longest accepted pattern, in bytes (as long as the longest topic).
 pub const MAX_PATTERN_LEN: usize = MAX_TOPIC_LEN;
@@ -39,12 +39,10 @@ pub enum PatternError {
 impl TopicPattern {
     /// Parses a pattern; literal segments follow the topic name rules.
     pub fn parse(s: &str) -> Result<Self, PatternError> {
-        if s.is_empty() {
-            return Err(PatternError::Empty);
-        }
-        if s.len() > MAX_PATTERN_LEN {
-            return Err(PatternError::TooLong);
-        }
+        check_length(s).map_err(|e| match e {
+            TopicError::Empty => PatternError::Empty,
+            _ => PatternError::TooLong,
+        })?;
         let mut segments = Vec::new();
         for seg in s.split('/') {
             let parsed = match seg {

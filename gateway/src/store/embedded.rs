@@ -15,7 +15,9 @@ use tokio::sync::{mpsc, oneshot};
 
 use rusqlite::types::{FromSql, FromSqlError, FromSqlResult, ToSql, ToSqlOutput, ValueRef};
 
-use super::{now_ms, Ack, NewEvent, Store, StoreError, StoreOptions, StoredEvent, TopicHead};
+use super::{
+    now_ms, Ack, Events, NewEvent, Store, StoreError, StoreOptions, StoredEvent, TopicHead,
+};
 use crate::config::{FsyncPolicy, Retention};
 use crate::position::{Epoch, Seq};
 use crate::topic::Topic;
@@ -162,12 +164,7 @@ impl Store for EmbeddedStore {
         self.command(|r| Command::Append(batch, r)).await
     }
 
-    async fn read_after(
-        &self,
-        topic: &Topic,
-        after: Seq,
-        limit: usize,
-    ) -> Result<Vec<Arc<StoredEvent>>, StoreError> {
+    async fn read_after(&self, topic: &Topic, after: Seq, limit: usize) -> Events {
         let topic = topic.clone();
         self.with_reader(move |conn| {
             let tx = conn.transaction()?;

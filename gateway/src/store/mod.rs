@@ -125,6 +125,9 @@ pub enum StoreError {
     Rejected(String),
 }
 
+/// Events read from history, or why not.
+pub type Events = Result<Vec<Arc<StoredEvent>>, StoreError>;
+
 /// Durable, ordered, per-topic event history plus the live feed.
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
@@ -137,12 +140,7 @@ pub trait Store: Send + Sync + 'static {
 
     /// Up to `limit` retained events of `topic` with `seq > after`, in order,
     /// each tagged with the topic's current epoch.
-    async fn read_after(
-        &self,
-        topic: &Topic,
-        after: Seq,
-        limit: usize,
-    ) -> Result<Vec<Arc<StoredEvent>>, StoreError>;
+    async fn read_after(&self, topic: &Topic, after: Seq, limit: usize) -> Events;
 
     /// The topic's epoch and retained span.
     async fn head(&self, topic: &Topic) -> Result<TopicHead, StoreError>;

@@ -23,7 +23,8 @@ use tokio::task::JoinHandle;
 
 use super::redis_scripts::{APPEND, WIPE};
 use super::{
-    now_ms, Ack, LiveSink, NewEvent, Store, StoreError, StoreOptions, StoredEvent, TopicHead,
+    now_ms, Ack, Events, LiveSink, NewEvent, Store, StoreError, StoreOptions, StoredEvent,
+    TopicHead,
 };
 use crate::config::RedisSettings;
 use crate::hash::fnv1a32;
@@ -395,12 +396,7 @@ impl Store for RedisStore {
             .collect())
     }
 
-    async fn read_after(
-        &self,
-        topic: &Topic,
-        after: Seq,
-        limit: usize,
-    ) -> Result<Vec<Arc<StoredEvent>>, StoreError> {
+    async fn read_after(&self, topic: &Topic, after: Seq, limit: usize) -> Events {
         let (epoch, page): (Option<u64>, Value) = redis::pipe()
             .atomic()
             .hget(self.keys.meta(topic), "epoch")

@@ -88,12 +88,7 @@ pub fn pvc(pgw: &PushGateway) -> Option<PersistentVolumeClaim> {
     if !pgw.spec.embedded_store() {
         return None;
     }
-    let e = pgw
-        .spec
-        .store
-        .as_ref()
-        .and_then(|s| s.embedded.clone())
-        .unwrap_or_default();
+    let e = pgw.spec.embedded_settings();
     Some(PersistentVolumeClaim {
         metadata: meta(pgw, pvc_name(pgw)),
         spec: Some(PersistentVolumeClaimSpec {

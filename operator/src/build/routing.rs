@@ -107,10 +107,8 @@ pub fn peer_token_volume(pgw: &PushGateway) -> (Volume, VolumeMount) {
 /// unless the user asks).
 pub fn salt(pgw: &PushGateway) -> String {
     pgw.spec
-        .canary
-        .as_ref()
-        .and_then(|c| c.hash.as_ref())
-        .and_then(|h| h.salt.clone())
+        .canary_hash()
+        .salt
         .or_else(|| pgw.uid())
         .unwrap_or_else(|| pgw.name_any())
 }
@@ -131,12 +129,7 @@ pub fn effective_weight(pgw: &PushGateway, canary_ready_replicas: i32) -> i32 {
 /// canary). The caller decides the share (it holds weight at 0 until the
 /// canary has a ready pod).
 pub fn table(pgw: &PushGateway, weight_percent: i32) -> Result<ConfigMap, SpecError> {
-    let hash = pgw
-        .spec
-        .canary
-        .as_ref()
-        .and_then(|c| c.hash.clone())
-        .unwrap_or_default();
+    let hash = pgw.spec.canary_hash();
     let t = RoutingTable {
         // The CRD bounds the weight to 0..=100; clamp anyway so a table is
         // never out of the gateway's range.

@@ -8,3 +8,4 @@ pub mod parse;
 pub mod plot;
 pub mod report;
 pub mod stats;
+pub mod summary;

@@ -9,6 +9,7 @@ use pushgate_load::modes::{self, PublishBody, SubTarget};
 use pushgate_load::net::{Proto, Template};
 use pushgate_load::parse::{write_payload, SseItem, SseReader};
 use pushgate_load::report;
+use pushgate_load::summary::{ParseBench, Run, Summary};
 
 /// Raw SSE load generator; every mode prints one JSON line.
 #[derive(Parser)]
@@ -193,21 +194,22 @@ fn main() -> anyhow::Result<()> {
             .build()?
     };
     let out = rt.block_on(run(cli.mode))?;
-    if let Some(mut v) = out {
-        if let (Some(case), Some(obj)) = (cli.case, v.as_object_mut()) {
-            obj.insert("case".into(), case.into());
+    if let Some(summary) = out {
+        let command = cli.case.is_some().then(|| {
             let args: Vec<String> = std::env::args().skip(1).collect();
-            obj.insert(
-                "command".into(),
-                format!("pushgate-load {}", args.join(" ")).into(),
-            );
-        }
-        println!("{}", serde_json::to_string(&v)?);
+            format!("pushgate-load {}", args.join(" "))
+        });
+        let run = Run {
+            case: cli.case,
+            command,
+            summary,
+        };
+        println!("{}", serde_json::to_string(&run)?);
     }
     Ok(())
 }
 
-async fn run(mode: Mode) -> anyhow::Result<Option<serde_json::Value>> {
+async fn run(mode: Mode) -> anyhow::Result<Option<Summary>> {
     let secs = Duration::from_secs_f64;
     Ok(Some(match mode {
         Mode::Idle {
@@ -326,7 +328,7 @@ async fn run(mode: Mode) -> anyhow::Result<Option<serde_json::Value>> {
 
 /// Nanoseconds per event for both parsers over the same chunked byte stream,
 /// fed in 4 KiB reads as a socket would deliver it.
-fn parse_bench(events: usize) -> serde_json::Value {
+fn parse_bench(events: usize) -> Summary {
     let mut wire = Vec::new();
     let mut payload = Vec::new();
     for seq in 1..=events as u64 {
@@ -378,8 +380,9 @@ fn parse_bench(events: usize) -> serde_json::Value {
         sum
     });
     assert_eq!(n1, n2, "both parsers saw the same events");
-    serde_json::json!({
-        "mode": "parse-bench", "events": events,
-        "ns_per_event_load_parser": ours, "ns_per_event_pushgate_sse_parser": gateway,
+    Summary::ParseBench(ParseBench {
+        events,
+        ns_per_event_load_parser: ours,
+        ns_per_event_pushgate_sse_parser: gateway,
     })
 }

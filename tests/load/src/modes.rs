@@ -7,6 +7,8 @@ use std::time::{Duration, Instant};
 use anyhow::bail;
 use hdrhistogram::Histogram;
 use serde_json::{json, Value};
+
+use crate::summary::{self, Summary};
 use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -291,21 +293,8 @@ fn own_cpu() -> f64 {
 
 /// Raises this process's open-file soft limit to its hard limit; returns the limit.
 pub fn raise_nofile() -> u64 {
-    let mut l = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: plain syscalls on a local struct.
-    unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut l) == 0 {
-            l.rlim_cur = l.rlim_max;
-            libc::setrlimit(libc::RLIMIT_NOFILE, &l);
-            libc::getrlimit(libc::RLIMIT_NOFILE, &mut l);
-        }
-    }
-    #[allow(clippy::unnecessary_cast)] // rlim_t is not u64 everywhere
-    let cur = l.rlim_cur as u64;
-    cur
+    let _ = pushgate::lifecycle::raise_nofile_limit();
+    pushgate::lifecycle::nofile_limit()
 }
 
 /// Refuses socket counts that would come near the per-process file limit.
@@ -329,7 +318,7 @@ pub struct IdleArgs {
     pub concurrency: usize,
 }
 
-pub async fn idle(a: IdleArgs) -> anyhow::Result<Value> {
+pub async fn idle(a: IdleArgs) -> anyhow::Result<Summary> {
     check_sockets(a.streams)?;
     let mem0 = stats::total_mem(&a.pids);
     let shared = Arc::new(Shared::default());
@@ -358,12 +347,19 @@ pub async fn idle(a: IdleArgs) -> anyhow::Result<Value> {
         failures += s.failures;
     }
     let per = mem1.saturating_sub(mem0) as f64 / opened.max(1) as f64;
-    Ok(json!({
-        "mode": "idle", "label": a.label, "proto": a.target.proto,
-        "streams": a.streams, "opened": opened, "all_opened": all, "topics": a.topics,
-        "open_seconds": open_s, "open_latency": latency(&open_h), "failures": failures,
-        "server_mem_before": mem0, "server_mem_after": mem1,
-        "bytes_per_stream": per,
+    Ok(Summary::Idle(summary::Idle {
+        label: a.label,
+        proto: a.target.proto,
+        streams: a.streams,
+        opened,
+        all_opened: all,
+        topics: a.topics,
+        open_seconds: open_s,
+        open_latency: latency(&open_h),
+        failures,
+        server_mem_before: mem0,
+        server_mem_after: mem1,
+        bytes_per_stream: per,
     }))
 }
 
@@ -390,7 +386,7 @@ struct PubStats {
     lat: Option<Histogram<u64>>,
 }
 
-pub async fn fanout(a: FanoutArgs) -> anyhow::Result<Value> {
+pub async fn fanout(a: FanoutArgs) -> anyhow::Result<Summary> {
     let conns = if a.target.proto == Proto::H2c {
         a.subscribers.div_ceil(a.target.streams_per_conn.max(1))
     } else {
@@ -505,20 +501,36 @@ pub async fn fanout(a: FanoutArgs) -> anyhow::Result<Value> {
             .count() as u64;
     }
     let server_cpu = cpu1 - cpu0;
-    Ok(json!({
-        "mode": "fanout", "label": a.label, "proto": a.target.proto,
-        "subscribers": a.subscribers, "rate": a.rate, "duration_s": a.duration.as_secs_f64(),
-        "published": total, "acked": acked, "publish_errors": ps.errors,
-        "publish_backlog_max": backlog_max, "publish_seconds": publish_s,
-        "publish_latency": latency(ps.lat.as_ref().unwrap()),
-        "expected": expected, "delivered": delivered, "lost": lost, "dups": dups,
-        "deliveries_per_s": delivered as f64 / elapsed,
-        "latency": latency(&lat),
-        "server_cpu_s": server_cpu,
-        "server_cpu_us_per_delivery": if delivered > 0 { server_cpu * 1e6 / delivered as f64 } else { 0.0 },
-        "client_cpu_s": own1 - own0,
-        "server_mem_start": mem0, "server_mem_peak": mem_peak, "server_mem_end": mem1,
-        "reconnects": reconnects, "stream_failures": failures,
+    Ok(Summary::Fanout(summary::Fanout {
+        label: a.label,
+        proto: a.target.proto,
+        subscribers: a.subscribers,
+        rate: a.rate,
+        duration_s: a.duration.as_secs_f64(),
+        published: total,
+        acked,
+        publish_errors: ps.errors,
+        publish_backlog_max: backlog_max,
+        publish_seconds: publish_s,
+        publish_latency: latency(ps.lat.as_ref().unwrap()),
+        expected,
+        delivered,
+        lost,
+        dups,
+        deliveries_per_s: delivered as f64 / elapsed,
+        latency: latency(&lat),
+        server_cpu_s: server_cpu,
+        server_cpu_us_per_delivery: if delivered > 0 {
+            server_cpu * 1e6 / delivered as f64
+        } else {
+            0.0
+        },
+        client_cpu_s: own1 - own0,
+        server_mem_start: mem0,
+        server_mem_peak: mem_peak,
+        server_mem_end: mem1,
+        reconnects,
+        stream_failures: failures,
     }))
 }
 
@@ -541,7 +553,7 @@ pub struct PublishArgs {
     pub pids: Vec<u32>,
 }
 
-pub async fn publish(a: PublishArgs) -> anyhow::Result<Value> {
+pub async fn publish(a: PublishArgs) -> anyhow::Result<Summary> {
     check_sockets(a.concurrency)?;
     let acked = Arc::new(AtomicU64::new(0));
     let errors = Arc::new(AtomicU64::new(0));
@@ -605,14 +617,24 @@ pub async fn publish(a: PublishArgs) -> anyhow::Result<Value> {
     let (cpu1, own1) = (stats::total_cpu(&a.pids), own_cpu());
     let n = acked.load(Ordering::Relaxed);
     let lat = lat.lock().unwrap();
-    Ok(json!({
-        "mode": "publish", "label": a.label, "concurrency": a.concurrency, "batch": batch,
-        "topics": a.topics, "duration_s": elapsed, "acked_events": n,
-        "events_per_s": n as f64 / elapsed, "requests_per_s": lat.len() as f64 / elapsed,
-        "errors": errors.load(Ordering::Relaxed), "request_latency": latency(&lat),
-        "server_cpu_s": cpu1 - cpu0,
-        "server_cpu_us_per_event": if n > 0 { (cpu1 - cpu0) * 1e6 / n as f64 } else { 0.0 },
-        "client_cpu_s": own1 - own0,
+    Ok(Summary::Publish(summary::Publish {
+        label: a.label,
+        concurrency: a.concurrency,
+        batch,
+        topics: a.topics,
+        duration_s: elapsed,
+        acked_events: n,
+        events_per_s: n as f64 / elapsed,
+        requests_per_s: lat.len() as f64 / elapsed,
+        errors: errors.load(Ordering::Relaxed),
+        request_latency: latency(&lat),
+        server_cpu_s: cpu1 - cpu0,
+        server_cpu_us_per_event: if n > 0 {
+            (cpu1 - cpu0) * 1e6 / n as f64
+        } else {
+            0.0
+        },
+        client_cpu_s: own1 - own0,
     }))
 }
 
@@ -667,7 +689,7 @@ async fn publish_round(
     Ok(errors.load(Ordering::Relaxed))
 }
 
-pub async fn storm(a: StormArgs) -> anyhow::Result<Value> {
+pub async fn storm(a: StormArgs) -> anyhow::Result<Summary> {
     check_sockets(a.streams + a.publishers)?;
     let topics = a.topics.max(1);
     let topic_of = |i: usize| format!("storm-{}", i % topics);
@@ -738,15 +760,23 @@ pub async fn storm(a: StormArgs) -> anyhow::Result<Value> {
             done_last = done_last.max(d - t0);
         }
     }
-    Ok(json!({
-        "mode": "storm", "label": a.label, "proto": a.target.proto,
-        "streams": a.streams, "topics": topics, "missed": a.missed,
-        "base_delivered": base_ok, "all_resumed": all,
-        "resumed": shared.done.load(Ordering::Relaxed),
-        "seconds_to_all_resumed": if all { done_last as f64 / 1e6 } else { took },
-        "resume_latency": latency(&resume),
-        "expected": a.streams as u64 * a.missed, "lost": lost, "dups": dups,
-        "publish_errors": pub_errors, "stream_failures": failures, "reconnects": reconnects,
-        "server_cpu_s": cpu1 - cpu0,
+    Ok(Summary::Storm(summary::Storm {
+        label: a.label,
+        proto: a.target.proto,
+        streams: a.streams,
+        topics,
+        missed: a.missed,
+        base_delivered: base_ok,
+        all_resumed: all,
+        resumed: shared.done.load(Ordering::Relaxed),
+        seconds_to_all_resumed: if all { done_last as f64 / 1e6 } else { took },
+        resume_latency: latency(&resume),
+        expected: a.streams as u64 * a.missed,
+        lost,
+        dups,
+        publish_errors: pub_errors,
+        stream_failures: failures,
+        reconnects,
+        server_cpu_s: cpu1 - cpu0,
     }))
 }

@@ -105,7 +105,9 @@ pub async fn connect(addr: SocketAddr) -> std::io::Result<TcpStream> {
 }
 
 /// Which HTTP version a stream uses.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize,
+)]
 pub enum Proto {
     /// HTTP/1.1, one connection per stream.
     H1,

@@ -9,10 +9,24 @@ use std::path::Path;
 use anyhow::Context;
 use serde_json::Value;
 
+use crate::summary::{Fanout, Run, Summary};
+
 use crate::plot::{self, Series};
 
-/// A metric row: JSON path (dots), row label, how to print it.
-struct Metric(&'static str, &'static str, Fmt);
+/// A metric row: its label, how to print it, whether a ratio between two
+/// systems means something, and where it is in a summary (`None` when the
+/// summary is of another mode).
+struct Metric(&'static str, Fmt, bool, fn(&Summary) -> Option<f64>);
+
+/// A [`Metric`] of `$mode` summaries: `$value` reads it from the summary `$s`.
+macro_rules! metric {
+    ($mode:ident, $label:literal, $fmt:ident, $ratio:literal, |$s:ident| $value:expr) => {
+        Metric($label, Fmt::$fmt, $ratio, |sum| match sum {
+            Summary::$mode($s) => Some($value as f64),
+            _ => None,
+        })
+    };
+}
 
 #[derive(Clone, Copy)]
 enum Fmt {
@@ -48,115 +62,124 @@ pub fn median(v: &mut [f64]) -> f64 {
     }
 }
 
-fn get(v: &Value, path: &str) -> Option<f64> {
-    let mut cur = v;
-    for k in path.split('.') {
-        cur = cur.get(k)?;
-    }
-    cur.as_f64()
-        .or_else(|| cur.as_bool().map(|b| b as u8 as f64))
-}
-
 const FANOUT: &[Metric] = &[
-    Metric("acked", "events published (acknowledged)", Fmt::Int),
-    Metric("expected", "deliveries expected", Fmt::Int),
-    Metric("delivered", "deliveries", Fmt::Int),
-    Metric("lost", "lost", Fmt::Int),
-    Metric("dups", "duplicated", Fmt::Int),
-    Metric("deliveries_per_s", "deliveries/s", Fmt::Int),
-    Metric("latency.p50_ms", "latency p50", Fmt::Ms),
-    Metric("latency.p90_ms", "latency p90", Fmt::Ms),
-    Metric("latency.p99_ms", "latency p99", Fmt::Ms),
-    Metric("latency.p999_ms", "latency p99.9", Fmt::Ms),
-    Metric("latency.max_ms", "latency max", Fmt::Ms),
-    Metric(
-        "server_cpu_us_per_delivery",
-        "server CPU per delivery",
-        Fmt::Us,
-    ),
-    Metric("server_cpu_s", "server CPU (s)", Fmt::F2),
-    Metric("client_cpu_s", "load-tool CPU (s)", Fmt::F2),
-    Metric("server_mem_start", "server memory at start", Fmt::MiB),
-    Metric("server_mem_peak", "server memory peak", Fmt::MiB),
-    Metric("server_mem_end", "server memory at end", Fmt::MiB),
-    Metric(
-        "reconnects",
+    metric!(Fanout, "events published (acknowledged)", Int, false, |f| f
+        .acked),
+    metric!(Fanout, "deliveries expected", Int, false, |f| f.expected),
+    metric!(Fanout, "deliveries", Int, false, |f| f.delivered),
+    metric!(Fanout, "lost", Int, false, |f| f.lost),
+    metric!(Fanout, "duplicated", Int, false, |f| f.dups),
+    metric!(Fanout, "deliveries/s", Int, true, |f| f.deliveries_per_s),
+    metric!(Fanout, "latency p50", Ms, true, |f| f.latency.p50_ms),
+    metric!(Fanout, "latency p90", Ms, true, |f| f.latency.p90_ms),
+    metric!(Fanout, "latency p99", Ms, true, |f| f.latency.p99_ms),
+    metric!(Fanout, "latency p99.9", Ms, true, |f| f.latency.p999_ms),
+    metric!(Fanout, "latency max", Ms, true, |f| f.latency.max_ms),
+    metric!(Fanout, "server CPU per delivery", Us, true, |f| f
+        .server_cpu_us_per_delivery),
+    metric!(Fanout, "server CPU (s)", F2, true, |f| f.server_cpu_s),
+    metric!(Fanout, "load-tool CPU (s)", F2, true, |f| f.client_cpu_s),
+    metric!(Fanout, "server memory at start", MiB, true, |f| f
+        .server_mem_start),
+    metric!(Fanout, "server memory peak", MiB, true, |f| f
+        .server_mem_peak),
+    metric!(Fanout, "server memory at end", MiB, true, |f| f
+        .server_mem_end),
+    metric!(
+        Fanout,
         "stream reconnects (slow-consumer kicks etc.)",
-        Fmt::Int,
+        Int,
+        false,
+        |f| f.reconnects
     ),
-    Metric("publish_errors", "publish errors", Fmt::Int),
-    Metric("publish_latency.p99_ms", "publish ack p99", Fmt::Ms),
+    metric!(Fanout, "publish errors", Int, false, |f| f.publish_errors),
+    metric!(Fanout, "publish ack p99", Ms, true, |f| f
+        .publish_latency
+        .p99_ms),
 ];
 
 const IDLE: &[Metric] = &[
-    Metric("opened", "streams opened", Fmt::Int),
-    Metric(
-        "bytes_per_stream",
-        "server memory per idle stream",
-        Fmt::KiB,
-    ),
-    Metric("open_seconds", "time to open all (s)", Fmt::F2),
-    Metric("open_latency.p50_ms", "open latency p50", Fmt::Ms),
-    Metric("open_latency.p99_ms", "open latency p99", Fmt::Ms),
-    Metric("failures", "refused/failed opens (retried)", Fmt::Int),
-    Metric("server_mem_before", "server memory before", Fmt::MiB),
-    Metric("server_mem_after", "server memory with streams", Fmt::MiB),
+    metric!(Idle, "streams opened", Int, false, |i| i.opened),
+    metric!(Idle, "server memory per idle stream", KiB, true, |i| i
+        .bytes_per_stream),
+    metric!(Idle, "time to open all (s)", F2, true, |i| i.open_seconds),
+    metric!(Idle, "open latency p50", Ms, true, |i| i
+        .open_latency
+        .p50_ms),
+    metric!(Idle, "open latency p99", Ms, true, |i| i
+        .open_latency
+        .p99_ms),
+    metric!(Idle, "refused/failed opens (retried)", Int, false, |i| i
+        .failures),
+    metric!(Idle, "server memory before", MiB, true, |i| i
+        .server_mem_before),
+    metric!(Idle, "server memory with streams", MiB, true, |i| i
+        .server_mem_after),
 ];
 
 const PUBLISH: &[Metric] = &[
-    Metric("events_per_s", "acknowledged events/s", Fmt::Int),
-    Metric("requests_per_s", "requests/s", Fmt::Int),
-    Metric("request_latency.p50_ms", "request latency p50", Fmt::Ms),
-    Metric("request_latency.p99_ms", "request latency p99", Fmt::Ms),
-    Metric("errors", "errors", Fmt::Int),
-    Metric("server_cpu_us_per_event", "server CPU per event", Fmt::Us),
-    Metric("client_cpu_s", "load-tool CPU (s)", Fmt::F2),
+    metric!(Publish, "acknowledged events/s", Int, true, |p| p
+        .events_per_s),
+    metric!(Publish, "requests/s", Int, true, |p| p.requests_per_s),
+    metric!(Publish, "request latency p50", Ms, true, |p| p
+        .request_latency
+        .p50_ms),
+    metric!(Publish, "request latency p99", Ms, true, |p| p
+        .request_latency
+        .p99_ms),
+    metric!(Publish, "errors", Int, false, |p| p.errors),
+    metric!(Publish, "server CPU per event", Us, true, |p| p
+        .server_cpu_us_per_event),
+    metric!(Publish, "load-tool CPU (s)", F2, true, |p| p.client_cpu_s),
 ];
 
 const STORM: &[Metric] = &[
-    Metric("resumed", "streams resumed", Fmt::Int),
-    Metric(
-        "seconds_to_all_resumed",
-        "time until all caught up (s)",
-        Fmt::F2,
-    ),
-    Metric("resume_latency.p50_ms", "catch-up time p50", Fmt::Ms),
-    Metric("resume_latency.p99_ms", "catch-up time p99", Fmt::Ms),
-    Metric("expected", "missed events to deliver", Fmt::Int),
-    Metric("lost", "lost", Fmt::Int),
-    Metric("dups", "duplicated", Fmt::Int),
-    Metric(
-        "stream_failures",
+    metric!(Storm, "streams resumed", Int, false, |s| s.resumed),
+    metric!(Storm, "time until all caught up (s)", F2, true, |s| s
+        .seconds_to_all_resumed),
+    metric!(Storm, "catch-up time p50", Ms, true, |s| s
+        .resume_latency
+        .p50_ms),
+    metric!(Storm, "catch-up time p99", Ms, true, |s| s
+        .resume_latency
+        .p99_ms),
+    metric!(Storm, "missed events to deliver", Int, false, |s| s
+        .expected),
+    metric!(Storm, "lost", Int, false, |s| s.lost),
+    metric!(Storm, "duplicated", Int, false, |s| s.dups),
+    metric!(
+        Storm,
         "refused/failed reconnects (retried)",
-        Fmt::Int,
+        Int,
+        false,
+        |s| s.stream_failures
     ),
-    Metric("server_cpu_s", "server CPU (s)", Fmt::F2),
+    metric!(Storm, "server CPU (s)", F2, true, |s| s.server_cpu_s),
 ];
 
-fn metrics_for(mode: &str) -> &'static [Metric] {
-    match mode {
-        "idle" => IDLE,
-        "publish" => PUBLISH,
-        "storm" => STORM,
-        _ => FANOUT,
+fn metrics_for(s: &Summary) -> &'static [Metric] {
+    match s {
+        Summary::Idle(_) => IDLE,
+        Summary::Publish(_) => PUBLISH,
+        Summary::Storm(_) => STORM,
+        Summary::Fanout(_) | Summary::ParseBench(_) => FANOUT,
     }
 }
 
 /// Renders the markdown table of one case: a column per system (median of
 /// its runs), and the ratio of the first to the second when there are two.
-fn table(out: &mut String, runs: &[&Value]) {
+fn table(out: &mut String, runs: &[&Summary]) {
     let mut labels: Vec<String> = Vec::new();
     for r in runs {
-        let l = r["label"].as_str().unwrap_or("?").to_owned();
+        let l = r.label().to_owned();
         if !labels.contains(&l) {
             labels.push(l);
         }
     }
-    let mode = runs[0]["mode"].as_str().unwrap_or("");
-    let n_runs: Vec<usize> = labels
-        .iter()
-        .map(|l| runs.iter().filter(|r| r["label"] == l.as_str()).count())
-        .collect();
+    fn of<'a>(runs: &'a [&'a Summary], l: &'a str) -> impl Iterator<Item = &'a &'a Summary> {
+        runs.iter().filter(move |r| r.label() == l)
+    }
+    let n_runs: Vec<usize> = labels.iter().map(|l| of(runs, l).count()).collect();
     let _ = write!(out, "| metric |");
     for (l, n) in labels.iter().zip(&n_runs) {
         let _ = write!(
@@ -176,15 +199,11 @@ fn table(out: &mut String, runs: &[&Value]) {
     out.push('\n');
     out.push_str(&"|---".repeat(1 + labels.len() + ratio as usize));
     out.push_str("|\n");
-    for Metric(path, name, f) in metrics_for(mode) {
+    for Metric(name, f, show_ratio, get) in metrics_for(runs[0]) {
         let vals: Vec<Option<f64>> = labels
             .iter()
             .map(|l| {
-                let mut v: Vec<f64> = runs
-                    .iter()
-                    .filter(|r| r["label"] == l.as_str())
-                    .filter_map(|r| get(r, path))
-                    .collect();
+                let mut v: Vec<f64> = of(runs, l).filter_map(|r| get(r)).collect();
                 (!v.is_empty()).then(|| median(&mut v))
             })
             .collect();
@@ -193,10 +212,8 @@ fn table(out: &mut String, runs: &[&Value]) {
         }
         let _ = write!(out, "| {name} |");
         for (i, v) in vals.iter().enumerate() {
-            let all: Vec<String> = runs
-                .iter()
-                .filter(|r| r["label"] == labels[i].as_str())
-                .filter_map(|r| get(r, path))
+            let all: Vec<String> = of(runs, &labels[i])
+                .filter_map(|r| get(r))
                 .map(|x| fmt(x, *f))
                 .collect();
             match v {
@@ -210,9 +227,8 @@ fn table(out: &mut String, runs: &[&Value]) {
             }
         }
         if ratio {
-            let show = !matches!(f, Fmt::Int) || path.ends_with("per_s");
             match (vals[0], vals[1]) {
-                (Some(a), Some(b)) if show && b != 0.0 => {
+                (Some(a), Some(b)) if *show_ratio && b != 0.0 => {
                     let _ = write!(out, " {:.2}× |", a / b);
                 }
                 _ => out.push_str(" |"),
@@ -223,50 +239,73 @@ fn table(out: &mut String, runs: &[&Value]) {
     out.push('\n');
 }
 
-/// The median of `path` over the runs of `label` in `case`.
-fn med(cases: &BTreeMap<String, Vec<&Value>>, case: &str, label: &str, path: &str) -> Option<f64> {
+/// The runs of each case.
+type Cases<'a> = BTreeMap<String, Vec<&'a Summary>>;
+
+/// The median of what `get` reads over the runs of `label` in `case`.
+fn med(
+    cases: &Cases<'_>,
+    case: &str,
+    label: &str,
+    get: fn(&Summary) -> Option<f64>,
+) -> Option<f64> {
     let mut v: Vec<f64> = cases
         .get(case)?
         .iter()
-        .filter(|r| r["label"] == label)
-        .filter_map(|r| get(r, path))
+        .filter(|r| r.label() == label)
+        .filter_map(|r| get(r))
         .collect();
     (!v.is_empty()).then(|| median(&mut v))
 }
 
+/// Reads one field of a fan-out, idle or publish summary.
+macro_rules! field {
+    ($mode:ident, |$s:ident| $value:expr) => {
+        (|sum: &Summary| match sum {
+            Summary::$mode($s) => Some($value as f64),
+            _ => None,
+        }) as fn(&Summary) -> Option<f64>
+    };
+}
+
 /// The issue's goals, each with its measured value (medians of this run).
-fn goals(cases: &BTreeMap<String, Vec<&Value>>) -> String {
-    let m = |c: &str, l: &str, p: &str| med(cases, c, l, p);
+fn goals(cases: &Cases<'_>) -> String {
+    let m = |c: &str, l: &str, get: fn(&Summary) -> Option<f64>| med(cases, c, l, get);
+    let bytes = field!(Idle, |i| i.bytes_per_stream);
+    let lost = field!(Fanout, |f| f.lost);
+    let cpu = field!(Fanout, |f| f.server_cpu_us_per_delivery);
+    let p99 = field!(Fanout, |f| f.latency.p99_ms);
+    let events = field!(Publish, |p| p.events_per_s);
     let mut rows: Vec<(String, String, String, Option<bool>)> = Vec::new();
     let show = |v: Option<f64>, f: Fmt| {
         v.map(|v| fmt(v, f))
             .unwrap_or_else(|| "not measured".into())
     };
-    let pg_idle = m("idle", "pushgate", "bytes_per_stream");
+    let pg_idle = m("idle", "pushgate", bytes);
     rows.push((
         "server memory per idle stream (15,000 streams)".into(),
         "≤ 4 KiB".into(),
         format!(
             "pushgate {}, nchan {}",
             show(pg_idle, Fmt::KiB),
-            show(m("idle", "nchan", "bytes_per_stream"), Fmt::KiB)
+            show(m("idle", "nchan", bytes), Fmt::KiB)
         ),
         pg_idle.map(|v| v <= 4096.0),
     ));
-    let lost = m("fanout-50", "pushgate", "lost");
+    let lost50 = m("fanout-50", "pushgate", lost);
     rows.push((
         "2,000 × 50 ev/s: loss".into(),
         "0".into(),
         format!(
             "pushgate {}, nchan {}",
-            show(lost, Fmt::Int),
-            show(m("fanout-50", "nchan", "lost"), Fmt::Int)
+            show(lost50, Fmt::Int),
+            show(m("fanout-50", "nchan", lost), Fmt::Int)
         ),
-        lost.map(|v| v == 0.0),
+        lost50.map(|v| v == 0.0),
     ));
     let (pc, nc) = (
-        m("fanout-50", "pushgate", "server_cpu_us_per_delivery"),
-        m("fanout-50", "nchan", "server_cpu_us_per_delivery"),
+        m("fanout-50", "pushgate", cpu),
+        m("fanout-50", "nchan", cpu),
     );
     rows.push((
         "2,000 × 50 ev/s: server CPU per delivery".into(),
@@ -280,8 +319,8 @@ fn goals(cases: &BTreeMap<String, Vec<&Value>>) -> String {
         pc.zip(nc).map(|(a, b)| a <= b / 3.0),
     ));
     let (pl, nl) = (
-        m("fanout-50", "pushgate", "latency.p99_ms"),
-        m("fanout-50", "nchan", "latency.p99_ms"),
+        m("fanout-50", "pushgate", p99),
+        m("fanout-50", "nchan", p99),
     );
     rows.push((
         "2,000 × 50 ev/s: p99 publish→deliver".into(),
@@ -295,10 +334,22 @@ fn goals(cases: &BTreeMap<String, Vec<&Value>>) -> String {
         pl.zip(nl).map(|(a, b)| a <= b / 5.0),
     ));
     let (l5, s5, p5, e5) = (
-        m("fanout-500", "pushgate", "lost"),
-        m("fanout-500", "pushgate", "server_mem_start"),
-        m("fanout-500", "pushgate", "server_mem_peak"),
-        m("fanout-500", "pushgate", "server_mem_end"),
+        m("fanout-500", "pushgate", lost),
+        m(
+            "fanout-500",
+            "pushgate",
+            field!(Fanout, |f| f.server_mem_start),
+        ),
+        m(
+            "fanout-500",
+            "pushgate",
+            field!(Fanout, |f| f.server_mem_peak),
+        ),
+        m(
+            "fanout-500",
+            "pushgate",
+            field!(Fanout, |f| f.server_mem_end),
+        ),
     );
     rows.push((
         "2,000 × 500 ev/s: zero loss, bounded memory".into(),
@@ -306,22 +357,28 @@ fn goals(cases: &BTreeMap<String, Vec<&Value>>) -> String {
         format!(
             "pushgate lost {}, dups {}, memory {} → peak {} → end {}, {} slow-consumer reconnects",
             show(l5, Fmt::Int),
-            show(m("fanout-500", "pushgate", "dups"), Fmt::Int),
+            show(
+                m("fanout-500", "pushgate", field!(Fanout, |f| f.dups)),
+                Fmt::Int
+            ),
             show(s5, Fmt::MiB),
             show(p5, Fmt::MiB),
             show(e5, Fmt::MiB),
-            show(m("fanout-500", "pushgate", "reconnects"), Fmt::Int)
+            show(
+                m("fanout-500", "pushgate", field!(Fanout, |f| f.reconnects)),
+                Fmt::Int
+            )
         ),
         l5.map(|l| l == 0.0),
     ));
-    let pb = m("publish-batch", "pushgate", "events_per_s");
+    let pb = m("publish-batch", "pushgate", events);
     rows.push((
         "durable publishes/s, embedded store, group commit".into(),
         "≥ 100,000/s".into(),
         format!(
             "{} (batch endpoint; single-event requests: {})",
             show(pb, Fmt::Int),
-            show(m("publish", "pushgate", "events_per_s"), Fmt::Int)
+            show(m("publish", "pushgate", events), Fmt::Int)
         ),
         pb.map(|v| v >= 100_000.0),
     ));
@@ -378,25 +435,41 @@ pub fn write(results: &Path, md: &Path, png: &Path, appendix: Option<&Path>) -> 
     if let Some(intro) = meta.and_then(|m| m.get("intro")).and_then(Value::as_str) {
         let _ = writeln!(out, "{intro}\n");
     }
-    // Cases in first-appearance order.
+    // Cases in first-appearance order; each summary line is a typed `Run`.
+    let runs: Vec<Run> = lines
+        .iter()
+        .filter(|v| v.get("mode").is_some())
+        .map(|v| serde_json::from_value(v.clone()))
+        .collect::<Result<_, _>>()
+        .context("a summary line does not match its mode")?;
     let mut order: Vec<String> = Vec::new();
-    let mut cases: BTreeMap<String, Vec<&Value>> = BTreeMap::new();
+    let mut cases: Cases<'_> = BTreeMap::new();
+    let mut commands: BTreeMap<String, String> = BTreeMap::new();
     let mut titles: BTreeMap<String, String> = BTreeMap::new();
     let mut notes: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    let note_case = |case: &str, order: &mut Vec<String>| {
+        if !order.iter().any(|c| c == case) {
+            order.push(case.to_owned());
+        }
+    };
     for v in &lines {
         let Some(case) = v.get("case").and_then(Value::as_str) else {
             continue;
         };
-        if !order.iter().any(|c| c == case) {
-            order.push(case.to_owned());
-        }
+        note_case(case, &mut order);
         if let Some(t) = v.get("title").and_then(Value::as_str) {
             titles.insert(case.to_owned(), t.to_owned());
         }
         if let Some(n) = v.get("note").and_then(Value::as_str) {
             notes.entry(case.to_owned()).or_default().push(n.to_owned());
-        } else if v.get("mode").is_some() {
-            cases.entry(case.to_owned()).or_default().push(v);
+        }
+    }
+    for r in &runs {
+        let Some(case) = &r.case else { continue };
+        note_case(case, &mut order);
+        cases.entry(case.clone()).or_default().push(&r.summary);
+        if let Some(c) = &r.command {
+            commands.entry(case.clone()).or_insert_with(|| c.clone());
         }
     }
     out.push_str(&goals(&cases));
@@ -410,7 +483,7 @@ pub fn write(results: &Path, md: &Path, png: &Path, appendix: Option<&Path>) -> 
             let _ = writeln!(out, "{n}\n");
         }
         if let Some(runs) = cases.get(case) {
-            if let Some(cmd) = runs[0].get("command").and_then(Value::as_str) {
+            if let Some(cmd) = commands.get(case) {
                 let _ = writeln!(out, "`{cmd}`\n");
             }
             table(&mut out, runs);
@@ -422,32 +495,24 @@ pub fn write(results: &Path, md: &Path, png: &Path, appendix: Option<&Path>) -> 
         let Some(runs) = cases.get(case) else {
             continue;
         };
-        let mut labels: Vec<&str> = runs.iter().filter_map(|r| r["label"].as_str()).collect();
-        labels.dedup();
+        let fanouts: Vec<&Fanout> = runs
+            .iter()
+            .filter_map(|r| match r {
+                Summary::Fanout(f) => Some(f),
+                _ => None,
+            })
+            .collect();
+        let mut labels: Vec<&str> = fanouts.iter().map(|f| f.label.as_str()).collect();
         labels.sort();
         labels.dedup();
         for l in labels {
-            let mut rs: Vec<&&Value> = runs.iter().filter(|r| r["label"] == l).collect();
-            rs.sort_by(|a, b| {
-                get(a, "latency.p99_ms")
-                    .unwrap_or(0.0)
-                    .total_cmp(&get(b, "latency.p99_ms").unwrap_or(0.0))
-            });
+            let mut rs: Vec<&&Fanout> = fanouts.iter().filter(|f| f.label == l).collect();
+            rs.sort_by(|a, b| a.latency.p99_ms.total_cmp(&b.latency.p99_ms));
             let r = rs[rs.len() / 2];
-            let points: Vec<(f64, f64)> = r["latency"]["curve"]
-                .as_array()
-                .map(|a| {
-                    a.iter()
-                        .filter_map(|p| Some((p[0].as_f64()?, p[1].as_f64()?)))
-                        .collect()
-                })
-                .unwrap_or_default();
-            if !points.is_empty() {
-                let rate = r["rate"].as_f64().unwrap_or(0.0);
-                let proto = r["proto"].as_str().unwrap_or("");
+            if !r.latency.curve.is_empty() {
                 series.push(Series {
-                    name: format!("{l} {rate} ev/s {proto}"),
-                    points,
+                    name: format!("{l} {} ev/s {:?}", r.rate, r.proto),
+                    points: r.latency.curve.clone(),
                 });
             }
         }
@@ -480,13 +545,29 @@ mod tests {
         assert!(median(&mut []).is_nan());
     }
 
+    fn fanout(label: &str, us: f64, p99: f64) -> Summary {
+        let run = serde_json::json!({
+            "mode": "fanout", "label": label, "proto": "H1", "subscribers": 1, "rate": 1.0,
+            "duration_s": 1.0, "published": 1, "acked": 1, "publish_errors": 0,
+            "publish_backlog_max": 0, "publish_seconds": 1.0,
+            "publish_latency": crate::stats::Latency::default(),
+            "expected": 1, "delivered": 1, "lost": 0, "dups": 0, "deliveries_per_s": 1.0,
+            "latency": {"p99_ms": p99, "count": 1, "p50_ms": 0.0, "p90_ms": 0.0,
+                        "p999_ms": 0.0, "max_ms": 0.0, "curve": []},
+            "server_cpu_s": 0.0, "server_cpu_us_per_delivery": us, "client_cpu_s": 0.0,
+            "server_mem_start": 0, "server_mem_peak": 0, "server_mem_end": 0,
+            "reconnects": 0, "stream_failures": 0,
+        });
+        serde_json::from_value(run).unwrap()
+    }
+
     #[test]
     fn table_takes_medians_and_ratios() {
-        let runs: Vec<Value> = [("a", 1.0), ("a", 3.0), ("a", 2.0), ("b", 8.0)]
+        let runs: Vec<Summary> = [("a", 1.0), ("a", 3.0), ("a", 2.0), ("b", 8.0)]
             .iter()
-            .map(|(l, us)| serde_json::json!({"mode": "fanout", "label": l, "server_cpu_us_per_delivery": us, "lost": 0}))
+            .map(|(l, us)| fanout(l, *us, 1.0))
             .collect();
-        let refs: Vec<&Value> = runs.iter().collect();
+        let refs: Vec<&Summary> = runs.iter().collect();
         let mut out = String::new();
         table(&mut out, &refs);
         assert!(
@@ -499,12 +580,19 @@ mod tests {
 
     #[test]
     fn goals_compare_medians_against_the_issue_targets() {
-        let runs: Vec<Value> = vec![
-            serde_json::json!({"mode": "fanout", "label": "pushgate", "server_cpu_us_per_delivery": 2.0, "latency": {"p99_ms": 10.0}, "lost": 0}),
-            serde_json::json!({"mode": "fanout", "label": "nchan", "server_cpu_us_per_delivery": 9.0, "latency": {"p99_ms": 30.0}, "lost": 0}),
-            serde_json::json!({"mode": "publish", "label": "pushgate", "events_per_s": 99_999.0}),
+        let publish: Summary = serde_json::from_value(serde_json::json!({
+            "mode": "publish", "label": "pushgate", "concurrency": 1, "batch": 1, "topics": 1,
+            "duration_s": 1.0, "acked_events": 1, "events_per_s": 99_999.0, "requests_per_s": 1.0,
+            "errors": 0, "request_latency": crate::stats::Latency::default(),
+            "server_cpu_s": 0.0, "server_cpu_us_per_event": 0.0, "client_cpu_s": 0.0,
+        }))
+        .unwrap();
+        let runs = [
+            fanout("pushgate", 2.0, 10.0),
+            fanout("nchan", 9.0, 30.0),
+            publish,
         ];
-        let mut cases: BTreeMap<String, Vec<&Value>> = BTreeMap::new();
+        let mut cases: Cases<'_> = BTreeMap::new();
         cases.insert("fanout-50".into(), vec![&runs[0], &runs[1]]);
         cases.insert("publish-batch".into(), vec![&runs[2]]);
         let g = goals(&cases);

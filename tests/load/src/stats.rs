@@ -45,7 +45,7 @@ impl Seen {
 }
 
 /// Latency percentiles in milliseconds.
-#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+#[derive(Debug, Clone, Default, Serialize, serde::Deserialize, PartialEq)]
 pub struct Latency {
     /// Samples recorded.
     pub count: u64,

@@ -54,24 +54,11 @@ fn args() -> Args {
     a
 }
 
-fn raise_nofile() {
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit/setrlimit only read and write the struct passed.
-    unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 {
-            lim.rlim_cur = lim.rlim_max;
-            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
-        }
-    }
-}
-
 #[tokio::main(flavor = "current_thread")]
 async fn main() {
     let a = args();
-    raise_nofile();
+    // Each flood process stays under its own limit, raised to the hard one.
+    let _ = pushgate::lifecycle::raise_nofile_limit();
     let opened = Arc::new(AtomicUsize::new(0));
     let failed = Arc::new(AtomicUsize::new(0));
     let closed = Arc::new(AtomicUsize::new(0));

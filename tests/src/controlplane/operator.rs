@@ -20,8 +20,10 @@ pub struct OperatorProcess {
 /// Knobs of an [`OperatorProcess`].
 #[derive(Debug, Clone)]
 pub struct OperatorOptions {
-    /// Namespace to watch (also holds the Lease).
-    pub namespace: String,
+    /// Namespace to watch; all namespaces when `None`.
+    pub namespace: Option<String>,
+    /// Namespace of the Lease.
+    pub lease_namespace: String,
     /// Lease name.
     pub lease_name: String,
     /// Lease identity.
@@ -38,7 +40,16 @@ impl OperatorOptions {
     /// Defaults for a test namespace: short lease so handovers are quick.
     pub fn new(namespace: &str, identity: &str) -> Self {
         Self {
-            namespace: namespace.into(),
+            namespace: Some(namespace.into()),
+            ..Self::all_namespaces(namespace, identity)
+        }
+    }
+
+    /// Watching every namespace, electing in `lease_namespace` (as the chart runs it).
+    pub fn all_namespaces(lease_namespace: &str, identity: &str) -> Self {
+        Self {
+            namespace: None,
+            lease_namespace: lease_namespace.into(),
             lease_name: "pushgate-operator".into(),
             identity: identity.into(),
             lease_duration: 6,
@@ -104,13 +115,12 @@ impl OperatorProcess {
         let metrics_port = free_port();
         let log = cp.root().join(format!("operator-{}.log", opts.identity));
         let file = std::fs::File::create(&log)?;
-        let child = Command::new(operator_binary()?)
-            .args([
-                "--namespace",
-                &opts.namespace,
-                "--lease-namespace",
-                &opts.namespace,
-            ])
+        let mut cmd = Command::new(operator_binary()?);
+        if let Some(ns) = &opts.namespace {
+            cmd.args(["--namespace", ns]);
+        }
+        let child = cmd
+            .args(["--lease-namespace", &opts.lease_namespace])
             .args([
                 "--lease-name",
                 &opts.lease_name,
@@ -164,9 +174,14 @@ impl OperatorProcess {
             .unwrap_or(0.0)
     }
 
-    /// The operator's log so far (for assertion messages).
+    /// The end of the operator's log so far (for assertion messages).
     pub fn log_tail(&self) -> String {
         tail(&self.log)
+    }
+
+    /// The operator's whole log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
     /// SIGKILLs the process: no lease release, the hard failover case.
