@@ -9,8 +9,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub use pushgate_contract::config::{
-    AuthConfig, Config, CorsConfig, Delivery, EdgeConfig, FsyncPolicy, KeyAlgorithm, Limits,
-    LogFormat, RedisSettings, Retention, StoreKind, TlsConfig,
+    AuthConfig, CertIdentity, ClientAuth, Config, CorsConfig, Delivery, EdgeConfig, FsyncPolicy,
+    KeyAlgorithm, Limits, LogFormat, RedisSettings, Retention, StoreKind, TlsConfig,
 };
 use pushgate_contract::names::env;
 use pushgate_contract::routing::Track;
@@ -119,6 +119,15 @@ pub struct Overrides {
     /// Token verifying key: HS256 secret or RS256/ES256 public key (PEM); enables auth [default: none]
     #[arg(long, env = env::AUTH_KEY_FILE, value_name = "FILE")]
     pub auth_key_file: Option<PathBuf>,
+    /// Directory of token verifying keys, one file per `kid` [default: none]
+    #[arg(long, env = env::AUTH_KEY_DIR, value_name = "DIR")]
+    pub auth_key_dir: Option<PathBuf>,
+    /// How often the key file or directory is checked for changes [default: 5s]
+    #[arg(long, env = env::AUTH_RELOAD_INTERVAL, value_parser = humantime::parse_duration, value_name = "DURATION")]
+    pub auth_reload_interval: Option<Duration>,
+    /// Client-certificate field naming the caller: cn, dns or uri [default: cn]
+    #[arg(long, env = env::AUTH_CERTIFICATE_IDENTITY)]
+    pub auth_certificate_identity: Option<CertIdentity>,
     /// Token algorithm, fixed by the key [default: hs256]
     #[arg(long, env = env::AUTH_ALGORITHM)]
     pub auth_algorithm: Option<KeyAlgorithm>,
@@ -150,6 +159,12 @@ pub struct Overrides {
     /// How often the certificate files are checked for changes [default: 5s]
     #[arg(long, env = env::TLS_RELOAD_INTERVAL, value_parser = humantime::parse_duration, value_name = "DURATION")]
     pub tls_reload_interval: Option<Duration>,
+    /// CA bundle (PEM) client certificates must chain to [default: none]
+    #[arg(long, env = env::TLS_CLIENT_CA_FILE, value_name = "FILE")]
+    pub tls_client_ca_file: Option<PathBuf>,
+    /// Ask TLS clients for a certificate: off, optional or required [default: off]
+    #[arg(long, env = env::TLS_CLIENT_AUTH)]
+    pub tls_client_auth: Option<ClientAuth>,
     /// Origins allowed cross-origin access, comma-separated, or `*` [default: none]
     #[arg(
         long,
@@ -190,12 +205,15 @@ pub fn from_file(path: &Path) -> Result<Config, ConfigError> {
 }
 
 /// Rejects values that would make the gateway misbehave: the contract's
-/// rules, plus the auth topic patterns, which only the gateway parses.
+/// rules, plus the auth topic patterns and certificate grants, which only
+/// the gateway parses.
 pub fn validate(c: &Config) -> Result<(), ConfigError> {
     c.validate().map_err(|e| ConfigError::Invalid(e.0))?;
     crate::auth::parse_patterns(&c.auth.anonymous_subscribe)
         .and(crate::auth::parse_patterns(&c.auth.anonymous_publish))
         .map_err(|e| ConfigError::Invalid(format!("auth.anonymous_*: {e}")))?;
+    crate::auth::certs::CertGrants::parse(&c.auth.certificate_grants)
+        .map_err(|e| ConfigError::Invalid(e.to_string()))?;
     Ok(())
 }
 
@@ -212,6 +230,14 @@ impl Overrides {
         if o.auth_key_file.is_some() {
             c.auth.key_file = o.auth_key_file.clone();
         }
+        if o.auth_key_dir.is_some() {
+            c.auth.key_dir = o.auth_key_dir.clone();
+        }
+        set(&mut c.auth.reload_interval, &o.auth_reload_interval);
+        set(
+            &mut c.auth.certificate_identity,
+            &o.auth_certificate_identity,
+        );
         set(&mut c.auth.algorithm, &o.auth_algorithm);
         set(&mut c.auth.leeway, &o.auth_leeway);
         set(&mut c.auth.anonymous_subscribe, &o.auth_anonymous_subscribe);
@@ -223,6 +249,10 @@ impl Overrides {
             c.tls.key_file = o.tls_key_file.clone();
         }
         set(&mut c.tls.reload_interval, &o.tls_reload_interval);
+        if o.tls_client_ca_file.is_some() {
+            c.tls.client_ca_file = o.tls_client_ca_file.clone();
+        }
+        set(&mut c.tls.client_auth, &o.tls_client_auth);
         set(&mut c.cors.allowed_origins, &o.cors_allowed_origins);
         set(&mut c.cors.allow_credentials, &o.cors_allow_credentials);
         set(&mut c.demo_page, &o.demo_page);

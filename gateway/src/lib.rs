@@ -20,6 +20,7 @@ pub mod limits;
 pub mod metrics;
 pub mod node;
 pub mod position;
+pub mod reload;
 pub mod resume;
 pub mod routing;
 pub mod sequencer;

@@ -66,6 +66,9 @@ struct TokenArgs {
     /// `aud` claim
     #[arg(long)]
     audience: Option<String>,
+    /// Key id (`kid` header): the key file's name in the gateway's auth.key_dir
+    #[arg(long)]
+    kid: Option<String>,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -102,6 +105,7 @@ fn main() -> anyhow::Result<()> {
                     ttl: t.ttl,
                     iss: t.issuer,
                     aud: t.audience,
+                    kid: t.kid,
                 },
             )?;
             println!("{token}");

@@ -15,6 +15,8 @@ pub struct Metrics {
     pub connections: IntGauge,
     /// Streams accepted.
     pub streams_opened_total: IntCounter,
+    /// Streams ended by their credential (`auth::lifetime::Ended::as_str`).
+    pub streams_ended_by_credential_total: IntCounterVec,
     /// Streams refused for now, by reason (`admission::RefuseReason::label`).
     pub streams_rejected_total: IntCounterVec,
     /// Events acknowledged to publishers (duplicates excluded).
@@ -82,23 +84,22 @@ impl Metrics {
                 IntGaugeVec::new(Opts::new(name, help), &[label]).expect("valid metric"),
             )
         };
+        let counter_vec = |name: &str, help: &str, label: &str| {
+            register(
+                &r,
+                IntCounterVec::new(Opts::new(name, help), &[label]).expect("valid metric"),
+            )
+        };
         let latency = vec![
             0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
         ];
         let gaps = vec![
             0.1, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 300.0, 1800.0, 3600.0,
         ];
-        Arc::new(Metrics {
+        let m = Metrics {
             connections: gauge("connections", "Open SSE streams"),
             streams_opened_total: counter("streams_opened_total", "SSE streams accepted"),
-            streams_rejected_total: register(
-                &r,
-                IntCounterVec::new(
-                    Opts::new("streams_rejected_total", "SSE streams refused, by reason"),
-                    &["reason"],
-                )
-                .expect("valid metric"),
-            ),
+            streams_rejected_total: counter_vec("streams_rejected_total", "SSE streams refused, by reason", "reason"),
             events_published_total: counter(
                 "events_published_total",
                 "Events acknowledged to publishers",
@@ -127,14 +128,7 @@ impl Metrics {
                 )
                 .expect("valid metric"),
             ),
-            resume_total: register(
-                &r,
-                IntCounterVec::new(
-                    Opts::new("resume_total", "Stream resumes by outcome"),
-                    &["outcome"],
-                )
-                .expect("valid metric"),
-            ),
+            resume_total: counter_vec("resume_total", "Stream resumes by outcome", "outcome"),
             reconnect_gap_seconds: histogram(
                 "reconnect_gap_seconds",
                 "Time from the publish of the last event a resuming client had (its cursor's timestamp) to its resume",
@@ -167,19 +161,20 @@ impl Metrics {
                 "Cap on open TCP connections, by listener",
                 "listener",
             ),
-            tcp_connections_closed_total: register(
-                &r,
-                IntCounterVec::new(
-                    Opts::new(
-                        "tcp_connections_closed_total",
-                        "TCP connections closed by the gateway's edge, by reason",
-                    ),
-                    &["reason"],
-                )
-                .expect("valid metric"),
+            tcp_connections_closed_total: counter_vec("tcp_connections_closed_total", "TCP connections closed by the gateway's edge, by reason", "reason"),
+            streams_ended_by_credential_total: counter_vec(
+                "streams_ended_by_credential_total",
+                "Streams ended because their token expired, its key was removed or the client certificate expired",
+                "reason",
             ),
             registry: r,
-        })
+        };
+        // Every reason is exported from the start, at zero.
+        for why in crate::auth::lifetime::Ended::ALL {
+            m.streams_ended_by_credential_total
+                .with_label_values(&[why.as_str()]);
+        }
+        Arc::new(m)
     }
 
     /// The handles the connection edge updates.

@@ -55,6 +55,7 @@ impl Node {
     pub async fn start(config: Config) -> anyhow::Result<Arc<Node>> {
         let metrics = Metrics::new();
         let auth = crate::auth::Auth::from_config(&config.auth)?;
+        auth.spawn_reload();
         let hub = Hub::new(
             config.retention.hot_cache_events,
             config.delivery.queue_size,

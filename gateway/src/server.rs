@@ -25,6 +25,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
 
+use crate::auth::certs::{CertIdentity, PeerCert};
 use crate::edge::{Admit, Busy, Closed, Conn, Edge, EdgeConfig, Listener};
 use crate::http::{api_router, ops_router, ConnInfo};
 use crate::node::Node;
@@ -55,6 +56,7 @@ struct Serving {
     listener: Listener,
     builder: Arc<auto::Builder<TokioExecutor>>,
     tls: Option<tokio_rustls::TlsAcceptor>,
+    cert_identity: CertIdentity,
 }
 
 impl Server {
@@ -76,7 +78,7 @@ impl Server {
         let tls = match node.config.tls.enabled() {
             true => {
                 let tls = Tls::new(&node.config.tls)?;
-                tls.spawn_reload(&node.config.tls, stop.clone());
+                tls.spawn_reload(&node.config.tls);
                 Some(tls.acceptor)
             }
             false => None,
@@ -88,6 +90,7 @@ impl Server {
             listener,
             builder: builder.clone(),
             tls,
+            cert_identity: node.config.auth.certificate_identity,
         };
         let mut loops = vec![tokio::spawn(serve(
             api,
@@ -190,9 +193,18 @@ async fn connection(
 ) {
     let run = async {
         match s.tls.clone() {
-            None => drive(tcp, peer, &conn, &s, watcher).await,
+            None => drive(tcp, peer, None, &conn, &s, watcher).await,
             Some(acceptor) => match acceptor.accept(tcp).await {
-                Ok(io) => drive(io, peer, &conn, &s, watcher).await,
+                Ok(io) => {
+                    let cert = io
+                        .get_ref()
+                        .1
+                        .peer_certificates()
+                        .and_then(|chain| chain.first())
+                        .and_then(|leaf| PeerCert::parse(leaf, s.cert_identity))
+                        .map(Arc::new);
+                    drive(io, peer, cert, &conn, &s, watcher).await
+                }
                 Err(e) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
             },
         }
@@ -204,13 +216,20 @@ async fn connection(
     }
 }
 
-async fn drive<I>(io: I, peer: SocketAddr, conn: &Arc<Conn>, s: &Serving, watcher: Watcher)
-where
+async fn drive<I>(
+    io: I,
+    peer: SocketAddr,
+    cert: Option<Arc<PeerCert>>,
+    conn: &Arc<Conn>,
+    s: &Serving,
+    watcher: Watcher,
+) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let info = ConnInfo {
         peer,
         kill: conn.kill.clone(),
+        cert,
     };
     let (router, c) = (s.router.clone(), conn.clone());
     let svc = tower::service_fn(move |mut req: axum::http::Request<Incoming>| {

@@ -14,6 +14,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::admission::{Refusal, RefuseReason, StreamSlot};
+use crate::auth::lifetime::{Ended, Lifetime};
 use crate::cursor::ResumeFrom;
 use crate::fanout::{Frame, KickReason, Subscription};
 use crate::node::Node;
@@ -40,6 +41,8 @@ pub struct StreamRequest {
     pub slot: StreamSlot,
     /// Canary routing registration: closes the stream when its bucket moves.
     pub route: Option<RouteGuard>,
+    /// The credential that opened it: the stream ends when it does.
+    pub credential: Option<Lifetime>,
 }
 
 /// Why a stream did not open: transient (come back later) or a cursor it
@@ -92,7 +95,10 @@ pub async fn open(node: &Arc<Node>, req: StreamRequest) -> Result<Body, OpenErro
         sub,
         starts,
         (req.slot, req.route),
-        moved,
+        Endings {
+            moved: moved.unwrap_or_default(),
+            credential: req.credential,
+        },
     )))
 }
 
@@ -102,6 +108,15 @@ enum Step {
     Heartbeat,
     DrainStarted,
     Close,
+    CredentialEnded(Ended),
+}
+
+/// What, besides the client and a drain, ends a stream.
+struct Endings {
+    /// Its bucket moved to the other track.
+    moved: CancellationToken,
+    /// The credential that opened it.
+    credential: Option<Lifetime>,
 }
 
 /// The stream's state between polls: its sequencer, and the bytes it writes.
@@ -224,11 +239,18 @@ fn body(
     mut sub: Subscription,
     starts: Vec<Start>,
     guards: (StreamSlot, Option<RouteGuard>),
-    moved: Option<CancellationToken>,
+    endings: Endings,
 ) -> impl Stream<Item = Result<Bytes, Infallible>> {
     async_stream::stream! {
         let _guards = guards;
-        let moved = moved.unwrap_or_default();
+        let Endings { moved, credential } = endings;
+        let credential_ended = async {
+            match &credential {
+                Some(c) => c.ended().await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::pin!(credential_ended);
         let mut live = Live { node: node.clone(), seq: Sequencer::new(&starts) };
         // The first block carries an `id:` too, so a client that drops before
         // its first event still resumes from exactly here.
@@ -276,7 +298,10 @@ fn body(
         loop {
             // Fast path: a frame already queued needs none of the timers or signals
             // below (a drain or a move is still seen as soon as the queue runs dry).
-            let queued = if close_at.is_none() && !matches!(drain.has_changed(), Ok(true)) {
+            // An ended credential is checked on every turn: a busy stream must
+            // not outlive its token.
+            let open = credential.as_ref().is_none_or(|c| !c.is_over());
+            let queued = if open && close_at.is_none() && !matches!(drain.has_changed(), Ok(true)) {
                 sub.rx.try_recv().ok()
             } else {
                 None
@@ -284,6 +309,7 @@ fn body(
             let step = if let Some(f) = queued { Step::Frame(Some(f)) } else { tokio::select! {
                 biased;
                 _ = &mut close, if close_at.is_some() => Step::Close,
+                why = &mut credential_ended => Step::CredentialEnded(why),
                 changed = drain.changed(), if drain_watch && close_at.is_none() => {
                     if changed.is_err() { drain_watch = false; }
                     Step::DrainStarted
@@ -320,6 +346,15 @@ fn body(
                 }
                 Step::Close => {
                     yield Ok(sse::retry(node.jittered_retry_ms()));
+                    return;
+                }
+                Step::CredentialEnded(why) => {
+                    // The client comes back with a fresh credential and its
+                    // Last-Event-ID, which this block leaves untouched.
+                    node.metrics.streams_ended_by_credential_total
+                        .with_label_values(&[why.as_str()])
+                        .inc();
+                    yield Ok(sse::credential_ended(why.event(), why.as_str(), node.jittered_retry_ms()));
                     return;
                 }
             }

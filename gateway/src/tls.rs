@@ -1,20 +1,22 @@
 //! TLS on the API listener (rustls, ring provider): certificate and key from
 //! PEM files, re-read when they change on disk (e.g. a Kubernetes Secret
 //! update or cert-manager renewal) without dropping open connections, and
-//! ALPN `h2` + `http/1.1`.
+//! ALPN `h2` + `http/1.1`. Optionally verifies client certificates against a
+//! CA bundle that reloads the same way.
 
 use std::path::Path;
 use std::sync::{Arc, RwLock};
-use std::time::SystemTime;
 
+use rustls::client::danger::HandshakeSignatureValid;
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, UnixTime};
+use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
+use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
 use rustls::sign::CertifiedKey;
-use tokio_util::sync::CancellationToken;
+use rustls::{DigitallySignedStruct, DistinguishedName, RootCertStore, SignatureScheme};
 
-pub use pushgate_contract::config::TlsConfig;
+pub use pushgate_contract::config::{ClientAuth, TlsConfig};
 
 fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
@@ -61,13 +63,94 @@ impl ResolvesServerCert for ReloadingCert {
     }
 }
 
-/// A change marker of the two files: modification time and size of each.
-fn stamp(cert: &Path, key: &Path) -> Option<[(SystemTime, u64); 2]> {
-    let one = |p: &Path| {
-        let m = std::fs::metadata(p).ok()?;
-        Some((m.modified().ok()?, m.len()))
+/// Reads a CA bundle and builds the verifier of client certificates.
+pub fn load_client_verifier(
+    ca: &Path,
+    mode: ClientAuth,
+) -> anyhow::Result<Arc<dyn ClientCertVerifier>> {
+    let pem =
+        std::fs::read(ca).map_err(|e| anyhow::anyhow!("cannot read {}: {e}", ca.display()))?;
+    let mut roots = RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(&pem) {
+        let cert = cert.map_err(|e| anyhow::anyhow!("{}: bad PEM: {e}", ca.display()))?;
+        roots
+            .add(cert)
+            .map_err(|e| anyhow::anyhow!("{}: not a CA certificate: {e}", ca.display()))?;
+    }
+    if roots.is_empty() {
+        anyhow::bail!("{}: no certificate found", ca.display());
+    }
+    let builder = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider());
+    let builder = match mode {
+        ClientAuth::Optional => builder.allow_unauthenticated(),
+        _ => builder,
     };
-    Some([one(cert)?, one(key)?])
+    Ok(builder.build()?)
+}
+
+/// Verifies client certificates against the current CA bundle; swapped by
+/// the reload task, so new handshakes use a rotated bundle at once.
+#[derive(Debug)]
+pub struct ReloadingClientVerifier {
+    current: RwLock<Arc<dyn ClientCertVerifier>>,
+    mandatory: bool,
+}
+
+impl ReloadingClientVerifier {
+    fn get(&self) -> Arc<dyn ClientCertVerifier> {
+        self.current
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+}
+
+impl ClientCertVerifier for ReloadingClientVerifier {
+    fn offer_client_auth(&self) -> bool {
+        true
+    }
+
+    fn client_auth_mandatory(&self) -> bool {
+        self.mandatory
+    }
+
+    // The hints would borrow from a bundle that may be swapped; clients
+    // send their certificate without them.
+    fn root_hint_subjects(&self) -> &[DistinguishedName] {
+        &[]
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+    ) -> Result<ClientCertVerified, rustls::Error> {
+        self.get()
+            .verify_client_cert(end_entity, intermediates, now)
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.get().verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.get().verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.get().supported_verify_schemes()
+    }
 }
 
 /// The TLS side of the API listener.
@@ -75,6 +158,7 @@ pub struct Tls {
     /// Accepts TLS connections with the current certificate.
     pub acceptor: tokio_rustls::TlsAcceptor,
     cert: Arc<ReloadingCert>,
+    clients: Option<Arc<ReloadingClientVerifier>>,
 }
 
 impl Tls {
@@ -86,53 +170,59 @@ impl Tls {
         let cert = Arc::new(ReloadingCert {
             current: RwLock::new(Arc::new(load_certified_key(cert_file, key_file)?)),
         });
-        let mut server = rustls::ServerConfig::builder_with_provider(provider())
-            .with_safe_default_protocol_versions()?
-            .with_no_client_auth()
-            .with_cert_resolver(cert.clone());
+        let builder = rustls::ServerConfig::builder_with_provider(provider())
+            .with_safe_default_protocol_versions()?;
+        let (builder, clients) = match (&c.client_ca_file, c.client_auth) {
+            (Some(ca), mode) if mode != ClientAuth::Off => {
+                let clients = Arc::new(ReloadingClientVerifier {
+                    current: RwLock::new(load_client_verifier(ca, mode)?),
+                    mandatory: mode == ClientAuth::Required,
+                });
+                (
+                    builder.with_client_cert_verifier(clients.clone()),
+                    Some(clients),
+                )
+            }
+            _ => (builder.with_no_client_auth(), None),
+        };
+        let mut server = builder.with_cert_resolver(cert.clone());
         server.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
         Ok(Tls {
             acceptor: tokio_rustls::TlsAcceptor::from(Arc::new(server)),
             cert,
+            clients,
         })
     }
 
-    /// Polls the files every `reload_interval` and swaps in a changed pair
-    /// once it loads cleanly; a broken or half-written pair keeps the old one.
-    pub fn spawn_reload(&self, c: &TlsConfig, stop: CancellationToken) {
+    /// Polls the files every `reload_interval` and swaps in what changed once
+    /// it loads cleanly; a broken or half-written file keeps the old one.
+    pub fn spawn_reload(&self, c: &TlsConfig) {
         let (Some(cert_file), Some(key_file)) = (c.cert_file.clone(), c.key_file.clone()) else {
             return;
         };
-        let cert = self.cert.clone();
-        let every = c.reload_interval;
-        tokio::spawn(async move {
-            let mut loaded = stamp(&cert_file, &key_file);
-            let mut warned = None;
-            loop {
-                tokio::select! {
-                    _ = stop.cancelled() => return,
-                    _ = tokio::time::sleep(every) => {}
-                }
-                let now = stamp(&cert_file, &key_file);
-                if now.is_none() || now == loaded {
-                    continue;
-                }
-                let (c2, k2) = (cert_file.clone(), key_file.clone());
-                match tokio::task::spawn_blocking(move || load_certified_key(&c2, &k2)).await {
-                    Ok(Ok(ck)) => {
-                        *cert.current.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(ck);
-                        loaded = now;
-                        tracing::info!(cert = %cert_file.display(), "TLS certificate reloaded");
-                    }
-                    Ok(Err(e)) if warned != now => {
-                        // Retried each tick (the other file of a rotation may
-                        // still be on its way), warned once per change.
-                        warned = now;
-                        tracing::warn!(error = %e, "TLS files changed but cannot be loaded; keeping the current certificate");
-                    }
-                    _ => {}
-                }
-            }
-        });
+        let paths = vec![cert_file.clone(), key_file.clone()];
+        crate::reload::spawn(
+            "TLS certificate",
+            Arc::downgrade(&self.cert),
+            paths,
+            c.reload_interval,
+            move || load_certified_key(&cert_file, &key_file),
+            |cert: &ReloadingCert, ck| {
+                *cert.current.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(ck)
+            },
+        );
+        if let (Some(clients), Some(ca)) = (&self.clients, c.client_ca_file.clone()) {
+            let mode = c.client_auth;
+            crate::reload::spawn(
+                "TLS client CA bundle",
+                Arc::downgrade(clients),
+                vec![ca.clone()],
+                c.reload_interval,
+                move || load_client_verifier(&ca, mode),
+                |clients: &ReloadingClientVerifier, v| {
+                    *clients.current.write().unwrap_or_else(|e| e.into_inner()) = v
+                },
+            );
+        }
     }
 }

@@ -9,6 +9,7 @@ use std::net::{SocketAddr, TcpListener};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 const CHROMIUM: &str = "/usr/bin/chromium";
@@ -143,8 +144,20 @@ impl Drop for Browser {
     }
 }
 
+/// An answer of a [`Site`] route other than the page.
+pub struct Reply {
+    /// Extra header lines, e.g. `Set-Cookie: a=b; Path=/`.
+    pub headers: Vec<String>,
+    /// Body (`text/plain`).
+    pub body: String,
+}
+
+/// A route of a [`Site`]: the reply for a request path, or `None` for the page.
+pub type Route = Arc<dyn Fn(&str) -> Option<Reply> + Send + Sync>;
+
 /// A static web server on loopback serving one HTML page at every path
-/// (its own origin, so pages reach the gateway cross-origin, as in life).
+/// (its own origin, so pages reach the gateway cross-origin, as in life),
+/// and optionally answering some paths itself.
 pub struct Site {
     /// Its address.
     pub addr: SocketAddr,
@@ -153,22 +166,36 @@ pub struct Site {
 impl Site {
     /// Serves `html` until the process ends.
     pub fn serve(html: &'static str) -> Site {
+        Self::serve_with(html, Arc::new(|_| None))
+    }
+
+    /// Serves `html`, except where `route` answers a path.
+    pub fn serve_with(html: &'static str, route: Route) -> Site {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
         std::thread::spawn(move || {
             for conn in listener.incoming() {
                 let Ok(mut conn) = conn else { continue };
+                let route = route.clone();
                 std::thread::spawn(move || {
                     let mut reader = BufReader::new(conn.try_clone().unwrap());
                     let mut line = String::new();
+                    let _ = reader.read_line(&mut line);
+                    let path = line.split(' ').nth(1).unwrap_or("/").to_owned();
+                    line.clear();
                     while reader.read_line(&mut line).is_ok_and(|n| n > 2) {
                         line.clear();
                     }
+                    let (kind, headers, body) = match route(&path) {
+                        Some(r) => ("text/plain", r.headers, r.body),
+                        None => ("text/html; charset=utf-8", Vec::new(), html.to_owned()),
+                    };
+                    let extra: String = headers.iter().map(|h| format!("{h}\r\n")).collect();
                     let _ = write!(
                         conn,
-                        "HTTP/1.1 200 OK\r\nContent-Type: text/html; charset=utf-8\r\n\
-                         Content-Length: {}\r\nCache-Control: no-store\r\nConnection: close\r\n\r\n{html}",
-                        html.len()
+                        "HTTP/1.1 200 OK\r\nContent-Type: {kind}\r\n{extra}\
+                         Content-Length: {}\r\nCache-Control: no-store\r\nConnection: close\r\n\r\n{body}",
+                        body.len()
                     );
                 });
             }

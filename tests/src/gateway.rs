@@ -226,7 +226,12 @@ impl GatewayProcess {
 
     /// The `/metrics` text.
     pub async fn metrics(&self) -> Result<String> {
-        Ok(reqwest::get(self.url("/metrics")).await?.text().await?)
+        // The metrics port, when there is one, is plain HTTP even when the API port is HTTPS.
+        let url = match self.metrics_addr {
+            Some(addr) => format!("http://{addr}/metrics"),
+            None => self.url("/metrics"),
+        };
+        Ok(reqwest::get(url).await?.text().await?)
     }
 
     /// One sample of `/metrics` (`name` with its labels, e.g. `pushgate_resume_total{outcome="exact"}`); 0 if absent.

@@ -1,5 +1,8 @@
 //! A throwaway certificate authority made in memory (rcgen), for gateways
-//! that serve HTTPS in tests.
+//! that serve HTTPS in tests and for the devices that present client
+//! certificates to them.
+
+use std::time::SystemTime;
 
 use anyhow::Result;
 use rcgen::{
@@ -12,6 +15,13 @@ pub struct TestCa {
     /// The CA certificate (PEM), for clients to trust.
     pub pem: String,
     issuer: Issuer<'static, KeyPair>,
+}
+
+impl Leaf {
+    /// Certificate and key in one PEM, as `reqwest::Identity::from_pem` takes them.
+    pub fn identity_pem(&self) -> String {
+        format!("{}{}", self.cert_pem, self.key_pem)
+    }
 }
 
 /// A leaf certificate.
@@ -38,6 +48,21 @@ impl TestCa {
         Ok(TestCa {
             pem: cert.pem(),
             issuer: Issuer::new(params, key),
+        })
+    }
+
+    /// A client (device) certificate with common name `cn`, valid until `not_after`.
+    pub fn client_leaf(&self, cn: &str, not_after: SystemTime) -> Result<Leaf> {
+        let key = KeyPair::generate()?;
+        let mut params = CertificateParams::new(Vec::<String>::new())?;
+        params.distinguished_name.push(DnType::CommonName, cn);
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        params.not_after = not_after.into();
+        let cert = params.signed_by(&key, &self.issuer)?;
+        Ok(Leaf {
+            cert_pem: cert.pem(),
+            key_pem: key.serialize_pem(),
+            der: cert.der().to_vec(),
         })
     }
 

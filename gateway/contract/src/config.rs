@@ -150,6 +150,9 @@ impl Config {
         if self.limits.accept_rate == 0 || self.limits.publish_rate == 0 {
             return bad("limits.accept_rate and limits.publish_rate must be at least 1");
         }
+        if !self.auth.certificate_grants.is_empty() && self.tls.client_auth == ClientAuth::Off {
+            return bad("auth.certificate_grants need tls.client_auth and tls.client_ca_file");
+        }
         self.auth
             .validate()
             .and(self.edge.validate())
@@ -279,6 +282,30 @@ config_enum! {
         Rs256 = "rs256",
         /// ECDSA P-256 SHA-256; the gateway holds the public key (PEM).
         Es256 = "es256",
+    }
+}
+
+config_enum! {
+    /// Whether the API listener asks TLS clients for a certificate.
+    ClientAuth {
+        /// No client certificates.
+        Off = "off",
+        /// A certificate is verified when offered; clients without one still connect.
+        Optional = "optional",
+        /// The handshake fails without a certificate from `tls.client_ca_file`.
+        Required = "required",
+    }
+}
+
+config_enum! {
+    /// The part of a client certificate that names the device.
+    CertIdentity {
+        /// The subject's common name.
+        Cn = "cn",
+        /// The first DNS subject alternative name.
+        Dns = "dns",
+        /// The first URI subject alternative name (e.g. a SPIFFE ID).
+        Uri = "uri",
     }
 }
 
@@ -478,17 +505,28 @@ impl Default for RedisSettings {
 /// Longest accepted clock-skew leeway: more would make `exp` meaningless.
 pub const MAX_LEEWAY: Duration = Duration::from_secs(300);
 
-/// Token checking. Everything is open unless `key_file` is set.
+/// Most certificate grant entries; bounds the work of a check.
+pub const MAX_CERTIFICATE_GRANTS: usize = 256;
+
+/// Token and certificate checking. Everything is open unless `key_file`,
+/// `key_dir` or `certificate_grants` is set.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct AuthConfig {
-    /// Verifying key: the HS256 secret, or the RS256/ES256 public key (PEM).
+    /// One verifying key: the HS256 secret, or the RS256/ES256 public key (PEM).
     pub key_file: Option<PathBuf>,
-    /// The only algorithm accepted; must fit `key_file`.
+    /// A set of verifying keys, one file per key, named by the `kid` that
+    /// selects it (a Secret mounted as a directory); dot files are ignored.
+    pub key_dir: Option<PathBuf>,
+    /// The only algorithm accepted; must fit the keys.
     pub algorithm: KeyAlgorithm,
-    /// Clock skew tolerated on `exp` and `nbf`.
+    /// Clock skew tolerated on `exp` and `nbf`; a stream ends this long after
+    /// its token's `exp`, when the token would no longer open one.
     #[serde(with = "humantime_serde")]
     pub leeway: Duration,
+    /// How often `key_file` or `key_dir` is checked for changes.
+    #[serde(with = "humantime_serde")]
+    pub reload_interval: Duration,
     /// Required `iss`, if set.
     pub issuer: Option<String>,
     /// Required `aud`, if set.
@@ -501,31 +539,56 @@ pub struct AuthConfig {
     pub anonymous_subscribe: Vec<String>,
     /// Topic patterns anyone may publish to without a token.
     pub anonymous_publish: Vec<String>,
+    /// Which part of a verified client certificate is the caller's identity.
+    pub certificate_identity: CertIdentity,
+    /// Topics of client-certificate holders, by identity; the first match applies.
+    pub certificate_grants: Vec<CertificateGrant>,
+}
+
+/// Topic grants for client certificates whose identity matches `identity`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct CertificateGrant {
+    /// Identity pattern: `*` stands for any run of characters, e.g. `sensor-*`.
+    pub identity: String,
+    /// Topic patterns to subscribe to; `{identity}` is replaced by the identity.
+    pub subscribe: Vec<String>,
+    /// Topic patterns to publish to; `{identity}` as above.
+    pub publish: Vec<String>,
 }
 
 impl Default for AuthConfig {
     fn default() -> Self {
         AuthConfig {
             key_file: None,
+            key_dir: None,
             algorithm: KeyAlgorithm::Hs256,
             leeway: Duration::from_secs(30),
+            reload_interval: Duration::from_secs(5),
             issuer: None,
             audience: None,
             cookie: "pushgate_token".into(),
             query_token: true,
             anonymous_subscribe: Vec::new(),
             anonymous_publish: Vec::new(),
+            certificate_identity: CertIdentity::Cn,
+            certificate_grants: Vec::new(),
         }
     }
 }
 
 impl AuthConfig {
     /// True when tokens are checked.
-    pub fn enabled(&self) -> bool {
-        self.key_file.is_some()
+    pub fn tokens(&self) -> bool {
+        self.key_file.is_some() || self.key_dir.is_some()
     }
 
-    /// Checks what can be checked without the key file and the pattern parser.
+    /// True when requests are checked at all (tokens or certificates).
+    pub fn enabled(&self) -> bool {
+        self.tokens() || !self.certificate_grants.is_empty()
+    }
+
+    /// Checks what can be checked without the key files and the pattern parser.
     pub fn validate(&self) -> Result<(), String> {
         if self.leeway > MAX_LEEWAY {
             return Err(format!(
@@ -533,13 +596,31 @@ impl AuthConfig {
                 MAX_LEEWAY.as_secs()
             ));
         }
-        if self.key_file.is_none()
-            && !(self.anonymous_subscribe.is_empty() && self.anonymous_publish.is_empty())
-        {
+        if self.key_file.is_some() && self.key_dir.is_some() {
+            return Err("auth.key_file and auth.key_dir exclude each other".into());
+        }
+        if self.reload_interval < Duration::from_millis(50) {
+            return Err("auth.reload_interval must be at least 50ms".into());
+        }
+        let anonymous = !(self.anonymous_subscribe.is_empty() && self.anonymous_publish.is_empty());
+        if anonymous && !self.enabled() {
             return Err(
-                "auth.anonymous_* patterns need auth.key_file (without it everything is open)"
+                "auth.anonymous_* patterns need auth.key_file, auth.key_dir or \
+                 auth.certificate_grants (without them everything is open)"
                     .into(),
             );
+        }
+        if self.certificate_grants.len() > MAX_CERTIFICATE_GRANTS {
+            return Err(format!(
+                "auth.certificate_grants holds at most {MAX_CERTIFICATE_GRANTS} entries"
+            ));
+        }
+        if self
+            .certificate_grants
+            .iter()
+            .any(|g| g.identity.is_empty())
+        {
+            return Err("auth.certificate_grants: every entry needs an identity pattern".into());
         }
         let cookie_ok = self
             .cookie
@@ -563,6 +644,10 @@ pub struct TlsConfig {
     /// How often the files are checked for changes.
     #[serde(with = "humantime_serde")]
     pub reload_interval: Duration,
+    /// CA bundle (PEM) that client certificates must chain to; re-read like the others.
+    pub client_ca_file: Option<PathBuf>,
+    /// Ask clients for a certificate: `off`, `optional` or `required`.
+    pub client_auth: ClientAuth,
 }
 
 impl Default for TlsConfig {
@@ -571,6 +656,8 @@ impl Default for TlsConfig {
             cert_file: None,
             key_file: None,
             reload_interval: Duration::from_secs(5),
+            client_ca_file: None,
+            client_auth: ClientAuth::Off,
         }
     }
 }
@@ -588,6 +675,17 @@ impl TlsConfig {
         }
         if self.reload_interval < Duration::from_millis(50) {
             return Err("tls.reload_interval must be at least 50ms".into());
+        }
+        let asks = self.client_auth != ClientAuth::Off;
+        if asks != self.client_ca_file.is_some() {
+            return Err(
+                "tls.client_ca_file and tls.client_auth (optional or required) \
+                        must be set together"
+                    .into(),
+            );
+        }
+        if asks && self.cert_file.is_none() {
+            return Err("tls.client_auth needs tls.cert_file and tls.key_file".into());
         }
         Ok(())
     }

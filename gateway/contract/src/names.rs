@@ -76,6 +76,12 @@ pub mod env {
     pub const MAX_TCP_CONNECTIONS: &str = "PUSHGATE_MAX_TCP_CONNECTIONS";
     /// `--auth-key-file`.
     pub const AUTH_KEY_FILE: &str = "PUSHGATE_AUTH_KEY_FILE";
+    /// `--auth-key-dir`.
+    pub const AUTH_KEY_DIR: &str = "PUSHGATE_AUTH_KEY_DIR";
+    /// `--auth-reload-interval`.
+    pub const AUTH_RELOAD_INTERVAL: &str = "PUSHGATE_AUTH_RELOAD_INTERVAL";
+    /// `--auth-certificate-identity`.
+    pub const AUTH_CERTIFICATE_IDENTITY: &str = "PUSHGATE_AUTH_CERTIFICATE_IDENTITY";
     /// `--auth-algorithm`.
     pub const AUTH_ALGORITHM: &str = "PUSHGATE_AUTH_ALGORITHM";
     /// `--auth-leeway`.
@@ -90,6 +96,10 @@ pub mod env {
     pub const TLS_KEY_FILE: &str = "PUSHGATE_TLS_KEY_FILE";
     /// `--tls-reload-interval`.
     pub const TLS_RELOAD_INTERVAL: &str = "PUSHGATE_TLS_RELOAD_INTERVAL";
+    /// `--tls-client-ca-file`.
+    pub const TLS_CLIENT_CA_FILE: &str = "PUSHGATE_TLS_CLIENT_CA_FILE";
+    /// `--tls-client-auth`.
+    pub const TLS_CLIENT_AUTH: &str = "PUSHGATE_TLS_CLIENT_AUTH";
     /// `--cors-allowed-origins` (comma-separated).
     pub const CORS_ALLOWED_ORIGINS: &str = "PUSHGATE_CORS_ALLOWED_ORIGINS";
     /// `--cors-allow-credentials`.

@@ -10,7 +10,10 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use jsonwebtoken::{EncodingKey, Header};
 use serde::{Deserialize, Serialize};
 
+use tokio_util::sync::CancellationToken;
+
 use super::keys::KeyAlgorithm;
+use super::lifetime::{CredentialKind, Lifetime};
 use super::pattern::{PatternError, TopicPattern};
 
 /// Most topic patterns one token may list (per direction); bounds the work of a check.
@@ -55,15 +58,17 @@ pub struct TopicClaims {
     pub publish: Vec<String>,
 }
 
-/// What a verified token grants, parsed once.
+/// What a verified credential grants, parsed once.
 #[derive(Debug, Clone)]
 pub struct Grants {
-    /// The client id (`sub`).
+    /// The client id (`sub`, or a certificate's identity).
     pub client_id: String,
     /// Subscribe patterns.
     pub subscribe: Vec<TopicPattern>,
     /// Publish patterns.
     pub publish: Vec<TopicPattern>,
+    /// How long the credential counts; a stream it opened ends with it.
+    pub lifetime: Lifetime,
 }
 
 /// Why verified claims still cannot be used.
@@ -79,8 +84,13 @@ pub enum ClaimsError {
 
 impl Claims {
     /// Checks the non-standard claims and parses the patterns. A malformed
-    /// pattern invalidates the whole token rather than being skipped.
-    pub fn into_grants(self) -> Result<Grants, ClaimsError> {
+    /// pattern invalidates the whole token rather than being skipped. The
+    /// grants last until `exp` plus `leeway`, or until `revoked` fires.
+    pub fn into_grants(
+        self,
+        leeway: Duration,
+        revoked: CancellationToken,
+    ) -> Result<Grants, ClaimsError> {
         // `sub` ends up in log lines: no control characters, bounded length.
         if self.sub.is_empty()
             || self.sub.len() > MAX_SUB_LEN
@@ -100,6 +110,11 @@ impl Claims {
             subscribe: parse(&self.topics.subscribe)?,
             publish: parse(&self.topics.publish)?,
             client_id: self.sub,
+            lifetime: Lifetime {
+                kind: CredentialKind::Token,
+                until: UNIX_EPOCH + Duration::from_secs(self.exp) + leeway,
+                revoked,
+            },
         })
     }
 }
@@ -119,6 +134,8 @@ pub struct MintRequest {
     pub iss: Option<String>,
     /// Audience.
     pub aud: Option<String>,
+    /// Key id, for a gateway with several keys (`auth.key_dir`).
+    pub kid: Option<String>,
 }
 
 fn now_secs() -> u64 {
@@ -143,17 +160,23 @@ pub fn mint(alg: KeyAlgorithm, key: &EncodingKey, req: &MintRequest) -> anyhow::
             publish: req.publish.clone(),
         },
     };
-    claims.clone().into_grants()?;
-    Ok(jsonwebtoken::encode(
-        &Header::new(super::keys::jwt_algorithm(alg)),
-        &claims,
-        key,
-    )?)
+    claims
+        .clone()
+        .into_grants(Duration::ZERO, CancellationToken::new())?;
+    let mut header = Header::new(super::keys::jwt_algorithm(alg));
+    header.kid = req.kid.clone();
+    Ok(jsonwebtoken::encode(&header, &claims, key)?)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    impl Claims {
+        fn grants(self) -> Result<Grants, ClaimsError> {
+            self.into_grants(Duration::ZERO, CancellationToken::new())
+        }
+    }
 
     fn claims(sub: &str, subscribe: &[&str]) -> Claims {
         Claims {
@@ -172,23 +195,20 @@ mod tests {
 
     #[test]
     fn bad_sub_or_pattern_invalidates_the_token() {
-        assert!(claims("dev-1", &["a/**"]).into_grants().is_ok());
+        assert!(claims("dev-1", &["a/**"]).grants().is_ok());
+        assert_eq!(claims("", &[]).grants().unwrap_err(), ClaimsError::BadSub);
         assert_eq!(
-            claims("", &[]).into_grants().unwrap_err(),
-            ClaimsError::BadSub
-        );
-        assert_eq!(
-            claims("a\nforged log line", &[]).into_grants().unwrap_err(),
+            claims("a\nforged log line", &[]).grants().unwrap_err(),
             ClaimsError::BadSub
         );
         assert!(matches!(
-            claims("d", &["ok", "a*b"]).into_grants(),
+            claims("d", &["ok", "a*b"]).grants(),
             Err(ClaimsError::BadPattern(_))
         ));
         let many: Vec<String> = (0..=MAX_PATTERNS).map(|i| format!("t{i}")).collect();
         let many: Vec<&str> = many.iter().map(String::as_str).collect();
         assert_eq!(
-            claims("d", &many).into_grants().unwrap_err(),
+            claims("d", &many).grants().unwrap_err(),
             ClaimsError::TooManyPatterns
         );
     }

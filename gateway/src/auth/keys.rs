@@ -29,24 +29,26 @@ pub struct KeyError {
 }
 
 fn read(path: &Path) -> Result<Vec<u8>, KeyError> {
-    std::fs::read(path).map_err(|e| key_error(path, format!("cannot read: {e}")))
+    std::fs::read(path).map_err(|e| KeyError::new(path, format!("cannot read: {e}")))
 }
 
-fn key_error(path: &Path, reason: impl Into<String>) -> KeyError {
-    KeyError {
-        path: path.display().to_string(),
-        reason: reason.into(),
+impl KeyError {
+    /// A problem with `path`; `reason` must not quote key material.
+    pub fn new(path: &Path, reason: impl Into<String>) -> KeyError {
+        KeyError {
+            path: path.display().to_string(),
+            reason: reason.into(),
+        }
     }
 }
 
-/// A secret file's bytes without the trailing newline an editor or `echo` adds.
-fn secret(path: &Path) -> Result<Vec<u8>, KeyError> {
-    let mut bytes = read(path)?;
+/// A secret's bytes without the trailing newline an editor or `echo` adds.
+fn secret(path: &Path, mut bytes: Vec<u8>) -> Result<Vec<u8>, KeyError> {
     while bytes.last().is_some_and(|b| matches!(b, b'\n' | b'\r')) {
         bytes.pop();
     }
     if bytes.len() < MIN_HS256_SECRET_BYTES {
-        return Err(key_error(
+        return Err(KeyError::new(
             path,
             format!("an HS256 secret must be at least {MIN_HS256_SECRET_BYTES} bytes"),
         ));
@@ -55,23 +57,33 @@ fn secret(path: &Path) -> Result<Vec<u8>, KeyError> {
 }
 
 /// Reads `path` as the key type `alg` fixes: a secret, or an RSA or EC PEM.
+/// Also returns the material read, so a reload can tell a changed key.
 fn load<K>(
     alg: KeyAlgorithm,
     path: &Path,
     from_secret: fn(&[u8]) -> K,
     from_rsa: fn(&[u8]) -> jsonwebtoken::errors::Result<K>,
     from_ec: fn(&[u8]) -> jsonwebtoken::errors::Result<K>,
-) -> Result<K, KeyError> {
-    let bad = |e: jsonwebtoken::errors::Error| key_error(path, format!("not a {alg:?} key: {e}"));
+) -> Result<(K, Vec<u8>), KeyError> {
+    let bad =
+        |e: jsonwebtoken::errors::Error| KeyError::new(path, format!("not a {alg:?} key: {e}"));
+    let bytes = read(path)?;
     match alg {
-        KeyAlgorithm::Hs256 => Ok(from_secret(&secret(path)?)),
-        KeyAlgorithm::Rs256 => from_rsa(&read(path)?).map_err(bad),
-        KeyAlgorithm::Es256 => from_ec(&read(path)?).map_err(bad),
+        KeyAlgorithm::Hs256 => {
+            let s = secret(path, bytes)?;
+            Ok((from_secret(&s), s))
+        }
+        KeyAlgorithm::Rs256 => Ok((from_rsa(&bytes).map_err(bad)?, bytes)),
+        KeyAlgorithm::Es256 => Ok((from_ec(&bytes).map_err(bad)?, bytes)),
     }
 }
 
-/// Loads the verifying key: the HS256 secret, or the RS256/ES256 public key (PEM).
-pub fn load_decoding_key(alg: KeyAlgorithm, path: &Path) -> Result<DecodingKey, KeyError> {
+/// Loads a verifying key (the HS256 secret, or the RS256/ES256 public key as
+/// PEM) and the material it was made from.
+pub fn load_decoding_key(
+    alg: KeyAlgorithm,
+    path: &Path,
+) -> Result<(DecodingKey, Vec<u8>), KeyError> {
     load(
         alg,
         path,
@@ -91,6 +103,7 @@ pub fn load_encoding_key(alg: KeyAlgorithm, path: &Path) -> Result<EncodingKey, 
         EncodingKey::from_rsa_pem,
         EncodingKey::from_ec_pem,
     )
+    .map(|(k, _)| k)
 }
 
 #[cfg(test)]

@@ -1,6 +1,9 @@
-//! Authentication and topic authorisation (JWT). Off unless `auth.key_file`
-//! is configured; then every publish, wipe and stream needs a token whose
-//! claims cover each topic, except topics matching an anonymous pattern.
+//! Authentication and topic authorisation: JWTs verified with a key set
+//! that reloads on change, and client certificates mapped to topics. Off
+//! unless keys or certificate grants are configured; then every publish,
+//! wipe and stream needs a credential that covers each topic, except topics
+//! matching an anonymous pattern. A token in the request wins over the
+//! connection's certificate.
 //!
 //! Two steps, so that an unauthenticated caller costs little: [`Auth::authenticate`]
 //! runs before any body is read (401 on a missing or bad token), and
@@ -8,18 +11,28 @@
 //! a stream asking for several topics is refused whole). Responses never say
 //! which check failed.
 
+pub mod certs;
 pub mod claims;
 pub mod extract;
 pub mod keys;
+pub mod keyset;
+pub mod lifetime;
 pub mod pattern;
 
+use std::sync::Arc;
+use std::time::Duration;
+
 use axum::http::HeaderMap;
-use jsonwebtoken::{DecodingKey, Validation};
+use jsonwebtoken::Validation;
+use tokio_util::sync::CancellationToken;
 
 use crate::topic::Topic;
+use certs::{CertGrants, PeerCert};
 pub use claims::{Claims, Grants, MintRequest};
 use extract::Credential;
 pub use keys::KeyAlgorithm;
+use keyset::{KeySource, Keys};
+use lifetime::{CredentialKind, Lifetime};
 use pattern::{any_matches, TopicPattern};
 pub use pushgate_contract::config::{AuthConfig, MAX_LEEWAY};
 
@@ -53,14 +66,29 @@ impl Identity {
     }
 }
 
+impl Identity {
+    /// How long the caller's credential counts, if it has one.
+    pub fn lifetime(&self) -> Option<&Lifetime> {
+        match self {
+            Identity::Client(g) => Some(&g.lifetime),
+            _ => None,
+        }
+    }
+}
+
 struct Verifier {
-    key: DecodingKey,
+    keys: Arc<Keys>,
+    source: KeySource,
+    algorithm: KeyAlgorithm,
+    reload_interval: Duration,
     validation: Validation,
+    leeway: Duration,
 }
 
 /// The configured authentication of one gateway.
 pub struct Auth {
     verifier: Option<Verifier>,
+    certificates: CertGrants,
     anonymous_subscribe: Vec<TopicPattern>,
     anonymous_publish: Vec<TopicPattern>,
     cookie: String,
@@ -74,6 +102,12 @@ pub enum TokenError {
     Jwt(#[from] jsonwebtoken::errors::Error),
     #[error("{0}")]
     Claims(#[from] claims::ClaimsError),
+    #[error("no key for kid {0:?}")]
+    UnknownKey(Option<String>),
+    #[error("token expired")]
+    Expired,
+    #[error("tokens are not configured")]
+    NoTokens,
 }
 
 /// Why a request was refused. Callers are never told which check failed.
@@ -87,6 +121,34 @@ pub enum AuthError {
     Forbidden,
 }
 
+/// The token checks of `c`: exactly the configured algorithm (a token
+/// naming another one — `none`, HS256 signed with a public key — fails),
+/// `exp` and `sub` always, `iss` and `aud` when configured.
+fn validation(c: &AuthConfig) -> Validation {
+    let mut validation = Validation::new(keys::jwt_algorithm(c.algorithm));
+    validation.leeway = c.leeway.as_secs();
+    validation.validate_exp = true;
+    validation.validate_nbf = true;
+    let mut required = vec!["exp", "sub"];
+    match &c.issuer {
+        Some(iss) => {
+            validation.set_issuer(&[iss]);
+            required.push("iss");
+        }
+        None => validation.iss = None,
+    }
+    match &c.audience {
+        Some(aud) => {
+            validation.set_audience(&[aud]);
+            validation.validate_aud = true;
+            required.push("aud");
+        }
+        None => validation.validate_aud = false,
+    }
+    validation.set_required_spec_claims(&required);
+    validation
+}
+
 /// Parses a list of patterns from configuration.
 pub fn parse_patterns(list: &[String]) -> Result<Vec<TopicPattern>, pattern::PatternError> {
     list.iter().map(|p| TopicPattern::parse(p)).collect()
@@ -97,6 +159,7 @@ impl Auth {
     pub fn disabled() -> Auth {
         Auth {
             verifier: None,
+            certificates: CertGrants::default(),
             anonymous_subscribe: Vec::new(),
             anonymous_publish: Vec::new(),
             cookie: String::new(),
@@ -104,37 +167,27 @@ impl Auth {
         }
     }
 
-    /// Builds from configuration, reading the key file.
+    /// Builds from configuration, reading the keys.
     pub fn from_config(c: &AuthConfig) -> anyhow::Result<Auth> {
-        let Some(path) = &c.key_file else {
-            return Ok(Auth::disabled());
+        let source = match (&c.key_file, &c.key_dir) {
+            (Some(f), _) => Some(KeySource::File(f.clone())),
+            (None, Some(d)) => Some(KeySource::Dir(d.clone())),
+            (None, None) => None,
         };
-        let key = keys::load_decoding_key(c.algorithm, path)?;
-        // The accepted set is exactly the configured key's algorithm: a token
-        // naming another one (`none`, HS256 signed with a public key, ...) fails.
-        let mut validation = Validation::new(keys::jwt_algorithm(c.algorithm));
-        validation.leeway = c.leeway.as_secs();
-        validation.validate_exp = true;
-        validation.validate_nbf = true;
-        let mut required = vec!["exp", "sub"];
-        match &c.issuer {
-            Some(iss) => {
-                validation.set_issuer(&[iss]);
-                required.push("iss");
-            }
-            None => validation.iss = None,
-        }
-        match &c.audience {
-            Some(aud) => {
-                validation.set_audience(&[aud]);
-                validation.validate_aud = true;
-                required.push("aud");
-            }
-            None => validation.validate_aud = false,
-        }
-        validation.set_required_spec_claims(&required);
+        let verifier = match source {
+            Some(source) => Some(Verifier {
+                keys: Keys::load(c.algorithm, &source)?,
+                source,
+                algorithm: c.algorithm,
+                reload_interval: c.reload_interval,
+                validation: validation(c),
+                leeway: c.leeway,
+            }),
+            None => None,
+        };
         Ok(Auth {
-            verifier: Some(Verifier { key, validation }),
+            verifier,
+            certificates: CertGrants::parse(&c.certificate_grants)?,
             anonymous_subscribe: parse_patterns(&c.anonymous_subscribe)?,
             anonymous_publish: parse_patterns(&c.anonymous_publish)?,
             cookie: c.cookie.clone(),
@@ -142,44 +195,91 @@ impl Auth {
         })
     }
 
-    /// True when tokens are checked.
-    pub fn is_enabled(&self) -> bool {
-        self.verifier.is_some()
+    /// Starts re-reading the keys when they change on disk.
+    pub fn spawn_reload(&self) {
+        if let Some(v) = &self.verifier {
+            v.keys
+                .spawn_reload(v.algorithm, v.source.clone(), v.reload_interval);
+        }
     }
 
-    /// Verifies a token's signature, algorithm, times and claims.
+    /// True when requests are checked (tokens or certificates).
+    pub fn is_enabled(&self) -> bool {
+        self.verifier.is_some() || !self.certificates.is_empty()
+    }
+
+    /// Verifies a token's key (by `kid`), signature, algorithm, times and claims.
     pub fn verify(&self, token: &str) -> Result<Grants, TokenError> {
         let Some(v) = &self.verifier else {
-            return Err(claims::ClaimsError::BadSub.into());
+            return Err(TokenError::NoTokens);
         };
-        let data = jsonwebtoken::decode::<Claims>(token, &v.key, &v.validation)?;
-        Ok(data.claims.into_grants()?)
+        let kid = jsonwebtoken::decode_header(token)?.kid;
+        let keys = v.keys.current();
+        let key = keys
+            .select(kid.as_deref())
+            .ok_or_else(|| TokenError::UnknownKey(kid.clone()))?;
+        let data = jsonwebtoken::decode::<Claims>(token, &key.decoding, &v.validation)?;
+        let grants = data.claims.into_grants(v.leeway, key.revoked.clone())?;
+        // jsonwebtoken compares whole seconds; this is the moment a stream
+        // it opened ends, so a reconnect with the same token must fail too.
+        if grants.lifetime.is_over() {
+            return Err(TokenError::Expired);
+        }
+        Ok(grants)
+    }
+
+    /// What a verified client certificate grants (401 without an identity
+    /// or once it has expired; no matching rule grants nothing).
+    fn certificate(&self, cert: &PeerCert) -> Result<Grants, AuthError> {
+        let Some(identity) = &cert.identity else {
+            return Err(AuthError::Unauthorized);
+        };
+        let (subscribe, publish) = self.certificates.grant(identity);
+        let grants = Grants {
+            client_id: identity.clone(),
+            subscribe,
+            publish,
+            lifetime: Lifetime {
+                kind: CredentialKind::Certificate,
+                until: cert.not_after,
+                revoked: CancellationToken::new(),
+            },
+        };
+        if grants.lifetime.is_over() {
+            return Err(AuthError::Unauthorized);
+        }
+        Ok(grants)
     }
 
     /// Step one: who is calling. 401 for a malformed or invalid token; no
-    /// token at all is [`Identity::Anonymous`] (decided per topic later).
+    /// token is the connection's certificate if it has one, else
+    /// [`Identity::Anonymous`] (decided per topic later).
     pub fn authenticate(
         &self,
         headers: &HeaderMap,
         query: Option<&str>,
+        cert: Option<&PeerCert>,
     ) -> Result<Identity, AuthError> {
         if !self.is_enabled() {
             return Ok(Identity::Open);
         }
-        match extract::credential(headers, query, &self.cookie, self.query_token) {
-            Credential::None => Ok(Identity::Anonymous),
-            Credential::Malformed => Err(AuthError::Unauthorized),
-            Credential::Token(t) => match self.verify(&t) {
-                Ok(grants) => {
-                    tracing::Span::current().record("client", grants.client_id.as_str());
-                    Ok(Identity::Client(grants))
-                }
-                Err(e) => {
-                    tracing::debug!(reason = %e, "token refused");
-                    Err(AuthError::Unauthorized)
-                }
+        let credential = match self.verifier {
+            Some(_) => extract::credential(headers, query, &self.cookie, self.query_token),
+            None => Credential::None,
+        };
+        let grants = match credential {
+            Credential::None => match cert {
+                Some(c) if !self.certificates.is_empty() => self.certificate(c)?,
+                _ => return Ok(Identity::Anonymous),
             },
-        }
+            Credential::Malformed => return Err(AuthError::Unauthorized),
+            Credential::Token(t) => self.verify(&t).map_err(|e| {
+                tracing::debug!(reason = %e, "token refused");
+                AuthError::Unauthorized
+            })?,
+        };
+        tracing::Span::current().record("client", grants.client_id.as_str());
+        Ok(Identity::Client(grants))
     }
 
     /// Step two: may `who` do `access` on every one of `topics`? All or nothing.

@@ -8,6 +8,7 @@ use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 
 use super::error::ApiError;
+use super::ConnInfo;
 use crate::auth::Identity;
 use crate::node::Node;
 
@@ -18,8 +19,14 @@ impl FromRequestParts<Arc<Node>> for Caller {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, node: &Arc<Node>) -> Result<Self, ApiError> {
-        Ok(Caller(
-            node.auth.authenticate(&parts.headers, parts.uri.query())?,
-        ))
+        let cert = parts
+            .extensions
+            .get::<ConnInfo>()
+            .and_then(|c| c.cert.as_deref());
+        Ok(Caller(node.auth.authenticate(
+            &parts.headers,
+            parts.uri.query(),
+            cert,
+        )?))
     }
 }

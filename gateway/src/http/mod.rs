@@ -18,6 +18,7 @@ use axum::routing::{get, post};
 use axum::Router;
 use tokio_util::sync::CancellationToken;
 
+use crate::auth::certs::PeerCert;
 use crate::node::Node;
 use error::{ApiError, ErrorCode};
 
@@ -28,6 +29,8 @@ pub struct ConnInfo {
     pub peer: SocketAddr,
     /// Cancelling it closes the connection.
     pub kill: CancellationToken,
+    /// The client certificate verified in the TLS handshake, if any.
+    pub cert: Option<Arc<PeerCert>>,
 }
 
 /// The API and stream routes (plus health and metrics).

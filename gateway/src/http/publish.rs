@@ -37,7 +37,7 @@ fn parse_event_type(t: &str) -> Result<Arc<str>, ApiError> {
         return bad("event type must not contain control characters");
     }
     if sse::is_reserved_event_type(t) {
-        return bad("event type `reset` is reserved for the gateway");
+        return bad("event types `reset`, `expired-token` and `expired-certificate` are reserved for the gateway");
     }
     Ok(Arc::from(t))
 }

@@ -177,6 +177,7 @@ async fn open(
                     conn: conn.kill,
                     slot,
                     route: Some(route),
+                    credential: who.lifetime().cloned(),
                 },
             )
             .await?;

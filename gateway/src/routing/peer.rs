@@ -72,24 +72,17 @@ impl PeerToken {
     /// or invalid keeps the last good token (and says so in the log).
     pub fn watch(path: PathBuf) -> anyhow::Result<PeerToken> {
         let t = PeerToken::fixed(&read_token(&path)?);
-        let weak = Arc::downgrade(&t.token);
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(RELOAD_EVERY);
-            loop {
-                tick.tick().await;
-                let Some(cell) = weak.upgrade() else { return };
-                match read_token(&path) {
-                    Ok(new) => {
-                        let mut cur = cell.write().unwrap_or_else(|p| p.into_inner());
-                        if *cur != new {
-                            tracing::info!("peer token changed");
-                            *cur = new;
-                        }
-                    }
-                    Err(e) => tracing::warn!(error = %e, "keeping the previous peer token"),
-                }
-            }
-        });
+        let file = path.clone();
+        crate::reload::spawn(
+            "peer token",
+            Arc::downgrade(&t.token),
+            vec![path],
+            RELOAD_EVERY,
+            move || read_token(&file),
+            |cell: &RwLock<String>, new| {
+                *cell.write().unwrap_or_else(|p| p.into_inner()) = new;
+            },
+        );
         Ok(t)
     }
 

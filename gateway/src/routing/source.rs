@@ -1,7 +1,7 @@
 //! Where the routing table comes from: a file re-read when it changes, or a
 //! ConfigMap watched through the Kubernetes API.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,39 +14,40 @@ use super::{Routing, RoutingTable};
 
 use pushgate_contract::names::ROUTING_KEY as CONFIGMAP_KEY;
 
+fn apply(routing: &Routing, table: RoutingTable, from: &str) {
+    let moved = routing.apply(table);
+    if moved > 0 {
+        tracing::info!(moved, from, "closed streams whose bucket moved");
+    }
+}
+
 fn load_text(routing: &Routing, text: &str, from: &str) {
     match RoutingTable::from_yaml(text) {
-        Ok(t) => {
-            let moved = routing.apply(t);
-            if moved > 0 {
-                tracing::info!(moved, from, "closed streams whose bucket moved");
-            }
-        }
+        Ok(t) => apply(routing, t, from),
         Err(e) => tracing::warn!(error = %e, from, "ignoring an invalid routing table"),
     }
 }
 
-/// Loads the file now, then re-reads it whenever its content changes.
+fn read_table(path: &Path) -> anyhow::Result<RoutingTable> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| anyhow::anyhow!("routing table {}: {e}", path.display()))?;
+    RoutingTable::from_yaml(&text)
+        .map_err(|e| anyhow::anyhow!("routing table {}: {e}", path.display()))
+}
+
+/// Loads the file now (an error stops startup), then re-reads it whenever it
+/// changes; an invalid version keeps the table in use.
 pub async fn watch_file(routing: Arc<Routing>, path: PathBuf) -> anyhow::Result<()> {
-    let first = tokio::fs::read_to_string(&path)
-        .await
-        .map_err(|e| anyhow::anyhow!("routing table {}: {e}", path.display()))?;
-    RoutingTable::from_yaml(&first)
-        .map_err(|e| anyhow::anyhow!("routing table {}: {e}", path.display()))?;
-    load_text(&routing, &first, "file");
-    tokio::spawn(async move {
-        let mut last = first;
-        let mut tick = tokio::time::interval(Duration::from_millis(500));
-        loop {
-            tick.tick().await;
-            if let Ok(text) = tokio::fs::read_to_string(&path).await {
-                if text != last {
-                    load_text(&routing, &text, "file");
-                    last = text;
-                }
-            }
-        }
-    });
+    apply(&routing, read_table(&path)?, "file");
+    let file = path.clone();
+    crate::reload::spawn(
+        "routing table",
+        Arc::downgrade(&routing),
+        vec![path],
+        Duration::from_millis(500),
+        move || read_table(&file),
+        |routing: &Routing, table| apply(routing, table, "file"),
+    );
     Ok(())
 }
 

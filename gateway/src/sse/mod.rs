@@ -14,6 +14,13 @@ pub const HEARTBEAT: &[u8] = b":\n\n";
 /// Name of the event that tells a client its history was cut.
 pub const RESET_EVENT: &str = "reset";
 
+/// Name of the event that ends a stream whose token expired or whose key
+/// was removed: reconnect with a fresh token.
+pub const EXPIRED_TOKEN_EVENT: &str = "expired-token";
+
+/// Name of the event that ends a stream whose client certificate expired.
+pub const EXPIRED_CERTIFICATE_EVENT: &str = "expired-certificate";
+
 /// `retry: <ms>` as a standalone block.
 pub fn retry(ms: u64) -> Bytes {
     Bytes::from(format!("retry: {ms}\n\n"))
@@ -79,7 +86,23 @@ pub fn event(event_type: Option<&str>, data: &str, id: Option<&str>) -> Bytes {
 
 /// Event type names that may not be used by publishers (the gateway's own).
 pub fn is_reserved_event_type(t: &str) -> bool {
-    t == RESET_EVENT
+    matches!(
+        t,
+        RESET_EVENT | EXPIRED_TOKEN_EVENT | EXPIRED_CERTIFICATE_EVENT
+    )
+}
+
+/// The last block of a stream its credential ended: a `retry:` hint and an
+/// event without `id:`, so the client's Last-Event-ID stays where it was.
+pub fn credential_ended(event_type: &str, reason: &str, retry_ms: u64) -> Bytes {
+    let mut buf = BytesMut::from(format!("retry: {retry_ms}\n").as_bytes());
+    write_body(
+        &mut buf,
+        Some(event_type),
+        &format!("{{\"reason\":\"{reason}\"}}"),
+    );
+    buf.put_u8(b'\n');
+    buf.freeze()
 }
 
 #[cfg(test)]
@@ -129,6 +152,10 @@ mod tests {
             b"event: t\ndata: a\ndata: b\nid: X\n\n"
         );
         assert_eq!(&retry(1500)[..], b"retry: 1500\n\n");
+        assert_eq!(
+            &credential_ended(EXPIRED_TOKEN_EVENT, "token_expired", 900)[..],
+            b"retry: 900\nevent: expired-token\ndata: {\"reason\":\"token_expired\"}\n\n"
+        );
     }
 
     #[test]
