@@ -4,7 +4,7 @@
 //! defaults is written, so its defaults apply to the rest.
 
 use crate::crd::PushGatewaySpec;
-use pushgate_contract::config::{Config, LogFormat};
+use pushgate_contract::config::{CertificateGrant, Config, LogFormat};
 use pushgate_contract::routing::RoutingSettings;
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -77,6 +77,20 @@ pub fn gateway_config(
             &mut dl.drain_window,
             duration("spec.delivery.drainWindow", d.drain_window.as_ref())?,
         );
+    }
+    if let Some(grants) = spec
+        .auth
+        .as_ref()
+        .and_then(|a| a.certificate_grants.as_ref())
+    {
+        c.auth.certificate_grants = grants
+            .iter()
+            .map(|g| CertificateGrant {
+                identity: g.identity.clone(),
+                subscribe: g.subscribe.clone().unwrap_or_default(),
+                publish: g.publish.clone().unwrap_or_default(),
+            })
+            .collect();
     }
     if let Some(l) = &spec.limits {
         let lim = &mut c.limits;

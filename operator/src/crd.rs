@@ -65,6 +65,10 @@ use std::collections::BTreeMap;
     {
         "rule": "!has(self.canary) || !has(self.tls)",
         "message": "canary cannot be combined with tls yet: the tracks proxy streams to each other over plain HTTP"
+    },
+    {
+        "rule": "!has(self.auth) || !has(self.auth.certificateGrants) || size(self.auth.certificateGrants) == 0 || (has(self.tls) && has(self.tls.clientCA))",
+        "message": "auth.certificateGrants need tls.clientCA: without client certificates nothing can match them"
     }
 ]))]
 pub struct PushGatewaySpec {
@@ -99,7 +103,7 @@ pub struct PushGatewaySpec {
     /// The Service in front of the gateway pods.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub service: Option<ServiceSpec>,
-    /// Token authentication; the key comes from a Secret mounted into the pods.
+    /// Token and client-certificate authentication; keys come from Secrets mounted into the pods.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub auth: Option<AuthSpec>,
     /// HTTPS on the API port from a `kubernetes.io/tls` Secret (rotated in place).
@@ -159,12 +163,28 @@ pub struct SecretKeyRef {
     pub key: Option<String>,
 }
 
-/// Token authentication (docs/SECURITY.md).
+/// Token and client-certificate authentication (docs/SECURITY.md).
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [
+    {
+        "rule": "!(has(self.keySecretRef) && has(self.keysSecretRef))",
+        "message": "give keySecretRef (one key) or keysSecretRef (a key set), not both"
+    },
+    {
+        "rule": "has(self.keySecretRef) || has(self.keysSecretRef) || (has(self.certificateGrants) && size(self.certificateGrants) > 0)",
+        "message": "auth needs keySecretRef, keysSecretRef or certificateGrants"
+    }
+]))]
 pub struct AuthSpec {
-    /// Secret key with the HS256 secret or the RS256/ES256 public key (PEM); key default `key`.
-    pub key_secret_ref: SecretKeyRef,
+    /// One verifying key: a Secret key with the HS256 secret or the RS256/ES256
+    /// public key (PEM); key default `key`. Tokens need no `kid`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_secret_ref: Option<SecretKeyRef>,
+    /// A key set: every key of this Secret is a verifying key whose name is
+    /// its `kid`. Add or remove keys to rotate; a removed key ends its streams.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keys_secret_ref: Option<SecretRef>,
     /// The one accepted algorithm (default `hs256`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub algorithm: Option<JwtAlgorithm>,
@@ -174,6 +194,32 @@ pub struct AuthSpec {
     /// Topic patterns anyone may publish to without a token.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub anonymous_publish: Option<Vec<String>>,
+    /// Topics of client-certificate holders (needs tls.clientCA); the first
+    /// entry whose identity pattern matches applies.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub certificate_grants: Option<Vec<CertificateGrantSpec>>,
+}
+
+/// A Secret, used whole.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SecretRef {
+    /// Secret name, in the PushGateway's namespace.
+    pub name: String,
+}
+
+/// Topic patterns granted to client certificates whose identity matches.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CertificateGrantSpec {
+    /// Identity pattern, `*` for any run of characters (e.g. `sensor-*`).
+    pub identity: String,
+    /// Topic patterns to subscribe to; `{identity}` stands for the identity.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subscribe: Option<Vec<String>>,
+    /// Topic patterns to publish to; `{identity}` as above.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub publish: Option<Vec<String>>,
 }
 
 /// Token signature algorithm, fixed by the key.
@@ -200,12 +246,76 @@ impl From<JwtAlgorithm> for pushgate_contract::config::KeyAlgorithm {
     }
 }
 
-/// HTTPS certificate.
+/// HTTPS certificate, and optionally client certificates for devices.
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct TlsSpec {
     /// `kubernetes.io/tls` Secret (keys `tls.crt`, `tls.key`) in the same namespace.
     pub secret_name: String,
+    /// Verify client certificates against this CA bundle (mutual TLS).
+    #[serde(default, rename = "clientCA", skip_serializing_if = "Option::is_none")]
+    pub client_ca: Option<ClientCaSpec>,
+}
+
+/// Client-certificate verification; the bundle reloads when the Secret changes.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ClientCaSpec {
+    /// Secret holding the CA bundle (PEM).
+    pub secret_name: String,
+    /// Key inside the Secret (default `ca.crt`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+    /// `required` (default): no certificate, no handshake. `optional`:
+    /// clients without one connect and authenticate by token or not at all.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<ClientCertMode>,
+    /// Which field names the device: `cn` (default), `dns` or `uri` (first SAN of that kind).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub identity: Option<CertIdentityField>,
+}
+
+/// Whether a client certificate is required.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum ClientCertMode {
+    /// The handshake fails without one.
+    #[default]
+    Required,
+    /// Verified when offered.
+    Optional,
+}
+
+impl From<ClientCertMode> for pushgate_contract::config::ClientAuth {
+    fn from(m: ClientCertMode) -> Self {
+        match m {
+            ClientCertMode::Required => Self::Required,
+            ClientCertMode::Optional => Self::Optional,
+        }
+    }
+}
+
+/// The certificate field that names a device.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum CertIdentityField {
+    /// Subject common name.
+    #[default]
+    Cn,
+    /// First DNS subject alternative name.
+    Dns,
+    /// First URI subject alternative name.
+    Uri,
+}
+
+impl From<CertIdentityField> for pushgate_contract::config::CertIdentity {
+    fn from(f: CertIdentityField) -> Self {
+        match f {
+            CertIdentityField::Cn => Self::Cn,
+            CertIdentityField::Dns => Self::Dns,
+            CertIdentityField::Uri => Self::Uri,
+        }
+    }
 }
 
 /// Retention per topic.

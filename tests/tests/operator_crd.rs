@@ -38,6 +38,9 @@ async fn crd_installs_and_cel_rejects_impossible_specs() {
     let redis = "  store: {redis: {secretRef: {name: r}}}\n";
     let (ok, err) = apply(cp, &ns, "scaled", &format!("{redis}  replicas: 3\n  canary: {{image: x, weight: 10}}\n  autoscaling: {{minReplicas: 2, maxReplicas: 4}}\n"));
     assert!(ok, "valid redis spec rejected: {err}");
+    let devices = "  auth:\n    keysSecretRef: {name: jwt-keys}\n    certificateGrants: [{identity: sensor-*, subscribe: [\"devices/{identity}/**\"]}]\n  tls: {secretName: c, clientCA: {secretName: device-ca, mode: optional, identity: dns}}\n";
+    let (ok, err) = apply(cp, &ns, "devices", devices);
+    assert!(ok, "valid key-set and mTLS spec rejected: {err}");
 
     let cases = [
         ("  replicas: 3\n", "store.embedded keeps events on a single pod's volume, so replicas must be 1"),
@@ -48,6 +51,9 @@ async fn crd_installs_and_cel_rejects_impossible_specs() {
         (&format!("{redis}  canary: {{image: x, weight: -1}}\n"), "must be between 0 and 100"),
         ("  store: {embedded: {}, redis: {secretRef: {name: r}}}\n", "store: set exactly one of embedded or redis"),
         (&format!("{redis}  canary: {{image: x, weight: 10}}\n  tls: {{secretName: c}}\n"), "canary cannot be combined with tls yet"),
+        ("  auth: {keySecretRef: {name: a}, keysSecretRef: {name: b}}\n", "give keySecretRef (one key) or keysSecretRef (a key set), not both"),
+        ("  auth: {algorithm: hs256}\n", "auth needs keySecretRef, keysSecretRef or certificateGrants"),
+        ("  auth: {certificateGrants: [{identity: x, subscribe: [a]}]}\n  tls: {secretName: c}\n", "auth.certificateGrants need tls.clientCA"),
     ];
     for (i, (spec, message)) in cases.iter().enumerate() {
         let (ok, err) = apply(cp, &ns, &format!("bad-{i}"), spec);
@@ -62,7 +68,7 @@ async fn crd_installs_and_cel_rejects_impossible_specs() {
         .unwrap();
     assert_eq!(
         names.lines().count(),
-        2,
-        "only the two valid specs exist: {names}"
+        3,
+        "only the three valid specs exist: {names}"
     );
 }

@@ -367,6 +367,7 @@ mod tests {
         assert!(enabled(&pgw(spec.clone())));
         spec.tls = Some(crate::crd::TlsSpec {
             secret_name: "c".into(),
+            ..Default::default()
         });
         assert!(!enabled(&pgw(spec)));
     }

@@ -5,12 +5,15 @@
 
 use crate::crd::PushGatewaySpec;
 use k8s_openapi::api::core::v1::{EnvVar, KeyToPath, SecretVolumeSource, Volume, VolumeMount};
+use pushgate_contract::config::{CertIdentity, ClientAuth};
 use pushgate_contract::names::env as vars;
 
 /// Where the token verifying key is mounted.
 pub const AUTH_DIR: &str = "/var/run/secrets/pushgate/auth";
 /// Where the TLS pair is mounted; the gateway polls it, so Secret updates rotate in place.
 pub const TLS_DIR: &str = "/var/run/secrets/pushgate/tls";
+/// Where the client CA bundle is mounted (polled like the TLS pair).
+pub const CLIENT_CA_DIR: &str = "/var/run/secrets/pushgate/client-ca";
 /// Where the peer token of the canary tracks is mounted.
 pub const PEER_DIR: &str = "/var/run/secrets/pushgate/peer";
 /// Owner and group read only (the pod's fsGroup owns the files).
@@ -24,12 +27,13 @@ fn var(name: &str, value: String) -> EnvVar {
     }
 }
 
+/// A Secret volume with `items` (key → file name), or every key of the Secret when empty.
 pub(super) fn secret_volume(name: &str, secret: &str, items: &[(&str, &str)]) -> Volume {
     Volume {
         name: name.into(),
         secret: Some(SecretVolumeSource {
             secret_name: Some(secret.into()),
-            items: Some(
+            items: (!items.is_empty()).then(|| {
                 items
                     .iter()
                     .map(|(key, path)| KeyToPath {
@@ -37,8 +41,8 @@ pub(super) fn secret_volume(name: &str, secret: &str, items: &[(&str, &str)]) ->
                         path: (*path).into(),
                         mode: None,
                     })
-                    .collect(),
-            ),
+                    .collect()
+            }),
             default_mode: Some(SECRET_MODE),
             optional: Some(false),
         }),
@@ -59,7 +63,12 @@ pub(super) fn mount(name: &str, path: &str) -> VolumeMount {
 pub fn env(spec: &PushGatewaySpec) -> Vec<EnvVar> {
     let mut env = Vec::new();
     if let Some(auth) = &spec.auth {
-        env.push(var(vars::AUTH_KEY_FILE, format!("{AUTH_DIR}/key")));
+        if auth.key_secret_ref.is_some() {
+            env.push(var(vars::AUTH_KEY_FILE, format!("{AUTH_DIR}/key")));
+        }
+        if auth.keys_secret_ref.is_some() {
+            env.push(var(vars::AUTH_KEY_DIR, AUTH_DIR.into()));
+        }
         env.push(var(
             vars::AUTH_ALGORITHM,
             pushgate_contract::config::KeyAlgorithm::from(auth.algorithm.unwrap_or_default())
@@ -76,9 +85,22 @@ pub fn env(spec: &PushGatewaySpec) -> Vec<EnvVar> {
             }
         }
     }
-    if spec.tls.is_some() {
+    if let Some(tls) = &spec.tls {
         env.push(var(vars::TLS_CERT_FILE, format!("{TLS_DIR}/tls.crt")));
         env.push(var(vars::TLS_KEY_FILE, format!("{TLS_DIR}/tls.key")));
+        if let Some(ca) = &tls.client_ca {
+            env.push(var(
+                vars::TLS_CLIENT_CA_FILE,
+                format!("{CLIENT_CA_DIR}/ca.crt"),
+            ));
+            let mode = ClientAuth::from(ca.mode.unwrap_or_default());
+            env.push(var(vars::TLS_CLIENT_AUTH, mode.as_str().into()));
+            let identity = CertIdentity::from(ca.identity.unwrap_or_default());
+            env.push(var(
+                vars::AUTH_CERTIFICATE_IDENTITY,
+                identity.as_str().into(),
+            ));
+        }
     }
     env
 }
@@ -87,9 +109,14 @@ pub fn env(spec: &PushGatewaySpec) -> Vec<EnvVar> {
 pub fn volumes(spec: &PushGatewaySpec) -> Vec<Volume> {
     let mut v = Vec::new();
     if let Some(auth) = &spec.auth {
-        let r = &auth.key_secret_ref;
-        let key = r.key.as_deref().unwrap_or("key");
-        v.push(secret_volume("auth-key", &r.name, &[(key, "key")]));
+        if let Some(r) = &auth.key_secret_ref {
+            let key = r.key.as_deref().unwrap_or("key");
+            v.push(secret_volume("auth-key", &r.name, &[(key, "key")]));
+        }
+        if let Some(r) = &auth.keys_secret_ref {
+            // Every key of the Secret is a file named by its kid.
+            v.push(secret_volume("auth-key", &r.name, &[]));
+        }
     }
     if let Some(tls) = &spec.tls {
         v.push(secret_volume(
@@ -97,6 +124,14 @@ pub fn volumes(spec: &PushGatewaySpec) -> Vec<Volume> {
             &tls.secret_name,
             &[("tls.crt", "tls.crt"), ("tls.key", "tls.key")],
         ));
+        if let Some(ca) = &tls.client_ca {
+            let key = ca.key.as_deref().unwrap_or("ca.crt");
+            v.push(secret_volume(
+                "client-ca",
+                &ca.secret_name,
+                &[(key, "ca.crt")],
+            ));
+        }
     }
     v
 }
@@ -104,11 +139,18 @@ pub fn volumes(spec: &PushGatewaySpec) -> Vec<Volume> {
 /// Read-only mounts of those volumes.
 pub fn mounts(spec: &PushGatewaySpec) -> Vec<VolumeMount> {
     let mut m = Vec::new();
-    if spec.auth.is_some() {
+    if spec
+        .auth
+        .as_ref()
+        .is_some_and(|a| a.key_secret_ref.is_some() || a.keys_secret_ref.is_some())
+    {
         m.push(mount("auth-key", AUTH_DIR));
     }
-    if spec.tls.is_some() {
+    if let Some(tls) = &spec.tls {
         m.push(mount("tls", TLS_DIR));
+        if tls.client_ca.is_some() {
+            m.push(mount("client-ca", CLIENT_CA_DIR));
+        }
     }
     m
 }
@@ -118,6 +160,14 @@ mod tests {
     use super::super::desired;
     use super::super::testutil::*;
     use super::*;
+
+    /// The Secret source of volume `name`.
+    fn secret_source(vols: &[Volume], name: &str) -> SecretVolumeSource {
+        vols.iter()
+            .find(|v| v.name == name)
+            .and_then(|v| v.secret.clone())
+            .unwrap()
+    }
 
     fn spec(json: serde_json::Value) -> PushGatewaySpec {
         serde_json::from_value(json).unwrap()
@@ -170,12 +220,7 @@ mod tests {
         );
 
         let vols = pod.volumes.unwrap();
-        let secret = |n: &str| {
-            vols.iter()
-                .find(|v| v.name == n)
-                .and_then(|v| v.secret.clone())
-                .unwrap()
-        };
+        let secret = |n: &str| secret_source(&vols, n);
         let auth = secret("auth-key");
         assert_eq!(auth.secret_name.as_deref(), Some("jwt"));
         assert_eq!(auth.items.unwrap()[0].key, "es256.pub");
@@ -212,5 +257,63 @@ mod tests {
         assert!(env(&s)
             .iter()
             .any(|e| e.name == "PUSHGATE_AUTH_ALGORITHM" && e.value.as_deref() == Some("hs256")));
+    }
+
+    #[test]
+    fn a_key_set_and_client_certificates_are_mounted_whole_and_by_path() {
+        let s = spec(serde_json::json!({
+            "auth": {
+                "keysSecretRef": {"name": "jwt-keys"},
+                "certificateGrants": [{"identity": "sensor-*", "subscribe": ["devices/{identity}/**"]}]
+            },
+            "tls": {"secretName": "gw-cert", "clientCA": {"secretName": "device-ca", "mode": "optional", "identity": "uri"}}
+        }));
+        let env: Vec<(String, String)> = env(&s)
+            .into_iter()
+            .filter_map(|e| Some((e.name, e.value?)))
+            .collect();
+        let get = |n: &str| env.iter().find(|(k, _)| k == n).map(|(_, v)| v.as_str());
+        assert_eq!(get("PUSHGATE_AUTH_KEY_DIR"), Some(AUTH_DIR));
+        assert_eq!(get("PUSHGATE_AUTH_KEY_FILE"), None);
+        assert_eq!(
+            get("PUSHGATE_TLS_CLIENT_CA_FILE"),
+            Some("/var/run/secrets/pushgate/client-ca/ca.crt")
+        );
+        assert_eq!(get("PUSHGATE_TLS_CLIENT_AUTH"), Some("optional"));
+        assert_eq!(get("PUSHGATE_AUTH_CERTIFICATE_IDENTITY"), Some("uri"));
+        let vols = volumes(&s);
+        let secret = |n: &str| secret_source(&vols, n);
+        let keys = secret("auth-key");
+        assert_eq!(keys.secret_name.as_deref(), Some("jwt-keys"));
+        assert_eq!(
+            keys.items, None,
+            "every key of the Secret, each named by its kid"
+        );
+        let ca = secret("client-ca");
+        assert_eq!(ca.secret_name.as_deref(), Some("device-ca"));
+        assert_eq!(ca.items.unwrap()[0].key, "ca.crt");
+        let mounted: Vec<String> = mounts(&s).into_iter().map(|m| m.mount_path).collect();
+        assert_eq!(mounted, [AUTH_DIR, TLS_DIR, CLIENT_CA_DIR]);
+        // The grants are policy, not secrets: they go to the ConfigMap.
+        let yaml = crate::config::render(&s).unwrap();
+        assert!(
+            yaml.contains("certificate_grants") && yaml.contains("devices/{identity}/**"),
+            "{yaml}"
+        );
+    }
+
+    #[test]
+    fn certificate_only_auth_mounts_no_key() {
+        let s = spec(serde_json::json!({
+            "auth": {"certificateGrants": [{"identity": "*", "subscribe": ["public"]}]},
+            "tls": {"secretName": "gw-cert", "clientCA": {"secretName": "device-ca"}}
+        }));
+        assert!(volumes(&s).iter().all(|v| v.name != "auth-key"));
+        assert!(env(&s)
+            .iter()
+            .all(|e| e.name != "PUSHGATE_AUTH_KEY_FILE" && e.name != "PUSHGATE_AUTH_KEY_DIR"));
+        assert!(env(&s).iter().any(
+            |e| e.name == "PUSHGATE_TLS_CLIENT_AUTH" && e.value.as_deref() == Some("required")
+        ));
     }
 }
