@@ -72,6 +72,17 @@ impl Server {
             nofile,
             "TCP connection caps"
         );
+        if edge.cap(Listener::Api) < node.config.limits.max_connections {
+            // Container runtimes differ: containerd before 2.0 starts every
+            // container at 1024 open files, whatever the host allows.
+            tracing::warn!(
+                nofile,
+                api_cap = edge.cap(Listener::Api),
+                max_connections = node.config.limits.max_connections,
+                "the open-file limit holds fewer connections than limits.max_connections; \
+                 raise RLIMIT_NOFILE in the container runtime"
+            );
+        }
         let api = bind(node.config.listen)
             .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", node.config.listen))?;
         let api_addr = api.local_addr()?;

@@ -85,6 +85,8 @@ enum Command {
 
 /// SQLite-backed [`Store`].
 pub struct EmbeddedStore {
+    /// Held for the store's life: one process per data directory.
+    _lock: super::dirlock::DirLock,
     commands: mpsc::UnboundedSender<Command>,
     readers: Arc<[Mutex<Connection>]>,
     next_reader: AtomicUsize,
@@ -111,6 +113,7 @@ impl EmbeddedStore {
     pub fn open(dir: &Path, fsync: FsyncPolicy, opts: StoreOptions) -> Result<Self, StoreError> {
         std::fs::create_dir_all(dir)
             .map_err(|e| unavailable(format!("cannot create {}: {e}", dir.display())))?;
+        let lock = super::dirlock::DirLock::acquire(dir, super::dirlock::LOCK_WAIT)?;
         let path = dir.join("pushgate.db");
         let writer = open_conn(&path, fsync).map_err(unavailable)?;
         writer.execute_batch(SCHEMA).map_err(unavailable)?;
@@ -125,6 +128,7 @@ impl EmbeddedStore {
             .spawn(move || w.run(rx))
             .map_err(unavailable)?;
         Ok(EmbeddedStore {
+            _lock: lock,
             commands: tx,
             readers: readers.into(),
             next_reader: AtomicUsize::new(0),

@@ -2,6 +2,7 @@
 //! through [`Store`]. Two implementations pass one conformance suite.
 
 pub mod conformance;
+pub mod dirlock;
 pub mod embedded;
 pub mod redis;
 mod redis_scripts;
