@@ -10,7 +10,7 @@ use futures_util::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::core::v1::{
-    ConfigMap, ObjectReference, PersistentVolumeClaim, Secret, Service, ServiceAccount,
+    ConfigMap, ObjectReference, PersistentVolumeClaim, Pod, Secret, Service, ServiceAccount,
 };
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
@@ -33,6 +33,8 @@ use tracing::Instrument;
 const MANAGED_SELECTOR: &str = "app.kubernetes.io/managed-by=pushgate-operator";
 /// Periodic resync of healthy objects.
 const RESYNC: Duration = Duration::from_secs(300);
+/// How soon an unfinished rollout is looked at again.
+const ROLLOUT_RECHECK: Duration = Duration::from_secs(10);
 /// First and largest retry delay after a failed reconcile.
 const BACKOFF_BASE: Duration = Duration::from_secs(1);
 const BACKOFF_MAX: Duration = Duration::from_secs(300);
@@ -333,7 +335,8 @@ async fn write_status(
     Ok(())
 }
 
-async fn reconcile_inner(pgw: &PushGateway, ctx: &Context) -> Result<(), Error> {
+/// Reconciles; `Ok(true)` once every gateway pod is rolled out and ready.
+async fn reconcile_inner(pgw: &PushGateway, ctx: &Context) -> Result<bool, Error> {
     let result = match build::desired(pgw) {
         Ok(d) => apply_all(ctx, pgw, &d).await,
         Err(e) => Err(e.into()),
@@ -344,7 +347,29 @@ async fn reconcile_inner(pgw: &PushGateway, ctx: &Context) -> Result<(), Error> 
                 deployment: Some(d),
                 weight: *w,
             });
-            write_status(ctx, pgw, Some(&a.stable), canary, None).await
+            let settled = status::rolled_out(Some(&a.stable))
+                && a.canary
+                    .as_ref()
+                    .is_none_or(|(d, _)| status::rolled_out(Some(d)));
+            // Everything applied, but a pod may still never start (a bad
+            // image, a crash loop): that is a failure too, with its reason.
+            let stuck = match settled {
+                true => None,
+                false => stuck_pod(ctx, pgw).await,
+            };
+            if let Some(f) = &stuck {
+                ctx.event(
+                    pgw,
+                    EventType::Warning,
+                    &f.reason,
+                    "Rollout",
+                    f.message.clone(),
+                    None,
+                )
+                .await;
+            }
+            write_status(ctx, pgw, Some(&a.stable), canary, stuck.as_ref()).await?;
+            Ok(settled)
         }
         Err(err) => {
             let failure = Failure {
@@ -397,6 +422,24 @@ async fn reconcile_inner(pgw: &PushGateway, ctx: &Context) -> Result<(), Error> 
     }
 }
 
+/// The first of the PushGateway's pods that cannot start, if any. A failed
+/// list is no verdict (the next reconcile looks again).
+async fn stuck_pod(ctx: &Context, pgw: &PushGateway) -> Option<Failure> {
+    let selector = build::instance_labels(pgw)
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(",");
+    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &pgw.namespace().unwrap_or_default());
+    match pods.list(&ListParams::default().labels(&selector)).await {
+        Ok(list) => status::stuck_pod(&list.items),
+        Err(e) => {
+            tracing::debug!(error = %e, "cannot list gateway pods");
+            None
+        }
+    }
+}
+
 /// Reconciles one PushGateway; called by the controller runtime.
 pub async fn reconcile(pgw: Arc<PushGateway>, ctx: Arc<Context>) -> Result<Action, Error> {
     let start = Instant::now();
@@ -413,12 +456,18 @@ pub async fn reconcile(pgw: Arc<PushGateway>, ctx: Arc<Context>) -> Result<Actio
         .duration
         .with_label_values(&[outcome])
         .observe(start.elapsed().as_secs_f64());
-    result?;
+    let settled = result?;
     ctx.failures
         .lock()
         .unwrap()
         .remove(&ObjectRef::from_obj(&*pgw));
-    Ok(Action::requeue(RESYNC))
+    // Pod states (a pull that fails, a crash loop) change no owned object:
+    // look again soon while the rollout is unfinished.
+    Ok(Action::requeue(if settled {
+        RESYNC
+    } else {
+        ROLLOUT_RECHECK
+    }))
 }
 
 /// Delay before retry `n` (1-based): doubling from 1s, capped at 5 minutes.

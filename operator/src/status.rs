@@ -4,6 +4,7 @@
 use crate::build;
 use crate::crd::{CanaryStatus, Condition, PushGateway, PushGatewayStatus};
 use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::Pod;
 
 /// A reconcile failure to surface as `Degraded=True`.
 #[derive(Debug, Clone)]
@@ -69,6 +70,42 @@ fn condition(
     }
 }
 
+/// Container states that do not pass by waiting: a pod in one of them keeps
+/// the rollout from ever completing, so it is reported as `Degraded`.
+const STUCK: [&str; 6] = [
+    "ErrImagePull",
+    "ImagePullBackOff",
+    "InvalidImageName",
+    "CrashLoopBackOff",
+    "CreateContainerConfigError",
+    "CreateContainerError",
+];
+
+/// The first gateway pod that cannot start, as a failure named by its
+/// container's waiting reason (e.g. `ImagePullBackOff`) with the kubelet's message.
+pub fn stuck_pod(pods: &[Pod]) -> Option<Failure> {
+    pods.iter().find_map(|p| {
+        let st = p.status.as_ref()?;
+        let all = st
+            .init_container_statuses
+            .iter()
+            .flatten()
+            .chain(st.container_statuses.iter().flatten());
+        all.filter_map(|c| Some((c, c.state.as_ref()?.waiting.as_ref()?)))
+            .find(|(_, w)| w.reason.as_deref().is_some_and(|r| STUCK.contains(&r)))
+            .map(|(c, w)| Failure {
+                reason: w.reason.clone().unwrap_or_default(),
+                message: format!(
+                    "pod {} container {} ({}): {}",
+                    p.metadata.name.as_deref().unwrap_or("?"),
+                    c.name,
+                    c.image,
+                    w.message.as_deref().unwrap_or("waiting")
+                ),
+            })
+    })
+}
+
 /// What the reconciler observed of the canary track.
 #[derive(Debug, Clone, Copy)]
 pub struct CanaryObserved<'a> {
@@ -76,6 +113,11 @@ pub struct CanaryObserved<'a> {
     pub deployment: Option<&'a Deployment>,
     /// Canary share (percent) written to the routing table.
     pub weight: i32,
+}
+
+/// True once the Deployment's rollout is complete.
+pub fn rolled_out(dep: Option<&Deployment>) -> bool {
+    rollout(dep).done
 }
 
 /// The status to write after a reconcile attempt; `canary` is `Some` while
@@ -122,11 +164,8 @@ pub fn compute(
             &prev,
             "Ready",
             ok,
-            if failure.is_some() {
-                "Degraded"
-            } else {
-                ready_reason
-            },
+            // The failure's own reason, so `kubectl get` shows why.
+            failure.map_or(ready_reason, |f| f.reason.as_str()),
             ready_msg.clone(),
             generation,
             now,
@@ -253,7 +292,11 @@ mod tests {
             (d.status.as_str(), d.reason.as_str(), d.message.as_str()),
             ("True", "InvalidSpec", "bad")
         );
-        assert_eq!(get(&s, "Ready").status, "False");
+        let ready = get(&s, "Ready");
+        assert_eq!(
+            (ready.status.as_str(), ready.reason.as_str()),
+            ("False", "InvalidSpec")
+        );
     }
 
     #[test]
@@ -317,5 +360,44 @@ mod tests {
         assert_eq!(Some(&again), p.status.as_ref());
         let flipped = compute(&p, Some(&dep(1, 0)), None, None, "t2");
         assert_eq!(get(&flipped, "Ready").last_transition_time, "t2");
+    }
+
+    #[test]
+    fn a_pod_that_cannot_pull_its_image_is_the_failure() {
+        use k8s_openapi::api::core::v1::{
+            ContainerState, ContainerStateWaiting, ContainerStatus, PodStatus,
+        };
+        let pod = |name: &str, reason: &str| Pod {
+            metadata: kube::api::ObjectMeta {
+                name: Some(name.into()),
+                ..Default::default()
+            },
+            status: Some(PodStatus {
+                container_statuses: Some(vec![ContainerStatus {
+                    name: "gateway".into(),
+                    image: "ghcr.io/pushgate/nope:1".into(),
+                    state: Some(ContainerState {
+                        waiting: Some(ContainerStateWaiting {
+                            reason: Some(reason.into()),
+                            message: Some("pull access denied".into()),
+                        }),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                }]),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        assert!(
+            stuck_pod(&[pod("a", "ContainerCreating")]).is_none(),
+            "that passes"
+        );
+        let f = stuck_pod(&[pod("a", "ContainerCreating"), pod("b", "ImagePullBackOff")]).unwrap();
+        assert_eq!(f.reason, "ImagePullBackOff");
+        assert_eq!(
+            f.message,
+            "pod b container gateway (ghcr.io/pushgate/nope:1): pull access denied"
+        );
     }
 }

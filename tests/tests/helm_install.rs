@@ -142,6 +142,7 @@ async fn helm_install_then_operator_runs_with_only_the_charts_rbac() {
             &app_ns,
         ],
         &["create", "events.events.k8s.io", "-n", &app_ns],
+        &["list", "pods", "-n", &app_ns],
         &[
             "update",
             "leases.coordination.k8s.io/pushgate-operator",
@@ -161,6 +162,7 @@ async fn helm_install_then_operator_runs_with_only_the_charts_rbac() {
         &["create", "pushgateways.pushgate.dev", "-n", &app_ns],
         &["delete", "pushgateways.pushgate.dev", "-n", &app_ns],
         &["create", "pods", "-n", &app_ns],
+        &["delete", "pods", "-n", &app_ns],
         &["create", "leases.coordination.k8s.io", "-n", &app_ns],
         &[
             "update",

@@ -347,7 +347,7 @@ async fn minimal_pushgateway_yields_expected_objects() {
     let header: Vec<_> = table.lines().next().unwrap().split_whitespace().collect();
     assert_eq!(
         header,
-        ["NAME", "READY", "REPLICAS", "CANARY", "WEIGHT", "AGE"],
+        ["NAME", "READY", "REASON", "REPLICAS", "CANARY", "WEIGHT", "AGE"],
         "{table}"
     );
     assert!(table.lines().any(|l| l.starts_with("minimal ")), "{table}");
