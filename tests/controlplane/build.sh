@@ -13,6 +13,8 @@ ETCD_VERSION="v3.6.16"
 KWOK_VERSION="v0.8.0"
 HELM_VERSION="v3.21.4"
 PROMETHEUS_VERSION="v0.316.0"   # the Go module of Prometheus v3.x, for promcheck
+CNI_PLUGINS_VERSION="v1.10.0"   # bridge, host-local, loopback, portmap for the real node
+COREDNS_VERSION="v1.15.0"       # cluster DNS of the real node
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 cache="${PUSHGATE_K8S_CACHE:-$HOME/.cache/pushgate-k8s}"
@@ -54,7 +56,7 @@ if ! have etcd; then
 fi
 
 # --- Kubernetes components: wrapper module replacing every staging module -----
-k8s_cmds=(kube-apiserver kube-controller-manager kube-scheduler kubectl)
+k8s_cmds=(kube-apiserver kube-controller-manager kube-scheduler kubectl kubelet kube-proxy)
 missing=()
 for c in "${k8s_cmds[@]}"; do have "$c" || missing+=("$c"); done
 if [ ${#missing[@]} -gt 0 ]; then
@@ -87,6 +89,8 @@ import (
 	_ "k8s.io/kubernetes/cmd/kube-controller-manager"
 	_ "k8s.io/kubernetes/cmd/kube-scheduler"
 	_ "k8s.io/kubernetes/cmd/kubectl"
+	_ "k8s.io/kubernetes/cmd/kubelet"
+	_ "k8s.io/kubernetes/cmd/kube-proxy"
 )
 GO
     go get "k8s.io/kubernetes@$K8S_VERSION"
@@ -137,6 +141,32 @@ if ! have promcheck; then
   echo "    promcheck built in $(( $(stamp) - t ))s"
 fi
 
+# --- the real node: CNI plugins, CoreDNS, a pause binary ------------------------
+if ! [ -x "$bin/cni/bridge" ] || ! [ -x "$bin/cni/portmap" ]; then
+  echo "==> building CNI plugins $CNI_PLUGINS_VERSION"
+  t=$(stamp)
+  m="github.com/containernetworking/plugins/plugins"
+  mkdir -p "$bin/cni"
+  GOBIN="$bin/cni" GOFLAGS= go install -trimpath -ldflags "-s -w" \
+    "$m/main/bridge@$CNI_PLUGINS_VERSION" "$m/ipam/host-local@$CNI_PLUGINS_VERSION" \
+    "$m/main/loopback@$CNI_PLUGINS_VERSION" "$m/meta/portmap@$CNI_PLUGINS_VERSION" \
+    || fail "CNI plugins build"
+  echo "    CNI plugins built in $(( $(stamp) - t ))s"
+fi
+for tool in coredns pause; do
+  have "$tool" && continue
+  echo "==> building $tool"
+  t=$(stamp)
+  d="$work/$tool"; rm -rf "$d"; mkdir -p "$d"; cp "$here/$tool/main.go" "$d/"
+  ( cd "$d"
+    go mod init "pushgate.dev/controlplane/$tool" >/dev/null 2>&1
+    if [ "$tool" = coredns ]; then go get "github.com/coredns/coredns@$COREDNS_VERSION"; fi
+    go mod tidy
+    go build -trimpath -ldflags "-s -w" -o "$bin/$tool" .
+  ) || fail "$tool build"
+  echo "    $tool built in $(( $(stamp) - t ))s"
+done
+
 # --- kwok stages: pod/node lifecycles from the same pinned module ------------
 stages="$cache/$K8S_VERSION/kwok-stages.yaml"
 if [ ! -s "$stages" ]; then
@@ -153,7 +183,9 @@ if [ ! -s "$stages" ]; then
   mv "$tmp" "$stages"
 fi
 
-for c in etcd "${k8s_cmds[@]}" kwok helm promcheck; do have "$c" || fail "$bin/$c missing after build"; done
+for c in etcd "${k8s_cmds[@]}" kwok helm promcheck coredns pause cni/bridge cni/host-local cni/loopback cni/portmap; do
+  have "$c" || fail "$bin/$c missing after build"
+done
 echo "==> control plane ready in $(( $(stamp) - t_all ))s:"
-( cd "$bin" && ls -l etcd "${k8s_cmds[@]}" kwok helm promcheck | awk '{printf "    %-26s %6.1f MiB\n", $9, $5/1048576}' )
+( cd "$bin" && ls -l etcd "${k8s_cmds[@]}" kwok helm promcheck coredns pause cni/* | awk '{printf "    %-26s %6.1f MiB\n", $9, $5/1048576}' )
 echo "$bin"
