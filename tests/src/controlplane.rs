@@ -33,6 +33,7 @@ pub struct ControlPlane {
     root: PathBuf,
     bin: PathBuf,
     kubeconfig: PathBuf,
+    ca: PathBuf,
     children: Mutex<Vec<(String, Child)>>,
 }
 
@@ -114,6 +115,7 @@ impl ControlPlane {
         let cp = ControlPlane {
             dir: Mutex::new(Some(dir)),
             kubeconfig: root.join("kubeconfig"),
+            ca: root.join("ca.crt"),
             root,
             bin,
             children: Mutex::default(),
@@ -261,6 +263,19 @@ impl ControlPlane {
         Ok(cp)
     }
 
+    /// A handle on a control plane something else runs (the real-node
+    /// cluster of `tests/cluster/up.sh`): the same helpers, no processes of its own.
+    pub fn attach(root: &Path, bin: &Path, kubeconfig: &Path, ca: &Path) -> ControlPlane {
+        ControlPlane {
+            dir: Mutex::new(None),
+            root: root.to_owned(),
+            bin: bin.to_owned(),
+            kubeconfig: kubeconfig.to_owned(),
+            ca: ca.to_owned(),
+            children: Mutex::default(),
+        }
+    }
+
     fn spawn(&self, name: &str, args: &[&str]) -> anyhow::Result<()> {
         let log = std::fs::File::create(self.root.join(format!("{name}.log")))?;
         let child = Command::new(self.bin.join(name))
@@ -327,7 +342,7 @@ impl ControlPlane {
                 "apiVersion: v1\nkind: Config\nclusters:\n- name: test\n  cluster:\n    server: {server}\n    certificate-authority: {}\n\
                  users:\n- name: sa\n  user:\n    token: {}\n\
                  contexts:\n- name: test\n  context:\n    cluster: test\n    user: sa\ncurrent-context: test\n",
-                self.root.join("ca.crt").display(),
+                self.ca.display(),
                 token.trim(),
             ),
         )?;

@@ -2,6 +2,7 @@
 //! starts its process on loopback and cleans up on drop.
 
 pub mod browser;
+pub mod cluster;
 pub mod controlplane;
 pub mod gateway;
 pub mod pki;

@@ -13,8 +13,10 @@ use anyhow::{bail, Context, Result};
 /// One Redis server process, restartable on the same port and data.
 pub struct RedisServer {
     child: Option<Child>,
-    /// Its port on 127.0.0.1.
+    /// Its port.
     pub port: u16,
+    /// The address it listens on (127.0.0.1 unless started with [`RedisServer::start_on`]).
+    pub ip: std::net::Ipv4Addr,
     dir: tempfile::TempDir,
 }
 
@@ -56,25 +58,37 @@ fn free_port() -> Result<u16> {
 impl RedisServer {
     /// Starts a fresh server.
     pub fn start() -> Result<RedisServer> {
+        Self::start_on(std::net::Ipv4Addr::LOCALHOST)
+    }
+
+    /// Starts a fresh server listening on `ip` (an address of this machine,
+    /// e.g. the test node's bridge, so pods reach it).
+    pub fn start_on(ip: std::net::Ipv4Addr) -> Result<RedisServer> {
         let mut r = RedisServer {
             child: None,
             port: free_port()?,
+            ip,
             dir: tempfile::tempdir()?,
         };
         r.resume()?;
         Ok(r)
     }
 
-    /// `redis://127.0.0.1:PORT`.
+    /// `redis://IP:PORT`.
     pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
+        format!("redis://{}:{}", self.ip, self.port)
     }
 
     /// Starts the server again (same port, same data) after [`RedisServer::stop`].
     pub fn resume(&mut self) -> Result<()> {
         let bin = redis_binary()?;
         let child = Command::new(&bin)
-            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+            .args([
+                "--port",
+                &self.port.to_string(),
+                "--bind",
+                &self.ip.to_string(),
+            ])
             .arg("--dir")
             .arg(self.dir.path())
             .args([
@@ -88,8 +102,10 @@ impl RedisServer {
             .args([
                 "--daemonize",
                 "no",
+                // Protected mode refuses every non-loopback client; a
+                // bridge address is only reachable from this machine's pods.
                 "--protected-mode",
-                "yes",
+                if self.ip.is_loopback() { "yes" } else { "no" },
                 "--loglevel",
                 "warning",
             ])
@@ -116,7 +132,7 @@ impl RedisServer {
 
     fn ping(&self) -> bool {
         use std::io::{Read, Write};
-        let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", self.port)) else {
+        let Ok(mut s) = std::net::TcpStream::connect((self.ip, self.port)) else {
             return false;
         };
         let _ = s.set_read_timeout(Some(Duration::from_millis(500)));
@@ -129,7 +145,10 @@ impl RedisServer {
 
     /// A client for raw commands (fault injection, inspection).
     pub fn cli(&self) -> RedisCli {
-        RedisCli { port: self.port }
+        RedisCli {
+            ip: self.ip,
+            port: self.port,
+        }
     }
 
     /// Stops the server (SIGTERM, which also flushes the append-only file) and waits.
@@ -164,6 +183,7 @@ impl Drop for RedisServer {
 /// Sends single commands over RESP and returns the first reply line.
 #[derive(Debug, Clone)]
 pub struct RedisCli {
+    ip: std::net::Ipv4Addr,
     port: u16,
 }
 
@@ -171,8 +191,7 @@ impl RedisCli {
     /// Runs one command; panics unless Redis answers with a non-error reply.
     pub fn run(&self, args: &[&str]) -> String {
         use std::io::{BufRead, BufReader, Write};
-        let mut s =
-            std::net::TcpStream::connect(("127.0.0.1", self.port)).expect("connect to redis");
+        let mut s = std::net::TcpStream::connect((self.ip, self.port)).expect("connect to redis");
         s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
         let mut req = format!("*{}\r\n", args.len());
         for a in args {

@@ -351,7 +351,9 @@ impl TracedFleet {
     }
 }
 
-/// Publishes `e00000`, `e00001`, … to one topic every `every` until stopped.
+/// Publishes `e00000`, `e00001`, … to one topic every `every` until stopped,
+/// each with its own idempotency key and retried until acknowledged (so a
+/// gateway restarting under it loses and duplicates nothing).
 pub struct Ticker {
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
     task: tokio::task::JoinHandle<Vec<String>>,
@@ -371,7 +373,10 @@ impl Ticker {
             let mut sent = Vec::new();
             while !flag.load(std::sync::atomic::Ordering::Relaxed) {
                 let d = format!("e{:05}", sent.len());
-                crate::gateway::publish(&c, &base, topic, &d).await.unwrap();
+                let bases = std::slice::from_ref(&base);
+                publish_reliably(&c, bases, topic, &d, &d, Duration::from_secs(120))
+                    .await
+                    .unwrap();
                 sent.push(d);
                 tokio::time::sleep(every).await;
             }
@@ -384,9 +389,17 @@ impl Ticker {
     pub async fn finish(self, client: &reqwest::Client, base: &str, topic: &str) -> Vec<String> {
         self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
         let mut sent = self.task.await.expect("publisher task");
-        crate::gateway::publish(client, base, topic, "END")
-            .await
-            .unwrap();
+        let bases = [base.to_owned()];
+        publish_reliably(
+            client,
+            &bases,
+            topic,
+            "END",
+            "END",
+            Duration::from_secs(120),
+        )
+        .await
+        .unwrap();
         sent.push("END".into());
         sent
     }

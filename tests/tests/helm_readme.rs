@@ -6,6 +6,7 @@
 //! provisioner here) and the operator process (kwok pods run nothing), which
 //! runs with the token of the chart's ServiceAccount.
 
+use pushgate_e2e::cluster::{readme_step, README_KUBERNETES};
 use pushgate_e2e::controlplane::{ControlPlane, OperatorOptions, OperatorProcess};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -14,36 +15,8 @@ fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
-/// The lines of step `n` (`# n. ...` up to the next `# m.`) of the README's
-/// "Kubernetes in five minutes" shell block.
 fn step(n: u32) -> Vec<String> {
-    let readme = std::fs::read_to_string(repo().join("README.md")).unwrap();
-    let section = readme
-        .split("## Kubernetes in five minutes")
-        .nth(1)
-        .expect("README has a 'Kubernetes in five minutes' section");
-    let block = section
-        .split("```sh\n")
-        .nth(1)
-        .and_then(|b| b.split("```").next())
-        .expect("a sh block in the section");
-    let mut lines = Vec::new();
-    let mut inside = false;
-    for l in block.lines() {
-        if let Some(rest) = l.strip_prefix("# ") {
-            if let Some((num, _)) = rest.split_once(". ") {
-                if let Ok(k) = num.parse::<u32>() {
-                    inside = k == n;
-                    continue;
-                }
-            }
-        }
-        if inside && !l.trim().is_empty() && !l.trim_start().starts_with('#') {
-            lines.push(l.to_owned());
-        }
-    }
-    assert!(!lines.is_empty(), "README step {n} is empty");
-    lines
+    readme_step(README_KUBERNETES, n)
 }
 
 /// Runs one README line with bash, the pinned tools first on PATH and the

@@ -1,0 +1,751 @@
+//! Every operator feature on gateways that really run: the README's
+//! no-Docker cluster (a kubelet, containerd and runc, kube-proxy, CoreDNS),
+//! the chart's operator Deployment from its image, and PushGateways whose
+//! rendered Deployments, Secrets, probes, volumes and security settings are
+//! executed as written. Clients reach the gateways only through their
+//! Services' ClusterIPs (kube-proxy), as in-cluster clients would.
+//!
+//! The tests share one cluster and one `helm install`, and run one at a time.
+
+use std::collections::BTreeMap;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use pushgate::routing::{bucket, track_of, Track};
+use pushgate_e2e::cluster::{readme_step, run_lines, Cluster, README_KUBERNETES};
+use pushgate_e2e::controlplane::{eventually, ControlPlane};
+use pushgate_e2e::pki::TestCa;
+use pushgate_e2e::redis::RedisServer;
+use pushgate_e2e::sse_client::{Opened, SseClient};
+use pushgate_e2e::subscriber::{follow_to_marker, Ticker, TracedFleet};
+use serde_json::Value;
+
+const WAIT: Duration = Duration::from_secs(180);
+/// The images `tests/cluster/images.sh` builds, as the chart and CRD default to.
+const GATEWAY_IMAGE: &str = "ghcr.io/pushgate/pushgate:0.1.0";
+const OPERATOR_IMAGE: &str = "ghcr.io/pushgate/pushgate-operator:0.1.0";
+/// The namespace of the README's `helm install`.
+const RELEASE_NS: &str = "pushgate-system";
+
+/// One test at a time: they share the node's two cores and the operator.
+/// (An async lock: each test has its own runtime and holds it across awaits.)
+async fn serial() -> tokio::sync::MutexGuard<'static, ()> {
+    static LOCK: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    LOCK.lock().await
+}
+
+/// The README's steps 2–4, run verbatim once per test binary (with step 5's
+/// first command, which stops step 4's background jobs): the operator from
+/// the chart, `examples/minimal.yaml`, and a stream through `kubectl
+/// port-forward`. Returns the cluster and what step 4's stream printed.
+fn installed() -> (&'static Cluster, &'static str) {
+    static INSTALL: OnceLock<String> = OnceLock::new();
+    let cluster = Cluster::shared();
+    let out = INSTALL.get_or_init(|| {
+        let t0 = Instant::now();
+        let mut lines = cluster.shell_prelude();
+        for step in 2..=4 {
+            lines.extend(readme_step(README_KUBERNETES, step));
+        }
+        let stop = readme_step(README_KUBERNETES, 5)[0]
+            .split(';')
+            .next()
+            .unwrap()
+            .trim()
+            .to_owned();
+        assert!(
+            stop.starts_with("kill %"),
+            "step 5 starts by stopping step 4: {stop}"
+        );
+        // Step 4's stream runs in the background: let it print first.
+        lines.push("sleep 3".into());
+        lines.push(stop);
+        let out = run_lines(&lines, &[]).unwrap_or_else(|e| {
+            panic!(
+                "{e:#}\n--- kubelet\n{}\n--- containerd\n{}",
+                cluster.log_tail("kubelet", 30),
+                cluster.log_tail("containerd", 30)
+            )
+        });
+        eprintln!("README steps 2-4 on the real node in {:?}", t0.elapsed());
+        out
+    });
+    (cluster, out.as_str())
+}
+
+/// `kubectl get <what> -o json`.
+fn get_json(cp: &ControlPlane, args: &[&str]) -> Value {
+    let mut a = vec!["get"];
+    a.extend_from_slice(args);
+    a.extend(["-o", "json"]);
+    serde_json::from_str(&cp.kubectl(&a).unwrap()).unwrap()
+}
+
+/// The pods of PushGateway `name` (both tracks).
+fn gateway_pods(cp: &ControlPlane, ns: &str, name: &str) -> Vec<Value> {
+    let sel = format!("app.kubernetes.io/instance={name}");
+    get_json(cp, &["pods", "-n", ns, "-l", &sel])["items"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+}
+
+fn ready(pod: &Value) -> bool {
+    pod["metadata"]["deletionTimestamp"].is_null()
+        && pod["status"]["conditions"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|c| c["type"] == "Ready" && c["status"] == "True")
+}
+
+/// `http://<ClusterIP>:<port>` of a Service.
+fn service_url(cp: &ControlPlane, ns: &str, name: &str) -> String {
+    let svc = get_json(cp, &["service", name, "-n", ns]);
+    let port = svc["spec"]["ports"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "http")
+        .unwrap()["port"]
+        .clone();
+    format!(
+        "http://{}:{port}",
+        svc["spec"]["clusterIP"].as_str().unwrap()
+    )
+}
+
+/// Waits until PushGateway `name` is Ready with `replicas` ready pods, all
+/// of them in `ready` state through their real probes.
+async fn wait_ready(cp: &ControlPlane, ns: &str, name: &str, replicas: usize) {
+    eventually(&format!("{ns}/{name} Ready"), WAIT, || async {
+        let pgw = get_json(cp, &["pushgateway", name, "-n", ns]);
+        let cond = pgw["status"]["conditions"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|c| c["type"] == "Ready")
+            .cloned();
+        let pods = gateway_pods(cp, ns, name);
+        let n = pods.iter().filter(|p| ready(p)).count();
+        match cond {
+            Some(c) if c["status"] == "True" && n == replicas && pods.len() == replicas => Ok(()),
+            c => Err(format!("condition {c:?}, {n}/{} pods ready", pods.len())),
+        }
+    })
+    .await
+    .unwrap();
+    // Ready pods reach the Service once kube-proxy has synced its endpoints.
+    let url = service_url(cp, ns, name);
+    let addr = url.trim_start_matches("http://").to_owned();
+    eventually(&format!("{addr} ({name}) accepts"), WAIT, || async {
+        tokio::net::TcpStream::connect(&addr)
+            .await
+            .map(drop)
+            .map_err(|e| e.to_string())
+    })
+    .await
+    .unwrap();
+}
+
+fn apply(cp: &ControlPlane, doc: &str) {
+    cp.kubectl_stdin(&["apply", "-f", "-"], doc).unwrap();
+}
+
+fn merge_patch(cp: &ControlPlane, ns: &str, name: &str, patch: &str) {
+    cp.kubectl(&[
+        "patch",
+        "pushgateway",
+        name,
+        "-n",
+        ns,
+        "--type",
+        "merge",
+        "-p",
+        patch,
+    ])
+    .unwrap();
+}
+
+/// A client that opens a new connection per request, so each stream goes
+/// through kube-proxy's balancing on its own.
+fn http() -> reqwest::Client {
+    reqwest::Client::builder()
+        .pool_max_idle_per_host(0)
+        .build()
+        .unwrap()
+}
+
+/// The host pid of the gateway container of `pod`.
+fn pid_of(cluster: &Cluster, pod: &Value) -> u32 {
+    let id = pod["status"]["containerStatuses"][0]["containerID"]
+        .as_str()
+        .expect("a started container");
+    cluster.container_pid(id).unwrap()
+}
+
+#[tokio::test]
+async fn readme_install_runs_the_operator_and_a_gateway_in_real_pods() {
+    let _one = serial().await;
+    let (cluster, step4) = installed();
+    let cp = &cluster.cp;
+
+    // Step 4 streamed through kubectl port-forward (kubelet → containerd).
+    assert!(
+        step4.contains("data: hello from Kubernetes"),
+        "README step 4 printed:\n{step4}"
+    );
+
+    // The chart's operator Deployment runs from its image, with its own
+    // ServiceAccount; one of its pods holds the Lease.
+    let pods = get_json(cp, &["pods", "-n", RELEASE_NS])["items"]
+        .as_array()
+        .cloned()
+        .unwrap();
+    let operators: Vec<&Value> = pods
+        .iter()
+        .filter(|p| p["spec"]["containers"][0]["image"] == OPERATOR_IMAGE)
+        .collect();
+    assert!(!operators.is_empty(), "no operator pod: {pods:#?}");
+    let names: Vec<&str> = operators
+        .iter()
+        .map(|p| p["metadata"]["name"].as_str().unwrap())
+        .collect();
+    for p in &operators {
+        assert!(ready(p), "operator pod not ready: {:#}", p["status"]);
+        assert_eq!(p["spec"]["serviceAccountName"], "pushgate");
+    }
+    let lease = get_json(cp, &["lease", "pushgate-operator", "-n", RELEASE_NS]);
+    let holder = lease["spec"]["holderIdentity"].as_str().unwrap_or_default();
+    assert!(
+        names.iter().any(|n| holder.starts_with(n)),
+        "lease held by {holder:?}, not one of the operator pods {names:?}"
+    );
+
+    // examples/minimal.yaml: one pod, Ready through its real probes, its
+    // embedded store on a bound claim, no restarts.
+    let table = cp
+        .kubectl(&["get", "pgw", "minimal", "-n", "default"])
+        .unwrap();
+    let row: Vec<&str> = table.lines().nth(1).unwrap().split_whitespace().collect();
+    assert_eq!(
+        row[..4],
+        ["minimal", "True", "AllReplicasReady", "1"],
+        "{table}"
+    );
+    let gw = gateway_pods(cp, "default", "minimal");
+    assert_eq!(gw.len(), 1, "{gw:#?}");
+    assert!(ready(&gw[0]));
+    assert_eq!(gw[0]["status"]["containerStatuses"][0]["restartCount"], 0);
+    assert_eq!(gw[0]["spec"]["containers"][0]["image"], GATEWAY_IMAGE);
+    let claims = get_json(cp, &["pvc", "-n", "default"]);
+    assert!(
+        claims["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c["status"]["phase"] == "Bound"),
+        "{claims:#}"
+    );
+
+    // Through the Service's ClusterIP: publish, then resume from earliest.
+    let base = service_url(cp, "default", "minimal");
+    let c = http();
+    let r = c
+        .post(format!("{base}/v1/topics/pods/events"))
+        .body("via ClusterIP")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let url = format!("{base}/v1/stream?topic=pods");
+    let Opened::Stream(mut s) = SseClient::open(&c, &url, Some("earliest")).await.unwrap() else {
+        panic!("stream refused")
+    };
+    let ev = s.next(Duration::from_secs(10)).await.unwrap().unwrap();
+    assert_eq!(ev.data, "via ClusterIP");
+
+    // The pod's process runs as the image's user, on a read-only root, with
+    // no shell in the image; its open-file limit is what it can hold.
+    let pid = pid_of(cluster, &gw[0]);
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let uid = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_owned();
+    assert_eq!(uid, "65532", "{status}");
+    let mountinfo = std::fs::read_to_string(format!("/proc/{pid}/mountinfo")).unwrap();
+    let root = mountinfo
+        .lines()
+        .find(|l| l.split_whitespace().nth(4) == Some("/"))
+        .unwrap();
+    let opts = root.split_whitespace().nth(5).unwrap();
+    assert!(opts.split(',').any(|o| o == "ro"), "root mount: {root}");
+    assert!(
+        !std::path::Path::new(&format!("/proc/{pid}/root/bin/sh")).exists(),
+        "the gateway image has a shell"
+    );
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
+    let nofile: u64 = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .and_then(|l| l.split_whitespace().nth(3))
+        .and_then(|v| v.parse().ok())
+        .unwrap();
+    assert!(
+        nofile >= 16_384,
+        "a gateway pod can hold only {nofile} descriptors:\n{limits}"
+    );
+}
+
+#[tokio::test]
+async fn a_crashed_and_a_deleted_pod_lose_no_acknowledged_event() {
+    let _one = serial().await;
+    let (cluster, _) = installed();
+    let cp = &cluster.cp;
+    let ns = cp.namespace("crash").unwrap();
+    apply(
+        cp,
+        &format!(
+            "apiVersion: pushgate.dev/v1alpha1\nkind: PushGateway\nmetadata: {{name: solo, namespace: {ns}}}\nspec:\n  delivery: {{retry: 200ms}}\n"
+        ),
+    );
+    wait_ready(cp, &ns, "solo", 1).await;
+    let base = service_url(cp, &ns, "solo");
+    let c = http();
+    let follower = tokio::spawn(follow_to_marker(
+        c.clone(),
+        vec![base.clone()],
+        "/v1/stream?topic=crash".into(),
+        Some("earliest".into()),
+        "END",
+        Duration::from_secs(300),
+    ));
+    let ticker = Ticker::start(&c, base.clone(), "crash", Duration::from_millis(50));
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    // A crash: SIGKILL to the gateway process; kubelet restarts the container.
+    let pod = gateway_pods(cp, &ns, "solo").remove(0);
+    let name = pod["metadata"]["name"].as_str().unwrap().to_owned();
+    let pid = pid_of(cluster, &pod);
+    nix_kill(pid);
+    eventually("the container restarted", WAIT, || async {
+        let p = gateway_pods(cp, &ns, "solo");
+        let restarts = p
+            .first()
+            .map(|p| p["status"]["containerStatuses"][0]["restartCount"].clone());
+        match restarts {
+            Some(Value::Number(n)) if n.as_u64() == Some(1) && ready(&p[0]) => Ok(()),
+            r => Err(format!("restarts {r:?}")),
+        }
+    })
+    .await
+    .unwrap();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    // A force deletion: a new pod mounts the same claim at once, while the
+    // old container may still be running (it waits for the data directory).
+    cp.kubectl(&[
+        "delete",
+        "pod",
+        &name,
+        "-n",
+        &ns,
+        "--force",
+        "--grace-period=0",
+    ])
+    .unwrap();
+    eventually("a new pod Ready", WAIT, || async {
+        let p = gateway_pods(cp, &ns, "solo");
+        match p.as_slice() {
+            [p] if p["metadata"]["name"] != name.as_str() && ready(p) => Ok(()),
+            ps => Err(format!("{} pods", ps.len())),
+        }
+    })
+    .await
+    .unwrap();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    let sent = ticker.finish(&c, &base, "crash").await;
+    let seen = follower.await.unwrap().unwrap();
+    let got: Vec<&str> = seen.events.iter().map(|e| e.data.as_str()).collect();
+    let want: Vec<&str> = sent.iter().map(String::as_str).collect();
+    assert_eq!(got, want, "every acknowledged event once, in order");
+    eprintln!(
+        "crash + delete: {} events, {} connections, {} refusals",
+        sent.len(),
+        seen.connections,
+        seen.refusals
+    );
+    cp.kubectl(&["delete", "namespace", &ns, "--wait=false"])
+        .unwrap();
+}
+
+fn nix_kill(pid: u32) {
+    // SAFETY: kill(2) with a pid we read from containerd; no memory involved.
+    let rc = unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+    assert_eq!(rc, 0, "kill {pid}");
+}
+
+/// A Redis the pods reach on the node's bridge address, and a Secret for it.
+fn redis_for_pods(cp: &ControlPlane, ns: &str) -> RedisServer {
+    let redis = RedisServer::start_on([10, 244, 0, 1].into()).unwrap();
+    cp.kubectl(&[
+        "create",
+        "secret",
+        "generic",
+        "redis",
+        "-n",
+        ns,
+        &format!("--from-literal=url={}", redis.url()),
+    ])
+    .unwrap();
+    redis
+}
+
+#[tokio::test]
+async fn a_rolling_update_of_real_pods_keeps_every_stream_exactly_once() {
+    const N: usize = 200;
+    let _one = serial().await;
+    let (cluster, _) = installed();
+    let cp = &cluster.cp;
+    let ns = cp.namespace("rolling").unwrap();
+    let _redis = redis_for_pods(cp, &ns);
+    apply(
+        cp,
+        &format!(
+            "apiVersion: pushgate.dev/v1alpha1\nkind: PushGateway\nmetadata: {{name: gw, namespace: {ns}}}\nspec:\n  replicas: 2\n  store: {{redis: {{secretRef: {{name: redis}}}}}}\n  delivery: {{retry: 200ms, heartbeat: 15s}}\n  limits: {{acceptRate: 100000}}\n"
+        ),
+    );
+    wait_ready(cp, &ns, "gw", 2).await;
+    let before: Vec<String> = gateway_pods(cp, &ns, "gw")
+        .iter()
+        .map(|p| p["metadata"]["name"].as_str().unwrap().to_owned())
+        .collect();
+    let base = service_url(cp, &ns, "gw");
+    let c = http();
+    let fleet = TracedFleet::spawn(&c, std::slice::from_ref(&base), "roll", N);
+    let ticker = Ticker::start(&c, base.clone(), "roll", Duration::from_millis(40));
+    eventually("every subscriber connected", WAIT, || async {
+        match fleet.connected_once() {
+            n if n == N => Ok(()),
+            n => Err(format!("{n}/{N}")),
+        }
+    })
+    .await
+    .unwrap();
+
+    // A config change rolls the pods: new ones start, old ones drain.
+    merge_patch(
+        cp,
+        &ns,
+        "gw",
+        r#"{"spec":{"delivery":{"heartbeat":"10s"}}}"#,
+    );
+    eventually("both pods replaced", WAIT, || async {
+        let pods = gateway_pods(cp, &ns, "gw");
+        let fresh = pods
+            .iter()
+            .filter(|p| {
+                ready(p) && !before.contains(&p["metadata"]["name"].as_str().unwrap().to_owned())
+            })
+            .count();
+        if fresh == 2 && pods.len() == 2 {
+            Ok(())
+        } else {
+            Err(format!("{fresh} new of {} pods", pods.len()))
+        }
+    })
+    .await
+    .unwrap();
+    let sent = ticker.finish(&c, &base, "roll").await;
+    let moved = fleet.connections().iter().filter(|n| **n > 1).count();
+    fleet.finish(&sent).await;
+    eprintln!(
+        "rolling update: {N} subscribers, {} events, {moved} reconnected",
+        sent.len()
+    );
+    assert!(moved > 0, "no stream was moved by the rollout");
+    cp.kubectl(&["delete", "namespace", &ns, "--wait=false"])
+        .unwrap();
+}
+
+/// `pushgate_streams_by_track{track=...}` summed over the pods of a track,
+/// scraped from each pod's metrics port on its pod IP.
+async fn streams_by_track(c: &reqwest::Client, pods: &[Value]) -> BTreeMap<String, usize> {
+    let mut by = BTreeMap::new();
+    for p in pods.iter().filter(|p| ready(p)) {
+        let ip = p["status"]["podIP"].as_str().unwrap();
+        let Ok(r) = c.get(format!("http://{ip}:9090/metrics")).send().await else {
+            continue;
+        };
+        let text = r.text().await.unwrap_or_default();
+        for l in text.lines() {
+            if let Some(rest) = l.strip_prefix("pushgate_streams_by_track{track=\"") {
+                let (track, v) = rest.split_once("\"} ").unwrap();
+                *by.entry(track.to_owned()).or_default() += v.parse::<f64>().unwrap() as usize;
+            }
+        }
+    }
+    by
+}
+
+#[tokio::test]
+async fn canary_weights_move_exactly_the_hashed_streams_between_real_pods() {
+    const N: usize = 500;
+    let _one = serial().await;
+    let (cluster, _) = installed();
+    let cp = &cluster.cp;
+    let ns = cp.namespace("canary").unwrap();
+    let _redis = redis_for_pods(cp, &ns);
+    // The canary image: the same bits under a new tag, as a registry would hold.
+    let canary_image = "ghcr.io/pushgate/pushgate:0.1.0-canary";
+    let _ = cluster.ctr(&["images", "tag", "--force", GATEWAY_IMAGE, canary_image]);
+    apply(
+        cp,
+        &format!(
+            "apiVersion: pushgate.dev/v1alpha1\nkind: PushGateway\nmetadata: {{name: gw, namespace: {ns}}}\nspec:\n  image: {GATEWAY_IMAGE}\n  store: {{redis: {{secretRef: {{name: redis}}}}}}\n  delivery: {{retry: 200ms}}\n  limits: {{acceptRate: 100000}}\n  canary: {{image: {canary_image}, weight: 0}}\n"
+        ),
+    );
+    wait_ready(cp, &ns, "gw", 2).await;
+    let uid = get_json(cp, &["pushgateway", "gw", "-n", &ns])["metadata"]["uid"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let base = service_url(cp, &ns, "gw");
+    let c = http();
+    let fleet = TracedFleet::spawn(&c, std::slice::from_ref(&base), "canary", N);
+    let buckets: Vec<u16> = fleet.traces.iter().map(|t| bucket(&uid, t)).collect();
+    let ticker = Ticker::start(&c, base.clone(), "canary", Duration::from_millis(40));
+    eventually("every subscriber connected", WAIT, || async {
+        match fleet.connected_once() {
+            n if n == N => Ok(()),
+            n => Err(format!("{n}/{N}")),
+        }
+    })
+    .await
+    .unwrap();
+
+    let mut previous = 0u16;
+    for weight in [0u16, 30, 100, 0] {
+        let before = fleet.connections();
+        merge_patch(
+            cp,
+            &ns,
+            "gw",
+            &format!(r#"{{"spec":{{"canary":{{"weight":{weight}}}}}}}"#),
+        );
+        let bp = weight * 100;
+        let want = buckets
+            .iter()
+            .filter(|b| track_of(**b, bp) == Track::Canary)
+            .count();
+        eventually(
+            &format!("{weight}%: {want} canary streams"),
+            WAIT,
+            || async {
+                let by = streams_by_track(&c, &gateway_pods(cp, &ns, "gw")).await;
+                let (s, k) = (
+                    by.get("stable").copied().unwrap_or(0),
+                    by.get("canary").copied().unwrap_or(0),
+                );
+                if s == N - want && k == want {
+                    Ok(())
+                } else {
+                    Err(format!("{by:?}"))
+                }
+            },
+        )
+        .await
+        .unwrap();
+        // Late reconnects would show up as extra connections: give them time.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        fleet.assert_moved_exactly(&buckets, &before, previous * 100, bp);
+        eprintln!("canary {weight}%: {want} canary streams");
+        previous = weight;
+    }
+    let sent = ticker.finish(&c, &base, "canary").await;
+    fleet.finish(&sent).await;
+    cp.kubectl(&["delete", "namespace", &ns, "--wait=false"])
+        .unwrap();
+}
+
+#[tokio::test]
+async fn tls_and_tokens_hold_through_the_service() {
+    let _one = serial().await;
+    let (cluster, _) = installed();
+    let cp = &cluster.cp;
+    let ns = cp.namespace("secure").unwrap();
+    let ca = TestCa::new().unwrap();
+    let leaf = ca.leaf("gateway").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (crt, key) = (dir.path().join("tls.crt"), dir.path().join("tls.key"));
+    std::fs::write(&crt, &leaf.cert_pem).unwrap();
+    std::fs::write(&key, &leaf.key_pem).unwrap();
+    let secret = "a-shared-hs256-secret-of-32-bytes!";
+    cp.kubectl(&[
+        "create",
+        "secret",
+        "tls",
+        "cert",
+        "-n",
+        &ns,
+        "--cert",
+        crt.to_str().unwrap(),
+        "--key",
+        key.to_str().unwrap(),
+    ])
+    .unwrap();
+    cp.kubectl(&[
+        "create",
+        "secret",
+        "generic",
+        "jwt",
+        "-n",
+        &ns,
+        &format!("--from-literal=key={secret}"),
+    ])
+    .unwrap();
+    apply(
+        cp,
+        &format!(
+            "apiVersion: pushgate.dev/v1alpha1\nkind: PushGateway\nmetadata: {{name: secure, namespace: {ns}}}\nspec:\n  auth: {{keySecretRef: {{name: jwt}}, algorithm: hs256}}\n  tls: {{secretName: cert}}\n"
+        ),
+    );
+    wait_ready(cp, &ns, "secure", 1).await;
+    let plain = service_url(cp, &ns, "secure");
+    let addr: std::net::SocketAddr = plain.trim_start_matches("http://").parse().unwrap();
+    let c = reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(ca.pem.as_bytes()).unwrap())
+        .resolve("localhost", addr)
+        .build()
+        .unwrap();
+    let base = format!("https://localhost:{}", addr.port());
+
+    // No token: 401 over HTTPS (the probes got in without one).
+    let r = c
+        .get(format!("{base}/v1/stream?topic=t"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    assert_eq!(r.version(), reqwest::Version::HTTP_2, "h2 by ALPN");
+    // Plain HTTP is not served.
+    let plain_answer = http()
+        .get(format!("{plain}/v1/stream?topic=t"))
+        .send()
+        .await;
+    assert!(
+        plain_answer
+            .as_ref()
+            .map_or(true, |r| !r.status().is_success()),
+        "plain HTTP answered {plain_answer:?}"
+    );
+
+    // A token minted by `pushgate token` with the same secret works.
+    let token = mint(
+        secret,
+        &["--sub", "t1", "--subscribe", "t", "--publish", "t"],
+    );
+    let r = c
+        .post(format!("{base}/v1/topics/t/events"))
+        .bearer_auth(&token)
+        .body("secret")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201, "{:?}", r.text().await);
+    let headers = [("authorization".to_owned(), format!("Bearer {token}"))];
+    let url = format!("{base}/v1/stream?topic=t");
+    let Opened::Stream(mut s) = SseClient::open_with(&c, &url, Some("earliest"), &headers)
+        .await
+        .unwrap()
+    else {
+        panic!("a valid token was refused")
+    };
+    assert_eq!(
+        s.next(Duration::from_secs(10)).await.unwrap().unwrap().data,
+        "secret"
+    );
+    cp.kubectl(&["delete", "namespace", &ns, "--wait=false"])
+        .unwrap();
+}
+
+/// `pushgate token` from the release build the images were made of.
+fn mint(secret: &str, args: &[&str]) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("key");
+    std::fs::write(&key, secret).unwrap();
+    let out = std::process::Command::new(pushgate_e2e::gateway::binary())
+        .arg("token")
+        .arg("--key-file")
+        .arg(&key)
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+}
+
+#[tokio::test]
+async fn a_gateway_whose_image_cannot_be_pulled_is_degraded_and_alone() {
+    let _one = serial().await;
+    let (cluster, _) = installed();
+    let cp = &cluster.cp;
+    let ns = cp.namespace("badimage").unwrap();
+    apply(
+        cp,
+        &format!(
+            "apiVersion: pushgate.dev/v1alpha1\nkind: PushGateway\nmetadata: {{name: broken, namespace: {ns}}}\nspec:\n  image: ghcr.io/pushgate/does-not-exist:1\n"
+        ),
+    );
+    let reason = eventually("Degraded with the pod's reason", WAIT, || async {
+        let pgw = get_json(cp, &["pushgateway", "broken", "-n", &ns]);
+        let cond = pgw["status"]["conditions"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|c| c["type"] == "Degraded" && c["status"] == "True")
+            .cloned();
+        match cond {
+            Some(c) => Ok(c),
+            None => Err(format!("{:#}", pgw["status"])),
+        }
+    })
+    .await
+    .unwrap();
+    let why = reason["reason"].as_str().unwrap();
+    assert!(
+        ["ErrImagePull", "ImagePullBackOff"].contains(&why),
+        "{reason:#}"
+    );
+    assert!(
+        reason["message"]
+            .as_str()
+            .unwrap()
+            .contains("does-not-exist"),
+        "{reason:#}"
+    );
+    let table = cp
+        .kubectl(&["get", "pushgateway", "broken", "-n", &ns])
+        .unwrap();
+    let row: Vec<&str> = table.lines().nth(1).unwrap().split_whitespace().collect();
+    assert_eq!(row[..3], ["broken", "False", why], "{table}");
+    let describe = cp
+        .kubectl(&["describe", "pushgateway", "broken", "-n", &ns])
+        .unwrap();
+    assert!(describe.contains(why), "{describe}");
+    // The README's gateway is untouched.
+    let minimal = gateway_pods(cp, "default", "minimal");
+    assert!(minimal.iter().all(ready), "{minimal:#?}");
+    cp.kubectl(&["delete", "namespace", &ns, "--wait=false"])
+        .unwrap();
+}
