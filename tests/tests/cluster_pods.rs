@@ -73,6 +73,61 @@ fn installed() -> (&'static Cluster, &'static str) {
     (cluster, out.as_str())
 }
 
+/// One scenario: the cluster to itself (tests run one at a time) and a
+/// namespace of its own, deleted when the scenario ends.
+struct Scenario {
+    _one: tokio::sync::MutexGuard<'static, ()>,
+    cluster: &'static Cluster,
+    ns: String,
+}
+
+impl Scenario {
+    async fn new(prefix: &str) -> Scenario {
+        let one = serial().await;
+        let (cluster, _) = installed();
+        let ns = cluster.cp.namespace(prefix).unwrap();
+        Scenario {
+            _one: one,
+            cluster,
+            ns,
+        }
+    }
+
+    fn cp(&self) -> &'static ControlPlane {
+        &self.cluster.cp
+    }
+
+    /// Applies PushGateway `name` in this namespace with `spec` (YAML lines
+    /// indented by two).
+    fn pushgateway(&self, name: &str, spec: &str) {
+        apply(
+            self.cp(),
+            &format!(
+                "apiVersion: pushgate.dev/v1alpha1\nkind: PushGateway\nmetadata: {{name: {name}, namespace: {}}}\nspec:\n{spec}",
+                self.ns
+            ),
+        );
+    }
+}
+
+impl Drop for Scenario {
+    fn drop(&mut self) {
+        let _ = self
+            .cp()
+            .kubectl(&["delete", "namespace", &self.ns, "--wait=false"]);
+    }
+}
+
+/// Condition `type_` of a PushGateway (as JSON), if it is set.
+fn condition(pgw: &Value, type_: &str) -> Option<Value> {
+    pgw["status"]["conditions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|c| c["type"] == type_)
+        .cloned()
+}
+
 /// `kubectl get <what> -o json`.
 fn get_json(cp: &ControlPlane, args: &[&str]) -> Value {
     let mut a = vec!["get"];
@@ -120,12 +175,7 @@ fn service_url(cp: &ControlPlane, ns: &str, name: &str) -> String {
 async fn wait_ready(cp: &ControlPlane, ns: &str, name: &str, replicas: usize) {
     eventually(&format!("{ns}/{name} Ready"), WAIT, || async {
         let pgw = get_json(cp, &["pushgateway", name, "-n", ns]);
-        let cond = pgw["status"]["conditions"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .find(|c| c["type"] == "Ready")
-            .cloned();
+        let cond = condition(&pgw, "Ready");
         let pods = gateway_pods(cp, ns, name);
         let n = pods.iter().filter(|p| ready(p)).count();
         match cond {
@@ -304,16 +354,9 @@ async fn readme_install_runs_the_operator_and_a_gateway_in_real_pods() {
 
 #[tokio::test]
 async fn a_crashed_and_a_deleted_pod_lose_no_acknowledged_event() {
-    let _one = serial().await;
-    let (cluster, _) = installed();
-    let cp = &cluster.cp;
-    let ns = cp.namespace("crash").unwrap();
-    apply(
-        cp,
-        &format!(
-            "apiVersion: pushgate.dev/v1alpha1\nkind: PushGateway\nmetadata: {{name: solo, namespace: {ns}}}\nspec:\n  delivery: {{retry: 200ms}}\n"
-        ),
-    );
+    let sc = Scenario::new("crash").await;
+    let (cluster, cp, ns) = (sc.cluster, sc.cp(), sc.ns.clone());
+    sc.pushgateway("solo", "  delivery: {retry: 200ms}\n");
     wait_ready(cp, &ns, "solo", 1).await;
     let base = service_url(cp, &ns, "solo");
     let c = http();
@@ -381,8 +424,6 @@ async fn a_crashed_and_a_deleted_pod_lose_no_acknowledged_event() {
         seen.connections,
         seen.refusals
     );
-    cp.kubectl(&["delete", "namespace", &ns, "--wait=false"])
-        .unwrap();
 }
 
 fn nix_kill(pid: u32) {
@@ -410,17 +451,10 @@ fn redis_for_pods(cp: &ControlPlane, ns: &str) -> RedisServer {
 #[tokio::test]
 async fn a_rolling_update_of_real_pods_keeps_every_stream_exactly_once() {
     const N: usize = 200;
-    let _one = serial().await;
-    let (cluster, _) = installed();
-    let cp = &cluster.cp;
-    let ns = cp.namespace("rolling").unwrap();
+    let sc = Scenario::new("rolling").await;
+    let (cp, ns) = (sc.cp(), sc.ns.clone());
     let _redis = redis_for_pods(cp, &ns);
-    apply(
-        cp,
-        &format!(
-            "apiVersion: pushgate.dev/v1alpha1\nkind: PushGateway\nmetadata: {{name: gw, namespace: {ns}}}\nspec:\n  replicas: 2\n  store: {{redis: {{secretRef: {{name: redis}}}}}}\n  delivery: {{retry: 200ms, heartbeat: 15s}}\n  limits: {{acceptRate: 100000}}\n"
-        ),
-    );
+    sc.pushgateway("gw", "  replicas: 2\n  store: {redis: {secretRef: {name: redis}}}\n  delivery: {retry: 200ms, heartbeat: 15s}\n  limits: {acceptRate: 100000}\n");
     wait_ready(cp, &ns, "gw", 2).await;
     let before: Vec<String> = gateway_pods(cp, &ns, "gw")
         .iter()
@@ -470,8 +504,6 @@ async fn a_rolling_update_of_real_pods_keeps_every_stream_exactly_once() {
         sent.len()
     );
     assert!(moved > 0, "no stream was moved by the rollout");
-    cp.kubectl(&["delete", "namespace", &ns, "--wait=false"])
-        .unwrap();
 }
 
 /// `pushgate_streams_by_track{track=...}` summed over the pods of a track,
@@ -497,19 +529,15 @@ async fn streams_by_track(c: &reqwest::Client, pods: &[Value]) -> BTreeMap<Strin
 #[tokio::test]
 async fn canary_weights_move_exactly_the_hashed_streams_between_real_pods() {
     const N: usize = 500;
-    let _one = serial().await;
-    let (cluster, _) = installed();
-    let cp = &cluster.cp;
-    let ns = cp.namespace("canary").unwrap();
+    let sc = Scenario::new("canary").await;
+    let (cluster, cp, ns) = (sc.cluster, sc.cp(), sc.ns.clone());
     let _redis = redis_for_pods(cp, &ns);
     // The canary image: the same bits under a new tag, as a registry would hold.
     let canary_image = "ghcr.io/pushgate/pushgate:0.1.0-canary";
     let _ = cluster.ctr(&["images", "tag", "--force", GATEWAY_IMAGE, canary_image]);
-    apply(
-        cp,
-        &format!(
-            "apiVersion: pushgate.dev/v1alpha1\nkind: PushGateway\nmetadata: {{name: gw, namespace: {ns}}}\nspec:\n  image: {GATEWAY_IMAGE}\n  store: {{redis: {{secretRef: {{name: redis}}}}}}\n  delivery: {{retry: 200ms}}\n  limits: {{acceptRate: 100000}}\n  canary: {{image: {canary_image}, weight: 0}}\n"
-        ),
+    sc.pushgateway(
+        "gw",
+        &format!("  image: {GATEWAY_IMAGE}\n  store: {{redis: {{secretRef: {{name: redis}}}}}}\n  delivery: {{retry: 200ms}}\n  limits: {{acceptRate: 100000}}\n  canary: {{image: {canary_image}, weight: 0}}\n"),
     );
     wait_ready(cp, &ns, "gw", 2).await;
     let uid = get_json(cp, &["pushgateway", "gw", "-n", &ns])["metadata"]["uid"]
@@ -570,16 +598,12 @@ async fn canary_weights_move_exactly_the_hashed_streams_between_real_pods() {
     }
     let sent = ticker.finish(&c, &base, "canary").await;
     fleet.finish(&sent).await;
-    cp.kubectl(&["delete", "namespace", &ns, "--wait=false"])
-        .unwrap();
 }
 
 #[tokio::test]
 async fn tls_and_tokens_hold_through_the_service() {
-    let _one = serial().await;
-    let (cluster, _) = installed();
-    let cp = &cluster.cp;
-    let ns = cp.namespace("secure").unwrap();
+    let sc = Scenario::new("secure").await;
+    let (cp, ns) = (sc.cp(), sc.ns.clone());
     let ca = TestCa::new().unwrap();
     let leaf = ca.leaf("gateway").unwrap();
     let dir = tempfile::tempdir().unwrap();
@@ -610,11 +634,9 @@ async fn tls_and_tokens_hold_through_the_service() {
         &format!("--from-literal=key={secret}"),
     ])
     .unwrap();
-    apply(
-        cp,
-        &format!(
-            "apiVersion: pushgate.dev/v1alpha1\nkind: PushGateway\nmetadata: {{name: secure, namespace: {ns}}}\nspec:\n  auth: {{keySecretRef: {{name: jwt}}, algorithm: hs256}}\n  tls: {{secretName: cert}}\n"
-        ),
+    sc.pushgateway(
+        "secure",
+        "  auth: {keySecretRef: {name: jwt}, algorithm: hs256}\n  tls: {secretName: cert}\n",
     );
     wait_ready(cp, &ns, "secure", 1).await;
     let plain = service_url(cp, &ns, "secure");
@@ -671,8 +693,6 @@ async fn tls_and_tokens_hold_through_the_service() {
         s.next(Duration::from_secs(10)).await.unwrap().unwrap().data,
         "secret"
     );
-    cp.kubectl(&["delete", "namespace", &ns, "--wait=false"])
-        .unwrap();
 }
 
 /// `pushgate token` from the release build the images were made of.
@@ -697,24 +717,12 @@ fn mint(secret: &str, args: &[&str]) -> String {
 
 #[tokio::test]
 async fn a_gateway_whose_image_cannot_be_pulled_is_degraded_and_alone() {
-    let _one = serial().await;
-    let (cluster, _) = installed();
-    let cp = &cluster.cp;
-    let ns = cp.namespace("badimage").unwrap();
-    apply(
-        cp,
-        &format!(
-            "apiVersion: pushgate.dev/v1alpha1\nkind: PushGateway\nmetadata: {{name: broken, namespace: {ns}}}\nspec:\n  image: ghcr.io/pushgate/does-not-exist:1\n"
-        ),
-    );
+    let sc = Scenario::new("badimage").await;
+    let (cp, ns) = (sc.cp(), sc.ns.clone());
+    sc.pushgateway("broken", "  image: ghcr.io/pushgate/does-not-exist:1\n");
     let reason = eventually("Degraded with the pod's reason", WAIT, || async {
         let pgw = get_json(cp, &["pushgateway", "broken", "-n", &ns]);
-        let cond = pgw["status"]["conditions"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .find(|c| c["type"] == "Degraded" && c["status"] == "True")
-            .cloned();
+        let cond = condition(&pgw, "Degraded").filter(|c| c["status"] == "True");
         match cond {
             Some(c) => Ok(c),
             None => Err(format!("{:#}", pgw["status"])),
@@ -746,6 +754,4 @@ async fn a_gateway_whose_image_cannot_be_pulled_is_degraded_and_alone() {
     // The README's gateway is untouched.
     let minimal = gateway_pods(cp, "default", "minimal");
     assert!(minimal.iter().all(ready), "{minimal:#?}");
-    cp.kubectl(&["delete", "namespace", &ns, "--wait=false"])
-        .unwrap();
 }
