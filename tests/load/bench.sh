@@ -202,6 +202,9 @@ both idle idle --streams "$IDLE_STREAMS" --topics 100 --hold 3 --concurrency 100
 note fanout-50 "Fan-out: $SUBS subscribers × 50 events/s on one topic ($DURATION s)" \
     "Latency is publish→deliver: the publisher stamps the payload just before sending the POST, so pushgate's figure includes its durable group commit (fsync) and nchan's does not persist anything. Server CPU per delivery is (utime+stime of the server processes over the run) / deliveries."
 both fanout-50 fanout --topic "f50-$TAG" --subscribers "$SUBS" --rate 50 --duration "$DURATION" --publishers 4
+note fanout-50-seq "Fan-out, one sequential publisher: $SUBS subscribers × 50 events/s on one topic ($DURATION s)" \
+    "The shape of an independent client: one publisher that sends the next POST only after the previous answer, at a fixed rate. Concurrent publishers (the row above) raise nchan's latency 3-4x on this machine (tests/load/ANALYSIS.md, \"Publisher shape\")."
+both fanout-50-seq fanout --topic "f50s-$TAG" --subscribers "$SUBS" --rate 50 --duration "$DURATION" --publishers 1
 
 # --- fanout overload ------------------------------------------------------------
 RUNS=1
