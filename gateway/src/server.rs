@@ -73,8 +73,8 @@ impl Server {
             "TCP connection caps"
         );
         if edge.cap(Listener::Api) < node.config.limits.max_connections {
-            // Container runtimes differ: containerd before 2.0 starts every
-            // container at 1024 open files, whatever the host allows.
+            // The hard limit comes from the runtime's service unit or base
+            // spec (`LimitNOFILE=1024` units exist): say so once, loudly.
             tracing::warn!(
                 nofile,
                 api_cap = edge.cap(Listener::Api),

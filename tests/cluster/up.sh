@@ -219,13 +219,6 @@ cat > cni/net.d/10-pushgate.conflist <<EOF
   ]
 }
 EOF
-# containerd 1.6 starts every container at RLIMIT_NOFILE 1024 (its default
-# OCI spec), which caps a gateway pod near 1,000 streams. A base spec with the
-# host's hard limit, as production nodes configure it; raising a limit above
-# that would need CAP_SYS_RESOURCE.
-nofile="$(ulimit -Hn)"
-command ctr oci spec | sed "/\"RLIMIT_NOFILE\"/,/}/ s/\"\\(hard\\|soft\\)\": [0-9]*/\"\\1\": $nofile/" > containerd/base-spec.json
-grep -q "\"hard\": $nofile" containerd/base-spec.json || fail "could not set RLIMIT_NOFILE in containerd's base spec"
 cat > containerd/config.toml <<EOF
 version = 2
 root = "$state/containerd/root"
@@ -243,7 +236,6 @@ state = "$state/containerd/state"
     default_runtime_name = "runc"
     [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
       runtime_type = "io.containerd.runc.v2"
-      base_runtime_spec = "$state/containerd/base-spec.json"
       [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
         SystemdCgroup = false
         Root = "$state/containerd/runc"
