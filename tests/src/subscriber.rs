@@ -338,6 +338,18 @@ impl TracedFleet {
             .count()
     }
 
+    /// Waits (bounded) until every subscriber has opened exactly one stream.
+    pub async fn wait_connected_once(&self, timeout: Duration) -> Result<()> {
+        let n = self.states.len();
+        crate::controlplane::eventually("every subscriber connected once", timeout, || async {
+            match self.connected_once() {
+                k if k == n => Ok(()),
+                k => Err(format!("{k}/{n}")),
+            }
+        })
+        .await
+    }
+
     /// Waits (bounded) for every subscriber to see `END`, then checks each
     /// got every event from where it attached, once and in order.
     pub async fn finish(self, sent: &[String]) {

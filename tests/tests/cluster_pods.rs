@@ -464,14 +464,7 @@ async fn a_rolling_update_of_real_pods_keeps_every_stream_exactly_once() {
     let c = http();
     let fleet = TracedFleet::spawn(&c, std::slice::from_ref(&base), "roll", N);
     let ticker = Ticker::start(&c, base.clone(), "roll", Duration::from_millis(40));
-    eventually("every subscriber connected", WAIT, || async {
-        match fleet.connected_once() {
-            n if n == N => Ok(()),
-            n => Err(format!("{n}/{N}")),
-        }
-    })
-    .await
-    .unwrap();
+    fleet.wait_connected_once(WAIT).await.unwrap();
 
     // A config change rolls the pods: new ones start, old ones drain.
     merge_patch(
@@ -549,14 +542,7 @@ async fn canary_weights_move_exactly_the_hashed_streams_between_real_pods() {
     let fleet = TracedFleet::spawn(&c, std::slice::from_ref(&base), "canary", N);
     let buckets: Vec<u16> = fleet.traces.iter().map(|t| bucket(&uid, t)).collect();
     let ticker = Ticker::start(&c, base.clone(), "canary", Duration::from_millis(40));
-    eventually("every subscriber connected", WAIT, || async {
-        match fleet.connected_once() {
-            n if n == N => Ok(()),
-            n => Err(format!("{n}/{N}")),
-        }
-    })
-    .await
-    .unwrap();
+    fleet.wait_connected_once(WAIT).await.unwrap();
 
     let mut previous = 0u16;
     for weight in [0u16, 30, 100, 0] {

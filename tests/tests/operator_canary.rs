@@ -177,14 +177,7 @@ async fn operator_weight_patches_move_exactly_the_hashed_streams_with_zero_loss(
     let fleet = TracedFleet::spawn(&c, &[stable.url(""), canary.url("")], "canary", N);
     let buckets: Vec<u16> = fleet.traces.iter().map(|t| bucket(&salt, t)).collect();
     let publisher = Ticker::start(&c, stable.url(""), "canary", Duration::from_millis(40));
-    eventually("every subscriber connected once", WAIT, || async {
-        match fleet.connected_once() {
-            n if n == N => Ok(()),
-            n => Err(format!("{n}/{N}")),
-        }
-    })
-    .await
-    .unwrap();
+    fleet.wait_connected_once(WAIT).await.unwrap();
 
     let mut previous = 0i32;
     for weight in [0i32, 30, 100, 0] {
