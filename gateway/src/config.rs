@@ -116,6 +116,9 @@ pub struct Overrides {
     /// Open TCP connections on the API port; 0 = open-file limit minus the reserve [default: 0]
     #[arg(long, env = env::MAX_TCP_CONNECTIONS, value_name = "N")]
     pub max_tcp_connections: Option<usize>,
+    /// Serve HTTP/1.1 streams without a hyper connection each (true | false) [default: true]
+    #[arg(long, env = env::LEAN_STREAMS, value_name = "BOOL")]
+    pub lean_streams: Option<bool>,
     /// Token verifying key: HS256 secret or RS256/ES256 public key (PEM); enables auth [default: none]
     #[arg(long, env = env::AUTH_KEY_FILE, value_name = "FILE")]
     pub auth_key_file: Option<PathBuf>,
@@ -282,6 +285,7 @@ impl Overrides {
         set(&mut c.edge.idle_timeout, &o.idle_timeout);
         set(&mut c.edge.max_header_bytes, &o.max_header_bytes);
         set(&mut c.edge.max_tcp_connections, &o.max_tcp_connections);
+        set(&mut c.edge.lean_streams, &o.lean_streams);
         if o.routing_table_file.is_some() {
             c.routing.table_file = o.routing_table_file.clone();
         }

@@ -15,6 +15,7 @@ pub mod edge;
 pub mod fanout;
 pub mod hash;
 pub mod http;
+pub mod lean;
 pub mod lifecycle;
 pub mod limits;
 pub mod metrics;

@@ -4,15 +4,16 @@
 //! HTTPS instead (ALPN h2 and http/1.1).
 
 use std::convert::Infallible;
+use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
 use axum::body::Body;
 use axum::Router;
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use http_body::{Body as HttpBody, Frame, SizeHint};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -22,12 +23,13 @@ use hyper_util::service::TowerToHyperService;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
-use tokio_util::sync::CancellationToken;
+use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 use tower::ServiceExt;
 
 use crate::auth::certs::{CertIdentity, PeerCert};
 use crate::edge::{Admit, Busy, Closed, Conn, Edge, EdgeConfig, Listener};
 use crate::http::{api_router, ops_router, ConnInfo};
+use crate::lean::{Lean, Outcome, Respond};
 use crate::node::Node;
 use crate::tls::Tls;
 
@@ -57,6 +59,10 @@ struct Serving {
     builder: Arc<auto::Builder<TokioExecutor>>,
     tls: Option<tokio_rustls::TlsAcceptor>,
     cert_identity: CertIdentity,
+    /// Plain HTTP/1.1 streams take the lean path.
+    lean: bool,
+    max_head: usize,
+    stop: CancellationToken,
 }
 
 impl Server {
@@ -102,6 +108,9 @@ impl Server {
             builder: builder.clone(),
             tls,
             cert_identity: node.config.auth.certificate_identity,
+            lean: cfg.lean_streams && listener == Listener::Api,
+            max_head: cfg.max_header_bytes,
+            stop: stop.clone(),
         };
         let mut loops = vec![tokio::spawn(serve(
             api,
@@ -168,7 +177,14 @@ async fn serve(listener: TcpListener, s: Serving, stop: CancellationToken) -> Gr
             continue;
         };
         let _ = tcp.set_nodelay(true);
-        tokio::spawn(connection(tcp, peer, conn, s.clone(), graceful.watcher()));
+        tokio::spawn(connection(
+            tcp,
+            BytesMut::new(),
+            peer,
+            conn,
+            s.clone(),
+            graceful.watcher(),
+        ));
     }
 }
 
@@ -192,38 +208,130 @@ async fn admit(s: &Serving) -> Option<Arc<Conn>> {
     }
 }
 
-/// Runs one connection until it ends, is killed, or overstays a deadline.
-/// The TLS handshake runs here too, so a silent client cannot stall the
-/// accept loop, and it counts against the head deadline.
+/// Runs one connection until it ends, is killed, or overstays a deadline,
+/// starting with the bytes in `pre`. The TLS handshake runs here too, so a
+/// silent client cannot stall the accept loop, and it counts against the
+/// head deadline. A lean stream continues in a task of its own.
 async fn connection(
     tcp: TcpStream,
+    pre: BytesMut,
     peer: SocketAddr,
     conn: Arc<Conn>,
     s: Serving,
     watcher: Watcher,
 ) {
+    // The hyper and TLS paths are boxed, each in its own statement: a
+    // temporary in an `.await` statement keeps its room in this future.
     let run = async {
         match s.tls.clone() {
-            None => drive(tcp, peer, None, &conn, &s, watcher).await,
-            Some(acceptor) => match acceptor.accept(tcp).await {
-                Ok(io) => {
-                    let cert = io
-                        .get_ref()
-                        .1
-                        .peer_certificates()
-                        .and_then(|chain| chain.first())
-                        .and_then(|leaf| PeerCert::parse(leaf, s.cert_identity))
-                        .map(Arc::new);
-                    drive(io, peer, cert, &conn, &s, watcher).await
+            None if s.lean => {
+                let lean = Lean {
+                    router: &s.router,
+                    conn: &conn,
+                    info: ConnInfo {
+                        peer,
+                        kill: conn.kill.clone(),
+                        cert: None,
+                    },
+                    max_head: s.max_head,
+                    stop: &s.stop,
+                };
+                match lean.serve(tcp, pre).await {
+                    Outcome::Closed => None,
+                    Outcome::Respond(r) => Some((r, watcher)),
+                    Outcome::Hyper(io) => {
+                        let hyper = Box::pin(drive(io, peer, None, &conn, &s, watcher));
+                        hyper.await;
+                        None
+                    }
                 }
-                Err(e) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
-            },
+            }
+            None => {
+                let hyper = Box::pin(drive(tcp, peer, None, &conn, &s, watcher));
+                hyper.await;
+                None
+            }
+            Some(acceptor) => {
+                let tls = Box::pin(tls(acceptor, tcp, peer, &conn, &s, watcher));
+                tls.await;
+                None
+            }
         }
     };
-    tokio::select! {
-        _ = run => {}
-        _ = conn.kill.cancelled() => {}
-        why = conn.watchdog() => tracing::debug!(%peer, reason = ?why, "connection closed by the edge"),
+    let stream = tokio::select! {
+        r = run => r,
+        _ = conn.kill.cancelled() => None,
+        why = conn.watchdog() => {
+            tracing::debug!(%peer, reason = ?why, "connection closed by the edge");
+            None
+        }
+    };
+    if let Some((r, watcher)) = stream {
+        spawn_stream(r, peer, conn, s, watcher);
+    }
+}
+
+/// A lean stream's task: a task is as large as the largest state of its
+/// future, so a stream that lives for hours gets a hand-written one that
+/// holds only what writing it needs. Once the response is complete, the
+/// connection goes back to the front for its next request.
+fn spawn_stream(r: Respond, peer: SocketAddr, conn: Arc<Conn>, s: Serving, watcher: Watcher) {
+    tokio::spawn(StreamTask {
+        kill: Box::pin(conn.kill.clone().cancelled_owned()),
+        respond: Some(r),
+        next: Some((peer, conn, s, watcher)),
+    });
+}
+
+struct StreamTask {
+    respond: Option<Respond>,
+    kill: Pin<Box<WaitForCancellationFutureOwned>>,
+    next: Option<(SocketAddr, Arc<Conn>, Serving, Watcher)>,
+}
+
+impl Future for StreamTask {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        if self.kill.as_mut().poll(cx).is_ready() {
+            return Poll::Ready(());
+        }
+        let Some(r) = self.respond.as_mut() else {
+            return Poll::Ready(());
+        };
+        let keep = ready!(r.poll_run(cx));
+        let r = self.respond.take().expect("polled above");
+        if let (true, Some((peer, conn, s, watcher))) = (keep, self.next.take()) {
+            let (tcp, pending) = r.into_next();
+            // Boxed as a trait object: connection → stream → connection.
+            let next: Pin<Box<dyn Future<Output = ()> + Send>> =
+                Box::pin(connection(tcp, pending, peer, conn, s, watcher));
+            tokio::spawn(next);
+        }
+        Poll::Ready(())
+    }
+}
+
+async fn tls(
+    acceptor: tokio_rustls::TlsAcceptor,
+    tcp: TcpStream,
+    peer: SocketAddr,
+    conn: &Arc<Conn>,
+    s: &Serving,
+    watcher: Watcher,
+) {
+    match acceptor.accept(tcp).await {
+        Ok(io) => {
+            let cert = io
+                .get_ref()
+                .1
+                .peer_certificates()
+                .and_then(|chain| chain.first())
+                .and_then(|leaf| PeerCert::parse(leaf, s.cert_identity))
+                .map(Arc::new);
+            drive(io, peer, cert, conn, s, watcher).await
+        }
+        Err(e) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
     }
 }
 

@@ -90,7 +90,7 @@ pub async fn open(node: &Arc<Node>, req: StreamRequest) -> Result<Body, OpenErro
     }
     node.metrics.streams_opened_total.inc();
     let moved = req.route.as_ref().map(|r| r.moved.clone());
-    Ok(Body::from_stream(body(
+    let b = body(
         node.clone(),
         sub,
         starts,
@@ -99,7 +99,8 @@ pub async fn open(node: &Arc<Node>, req: StreamRequest) -> Result<Body, OpenErro
             moved: moved.unwrap_or_default(),
             credential: req.credential,
         },
-    )))
+    );
+    Ok(Body::from_stream(b))
 }
 
 /// What woke the stream loop.
@@ -244,13 +245,9 @@ fn body(
     async_stream::stream! {
         let _guards = guards;
         let Endings { moved, credential } = endings;
-        let credential_ended = async {
-            match &credential {
-                Some(c) => c.ended().await,
-                None => std::future::pending().await,
-            }
-        };
-        tokio::pin!(credential_ended);
+        // Boxed, and only for streams opened with a credential: an idle
+        // stream's state is its memory cost, and most carry no deadline.
+        let mut credential_ended = credential.as_ref().map(|c| Box::pin(c.ended()));
         let mut live = Live { node: node.clone(), seq: Sequencer::new(&starts) };
         // The first block carries an `id:` too, so a client that drops before
         // its first event still resumes from exactly here.
@@ -291,10 +288,9 @@ fn body(
         if let Some(start) = *drain.borrow_and_update() {
             close_at = Some(drain_deadline(&node, start.into()));
         }
-        // One timer for the drain close, re-armed when draining starts: building a
-        // fresh `Sleep` on every loop turn cost a timer-wheel handle per delivery.
-        let close = tokio::time::sleep_until(close_at.unwrap_or(Instant::now() + Duration::from_secs(86_400)));
-        tokio::pin!(close);
+        // One timer for the drain close, made when draining starts (not on
+        // every loop turn, which cost a timer-wheel handle per delivery).
+        let mut close = close_at.map(|at| Box::pin(tokio::time::sleep_until(at)));
         loop {
             // Fast path: a frame already queued needs none of the timers or signals
             // below (a drain or a move is still seen as soon as the queue runs dry).
@@ -308,8 +304,8 @@ fn body(
             };
             let step = if let Some(f) = queued { Step::Frame(Some(f)) } else { tokio::select! {
                 biased;
-                _ = &mut close, if close_at.is_some() => Step::Close,
-                why = &mut credential_ended => Step::CredentialEnded(why),
+                _ = async { close.as_mut().expect("guarded").await }, if close.is_some() => Step::Close,
+                why = async { credential_ended.as_mut().expect("guarded").await }, if credential_ended.is_some() => Step::CredentialEnded(why),
                 changed = drain.changed(), if drain_watch && close_at.is_none() => {
                     if changed.is_err() { drain_watch = false; }
                     Step::DrainStarted
@@ -341,7 +337,7 @@ fn body(
                     if let Some(start) = *drain.borrow_and_update() {
                         let at = drain_deadline(&node, start.into());
                         close_at = Some(at);
-                        close.as_mut().reset(at);
+                        close = Some(Box::pin(tokio::time::sleep_until(at)));
                     }
                 }
                 Step::Close => {

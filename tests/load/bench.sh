@@ -4,11 +4,11 @@
 # every mode of pushgate-load against both in one run. Writes
 # docs/BENCHMARKS.md and docs/benchmarks-latency.png.
 #
-#   tests/load/bench.sh            # full run (about 8 minutes)
+#   tests/load/bench.sh            # full run (about 12 minutes)
 #   QUICK=1 tests/load/bench.sh    # small sizes, to try the script
 #
 # Knobs (environment): REPEAT (runs of the headline cases, default 3),
-# IDLE_STREAMS (15000), SUBS (2000), DURATION (seconds of publishing, 10),
+# IDLE_STREAMS (15000), IDLE_STREAMS_MAX (18000), TOPIC_STREAMS (5000), SUBS (2000), DURATION (seconds of publishing, 10),
 # PG_PORT/NCHAN_PORT (28180/28181), NGINX_WORKERS (2), OUT (docs/BENCHMARKS.md),
 # RESULTS_OUT (keep the raw JSON lines there). To re-render from kept results:
 #   pushgate-load report --results FILE --out docs/BENCHMARKS.md \
@@ -22,11 +22,13 @@ COMMAND="tests/load/bench.sh${QUICK:+ (QUICK=$QUICK)}"
 QUICK=${QUICK:-0}
 REPEAT=${REPEAT:-3}
 IDLE_STREAMS=${IDLE_STREAMS:-15000}
+IDLE_STREAMS_MAX=${IDLE_STREAMS_MAX:-18000}
+TOPIC_STREAMS=${TOPIC_STREAMS:-5000}
 SUBS=${SUBS:-2000}
 DURATION=${DURATION:-10}
 STORM_STREAMS=${STORM_STREAMS:-5000}
 if [ "$QUICK" = 1 ]; then
-    REPEAT=1 IDLE_STREAMS=1000 SUBS=200 DURATION=3 STORM_STREAMS=500
+    REPEAT=1 IDLE_STREAMS=1000 IDLE_STREAMS_MAX=1200 TOPIC_STREAMS=300 SUBS=200 DURATION=3 STORM_STREAMS=500
 fi
 PG_PORT=${PG_PORT:-28180}
 NCHAN_PORT=${NCHAN_PORT:-28181}
@@ -182,7 +184,7 @@ meta() {
     jq -nc --arg command "$COMMAND" \
         --arg date "$(date -u +%Y-%m-%dT%H:%MZ)" \
         --arg machine "$(nproc) cores ($cpu), $mem, Linux $(uname -r); shared with other jobs, so figures are noisy" \
-        --arg pushgate "$(git rev-parse --short HEAD 2>/dev/null || echo '?')$(git diff --quiet HEAD -- gateway 2>/dev/null || echo ' + local changes'), release build, embedded SQLite store, fsync=always" \
+        --arg pushgate "$(git rev-parse --short HEAD 2>/dev/null || echo '?')$(git diff --quiet HEAD -- gateway 2>/dev/null || echo ' + local changes'), release build, embedded SQLite store, fsync=always, lean HTTP/1.1 streams" \
         --arg nchan "nchan $(dpkg-query -W -f='${Version}' libnginx-mod-nchan 2>/dev/null), nginx $(dpkg-query -W -f='${Version}' nginx-light 2>/dev/null), $NGINX_WORKERS workers, memory store" \
         --arg rust "$(rustc --version)" \
         --arg load "pushgate-load, one current-thread tokio runtime, raw HTTP/1.1 (hand-written chunked + SSE reader, $(load parse-bench --events 200000 | jq -r '.ns_per_event_load_parser | floor') ns per event) and h2c via the h2 crate" \
@@ -197,6 +199,31 @@ RUNS=$REPEAT
 note idle "Idle streams: server memory per stream ($IDLE_STREAMS streams over 100 topics)" \
     "Memory is the servers' proportional set size (PSS, /proc/PID/smaps_rollup; nginx master + workers summed) after the streams are open and held for 3 s, minus before."
 both idle idle --streams "$IDLE_STREAMS" --topics 100 --hold 3 --concurrency 1000
+# The same gateway with every request on hyper (--lean-streams false): what
+# the lean path saves.
+for i in $(seq 1 "$RUNS"); do
+    start_pushgate --lean-streams false
+    load --case idle idle --label pushgate-hyper $(pid_args "$PG_PID") --streams "$IDLE_STREAMS" \
+        --topics 100 --hold 3 --concurrency 1000 --sub-url "$PG_SUB" | record || echo "pushgate-hyper idle run $i failed" >&2
+    stop_pushgate
+done
+RUNS=1
+note idle-18k "Idle streams at the per-process socket ceiling: $IDLE_STREAMS_MAX streams over 100 topics" \
+    "As above, one run each; the load tool stays below about 18,000 sockets per process."
+both idle-18k idle --streams "$IDLE_STREAMS_MAX" --topics 100 --hold 3 --concurrency 1000
+note idle-topics "Idle streams (pushgate): $TOPIC_STREAMS streams with 1 topic each, then with 50 topics each" \
+    "49 of the 50 topics are shared by every stream, the 50th is one of 100: what a subscription to one more topic costs."
+printf 'limits:\n  max_topics_per_stream: 50\n' >"$TMP/topics.yaml"
+MANY=$(seq -f 'topic=shared-%g' 1 49 | paste -sd'&')
+start_pushgate --config "$TMP/topics.yaml"
+load --case idle-topics idle --label "pushgate 1 topic" $(pid_args "$PG_PID") --streams "$TOPIC_STREAMS" \
+    --topics 100 --hold 3 --concurrency 1000 --sub-url "$PG_SUB" | record || true
+stop_pushgate
+start_pushgate --config "$TMP/topics.yaml"
+load --case idle-topics idle --label "pushgate 50 topics" $(pid_args "$PG_PID") --streams "$TOPIC_STREAMS" \
+    --topics 100 --hold 3 --concurrency 1000 --sub-url "$PG_SUB&$MANY" | record || true
+stop_pushgate
+RUNS=$REPEAT
 
 # --- fanout at a load both keep up with ----------------------------------------
 note fanout-50 "Fan-out: $SUBS subscribers × 50 events/s on one topic ($DURATION s)" \
@@ -205,6 +232,11 @@ both fanout-50 fanout --topic "f50-$TAG" --subscribers "$SUBS" --rate 50 --durat
 note fanout-50-seq "Fan-out, one sequential publisher: $SUBS subscribers × 50 events/s on one topic ($DURATION s)" \
     "The shape of an independent client: one publisher that sends the next POST only after the previous answer, at a fixed rate. Concurrent publishers (the row above) raise nchan's latency 3-4x on this machine (tests/load/ANALYSIS.md, \"Publisher shape\")."
 both fanout-50-seq fanout --topic "f50s-$TAG" --subscribers "$SUBS" --rate 50 --duration "$DURATION" --publishers 1
+note floor "The physical floor: a bare loop writing one 121-byte frame per loopback socket per event, $SUBS sockets × 50 events/s ($DURATION s)" \
+    "pushgate-load floor: a writer process (std, blocking write() per socket per tick) and a drainer process; CPU is the writer's utime+stime from /proc over the writing, which includes the loopback receive path the kernel charges to the sender. 121 bytes is pushgate's chunked frame in the fan-out above."
+for i in $(seq 1 "$RUNS"); do
+    load --case floor floor --sockets "$SUBS" --rate 50 --duration "$DURATION" --frame-bytes 121 | record || echo "floor run $i failed" >&2
+done
 
 # --- fanout overload ------------------------------------------------------------
 RUNS=1

@@ -208,6 +208,16 @@ impl GatewayProcess {
         }
     }
 
+    /// Starts again on the same address and data directory with these
+    /// environment variables instead of the ones it had.
+    pub fn restart_with_env(&mut self, env: &[(&str, &str)]) -> Result<()> {
+        self.env = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        self.restart()
+    }
+
     /// Starts again on the same address and data directory.
     pub fn restart(&mut self) -> Result<()> {
         self.kill9();

@@ -428,6 +428,9 @@ pub struct EdgeConfig {
     pub fd_reserve: usize,
     /// Open connections on the metrics port (taken from the reserve).
     pub max_ops_connections: usize,
+    /// Serve plain HTTP/1.1 streams on the lean path (no hyper connection
+    /// per stream, same bytes on the wire); false hands every request to hyper.
+    pub lean_streams: bool,
 }
 
 impl Default for EdgeConfig {
@@ -439,6 +442,7 @@ impl Default for EdgeConfig {
             max_tcp_connections: 0,
             fd_reserve: 512,
             max_ops_connections: 64,
+            lean_streams: true,
         }
     }
 }

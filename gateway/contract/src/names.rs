@@ -74,6 +74,8 @@ pub mod env {
     pub const MAX_HEADER_BYTES: &str = "PUSHGATE_MAX_HEADER_BYTES";
     /// `--max-tcp-connections`.
     pub const MAX_TCP_CONNECTIONS: &str = "PUSHGATE_MAX_TCP_CONNECTIONS";
+    /// `--lean-streams`.
+    pub const LEAN_STREAMS: &str = "PUSHGATE_LEAN_STREAMS";
     /// `--auth-key-file`.
     pub const AUTH_KEY_FILE: &str = "PUSHGATE_AUTH_KEY_FILE";
     /// `--auth-key-dir`.

@@ -33,6 +33,9 @@ pub struct ConnInfo {
     pub cert: Option<Arc<PeerCert>>,
 }
 
+/// The path of the stream endpoint.
+pub const STREAM_PATH: &str = "/v1/stream";
+
 /// The API and stream routes (plus health and metrics).
 pub fn api_router(node: Arc<Node>) -> Router {
     let demo = if node.config.demo_page {
@@ -43,7 +46,7 @@ pub fn api_router(node: Arc<Node>) -> Router {
         Router::new()
     };
     Router::new()
-        .route("/v1/stream", get(subscribe::stream))
+        .route(STREAM_PATH, get(subscribe::stream))
         .route(
             "/v1/topics/{*path}",
             post(publish::publish_one).delete(publish::wipe),

@@ -2,6 +2,7 @@
 //! that measures pushgate and any other SSE server given URL templates, and
 //! the report writer behind `tests/load/bench.sh`.
 
+pub mod floor;
 pub mod modes;
 pub mod net;
 pub mod parse;

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::{Args, Parser, Subcommand};
+use pushgate_load::floor;
 use pushgate_load::modes::{self, PublishBody, SubTarget};
 use pushgate_load::net::{Proto, Template};
 use pushgate_load::parse::{write_payload, SseItem, SseReader};
@@ -133,6 +134,33 @@ enum Mode {
         duration: f64,
         #[arg(long, default_value_t = 64)]
         size: usize,
+    },
+    /// The physical floor: a bare loop writing one frame per loopback socket per event.
+    Floor {
+        #[arg(long, default_value = "floor")]
+        label: String,
+        #[arg(long, default_value_t = 2000)]
+        sockets: usize,
+        #[arg(long, default_value_t = 50.0)]
+        rate: f64,
+        #[arg(long, default_value_t = 10.0)]
+        duration: f64,
+        #[arg(long, default_value_t = 121)]
+        frame_bytes: usize,
+    },
+    /// The writer process of `floor` (started by it).
+    #[command(hide = true)]
+    FloorWriter {
+        #[arg(long)]
+        addr: String,
+        #[arg(long)]
+        sockets: usize,
+        #[arg(long)]
+        rate: f64,
+        #[arg(long)]
+        duration: f64,
+        #[arg(long)]
+        frame_bytes: usize,
     },
     /// N streams drop at once and reconnect with Last-Event-ID after M missed events.
     Storm {
@@ -314,6 +342,32 @@ async fn run(mode: Mode) -> anyhow::Result<Option<Summary>> {
             .await?
         }
         Mode::ParseBench { events } => parse_bench(events),
+        Mode::Floor {
+            label,
+            sockets,
+            rate,
+            duration,
+            frame_bytes,
+        } => {
+            floor::floor(floor::FloorArgs {
+                label,
+                sockets,
+                rate,
+                duration: secs(duration),
+                frame_bytes,
+            })
+            .await?
+        }
+        Mode::FloorWriter {
+            addr,
+            sockets,
+            rate,
+            duration,
+            frame_bytes,
+        } => {
+            floor::writer(&addr, sockets, rate, secs(duration), frame_bytes)?;
+            return Ok(None);
+        }
         Mode::Report {
             results,
             out,

@@ -20,6 +20,8 @@ pub enum Summary {
     Storm(Storm),
     /// `parse-bench`.
     ParseBench(ParseBench),
+    /// `floor`.
+    Floor(Floor),
 }
 
 impl Summary {
@@ -31,6 +33,7 @@ impl Summary {
             Summary::Publish(s) => &s.label,
             Summary::Storm(s) => &s.label,
             Summary::ParseBench(_) => "pushgate-load",
+            Summary::Floor(s) => &s.label,
         }
     }
 }
@@ -175,4 +178,18 @@ mod tests {
         assert_eq!(back.summary.label(), "pushgate");
         assert_eq!(back.case.as_deref(), Some("publish"));
     }
+}
+
+/// `floor`: CPU of a bare write loop, one frame per socket per event.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Floor {
+    pub label: String,
+    pub sockets: usize,
+    pub rate: f64,
+    pub duration_s: f64,
+    pub frame_bytes: usize,
+    pub writes: u64,
+    pub bytes_drained: u64,
+    pub writer_cpu_s: f64,
+    pub cpu_us_per_write: f64,
 }
