@@ -8,7 +8,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{ready, Context, Poll};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::body::Body;
@@ -293,13 +293,18 @@ impl Future for StreamTask {
     type Output = ();
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        if self.kill.as_mut().poll(cx).is_ready() {
-            return Poll::Ready(());
-        }
         let Some(r) = self.respond.as_mut() else {
             return Poll::Ready(());
         };
-        let keep = ready!(r.poll_run(cx));
+        let Poll::Ready(keep) = r.poll_run(cx) else {
+            // The kill switch cuts a kicked stream whose client stopped
+            // reading; one that can write ends by itself. Checked only then:
+            // it takes a lock, and this runs on every delivery.
+            if r.writing() && self.kill.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(());
+            }
+            return Poll::Pending;
+        };
         let r = self.respond.take().expect("polled above");
         if let (true, Some((peer, conn, s, watcher))) = (keep, self.next.take()) {
             let (tcp, pending) = r.into_next();

@@ -290,6 +290,10 @@ fn body(
         }
         // One timer for the drain close, made when draining starts (not on
         // every loop turn, which cost a timer-wheel handle per delivery).
+        // Made once: a fresh one every turn cost a waiter registration and
+        // removal (two locks) per delivery.
+        let moved = moved.cancelled_owned();
+        tokio::pin!(moved);
         let mut close = close_at.map(|at| Box::pin(tokio::time::sleep_until(at)));
         loop {
             // Fast path: a frame already queued needs none of the timers or signals
@@ -313,7 +317,7 @@ fn body(
                 f = sub.rx.recv() => Step::Frame(f),
                 _ = heartbeat.tick() => Step::Heartbeat,
                 // Its bucket now belongs to the other track: leave, the client resumes there.
-                _ = moved.cancelled() => Step::Close,
+                _ = &mut moved => Step::Close,
             }};
             match step {
                 Step::Frame(Some(frame)) => {

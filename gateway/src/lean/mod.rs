@@ -103,6 +103,12 @@ impl Respond {
         Poll::Ready(matches!(ended, Ok(pump::Ended::KeepAlive)))
     }
 
+    /// True while it waits for the client to take bytes: the only time a
+    /// kill switch matters to it (a stream that can write ends by itself).
+    pub fn writing(&self) -> bool {
+        self.pump.writing()
+    }
+
     /// The connection and the bytes of its next request, once complete.
     pub fn into_next(self) -> (TcpStream, BytesMut) {
         (self.tcp, self.pending)

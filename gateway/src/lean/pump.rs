@@ -152,6 +152,11 @@ impl Pump {
         }
     }
 
+    /// True while bytes wait for the socket to take them.
+    pub fn writing(&self) -> bool {
+        !self.out.segs.is_empty()
+    }
+
     /// Takes everything the body has ready, so that it goes out together;
     /// while the client does not read, at most a few batches wait here (the
     /// subscription's queue holds the rest, and cuts it when full).
