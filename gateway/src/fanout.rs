@@ -10,13 +10,13 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
-use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::cursor::Cursor;
 use crate::hash::fnv1a32;
 use crate::metrics::Metrics;
 use crate::position::{Seq, StreamPos};
+use crate::queue::{self, TrySendError};
 use crate::sse;
 use crate::store::StoredEvent;
 use crate::topic::Topic;
@@ -93,7 +93,7 @@ impl SubShared {
 struct Entry {
     id: u64,
     topics: Vec<Topic>,
-    tx: mpsc::Sender<Arc<Frame>>,
+    tx: queue::Sender<Arc<Frame>>,
     shared: Arc<SubShared>,
 }
 
@@ -120,7 +120,7 @@ pub struct Subscription {
     id: u64,
     topics: Vec<Topic>,
     /// Frames to deliver, in per-topic order.
-    pub rx: mpsc::Receiver<Arc<Frame>>,
+    pub rx: queue::Receiver<Arc<Frame>>,
     /// Kick state and connection handle.
     pub shared: Arc<SubShared>,
 }
@@ -151,7 +151,7 @@ impl Hub {
 
     /// Registers a subscriber on `topics`; frames published from now on are queued for it.
     pub fn subscribe(self: &Arc<Self>, topics: &[Topic], conn: CancellationToken) -> Subscription {
-        let (tx, rx) = mpsc::channel(self.queue_size);
+        let (tx, rx) = queue::channel(self.queue_size);
         let shared = Arc::new(SubShared {
             kicked: AtomicU8::new(0),
             finished: AtomicBool::new(false),
@@ -214,11 +214,11 @@ impl Hub {
                     queued += 1;
                     true
                 }
-                Err(mpsc::error::TrySendError::Full(_)) => {
+                Err(TrySendError::Full(_)) => {
                     slow.push(s.clone());
                     false
                 }
-                Err(mpsc::error::TrySendError::Closed(_)) => false,
+                Err(TrySendError::Closed(_)) => false,
             });
             self.metrics.subscriber_lag_events.add(queued);
         }

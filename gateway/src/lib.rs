@@ -21,6 +21,7 @@ pub mod limits;
 pub mod metrics;
 pub mod node;
 pub mod position;
+pub mod queue;
 pub mod reload;
 pub mod resume;
 pub mod routing;

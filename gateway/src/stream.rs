@@ -279,6 +279,9 @@ fn body(
             }
         }
 
+        // What the replay needed is not kept for the life of the stream.
+        drop(starts);
+        let mut out = Vec::with_capacity(2);
         let hb = node.config.delivery.heartbeat;
         let mut heartbeat = tokio::time::interval_at(Instant::now() + hb, hb);
         heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -302,7 +305,7 @@ fn body(
             // not outlive its token.
             let open = credential.as_ref().is_none_or(|c| !c.is_over());
             let queued = if open && close_at.is_none() && !matches!(drain.has_changed(), Ok(true)) {
-                sub.rx.try_recv().ok()
+                sub.rx.try_recv()
             } else {
                 None
             };

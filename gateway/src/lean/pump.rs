@@ -20,6 +20,9 @@ use super::wire::{self, Framing};
 /// Body frames gathered into one write at most.
 const BATCH: usize = 64;
 
+/// Batches written in one poll before yielding to other tasks.
+const TURNS: usize = 8;
+
 /// Slices handed to one `writev` (below every IOV_MAX).
 const IOV: usize = 128;
 
@@ -183,7 +186,7 @@ impl Pump {
         pending: &mut BytesMut,
         max_pending: usize,
     ) -> Poll<io::Result<Ended>> {
-        loop {
+        for _ in 0..TURNS {
             let frames = self.gather(cx)?;
             ready!(self.out.poll_flush(cx, tcp))?;
             if self.done {
@@ -198,6 +201,10 @@ impl Pump {
                 return Poll::Ready(Ok(Ended::Close));
             }
         }
+        // A body that never runs dry must not keep this worker from the
+        // other tasks: come back after them.
+        cx.waker().wake_by_ref();
+        Poll::Pending
     }
 }
 
