@@ -326,6 +326,9 @@ pub struct Retention {
     /// How long an `Idempotency-Key` is remembered.
     #[serde(with = "humantime_serde")]
     pub idempotency_ttl: Duration,
+    /// How long a device's acknowledged positions are kept after its last ack.
+    #[serde(with = "humantime_serde")]
+    pub device_ack_ttl: Duration,
 }
 
 impl Default for Retention {
@@ -336,6 +339,7 @@ impl Default for Retention {
             trim_interval: Duration::from_secs(10),
             hot_cache_events: 256,
             idempotency_ttl: Duration::from_secs(24 * 3600),
+            device_ack_ttl: Duration::from_secs(30 * 24 * 3600),
         }
     }
 }
@@ -547,6 +551,8 @@ pub struct AuthConfig {
     pub certificate_identity: CertIdentity,
     /// Topics of client-certificate holders, by identity; the first match applies.
     pub certificate_grants: Vec<CertificateGrant>,
+    /// The token claim that names the device a token speaks for (a string).
+    pub device_claim: String,
 }
 
 /// Topic grants for client certificates whose identity matches `identity`.
@@ -577,6 +583,7 @@ impl Default for AuthConfig {
             anonymous_publish: Vec::new(),
             certificate_identity: CertIdentity::Cn,
             certificate_grants: Vec::new(),
+            device_claim: "sub".into(),
         }
     }
 }

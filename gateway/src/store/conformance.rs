@@ -10,7 +10,8 @@ use std::time::Duration;
 
 use super::{IdempotencyKey, NewEvent, Store, StoreOptions, StoredEvent, TopicHead};
 use crate::config::Retention;
-use crate::position::Seq;
+use crate::device::{Acked, DeviceId};
+use crate::position::{Epoch, Seq};
 use crate::topic::Topic;
 
 /// Makes the store under test fail every append to one topic, inside the
@@ -43,6 +44,10 @@ pub struct Subject {
 impl Subject {
     fn topic(&self, name: &str) -> Topic {
         Topic::parse(&format!("{}/{name}", self.prefix)).expect("valid test topic")
+    }
+
+    fn device(&self, name: &str) -> DeviceId {
+        DeviceId::parse(&format!("{}-{name}", self.prefix)).expect("valid test device")
     }
 
     fn live_for(&self, t: &Topic) -> Vec<u64> {
@@ -100,6 +105,9 @@ where
     wipe_starts_a_new_epoch(make(&factory, r.clone()).await).await;
     unknown_topic_has_empty_head(make(&factory, r.clone()).await).await;
     concurrent_appends_get_unique_seqs(make(&factory, r.clone()).await).await;
+    device_acks_move_forward_only(make(&factory, r.clone()).await).await;
+    device_acks_belong_to_one_device(make(&factory, r.clone()).await).await;
+    concurrent_device_acks_keep_the_newest(make(&factory, r.clone()).await).await;
     let by_count = Retention {
         max_events: 3,
         ..r.clone()
@@ -403,5 +411,72 @@ async fn retention_by_age(s: Subject) {
         (head.first_seq, head.last_seq),
         (None, Seq::new(2)),
         "last_seq survives trimming"
+    );
+}
+
+fn acked(tag: u32, epoch: u64, seq: u64, ts_ms: u64) -> Acked {
+    Acked {
+        tag,
+        epoch: Epoch::new(epoch).expect("non-zero"),
+        seq: Seq::new(seq),
+        ts_ms,
+    }
+}
+
+async fn device_acks_move_forward_only(s: Subject) {
+    let d = s.device("d");
+    assert!(s.store.acked(&d, &[1, 2]).await.unwrap().is_empty());
+    let after = s
+        .store
+        .ack(&d, vec![acked(1, 5, 60, 100), acked(2, 5, 3, 100)])
+        .await
+        .unwrap();
+    assert_eq!(after, vec![acked(1, 5, 60, 100), acked(2, 5, 3, 100)]);
+    // Older in the same epoch: kept; newer: moves.
+    let after = s
+        .store
+        .ack(&d, vec![acked(1, 5, 30, 200), acked(2, 5, 4, 50)])
+        .await
+        .unwrap();
+    assert_eq!(after, vec![acked(1, 5, 60, 100), acked(2, 5, 4, 50)]);
+    // Another epoch: only a later publish replaces it.
+    let after = s.store.ack(&d, vec![acked(1, 6, 1, 99)]).await.unwrap();
+    assert_eq!(after, vec![acked(1, 5, 60, 100)]);
+    let after = s.store.ack(&d, vec![acked(1, 6, 1, 101)]).await.unwrap();
+    assert_eq!(after, vec![acked(1, 6, 1, 101)]);
+    assert_eq!(
+        s.store.acked(&d, &[2, 1, 3]).await.unwrap(),
+        vec![acked(2, 5, 4, 50), acked(1, 6, 1, 101)],
+        "stored, in the order asked, unknown tags absent"
+    );
+}
+
+async fn device_acks_belong_to_one_device(s: Subject) {
+    let (a, b) = (s.device("a"), s.device("b"));
+    s.store.ack(&a, vec![acked(1, 5, 9, 1)]).await.unwrap();
+    assert!(s.store.acked(&b, &[1]).await.unwrap().is_empty());
+    s.store.ack(&b, vec![acked(1, 5, 2, 1)]).await.unwrap();
+    assert_eq!(
+        s.store.acked(&a, &[1]).await.unwrap(),
+        vec![acked(1, 5, 9, 1)]
+    );
+}
+
+async fn concurrent_device_acks_keep_the_newest(s: Subject) {
+    let d = s.device("c");
+    let store = s.store.clone();
+    let tasks: Vec<_> = (1..=20u64)
+        .map(|seq| {
+            let (store, d) = (store.clone(), d.clone());
+            tokio::spawn(async move { store.ack(&d, vec![acked(1, 5, seq, seq)]).await })
+        })
+        .collect();
+    for t in tasks {
+        t.await.expect("task").expect("ack");
+    }
+    assert_eq!(
+        s.store.acked(&d, &[1]).await.unwrap(),
+        vec![acked(1, 5, 20, 20)],
+        "no concurrent ack moved the position back"
     );
 }

@@ -15,10 +15,12 @@ use tokio::sync::{mpsc, oneshot};
 
 use rusqlite::types::{FromSql, FromSqlError, FromSqlResult, ToSql, ToSqlOutput, ValueRef};
 
+use super::sqlite_acks;
 use super::{
     now_ms, Ack, Events, NewEvent, Store, StoreError, StoreOptions, StoredEvent, TopicHead,
 };
 use crate::config::{FsyncPolicy, Retention};
+use crate::device::{Acked, DeviceId};
 use crate::position::{Epoch, Seq};
 use crate::topic::Topic;
 
@@ -79,6 +81,7 @@ impl FromSql for Epoch {
 
 enum Command {
     Append(Vec<NewEvent>, Reply<Vec<Ack>>),
+    DeviceAck(DeviceId, Vec<Acked>, Reply<Vec<Acked>>),
     Wipe(Topic, Reply<TopicHead>),
     Trim(Reply<u64>),
 }
@@ -117,6 +120,9 @@ impl EmbeddedStore {
         let path = dir.join("pushgate.db");
         let writer = open_conn(&path, fsync).map_err(unavailable)?;
         writer.execute_batch(SCHEMA).map_err(unavailable)?;
+        writer
+            .execute_batch(sqlite_acks::SCHEMA)
+            .map_err(unavailable)?;
         let readers: Vec<Mutex<Connection>> = (0..READERS)
             .map(|_| open_conn(&path, fsync).map(Mutex::new))
             .collect::<Result<_, _>>()
@@ -250,7 +256,24 @@ impl Store for EmbeddedStore {
         self.with_reader(|conn| conn.query_row("SELECT 1", [], |_| Ok(())))
             .await
     }
+
+    async fn ack(&self, device: &DeviceId, acks: Vec<Acked>) -> Result<Vec<Acked>, StoreError> {
+        if acks.is_empty() {
+            return Ok(Vec::new());
+        }
+        let device = device.clone();
+        self.command(|r| Command::DeviceAck(device, acks, r)).await
+    }
+
+    async fn acked(&self, device: &DeviceId, tags: &[u32]) -> Result<Vec<Acked>, StoreError> {
+        let (device, tags) = (device.clone(), tags.to_vec());
+        self.with_reader(move |conn| sqlite_acks::read(conn, &device, &tags))
+            .await
+    }
 }
+
+/// Device acknowledgements waiting for the next commit.
+type PendingAcks = Vec<(DeviceId, Vec<Acked>, Reply<Vec<Acked>>)>;
 
 #[derive(Clone, Copy)]
 struct TopicState {
@@ -295,6 +318,7 @@ impl Writer {
     fn run(&mut self, mut rx: mpsc::UnboundedReceiver<Command>) {
         while let Some(first) = rx.blocking_recv() {
             let mut appends = Vec::new();
+            let mut acks: PendingAcks = Vec::new();
             let mut events = 0;
             let mut next = Some(first);
             while let Some(cmd) = next.take() {
@@ -303,12 +327,18 @@ impl Writer {
                         events += batch.len();
                         appends.push((batch, reply));
                     }
+                    Command::DeviceAck(device, list, reply) => {
+                        events += list.len();
+                        acks.push((device, list, reply));
+                    }
                     Command::Wipe(topic, reply) => {
                         self.commit_appends(std::mem::take(&mut appends));
+                        self.commit_acks(std::mem::take(&mut acks));
                         let _ = reply.send(self.wipe(&topic).map_err(unavailable));
                     }
                     Command::Trim(reply) => {
                         self.commit_appends(std::mem::take(&mut appends));
+                        self.commit_acks(std::mem::take(&mut acks));
                         let _ = reply.send(self.trim().map_err(unavailable));
                     }
                 }
@@ -317,6 +347,39 @@ impl Writer {
                 }
             }
             self.commit_appends(appends);
+            self.commit_acks(acks);
+        }
+    }
+
+    /// One transaction for every queued device acknowledgement, like appends.
+    fn commit_acks(&mut self, acks: PendingAcks) {
+        if acks.is_empty() {
+            return;
+        }
+        let now = now_ms();
+        let result = (|| {
+            let tx = self
+                .conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let merged = acks
+                .iter()
+                .map(|(device, list, _)| sqlite_acks::merge(&tx, device, list, now))
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            tx.commit()?;
+            Ok::<_, rusqlite::Error>(merged)
+        })();
+        match result {
+            Ok(merged) => {
+                for ((_, _, reply), after) in acks.into_iter().zip(merged) {
+                    let _ = reply.send(Ok(after));
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "device acknowledgements not stored");
+                for (_, _, reply) in acks {
+                    let _ = reply.send(Err(unavailable(&e)));
+                }
+            }
         }
     }
 
@@ -475,6 +538,7 @@ impl Writer {
             max_events,
             max_age,
             idempotency_ttl,
+            device_ack_ttl,
             ..
         } = self.opts.retention;
         let now = now_ms();
@@ -497,6 +561,7 @@ impl Writer {
             "DELETE FROM idem WHERE ts < ?1",
             [now.saturating_sub(idempotency_ttl.as_millis() as u64) as i64],
         )?;
+        sqlite_acks::trim(&tx, now.saturating_sub(device_ack_ttl.as_millis() as u64))?;
         tx.commit()?;
         Ok(removed)
     }

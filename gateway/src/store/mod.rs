@@ -5,13 +5,16 @@ pub mod conformance;
 pub mod dirlock;
 pub mod embedded;
 pub mod redis;
+mod redis_acks;
 mod redis_scripts;
+mod sqlite_acks;
 
 use std::sync::Arc;
 
 use async_trait::async_trait;
 
 use crate::config::Retention;
+use crate::device::{Acked, DeviceId};
 use crate::position::{Epoch, Seq};
 use crate::topic::Topic;
 
@@ -154,6 +157,17 @@ pub trait Store: Send + Sync + 'static {
 
     /// Cheap reachability check (readiness).
     async fn ping(&self) -> Result<(), StoreError>;
+
+    /// Records what `device` acknowledged, durably: each position replaces
+    /// the stored one of its tag only if [`Acked::superseded_by`] says so.
+    /// Returns the stored position of every tag given, after the merge, in
+    /// input order. Acknowledgements are kept for `retention.device_ack_ttl`
+    /// after a device's last one.
+    async fn ack(&self, device: &DeviceId, acks: Vec<Acked>) -> Result<Vec<Acked>, StoreError>;
+
+    /// `device`'s acknowledged positions among `tags` (a tag never
+    /// acknowledged is absent).
+    async fn acked(&self, device: &DeviceId, tags: &[u32]) -> Result<Vec<Acked>, StoreError>;
 }
 
 /// Milliseconds since the Unix epoch.

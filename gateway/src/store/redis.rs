@@ -9,7 +9,8 @@
 //!   reconnect loses nothing. Entries carry the writer's origin id: a
 //!   replica skips its own (it delivered them already).
 //! - Keys: `<prefix>:{<topic>}:m|s|i:<key>` share the topic's hash slot;
-//!   shard streams are `<prefix>:live:{<n>}`. Cluster-safe naming throughout.
+//!   shard streams are `<prefix>:live:{<n>}`; a device's acknowledgements
+//!   are `<prefix>:{d:<hex id>}:a`. Cluster-safe naming throughout.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -21,12 +22,14 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig, MultiplexedConnecti
 use redis::{AsyncConnectionConfig, Client, Script, Value};
 use tokio::task::JoinHandle;
 
-use super::redis_scripts::{APPEND, WIPE};
+use super::redis_acks;
+use super::redis_scripts::{APPEND, COMPARE_AND_SET, WIPE};
 use super::{
     now_ms, Ack, Events, LiveSink, NewEvent, Store, StoreError, StoreOptions, StoredEvent,
     TopicHead,
 };
 use crate::config::RedisSettings;
+use crate::device::{Acked, DeviceId};
 use crate::hash::fnv1a32;
 use crate::position::{Epoch, Seq};
 use crate::topic::Topic;
@@ -76,6 +79,7 @@ pub struct RedisStore {
     origin: String,
     append: Script,
     wipe: Script,
+    cas: Script,
     readers: Vec<JoinHandle<()>>,
 }
 
@@ -126,6 +130,7 @@ impl RedisStore {
             origin,
             append: Script::new(APPEND),
             wipe: Script::new(WIPE),
+            cas: Script::new(COMPARE_AND_SET),
             readers,
         })
     }
@@ -483,6 +488,20 @@ impl Store for RedisStore {
             .await
             .map_err(unavailable)?;
         Ok(())
+    }
+
+    async fn ack(&self, device: &DeviceId, acks: Vec<Acked>) -> Result<Vec<Acked>, StoreError> {
+        if acks.is_empty() {
+            return Ok(Vec::new());
+        }
+        let ttl = self.opts.retention.device_ack_ttl.as_millis() as u64;
+        let key = redis_acks::key(&self.keys.prefix, device);
+        redis_acks::merge(&mut self.conn(), &self.cas, &key, ttl, &acks).await
+    }
+
+    async fn acked(&self, device: &DeviceId, tags: &[u32]) -> Result<Vec<Acked>, StoreError> {
+        let key = redis_acks::key(&self.keys.prefix, device);
+        redis_acks::read(&mut self.conn(), &key, tags).await
     }
 }
 

@@ -66,3 +66,27 @@ redis.call('DEL', KEYS[2])
 redis.call('HSET', KEYS[1], 'epoch', ARGV[1], 'last', 0)
 return 1
 "#;
+
+/// Compare-and-set of fields of one hash, then its expiry: the device
+/// acknowledgements. The merge rule stays in Rust; this only makes sure no
+/// other replica wrote in between. KEYS: the hash. ARGV: TTL (ms), field
+/// count, then per field: name, expected value ('' = absent), new value.
+/// Returns 1 when written, 0 when a field had changed.
+pub const COMPARE_AND_SET: &str = r#"
+local key, ttl, n = KEYS[1], ARGV[1], tonumber(ARGV[2])
+local kt = redis.call('TYPE', key)['ok']
+if kt ~= 'hash' and kt ~= 'none' then
+  return redis.error_reply('WRONGTYPE ' .. key .. ' holds a ' .. kt .. ', not a hash')
+end
+for i = 0, n - 1 do
+  local cur = redis.call('HGET', key, ARGV[3 + 3 * i]) or ''
+  if cur ~= ARGV[4 + 3 * i] then
+    return 0
+  end
+end
+for i = 0, n - 1 do
+  redis.call('HSET', key, ARGV[3 + 3 * i], ARGV[5 + 3 * i])
+end
+redis.call('PEXPIRE', key, ttl)
+return 1
+"#;
