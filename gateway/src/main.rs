@@ -69,6 +69,9 @@ struct TokenArgs {
     /// Key id (`kid` header): the key file's name in the gateway's auth.key_dir
     #[arg(long)]
     kid: Option<String>,
+    /// `admin` claim: the token may act for any device
+    #[arg(long)]
+    admin: bool,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -106,6 +109,7 @@ fn main() -> anyhow::Result<()> {
                     iss: t.issuer,
                     aud: t.audience,
                     kid: t.kid,
+                    admin: t.admin,
                 },
             )?;
             println!("{token}");

@@ -33,6 +33,10 @@ pub struct Metrics {
     pub event_loop_lag_seconds: Gauge,
     /// Resumes by outcome (`exact` or `reset`).
     pub resume_total: IntCounterVec,
+    /// Device acknowledgements stored.
+    pub device_acks_total: IntCounter,
+    /// Streams that resumed from their device's acknowledged position.
+    pub device_resumes_total: IntCounter,
     /// Time from the publish of the last event a resuming client had (its
     /// cursor's timestamp) to the resume: how long it went without events.
     pub reconnect_gap_seconds: Histogram,
@@ -129,6 +133,11 @@ impl Metrics {
                 .expect("valid metric"),
             ),
             resume_total: counter_vec("resume_total", "Stream resumes by outcome", "outcome"),
+            device_acks_total: counter("device_acks_total", "Device acknowledgements stored"),
+            device_resumes_total: counter(
+                "device_resumes_total",
+                "Streams without Last-Event-ID that resumed from their device's acknowledged position",
+            ),
             reconnect_gap_seconds: histogram(
                 "reconnect_gap_seconds",
                 "Time from the publish of the last event a resuming client had (its cursor's timestamp) to its resume",

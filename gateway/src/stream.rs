@@ -35,6 +35,8 @@ pub struct StreamRequest {
     pub topics: Vec<Topic>,
     /// Where to start.
     pub resume: ResumeFrom,
+    /// `resume` is the device's acknowledged position, not the client's cursor.
+    pub from_acks: bool,
     /// Cancels the client's connection (slow consumers that stop reading).
     pub conn: CancellationToken,
     /// Its slot of `max_connections`.
@@ -70,8 +72,20 @@ pub async fn open(node: &Arc<Node>, req: StreamRequest) -> Result<Body, OpenErro
                 return Err(OpenError::Refused(node.refuse(RefuseReason::Store)));
             }
         };
-        let start = resume::plan(t, head, &req.resume).map_err(OpenError::CursorAhead)?;
+        let start = match resume::plan(t, head, &req.resume) {
+            Ok(s) => s,
+            // The device's own stored position cannot be corrected by the
+            // client, so a 400 would refuse it forever: join live instead.
+            Err(ahead) if req.from_acks => {
+                tracing::warn!(error = %ahead, "acknowledged position is ahead of the topic; joining live");
+                resume::plan(t, head, &ResumeFrom::Live).map_err(OpenError::CursorAhead)?
+            }
+            Err(ahead) => return Err(OpenError::CursorAhead(ahead)),
+        };
         starts.push(start);
+    }
+    if req.from_acks {
+        node.metrics.device_resumes_total.inc();
     }
     if let ResumeFrom::At(c) = &req.resume {
         let outcome = if starts.iter().any(|s| s.cut.is_some()) {
@@ -83,7 +97,9 @@ pub async fn open(node: &Arc<Node>, req: StreamRequest) -> Result<Body, OpenErro
             .resume_total
             .with_label_values(&[outcome])
             .inc();
-        if c.ts_ms > 0 {
+        // An acknowledged position's time is when its event was published,
+        // not when the client went away: it says nothing about the gap.
+        if c.ts_ms > 0 && !req.from_acks {
             let gap = now_ms().saturating_sub(c.ts_ms) as f64 / 1000.0;
             node.metrics.reconnect_gap_seconds.observe(gap);
         }

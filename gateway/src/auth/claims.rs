@@ -4,6 +4,9 @@
 //! {"sub": "device-42", "exp": 1767225600, "nbf": 1767222000,
 //!  "topics": {"subscribe": ["devices/42/**"], "publish": ["devices/42/telemetry"]}}
 //! ```
+//!
+//! `sub` (or the claim `auth.device_claim` names) is also the device the
+//! token speaks for; `"admin": true` lets it act for any device.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -15,6 +18,7 @@ use tokio_util::sync::CancellationToken;
 use super::keys::KeyAlgorithm;
 use super::lifetime::{CredentialKind, Lifetime};
 use super::pattern::{PatternError, TopicPattern};
+use crate::device::DeviceId;
 
 /// Most topic patterns one token may list (per direction); bounds the work of a check.
 pub const MAX_PATTERNS: usize = 256;
@@ -45,6 +49,12 @@ pub struct Claims {
     /// Topic patterns granted.
     #[serde(default)]
     pub topics: TopicClaims,
+    /// May act for any device (acknowledge for it, read its shadow).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub admin: bool,
+    /// Every other claim, so `auth.device_claim` can name any of them.
+    #[serde(flatten)]
+    pub other: serde_json::Map<String, serde_json::Value>,
 }
 
 /// Topic patterns per direction, as written in the token.
@@ -69,6 +79,10 @@ pub struct Grants {
     pub publish: Vec<TopicPattern>,
     /// How long the credential counts; a stream it opened ends with it.
     pub lifetime: Lifetime,
+    /// The device it speaks for, if any.
+    pub device: Option<DeviceId>,
+    /// May act for any device.
+    pub admin: bool,
 }
 
 /// Why verified claims still cannot be used.
@@ -80,9 +94,28 @@ pub enum ClaimsError {
     TooManyPatterns,
     #[error("bad topic pattern: {0}")]
     BadPattern(#[from] PatternError),
+    #[error("the device claim `{0}` is not a device id (1 to 200 visible ASCII characters)")]
+    BadDevice(String),
 }
 
 impl Claims {
+    /// The device named by the claim `claim`: `sub` when it is a valid
+    /// device id (any other `sub` just is not a device), or another string
+    /// claim, which must then be a valid id.
+    pub fn device(&self, claim: &str) -> Result<Option<DeviceId>, ClaimsError> {
+        if claim == "sub" {
+            return Ok(DeviceId::parse(&self.sub).ok());
+        }
+        match self.other.get(claim) {
+            None | Some(serde_json::Value::Null) => Ok(None),
+            Some(v) => v
+                .as_str()
+                .and_then(|t| DeviceId::parse(t).ok())
+                .map(Some)
+                .ok_or_else(|| ClaimsError::BadDevice(claim.to_owned())),
+        }
+    }
+
     /// Checks the non-standard claims and parses the patterns. A malformed
     /// pattern invalidates the whole token rather than being skipped. The
     /// grants last until `exp` plus `leeway`, or until `revoked` fires.
@@ -90,7 +123,9 @@ impl Claims {
         self,
         leeway: Duration,
         revoked: CancellationToken,
+        device_claim: &str,
     ) -> Result<Grants, ClaimsError> {
+        let device = self.device(device_claim)?;
         // `sub` ends up in log lines: no control characters, bounded length.
         if self.sub.is_empty()
             || self.sub.len() > MAX_SUB_LEN
@@ -115,6 +150,8 @@ impl Claims {
                 until: UNIX_EPOCH + Duration::from_secs(self.exp) + leeway,
                 revoked,
             },
+            device,
+            admin: self.admin,
         })
     }
 }
@@ -136,6 +173,8 @@ pub struct MintRequest {
     pub aud: Option<String>,
     /// Key id, for a gateway with several keys (`auth.key_dir`).
     pub kid: Option<String>,
+    /// May act for any device.
+    pub admin: bool,
 }
 
 fn now_secs() -> u64 {
@@ -159,10 +198,12 @@ pub fn mint(alg: KeyAlgorithm, key: &EncodingKey, req: &MintRequest) -> anyhow::
             subscribe: req.subscribe.clone(),
             publish: req.publish.clone(),
         },
+        admin: req.admin,
+        other: serde_json::Map::new(),
     };
     claims
         .clone()
-        .into_grants(Duration::ZERO, CancellationToken::new())?;
+        .into_grants(Duration::ZERO, CancellationToken::new(), "sub")?;
     let mut header = Header::new(super::keys::jwt_algorithm(alg));
     header.kid = req.kid.clone();
     Ok(jsonwebtoken::encode(&header, &claims, key)?)
@@ -174,7 +215,7 @@ mod tests {
 
     impl Claims {
         fn grants(self) -> Result<Grants, ClaimsError> {
-            self.into_grants(Duration::ZERO, CancellationToken::new())
+            self.into_grants(Duration::ZERO, CancellationToken::new(), "sub")
         }
     }
 
@@ -190,7 +231,31 @@ mod tests {
                 subscribe: subscribe.iter().map(|s| s.to_string()).collect(),
                 publish: vec![],
             },
+            admin: false,
+            other: serde_json::Map::new(),
         }
+    }
+
+    #[test]
+    fn the_device_is_sub_or_the_configured_claim() {
+        let parse = |j: &str| serde_json::from_str::<Claims>(j).unwrap();
+        let c = parse(r#"{"sub":"dev-1","exp":10,"hw":"serial-9","n":5}"#);
+        assert_eq!(c.device("sub").unwrap().unwrap().as_str(), "dev-1");
+        assert_eq!(c.device("hw").unwrap().unwrap().as_str(), "serial-9");
+        assert_eq!(c.device("absent").unwrap(), None);
+        assert_eq!(
+            c.device("n").unwrap_err(),
+            ClaimsError::BadDevice("n".into())
+        );
+        let people = parse(r#"{"sub":"Ada Lovelace","exp":10}"#);
+        assert_eq!(
+            people.device("sub").unwrap(),
+            None,
+            "not every sub is a device"
+        );
+        assert!(!c.admin);
+        assert!(parse(r#"{"sub":"ops","exp":10,"admin":true}"#).admin);
+        assert!(serde_json::from_str::<Claims>(r#"{"sub":"a","exp":10,"admin":"yes"}"#).is_err());
     }
 
     #[test]

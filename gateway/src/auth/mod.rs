@@ -26,6 +26,7 @@ use axum::http::HeaderMap;
 use jsonwebtoken::Validation;
 use tokio_util::sync::CancellationToken;
 
+use crate::device::DeviceId;
 use crate::topic::Topic;
 use certs::{CertGrants, PeerCert};
 pub use claims::{Claims, Grants, MintRequest};
@@ -67,6 +68,25 @@ impl Identity {
 }
 
 impl Identity {
+    /// The device a credential speaks for.
+    pub fn device(&self) -> Option<&DeviceId> {
+        match self {
+            Identity::Client(g) => g.device.as_ref(),
+            _ => None,
+        }
+    }
+
+    /// May `self` act for `device`? With auth off anyone may (a trusted
+    /// network); otherwise only the device itself or an admin token.
+    pub fn may_act_for(&self, device: &DeviceId) -> Result<(), AuthError> {
+        match self {
+            Identity::Open => Ok(()),
+            Identity::Anonymous => Err(AuthError::Unauthorized),
+            Identity::Client(g) if g.admin || g.device.as_ref() == Some(device) => Ok(()),
+            Identity::Client(_) => Err(AuthError::Forbidden),
+        }
+    }
+
     /// How long the caller's credential counts, if it has one.
     pub fn lifetime(&self) -> Option<&Lifetime> {
         match self {
@@ -83,6 +103,7 @@ struct Verifier {
     reload_interval: Duration,
     validation: Validation,
     leeway: Duration,
+    device_claim: String,
 }
 
 /// The configured authentication of one gateway.
@@ -182,6 +203,7 @@ impl Auth {
                 reload_interval: c.reload_interval,
                 validation: validation(c),
                 leeway: c.leeway,
+                device_claim: c.device_claim.clone(),
             }),
             None => None,
         };
@@ -219,7 +241,9 @@ impl Auth {
             .select(kid.as_deref())
             .ok_or_else(|| TokenError::UnknownKey(kid.clone()))?;
         let data = jsonwebtoken::decode::<Claims>(token, &key.decoding, &v.validation)?;
-        let grants = data.claims.into_grants(v.leeway, key.revoked.clone())?;
+        let grants = data
+            .claims
+            .into_grants(v.leeway, key.revoked.clone(), &v.device_claim)?;
         // jsonwebtoken compares whole seconds; this is the moment a stream
         // it opened ends, so a reconnect with the same token must fail too.
         if grants.lifetime.is_over() {
@@ -244,6 +268,8 @@ impl Auth {
                 until: cert.not_after,
                 revoked: CancellationToken::new(),
             },
+            device: DeviceId::parse(identity).ok(),
+            admin: false,
         };
         if grants.lifetime.is_over() {
             return Err(AuthError::Unauthorized);

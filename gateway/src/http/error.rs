@@ -22,6 +22,10 @@ pub enum ErrorCode {
     BadCursor,
     /// A cursor newer than the topic's newest event.
     CursorAhead,
+    /// A device id that is not 1 to 200 visible ASCII characters.
+    BadDevice,
+    /// An acknowledgement body that is not `{"id": "<cursor>"}`.
+    BadAck,
     /// Event data is not UTF-8.
     BadData,
     /// Event type syntax, or a reserved one.
@@ -76,6 +80,8 @@ impl ErrorCode {
             TooManyTopics => "too_many_topics",
             BadCursor => "bad_cursor",
             CursorAhead => "cursor_ahead",
+            BadDevice => "bad_device",
+            BadAck => "bad_ack",
             BadData => "bad_data",
             BadEventType => "bad_event_type",
             BadIdempotencyKey => "bad_idempotency_key",
@@ -104,9 +110,9 @@ impl ErrorCode {
     pub fn status(self) -> StatusCode {
         use ErrorCode::*;
         match self {
-            BadTopic | MissingTopic | TooManyTopics | BadCursor | CursorAhead | BadData
-            | BadEventType | BadIdempotencyKey | BadBatch | EmptyBatch | BadBody
-            | StoreRejected => StatusCode::BAD_REQUEST,
+            BadTopic | MissingTopic | TooManyTopics | BadCursor | CursorAhead | BadDevice
+            | BadAck | BadData | BadEventType | BadIdempotencyKey | BadBatch | EmptyBatch
+            | BadBody | StoreRejected => StatusCode::BAD_REQUEST,
             Unauthorized => StatusCode::UNAUTHORIZED,
             Forbidden => StatusCode::FORBIDDEN,
             NotFound => StatusCode::NOT_FOUND,

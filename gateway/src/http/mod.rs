@@ -2,6 +2,7 @@
 //! per-connection context.
 
 mod caller;
+mod devices;
 pub mod error;
 mod ops;
 mod publish;
@@ -52,6 +53,7 @@ pub fn api_router(node: Arc<Node>) -> Router {
             post(publish::publish_one).delete(publish::wipe),
         )
         .route("/v1/publish", post(publish::publish_batch))
+        .route("/v1/devices/{device}/ack", post(devices::ack))
         .merge(ops_routes())
         .merge(demo)
         .fallback(not_found)

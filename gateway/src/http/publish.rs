@@ -68,7 +68,8 @@ fn check_rate(node: &Node, conn: &ConnInfo, n: usize) -> Result<(), ApiError> {
         })
 }
 
-async fn read_body(body: Body, limit: usize) -> Result<Bytes, ApiError> {
+/// Reads a whole request body of at most `limit` bytes (413 beyond).
+pub(super) async fn read_body(body: Body, limit: usize) -> Result<Bytes, ApiError> {
     axum::body::to_bytes(body, limit).await.map_err(|e| {
         let too_large = std::error::Error::source(&e)
             .is_some_and(|s| s.is::<http_body_util::LengthLimitError>());

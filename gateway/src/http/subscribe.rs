@@ -14,6 +14,7 @@ use super::{query_pairs, refusal, ConnInfo};
 use crate::admission::{self, Refusal, RefuseReason};
 use crate::auth::{Access, AuthError, Identity};
 use crate::cursor::ResumeFrom;
+use crate::device::{Acked, DeviceId};
 use crate::node::Node;
 use crate::routing::Decision;
 use crate::stream::{self, OpenError, StreamRequest};
@@ -71,11 +72,14 @@ fn accepts_event_stream(headers: &HeaderMap) -> bool {
 struct Parsed {
     topics: Vec<Topic>,
     resume: ResumeFrom,
+    /// `?device=`: names the device only with auth off.
+    device: Option<DeviceId>,
 }
 
 fn parse(node: &Node, uri: &Uri, headers: &HeaderMap) -> Result<Parsed, ApiError> {
     let mut topics: Vec<Topic> = Vec::new();
     let mut query_cursor = None;
+    let mut device = None;
     for (k, v) in query_pairs(uri.query()) {
         match k.as_str() {
             "topic" => {
@@ -86,6 +90,7 @@ fn parse(node: &Node, uri: &Uri, headers: &HeaderMap) -> Result<Parsed, ApiError
                 }
             }
             "last_event_id" | "lastEventId" => query_cursor = Some(v),
+            "device" => device = Some(super::devices::parse_device(&v)?),
             _ => {}
         }
     }
@@ -113,7 +118,40 @@ fn parse(node: &Node, uri: &Uri, headers: &HeaderMap) -> Result<Parsed, ApiError
     let text = header_cursor.or(query_cursor.as_deref()).unwrap_or("");
     let resume =
         ResumeFrom::parse(text).map_err(|e| ApiError::new(ErrorCode::BadCursor, e.to_string()))?;
-    Ok(Parsed { topics, resume })
+    Ok(Parsed {
+        topics,
+        resume,
+        device,
+    })
+}
+
+/// The device a stream belongs to: the credential's, or with auth off the
+/// `device` parameter. A parameter naming another device than the
+/// credential's is refused rather than ignored.
+fn stream_device(who: &Identity, named: Option<DeviceId>) -> Result<Option<DeviceId>, AuthError> {
+    match (who, named) {
+        (Identity::Open, named) => Ok(named),
+        (_, None) => Ok(who.device().cloned()),
+        (_, Some(d)) => who.may_act_for(&d).map(|()| Some(d)),
+    }
+}
+
+/// Where a device's stream starts when it sent no cursor: its acknowledged
+/// position in the topics it has acknowledged (others join live).
+async fn resume_from_acks(
+    node: &Node,
+    device: &DeviceId,
+    topics: &[Topic],
+) -> Result<Option<ResumeFrom>, Refusal> {
+    let tags: Vec<u32> = topics.iter().map(Topic::tag).collect();
+    match node.store.acked(device, &tags).await {
+        Ok(acked) if acked.is_empty() => Ok(None),
+        Ok(acked) => Ok(Some(ResumeFrom::At(Acked::to_cursor(&acked)))),
+        Err(e) => {
+            node.store_error(e);
+            Err(node.refuse(RefuseReason::Store))
+        }
+    }
 }
 
 pub async fn stream(
@@ -145,9 +183,10 @@ async fn open(
         )
         .into());
     }
-    let req = parse(node, uri, headers)?;
+    let mut req = parse(node, uri, headers)?;
     // All requested topics or none: a partial stream would hide the refusal.
     node.auth.authorize(&who, Access::Subscribe, &req.topics)?;
+    let device = stream_device(&who, req.device.take())?;
     let routing = &node.routing;
     // A request that says a peer proxied it must prove it, and must have
     // been routed with the table this pod has: otherwise the two pods
@@ -159,6 +198,13 @@ async fn open(
         None => None,
     };
     let slot = admission::admit(node)?;
+    let mut from_acks = false;
+    if let (ResumeFrom::Live, Some(d)) = (&req.resume, &device) {
+        if let Some(r) = resume_from_acks(node, d, &req.topics).await? {
+            req.resume = r;
+            from_acks = true;
+        }
+    }
     let routed = routing.decide(headers, who.client_id(), proxied.is_some());
     // A proxied stream registers under the sender's table: if this pod's
     // differs (older or newer), registration fails and the client retries.
@@ -174,6 +220,7 @@ async fn open(
                 StreamRequest {
                     topics: req.topics,
                     resume: req.resume,
+                    from_acks,
                     conn: conn.kill,
                     slot,
                     route: Some(route),
