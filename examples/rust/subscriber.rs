@@ -11,12 +11,7 @@
 use futures_util::StreamExt;
 use std::time::Duration;
 
-#[derive(Default)]
-struct Block {
-    id: Option<String>,
-    event: Option<String>,
-    data: Option<String>,
-}
+mod sse;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -49,50 +44,25 @@ async fn main() -> anyhow::Result<()> {
         match req.send().await {
             Ok(resp) if resp.status().is_success() => {
                 let mut body = resp.bytes_stream();
-                let mut buf = Vec::new();
-                let mut block = Block::default();
+                let mut reader = sse::Reader::default();
                 // Ends on EOF or a read error; both mean: reconnect.
                 while let Some(Ok(chunk)) = body.next().await {
-                    buf.extend_from_slice(&chunk);
-                    while let Some(nl) = buf.iter().position(|&b| b == b'\n') {
-                        let raw: Vec<u8> = buf.drain(..=nl).collect();
-                        let line = String::from_utf8_lossy(&raw);
-                        let line = line.trim_end_matches(['\n', '\r']);
-                        if line.is_empty() {
-                            let b = std::mem::take(&mut block);
-                            if let Some(id) = b.id {
-                                cursor = Some(id);
-                            }
-                            if let Some(data) = b.data {
-                                let id = cursor.as_deref().unwrap_or("");
-                                match b.event.as_deref() {
-                                    None | Some("message") => println!("{id} {data}"),
-                                    Some(t) => println!("{id} [{t}] {data}"),
-                                }
-                                seen += 1;
-                                if max.is_some_and(|m| seen >= m) {
-                                    return Ok(());
-                                }
-                            }
-                            continue;
+                    for ev in reader.feed(&chunk) {
+                        if let Some(ms) = ev.retry_ms {
+                            retry = Duration::from_millis(ms);
                         }
-                        let (field, value) = line.split_once(':').unwrap_or((line, ""));
-                        let value = value.strip_prefix(' ').unwrap_or(value).to_owned();
-                        match field {
-                            "id" => block.id = Some(value),
-                            "event" => block.event = Some(value),
-                            "data" => {
-                                block.data = Some(match block.data.take() {
-                                    Some(d) => d + "\n" + &value,
-                                    None => value,
-                                })
-                            }
-                            "retry" => {
-                                if let Ok(ms) = value.parse() {
-                                    retry = Duration::from_millis(ms);
-                                }
-                            }
-                            _ => {} // comments (heartbeats) and unknown fields
+                        if let Some(id) = ev.id {
+                            cursor = Some(id);
+                        }
+                        let Some(data) = ev.data else { continue };
+                        let id = cursor.as_deref().unwrap_or("");
+                        match ev.event.as_deref() {
+                            None | Some("message") => println!("{id} {data}"),
+                            Some(t) => println!("{id} [{t}] {data}"),
+                        }
+                        seen += 1;
+                        if max.is_some_and(|m| seen >= m) {
+                            return Ok(());
                         }
                     }
                 }

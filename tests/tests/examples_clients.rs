@@ -1,7 +1,8 @@
 //! The client examples against a real `pushgate`: the curl scripts
 //! (`examples/curl/`) and the Rust examples (`examples/rust/`, built as
 //! examples of this crate) publish, subscribe, survive a gateway restart and
-//! print every event exactly once.
+//! print every event exactly once; the device example does so keeping no
+//! state of its own.
 
 use pushgate_e2e::gateway::GatewayProcess;
 use std::io::{BufRead, BufReader};
@@ -158,22 +159,60 @@ fn example(name: &str) -> PathBuf {
     p
 }
 
+/// Publishes `data` to `topic` with the publisher example.
+fn publish(g: &GatewayProcess, topic: &str, data: &[&str]) {
+    let out = Command::new(example("publisher"))
+        .arg(g.url(""))
+        .arg(topic)
+        .args(data)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Waits until the gateway's metric `name` reaches `want`, bounded.
+fn wait_metric(g: &GatewayProcess, name: &str, want: f64) {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    for _ in 0..250 {
+        if rt.block_on(g.metric(name)).unwrap() >= want {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    panic!("{name} did not reach {want}");
+}
+
+#[test]
+fn the_device_example_keeps_no_state_and_misses_nothing_while_off() {
+    let g = GatewayProcess::start(&["--retry", "200ms"]).unwrap();
+    let device = || {
+        let mut cmd = Command::new(example("device"));
+        cmd.args([&g.url(""), "pump-7", "devices/pump-7"]);
+        cmd
+    };
+    let first = Client::spawn(&mut device());
+    wait_metric(&g, "pushgate_connections", 1.0);
+    publish(&g, "devices/pump-7", &["start", "rpm=900"]);
+    assert_eq!(first.data(2, T), ["start", "rpm=900"]);
+    wait_metric(&g, "pushgate_device_acks_total", 2.0);
+    // Power loss: the device keeps nothing, not even its last event id.
+    drop(first);
+    publish(&g, "devices/pump-7", &["rpm=1200", "stop"]);
+    let mut second = Client::spawn(device().args(["--max", "2"]));
+    assert_eq!(second.data(2, T), ["rpm=1200", "stop"]);
+    let status = second.child.wait().unwrap();
+    assert!(status.success(), "device exited with {status}");
+    second.silent_for(Duration::from_millis(200));
+}
+
 #[test]
 fn rust_examples_publish_and_resume_across_a_restart() {
     let mut g = GatewayProcess::start(&["--retry", "200ms"]).unwrap();
-    let publish = |g: &GatewayProcess, data: &[&str]| {
-        let out = Command::new(example("publisher"))
-            .arg(g.url(""))
-            .arg("sensors/1")
-            .args(data)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
+    let publish = |g: &GatewayProcess, data: &[&str]| publish(g, "sensors/1", data);
     publish(&g, &["a", "b"]);
     let sub = Client::spawn(Command::new(example("subscriber")).args([
         &g.url(""),
