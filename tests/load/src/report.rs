@@ -361,7 +361,7 @@ fn goals(cases: &Cases<'_>) -> String {
         "h2c fan-out (2,000 × 50 ev/s, 100 streams per connection)".into(),
         "not worse than before".into(),
         format!(
-            "p99 h2c {}, h1 {} (earlier runs: docs/BENCHMARKS.md history)",
+            "p99 h2c {}, h1 {} (A/B against the binary before the lean path: \"What limits each figure\", h2c)",
             show(proto_p99("pushgate h2c"), Fmt::Ms),
             show(proto_p99("pushgate h1"), Fmt::Ms)
         ),
