@@ -124,6 +124,10 @@ enum Mode {
         /// Batch URL (pushgate's /v1/publish): JSON arrays of --batch events.
         #[arg(long)]
         batch_url: Option<String>,
+        /// Device ack URL template, e.g. .../v1/devices/{topic}/ack: acks of
+        /// cursors first published through --pub-url, one device per publisher.
+        #[arg(long, requires = "pub_url")]
+        ack_url: Option<String>,
         #[arg(long, default_value_t = 100)]
         batch: usize,
         #[arg(long, default_value_t = 16)]
@@ -290,21 +294,26 @@ async fn run(mode: Mode) -> anyhow::Result<Option<Summary>> {
             common,
             pub_url,
             batch_url,
+            ack_url,
             batch,
             publishers,
             topics,
             duration,
             size,
         } => {
-            let body = match (pub_url, batch_url) {
-                (Some(u), None) => PublishBody::Single {
+            let body = match (pub_url, batch_url, ack_url) {
+                (Some(u), None, None) => PublishBody::Single {
                     url: Template::parse(&u)?,
                 },
-                (None, Some(u)) => PublishBody::Batch {
+                (None, Some(u), None) => PublishBody::Batch {
                     url: Template::parse(&u)?,
                     batch,
                 },
-                _ => anyhow::bail!("give --pub-url or --batch-url"),
+                (Some(p), None, Some(u)) => PublishBody::Ack {
+                    url: Template::parse(&u)?,
+                    pub_url: Template::parse(&p)?,
+                },
+                _ => anyhow::bail!("give --pub-url, --batch-url, or --pub-url with --ack-url"),
             };
             modes::publish(modes::PublishArgs {
                 label: common.label,

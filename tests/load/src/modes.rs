@@ -540,6 +540,36 @@ pub enum PublishBody {
     Single { url: Template },
     /// A JSON array of `batch` events per request (pushgate's `/v1/publish`).
     Batch { url: Template, batch: usize },
+    /// Device acknowledgements (pushgate's `/v1/devices/{topic}/ack`, one
+    /// device per publisher) of cursors published first through `pub_url`,
+    /// each ack one event further than the last.
+    Ack { url: Template, pub_url: Template },
+}
+
+/// Events published per device before the acks start: the acks walk through
+/// them, so each one moves the device's position (until they wrap around).
+const ACK_SEED_EVENTS: usize = 1000;
+
+/// Publishes `n` events to `topic` and returns the ack bodies of their cursors.
+async fn ack_bodies(
+    pub_url: &Template,
+    topic: &str,
+    c: usize,
+    n: usize,
+) -> anyhow::Result<Vec<Vec<u8>>> {
+    let mut p = Publisher::new(pub_url.clone());
+    let path = pub_url.path_for(topic, c);
+    let mut out = Vec::with_capacity(n);
+    for _ in 0..n {
+        let (code, body) = p.post(&path, "text/plain", b"x").await?;
+        anyhow::ensure!((200..300).contains(&code), "seed publish answered {code}");
+        let v: Value = serde_json::from_slice(&body)?;
+        let id = v["id"]
+            .as_str()
+            .ok_or_else(|| anyhow::anyhow!("publish answer without id"))?;
+        out.push(serde_json::to_vec(&json!({ "id": id }))?);
+    }
+    Ok(out)
 }
 
 /// `publish`: C concurrent publishers for a while; events/s acknowledged.
@@ -558,26 +588,28 @@ pub async fn publish(a: PublishArgs) -> anyhow::Result<Summary> {
     let acked = Arc::new(AtomicU64::new(0));
     let errors = Arc::new(AtomicU64::new(0));
     let lat = Arc::new(Mutex::new(new_histogram()));
-    let deadline = Instant::now() + a.duration;
-    let (cpu0, own0) = (stats::total_cpu(&a.pids), own_cpu());
-    let t0 = Instant::now();
     let batch = match a.body {
-        PublishBody::Single { .. } => 1,
+        PublishBody::Single { .. } | PublishBody::Ack { .. } => 1,
         PublishBody::Batch { batch, .. } => batch,
     };
-    let mut tasks = Vec::new();
+    let mut preps = Vec::new();
     for c in 0..a.concurrency.max(1) {
-        let (acked, errors, lat) = (acked.clone(), errors.clone(), lat.clone());
         let topics = a.topics.max(1);
         let mut payload = Vec::new();
         write_payload(&mut payload, c as u64, 0, a.size);
         let payload = String::from_utf8(payload)?;
-        let (url, path, ctype, body) = match &a.body {
+        let (url, path, ctype, bodies) = match &a.body {
             PublishBody::Single { url } => (
                 url.clone(),
                 url.path_for(&format!("bench-{}", c % topics), c),
                 "text/plain",
-                payload.into_bytes(),
+                vec![payload.into_bytes()],
+            ),
+            PublishBody::Ack { url, pub_url } => (
+                url.clone(),
+                url.path_for(&format!("bench-dev-{c}"), c),
+                "application/json",
+                ack_bodies(pub_url, &format!("bench-acks-{c}"), c, ACK_SEED_EVENTS).await?,
             ),
             PublishBody::Batch { url, batch } => {
                 let items: Vec<Value> = (0..*batch)
@@ -587,16 +619,28 @@ pub async fn publish(a: PublishArgs) -> anyhow::Result<Summary> {
                     url.clone(),
                     url.path_for("", c),
                     "application/json",
-                    serde_json::to_vec(&items)?,
+                    vec![serde_json::to_vec(&items)?],
                 )
             }
         };
+        preps.push((url, path, ctype, bodies));
+    }
+    // Measured from here: the acks' seed publishes are not part of it.
+    let deadline = Instant::now() + a.duration;
+    let (cpu0, own0) = (stats::total_cpu(&a.pids), own_cpu());
+    let t0 = Instant::now();
+    let mut tasks = Vec::new();
+    for (url, path, ctype, bodies) in preps {
+        let (acked, errors, lat) = (acked.clone(), errors.clone(), lat.clone());
         tasks.push(tokio::spawn(async move {
             let mut p = Publisher::new(url);
             let mut local = new_histogram();
+            let mut k = 0;
             while Instant::now() < deadline {
                 let t = now_us();
-                match p.post(&path, ctype, &body).await {
+                let body = &bodies[k % bodies.len()];
+                k += 1;
+                match p.post(&path, ctype, body).await {
                     Ok((code, _)) if (200..300).contains(&code) => {
                         acked.fetch_add(batch as u64, Ordering::Relaxed);
                         record(&mut local, now_us() - t);
