@@ -10,10 +10,53 @@
 //! on, `TOKEN` holds the device's token (its `sub` is `DEVICE`); with auth
 //! off the device names itself with `?device=`.
 
-use futures_util::StreamExt;
-use std::time::Duration;
-
 mod sse;
+
+struct Device {
+    gateway: String,
+    device: String,
+    topic: String,
+    token: Option<String>,
+    max: Option<usize>,
+    handled: usize,
+}
+
+impl sse::Follower for Device {
+    fn request(&self, http: &reqwest::Client) -> reqwest::RequestBuilder {
+        let req = http
+            .get(format!("{}/v1/stream", self.gateway))
+            .query(&[("topic", &self.topic)]);
+        match &self.token {
+            Some(t) => req.bearer_auth(t),
+            None => req.query(&[("device", &self.device)]),
+        }
+    }
+
+    async fn event(&mut self, http: &reqwest::Client, ev: sse::Event) -> bool {
+        let (Some(data), Some(id)) = (ev.data, ev.id) else {
+            return true;
+        };
+        match ev.event.as_deref() {
+            None | Some("message") => println!("{data}"),
+            Some(t) => println!("[{t}] {data}"),
+        }
+        // Handled, so acknowledged: the gateway now holds the position this
+        // device would otherwise have to store.
+        let mut ack = http
+            .post(format!("{}/v1/devices/{}/ack", self.gateway, self.device))
+            .json(&serde_json::json!({ "id": id }));
+        if let Some(t) = &self.token {
+            ack = ack.bearer_auth(t);
+        }
+        match ack.send().await {
+            Ok(r) if r.status().is_success() => {}
+            Ok(r) => eprintln!("ack answered {}", r.status()),
+            Err(e) => eprintln!("ack failed: {e}"),
+        }
+        self.handled += 1;
+        self.max.is_none_or(|m| self.handled < m)
+    }
+}
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -26,59 +69,14 @@ async fn main() -> anyhow::Result<()> {
     else {
         anyhow::bail!("usage: device GATEWAY_URL DEVICE TOPIC [--max N]");
     };
-    let gateway = gateway.trim_end_matches('/');
-    let token = std::env::var("TOKEN").ok();
-    let client = reqwest::Client::new();
-    let mut retry = Duration::from_secs(1);
-    let mut handled = 0usize;
-    loop {
-        let mut req = client
-            .get(format!("{gateway}/v1/stream"))
-            .query(&[("topic", topic.as_str())]);
-        match &token {
-            Some(t) => req = req.bearer_auth(t),
-            None => req = req.query(&[("device", device.as_str())]),
-        }
-        match req.send().await {
-            Ok(resp) if resp.status().is_success() => {
-                let mut body = resp.bytes_stream();
-                let mut reader = sse::Reader::default();
-                while let Some(Ok(chunk)) = body.next().await {
-                    for ev in reader.feed(&chunk) {
-                        if let Some(ms) = ev.retry_ms {
-                            retry = Duration::from_millis(ms);
-                        }
-                        let (Some(data), Some(id)) = (ev.data, ev.id) else {
-                            continue;
-                        };
-                        match ev.event.as_deref() {
-                            None | Some("message") => println!("{data}"),
-                            Some(t) => println!("[{t}] {data}"),
-                        }
-                        // Handled, so acknowledged: the gateway now holds the
-                        // position this device would otherwise have to store.
-                        let mut ack = client
-                            .post(format!("{gateway}/v1/devices/{device}/ack"))
-                            .json(&serde_json::json!({ "id": id }));
-                        if let Some(t) = &token {
-                            ack = ack.bearer_auth(t);
-                        }
-                        match ack.send().await {
-                            Ok(r) if r.status().is_success() => {}
-                            Ok(r) => eprintln!("ack answered {}", r.status()),
-                            Err(e) => eprintln!("ack failed: {e}"),
-                        }
-                        handled += 1;
-                        if max.is_some_and(|m| handled >= m) {
-                            return Ok(());
-                        }
-                    }
-                }
-                eprintln!("stream ended; resuming in {retry:?}");
-            }
-            Ok(resp) => eprintln!("gateway answered {}; retrying in {retry:?}", resp.status()),
-            Err(e) => eprintln!("cannot connect ({e}); retrying in {retry:?}"),
-        }
-        tokio::time::sleep(retry).await;
-    }
+    let mut d = Device {
+        gateway: gateway.trim_end_matches('/').to_owned(),
+        device: device.clone(),
+        topic: topic.clone(),
+        token: std::env::var("TOKEN").ok(),
+        max,
+        handled: 0,
+    };
+    sse::follow(&reqwest::Client::new(), &mut d).await;
+    Ok(())
 }

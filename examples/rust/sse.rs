@@ -1,5 +1,9 @@
-//! The few lines of `text/event-stream` parsing the examples share: feed the
-//! body's chunks, get whole events (comments and heartbeats are skipped).
+//! What the examples share: a few lines of `text/event-stream` parsing (feed
+//! the body's chunks, get whole events; comments and heartbeats are skipped)
+//! and the reconnect loop of an `EventSource`.
+
+use futures_util::StreamExt;
+use std::time::Duration;
 
 /// One dispatched event.
 #[derive(Debug, Default)]
@@ -53,5 +57,42 @@ impl Reader {
             }
         }
         out
+    }
+}
+
+/// A stream client: how it asks for its stream, and what it does per event.
+pub trait Follower {
+    /// The request for the next connection (with whatever it remembers).
+    fn request(&self, http: &reqwest::Client) -> reqwest::RequestBuilder;
+    /// Handles one event; `false` stops following.
+    async fn event(&mut self, http: &reqwest::Client, ev: Event) -> bool;
+}
+
+/// Follows the stream until the follower stops: after any end of the stream
+/// or failed attempt it waits the server's `retry:` hint and reconnects.
+pub async fn follow(http: &reqwest::Client, f: &mut impl Follower) {
+    let mut retry = Duration::from_secs(1);
+    loop {
+        match f.request(http).send().await {
+            Ok(resp) if resp.status().is_success() => {
+                let mut body = resp.bytes_stream();
+                let mut reader = Reader::default();
+                // Ends on EOF or a read error; both mean: reconnect.
+                while let Some(Ok(chunk)) = body.next().await {
+                    for ev in reader.feed(&chunk) {
+                        if let Some(ms) = ev.retry_ms {
+                            retry = Duration::from_millis(ms);
+                        }
+                        if !f.event(http, ev).await {
+                            return;
+                        }
+                    }
+                }
+                eprintln!("stream ended; resuming in {retry:?}");
+            }
+            Ok(resp) => eprintln!("gateway answered {}; retrying in {retry:?}", resp.status()),
+            Err(e) => eprintln!("cannot connect ({e}); retrying in {retry:?}"),
+        }
+        tokio::time::sleep(retry).await;
     }
 }

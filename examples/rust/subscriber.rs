@@ -8,10 +8,44 @@
 //! Prints `<id> <data>` per event (`<id> [<type>] <data>` for other types,
 //! e.g. `reset`). With `--max N` it exits after N events.
 
-use futures_util::StreamExt;
-use std::time::Duration;
-
 mod sse;
+
+struct Subscriber {
+    gateway: String,
+    topic: String,
+    cursor: Option<String>,
+    max: Option<usize>,
+    seen: usize,
+}
+
+impl sse::Follower for Subscriber {
+    fn request(&self, http: &reqwest::Client) -> reqwest::RequestBuilder {
+        let mut req = http
+            .get(format!("{}/v1/stream", self.gateway))
+            .query(&[("topic", &self.topic)]);
+        if let Some(c) = &self.cursor {
+            req = req.header("Last-Event-ID", c);
+        }
+        if let Ok(token) = std::env::var("TOKEN") {
+            req = req.bearer_auth(token);
+        }
+        req
+    }
+
+    async fn event(&mut self, _: &reqwest::Client, ev: sse::Event) -> bool {
+        if let Some(id) = ev.id {
+            self.cursor = Some(id);
+        }
+        let Some(data) = ev.data else { return true };
+        let id = self.cursor.as_deref().unwrap_or("");
+        match ev.event.as_deref() {
+            None | Some("message") => println!("{id} {data}"),
+            Some(t) => println!("{id} [{t}] {data}"),
+        }
+        self.seen += 1;
+        self.max.is_none_or(|m| self.seen < m)
+    }
+}
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -27,50 +61,13 @@ async fn main() -> anyhow::Result<()> {
     let (Some(gateway), Some(topic)) = (args.first(), args.get(1)) else {
         anyhow::bail!("usage: subscriber GATEWAY_URL TOPIC [CURSOR|earliest] [--max N]");
     };
-    let mut cursor = args.get(2).cloned();
-    let mut retry = Duration::from_secs(1);
-    let mut seen = 0usize;
-    let client = reqwest::Client::new();
-    loop {
-        let mut req = client
-            .get(format!("{}/v1/stream", gateway.trim_end_matches('/')))
-            .query(&[("topic", topic)]);
-        if let Some(c) = &cursor {
-            req = req.header("Last-Event-ID", c);
-        }
-        if let Ok(token) = std::env::var("TOKEN") {
-            req = req.bearer_auth(token);
-        }
-        match req.send().await {
-            Ok(resp) if resp.status().is_success() => {
-                let mut body = resp.bytes_stream();
-                let mut reader = sse::Reader::default();
-                // Ends on EOF or a read error; both mean: reconnect.
-                while let Some(Ok(chunk)) = body.next().await {
-                    for ev in reader.feed(&chunk) {
-                        if let Some(ms) = ev.retry_ms {
-                            retry = Duration::from_millis(ms);
-                        }
-                        if let Some(id) = ev.id {
-                            cursor = Some(id);
-                        }
-                        let Some(data) = ev.data else { continue };
-                        let id = cursor.as_deref().unwrap_or("");
-                        match ev.event.as_deref() {
-                            None | Some("message") => println!("{id} {data}"),
-                            Some(t) => println!("{id} [{t}] {data}"),
-                        }
-                        seen += 1;
-                        if max.is_some_and(|m| seen >= m) {
-                            return Ok(());
-                        }
-                    }
-                }
-                eprintln!("stream ended; resuming in {retry:?}");
-            }
-            Ok(resp) => eprintln!("gateway answered {}; retrying in {retry:?}", resp.status()),
-            Err(e) => eprintln!("cannot connect ({e}); retrying in {retry:?}"),
-        }
-        tokio::time::sleep(retry).await;
-    }
+    let mut sub = Subscriber {
+        gateway: gateway.trim_end_matches('/').to_owned(),
+        topic: topic.clone(),
+        cursor: args.get(2).cloned(),
+        max,
+        seen: 0,
+    };
+    sse::follow(&reqwest::Client::new(), &mut sub).await;
+    Ok(())
 }

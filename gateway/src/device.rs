@@ -6,6 +6,12 @@ use std::fmt;
 use crate::cursor::{Cursor, Position};
 use crate::position::{Epoch, Seq, StreamPos};
 
+/// True for 1 to `max` visible ASCII characters: the rule for ids that go
+/// into log lines, paths and store keys unescaped.
+pub fn is_visible_ascii(text: &str, max: usize) -> bool {
+    !text.is_empty() && text.len() <= max && text.bytes().all(|b| b.is_ascii_graphic())
+}
+
 /// A device's id: the token's device claim, or (auth off) the `device`
 /// query parameter. 1 to 200 visible ASCII characters, so it is safe in log
 /// lines, URL paths and store keys alike.
@@ -23,10 +29,9 @@ impl DeviceId {
 
     /// Checks `text` against the one rule.
     pub fn parse(text: &str) -> Result<DeviceId, BadDeviceId> {
-        let ok = !text.is_empty()
-            && text.len() <= Self::MAX_LEN
-            && text.bytes().all(|b| b.is_ascii_graphic());
-        ok.then(|| DeviceId(text.to_owned())).ok_or(BadDeviceId)
+        is_visible_ascii(text, Self::MAX_LEN)
+            .then(|| DeviceId(text.to_owned()))
+            .ok_or(BadDeviceId)
     }
 
     /// The id.

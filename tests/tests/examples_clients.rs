@@ -79,18 +79,24 @@ impl Drop for Client {
     }
 }
 
-fn publish_sh(g: &GatewayProcess, topic: &str, data: &[&str]) {
-    let out = Command::new("sh")
-        .arg(repo().join("examples/curl/publish.sh"))
-        .arg(topic)
-        .args(data)
-        .env("GATEWAY", g.url(""))
-        .output()
-        .unwrap();
+/// Runs a client to its end; fails with its stderr unless it succeeds.
+fn run_ok(cmd: &mut Command) -> std::process::Output {
+    let out = cmd.output().unwrap();
     assert!(
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+fn publish_sh(g: &GatewayProcess, topic: &str, data: &[&str]) {
+    let out = run_ok(
+        Command::new("sh")
+            .arg(repo().join("examples/curl/publish.sh"))
+            .arg(topic)
+            .args(data)
+            .env("GATEWAY", g.url("")),
     );
     let acks = String::from_utf8(out.stdout).unwrap();
     assert_eq!(
@@ -161,16 +167,11 @@ fn example(name: &str) -> PathBuf {
 
 /// Publishes `data` to `topic` with the publisher example.
 fn publish(g: &GatewayProcess, topic: &str, data: &[&str]) {
-    let out = Command::new(example("publisher"))
-        .arg(g.url(""))
-        .arg(topic)
-        .args(data)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    run_ok(
+        Command::new(example("publisher"))
+            .arg(g.url(""))
+            .arg(topic)
+            .args(data),
     );
 }
 

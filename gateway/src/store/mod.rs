@@ -50,10 +50,8 @@ impl IdempotencyKey {
 
     /// Checks `text` against the one rule.
     pub fn parse(text: &str) -> Result<Self, BadIdempotencyKey> {
-        let ok = !text.is_empty()
-            && text.len() <= Self::MAX_LEN
-            && text.bytes().all(|b| b.is_ascii_graphic());
-        ok.then(|| IdempotencyKey(text.to_owned()))
+        crate::device::is_visible_ascii(text, Self::MAX_LEN)
+            .then(|| IdempotencyKey(text.to_owned()))
             .ok_or(BadIdempotencyKey)
     }
 
