@@ -37,6 +37,19 @@ pub struct Metrics {
     pub device_acks_total: IntCounter,
     /// Streams that resumed from their device's acknowledged position.
     pub device_resumes_total: IntCounter,
+    /// Events written to device streams (the loss rate's denominator, with
+    /// the expired-unacknowledged ones).
+    pub device_events_delivered_total: IntCounter,
+    /// Events delivered to device streams open here that their device has
+    /// not acknowledged yet, summed.
+    pub device_unacked_events: IntGauge,
+    /// Events that expired before their device acknowledged them: the loss
+    /// numerator, counted once per device and event when the device resumes.
+    pub messages_expired_unacked_total: IntCounter,
+    /// Expired events a replay skipped (announced by `event: expired`).
+    pub events_expired_total: IntCounter,
+    /// Time from a device's stream closing to its next stream resuming here.
+    pub conn_recovery_seconds: Histogram,
     /// Time from the publish of the last event a resuming client had (its
     /// cursor's timestamp) to the resume: how long it went without events.
     pub reconnect_gap_seconds: Histogram,
@@ -137,6 +150,27 @@ impl Metrics {
             device_resumes_total: counter(
                 "device_resumes_total",
                 "Streams without Last-Event-ID that resumed from their device's acknowledged position",
+            ),
+            device_events_delivered_total: counter(
+                "device_events_delivered_total",
+                "Events written to device streams",
+            ),
+            device_unacked_events: gauge(
+                "device_unacked_events",
+                "Events delivered to device streams open here that their device has not acknowledged, summed",
+            ),
+            messages_expired_unacked_total: counter(
+                "messages_expired_unacked_total",
+                "Events that expired before their device acknowledged them (the loss numerator)",
+            ),
+            events_expired_total: counter(
+                "events_expired_total",
+                "Expired events skipped by replays and announced with event: expired",
+            ),
+            conn_recovery_seconds: histogram(
+                "conn_recovery_seconds",
+                "Time from a device's stream closing to its next stream resuming",
+                vec![0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0],
             ),
             reconnect_gap_seconds: histogram(
                 "reconnect_gap_seconds",
