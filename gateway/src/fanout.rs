@@ -334,6 +334,8 @@ mod tests {
             ts_ms: 1,
             event_type: None,
             data: Arc::from("d"),
+            expires_ms: None,
+            priority: Default::default(),
         })
     }
 

@@ -17,6 +17,7 @@ pub mod fanout;
 pub mod hash;
 pub mod http;
 pub mod lean;
+pub mod ledger;
 pub mod lifecycle;
 pub mod limits;
 pub mod metrics;
@@ -32,6 +33,7 @@ pub mod sse;
 pub mod store;
 pub mod stream;
 pub mod telemetry;
+pub mod tier;
 pub mod tls;
 pub mod topic;
 

@@ -48,6 +48,8 @@ pub struct Node {
     pub routing: Arc<crate::routing::Routing>,
     /// Forwarder to the other track, when a peer is configured.
     pub proxy: Option<crate::routing::proxy::Proxy>,
+    /// When devices' streams closed here (their recovery time starts).
+    pub recovery: crate::ledger::Recovery,
 }
 
 impl Node {
@@ -96,6 +98,7 @@ impl Node {
         let node = Arc::new(Node {
             routing,
             proxy,
+            recovery: Default::default(),
             accept_rate: RateLimit::new(config.limits.accept_rate),
             publish_rate: KeyedRateLimit::new(config.limits.publish_rate),
             config,

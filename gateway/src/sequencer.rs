@@ -61,6 +61,11 @@ impl Sequencer {
         &self.topics[i]
     }
 
+    /// Topics in the stream.
+    pub fn topic_count(&self) -> usize {
+        self.topics.len()
+    }
+
     /// True for a stream of one topic (whose events carry their shared id).
     pub fn is_single(&self) -> bool {
         self.topics.len() == 1
@@ -182,6 +187,8 @@ mod tests {
             ts_ms: seq,
             event_type: None,
             data: Arc::from(""),
+            expires_ms: None,
+            priority: Default::default(),
         }
     }
 

@@ -16,7 +16,9 @@ use tokio_util::sync::CancellationToken;
 use crate::admission::{Refusal, RefuseReason, StreamSlot};
 use crate::auth::lifetime::{Ended, Lifetime};
 use crate::cursor::ResumeFrom;
+use crate::device::{Acked, DeviceId};
 use crate::fanout::{Frame, KickReason, Subscription};
+use crate::ledger::DeviceTrack;
 use crate::node::Node;
 use crate::position::Seq;
 use crate::resume::{self, CursorAhead, Cut, Start};
@@ -33,10 +35,10 @@ const PAGE: usize = 256;
 pub struct StreamRequest {
     /// Topics, deduplicated, in request order.
     pub topics: Vec<Topic>,
-    /// Where to start.
+    /// Where to start (without a cursor, a device starts where it acknowledged).
     pub resume: ResumeFrom,
-    /// `resume` is the device's acknowledged position, not the client's cursor.
-    pub from_acks: bool,
+    /// The device the stream belongs to.
+    pub device: Option<DeviceId>,
     /// Cancels the client's connection (slow consumers that stop reading).
     pub conn: CancellationToken,
     /// Its slot of `max_connections`.
@@ -59,7 +61,21 @@ pub enum OpenError {
 
 /// Opens an admitted stream: plans the resume, registers for live events
 /// and returns the body of the streaming response.
-pub async fn open(node: &Arc<Node>, req: StreamRequest) -> Result<Body, OpenError> {
+pub async fn open(node: &Arc<Node>, mut req: StreamRequest) -> Result<Body, OpenError> {
+    let acked = match &req.device {
+        Some(d) => {
+            let tags: Vec<u32> = req.topics.iter().map(Topic::tag).collect();
+            node.store.acked(d, &tags).await.map_err(|e| {
+                node.store_error(e);
+                OpenError::Refused(node.refuse(RefuseReason::Store))
+            })?
+        }
+        None => Vec::new(),
+    };
+    let from_acks = matches!(req.resume, ResumeFrom::Live) && !acked.is_empty();
+    if from_acks {
+        req.resume = ResumeFrom::At(Acked::to_cursor(&acked));
+    }
     // Register before reading heads: anything newer than the heads arrives
     // through the queue, anything older comes from history — no gap at the seam.
     let sub = node.hub.subscribe(&req.topics, req.conn);
@@ -76,7 +92,7 @@ pub async fn open(node: &Arc<Node>, req: StreamRequest) -> Result<Body, OpenErro
             Ok(s) => s,
             // The device's own stored position cannot be corrected by the
             // client, so a 400 would refuse it forever: join live instead.
-            Err(ahead) if req.from_acks => {
+            Err(ahead) if from_acks => {
                 tracing::warn!(error = %ahead, "acknowledged position is ahead of the topic; joining live");
                 resume::plan(t, head, &ResumeFrom::Live).map_err(OpenError::CursorAhead)?
             }
@@ -84,8 +100,13 @@ pub async fn open(node: &Arc<Node>, req: StreamRequest) -> Result<Body, OpenErro
         };
         starts.push(start);
     }
-    if req.from_acks {
+    if from_acks {
         node.metrics.device_resumes_total.inc();
+    }
+    if let Some(gap) = req.device.as_ref().and_then(|d| node.recovery.resumed(d)) {
+        node.metrics
+            .conn_recovery_seconds
+            .observe(gap.as_secs_f64());
     }
     if let ResumeFrom::At(c) = &req.resume {
         let outcome = if starts.iter().any(|s| s.cut.is_some()) {
@@ -99,7 +120,7 @@ pub async fn open(node: &Arc<Node>, req: StreamRequest) -> Result<Body, OpenErro
             .inc();
         // An acknowledged position's time is when its event was published,
         // not when the client went away: it says nothing about the gap.
-        if c.ts_ms > 0 && !req.from_acks {
+        if c.ts_ms > 0 && !from_acks {
             let gap = now_ms().saturating_sub(c.ts_ms) as f64 / 1000.0;
             node.metrics.reconnect_gap_seconds.observe(gap);
         }
@@ -115,6 +136,7 @@ pub async fn open(node: &Arc<Node>, req: StreamRequest) -> Result<Body, OpenErro
             moved: moved.unwrap_or_default(),
             credential: req.credential,
         },
+        req.device.map(|d| (d, acked)),
     );
     Ok(Body::from_stream(b))
 }
@@ -140,6 +162,10 @@ struct Endings {
 struct Live {
     node: Arc<Node>,
     seq: Sequencer,
+    /// Expired events skipped and not yet announced: (topic index, count).
+    expired: Vec<(usize, u64)>,
+    /// Set for a device's stream (boxed: most streams are not one).
+    device: Option<Box<DeviceTrack>>,
 }
 
 impl Live {
@@ -161,6 +187,58 @@ impl Live {
         if replay {
             self.node.metrics.events_replayed_total.inc();
         }
+        if let Some(d) = &self.device {
+            d.delivered();
+        }
+    }
+
+    /// Writes an event the sequencer accepted, unless it expired: an expired
+    /// event is never delivered, only counted for `event: expired`.
+    fn deliver(&mut self, i: usize, frame: &Frame, replay: bool, out: &mut Vec<Bytes>) {
+        let ev = &frame.event;
+        if ev.expires_ms.is_some() && ev.is_expired(now_ms()) {
+            match self.expired.iter_mut().find(|(t, _)| *t == i) {
+                Some((_, n)) => *n += 1,
+                None => self.expired.push((i, 1)),
+            }
+            self.node.metrics.events_expired_total.inc();
+            if let Some(d) = &mut self.device {
+                d.expired(i, ev);
+            }
+        } else {
+            self.write(frame, replay, out);
+        }
+    }
+
+    /// The `event: expired` block for what was skipped since the last one
+    /// (no `id:`: it is announced again if the client drops before the next).
+    fn take_expired(&mut self) -> Option<Bytes> {
+        if self.expired.is_empty() {
+            return None;
+        }
+        let topics: Vec<serde_json::Value> = std::mem::take(&mut self.expired)
+            .into_iter()
+            .map(|(i, count)| serde_json::json!({ "topic": self.seq.topic(i), "count": count }))
+            .collect();
+        let data = serde_json::json!({ "topics": topics }).to_string();
+        Some(sse::event(Some(sse::EXPIRED_EVENT), &data, None))
+    }
+
+    /// Puts the `event: expired` block before what a step wrote, and the
+    /// cursor after it: the stream has moved past the expired events even
+    /// if nothing else followed them. Then settles the device's losses.
+    async fn announce_expired(&mut self, out: &mut Vec<Bytes>) -> Result<(), StoreError> {
+        if let Some(block) = self.take_expired() {
+            out.insert(0, block);
+            let mut tail = BytesMut::new();
+            sse::write_id_and_end(&mut tail, &self.id());
+            out.push(tail.freeze());
+        }
+        if let Some(d) = &mut self.device {
+            d.settle_lost(&self.seq).await?;
+            d.update_unacked(&self.seq);
+        }
+        Ok(())
     }
 
     /// The `event: reset` block naming every cut topic.
@@ -188,7 +266,7 @@ impl Live {
     /// Offers an exact-next event (live, or from the hot ring).
     fn next(&mut self, i: usize, frame: &Frame, replay: bool, out: &mut Vec<Bytes>) {
         if self.seq.offer(i, &frame.event) {
-            self.write(frame, replay, out);
+            self.deliver(i, frame, replay, out);
         }
     }
 
@@ -218,7 +296,7 @@ impl Live {
                     return Ok(());
                 };
                 self.report(i, cut, out);
-                self.write(&Frame::new(ev), replay, out);
+                self.deliver(i, &Frame::new(ev), replay, out);
                 progressed = true;
             }
             if !progressed {
@@ -257,6 +335,7 @@ fn body(
     starts: Vec<Start>,
     guards: (StreamSlot, Option<RouteGuard>),
     endings: Endings,
+    device: Option<(DeviceId, Vec<Acked>)>,
 ) -> impl Stream<Item = Result<Bytes, Infallible>> {
     async_stream::stream! {
         let _guards = guards;
@@ -264,7 +343,9 @@ fn body(
         // Boxed, and only for streams opened with a credential: an idle
         // stream's state is its memory cost, and most carry no deadline.
         let mut credential_ended = credential.as_ref().map(|c| Box::pin(c.ended()));
-        let mut live = Live { node: node.clone(), seq: Sequencer::new(&starts) };
+        let seq = Sequencer::new(&starts);
+        let device = device.map(|(d, acked)| Box::new(DeviceTrack::new(node.clone(), d, &seq, &acked)));
+        let mut live = Live { node: node.clone(), seq, expired: Vec::new(), device };
         // The first block carries an `id:` too, so a client that drops before
         // its first event still resumes from exactly here.
         let mut first = BytesMut::from(format!("retry: {}\n", node.jittered_retry_ms()).as_bytes());
@@ -277,6 +358,8 @@ fn body(
         if !cuts.is_empty() {
             yield Ok(live.reset(&cuts));
         }
+        // The whole replay is gathered first, so that `event: expired`
+        // (counts of every topic) comes before any replayed event.
         let mut out = Vec::new();
         for (i, s) in starts.iter().enumerate() {
             if s.from.seq >= s.upto {
@@ -290,9 +373,13 @@ fn body(
                 yield Ok(sse::retry(node.jittered_retry_ms()));
                 return;
             }
-            for b in out.drain(..) {
-                yield Ok(b);
-            }
+        }
+        if live.announce_expired(&mut out).await.is_err() {
+            yield Ok(sse::retry(node.jittered_retry_ms()));
+            return;
+        }
+        for b in out.drain(..) {
+            yield Ok(b);
         }
 
         // What the replay needed is not kept for the life of the stream.
@@ -341,7 +428,9 @@ fn body(
             match step {
                 Step::Frame(Some(frame)) => {
                     sub.took_one();
-                    if live.live(frame, &mut out).await.is_err() {
+                    if live.live(frame, &mut out).await.is_err()
+                        || live.announce_expired(&mut out).await.is_err()
+                    {
                         yield Ok(sse::retry(node.jittered_retry_ms()));
                         return;
                     }
@@ -355,7 +444,15 @@ fn body(
                     yield Ok(sse::retry(node.jittered_retry_ms()));
                     return;
                 }
-                Step::Heartbeat => yield Ok(Bytes::from_static(sse::HEARTBEAT)),
+                Step::Heartbeat => {
+                    // Acknowledgements may arrive through another replica.
+                    if let Some(d) = live.device.as_mut().filter(|d| d.has_unacked()) {
+                        if let Err(e) = d.refresh_acked(&live.seq).await {
+                            node.store_error(e);
+                        }
+                    }
+                    yield Ok(Bytes::from_static(sse::HEARTBEAT));
+                }
                 Step::DrainStarted => {
                     if let Some(start) = *drain.borrow_and_update() {
                         let at = drain_deadline(&node, start.into());

@@ -76,10 +76,8 @@ async fn acknowledged_events_survive_reopen() {
         let s = EmbeddedStore::open(dir.path(), FsyncPolicy::Normal, opts()).unwrap();
         let batch = (0..100)
             .map(|i| NewEvent {
-                topic: t.clone(),
-                event_type: None,
-                data: Arc::from(i.to_string()),
                 idempotency_key: IdempotencyKey::parse(&format!("k{i}")).ok(),
+                ..NewEvent::new(t.clone(), i.to_string())
             })
             .collect();
         s.append(batch).await.unwrap()[0].epoch
@@ -91,10 +89,8 @@ async fn acknowledged_events_survive_reopen() {
         (Some(epoch), Some(Seq::new(1)), Seq::new(100))
     );
     let again = NewEvent {
-        topic: t.clone(),
-        event_type: None,
-        data: Arc::from("5"),
         idempotency_key: IdempotencyKey::parse("k5").ok(),
+        ..NewEvent::new(t.clone(), "5")
     };
     let ack = s.append(vec![again]).await.unwrap().remove(0);
     assert!(
@@ -102,12 +98,7 @@ async fn acknowledged_events_survive_reopen() {
         "idempotency keys survive a restart"
     );
     let ack = s
-        .append(vec![NewEvent {
-            topic: t.clone(),
-            event_type: None,
-            data: Arc::from("new"),
-            idempotency_key: None,
-        }])
+        .append(vec![NewEvent::new(t.clone(), "new")])
         .await
         .unwrap()
         .remove(0);

@@ -144,6 +144,13 @@ impl Config {
         if self.delivery.heartbeat.is_zero() || self.delivery.retry.is_zero() {
             return bad("delivery.heartbeat and delivery.retry must be positive");
         }
+        for (name, ttl) in self.delivery.tiers.each() {
+            if ttl.is_some_and(|t| t.is_zero() || t > MAX_TTL) {
+                return Err(Invalid(format!(
+                    "delivery.tiers.{name} must be between 1ms and 365d (or none)"
+                )));
+            }
+        }
         if self.limits.max_topics_per_stream == 0 || self.limits.max_batch == 0 {
             return bad("limits.max_topics_per_stream and limits.max_batch must be at least 1");
         }
@@ -362,6 +369,50 @@ pub struct Delivery {
     /// A slow consumer that does not read its retry hint within this time has its connection cut.
     #[serde(with = "humantime_serde")]
     pub slow_consumer_grace: Duration,
+    /// Default time-to-live of events published with a `priority` and no `ttl`.
+    pub tiers: Tiers,
+}
+
+/// The default TTL of each priority: hot commands expire in minutes, warm
+/// state in an hour, cold history in days. An event published with neither
+/// `ttl` nor `priority` has no TTL (retention alone bounds it); `null`
+/// gives a tier no default.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Tiers {
+    /// `priority=high` (hot: commands).
+    #[serde(with = "humantime_serde::option")]
+    pub high: Option<Duration>,
+    /// `priority=normal` (warm).
+    #[serde(with = "humantime_serde::option")]
+    pub normal: Option<Duration>,
+    /// `priority=low` (cold).
+    #[serde(with = "humantime_serde::option")]
+    pub low: Option<Duration>,
+}
+
+/// Longest TTL an event may carry.
+pub const MAX_TTL: Duration = Duration::from_secs(365 * 24 * 3600);
+
+impl Default for Tiers {
+    fn default() -> Self {
+        Tiers {
+            high: Some(Duration::from_secs(120)),
+            normal: Some(Duration::from_secs(3600)),
+            low: Some(Duration::from_secs(7 * 24 * 3600)),
+        }
+    }
+}
+
+impl Tiers {
+    /// Each tier's name and default, for checks and messages.
+    pub fn each(&self) -> [(&'static str, Option<Duration>); 3] {
+        [
+            ("high", self.high),
+            ("normal", self.normal),
+            ("low", self.low),
+        ]
+    }
 }
 
 impl Default for Delivery {
@@ -372,6 +423,7 @@ impl Default for Delivery {
             queue_size: 1024,
             drain_window: Duration::from_secs(20),
             slow_consumer_grace: Duration::from_secs(2),
+            tiers: Tiers::default(),
         }
     }
 }

@@ -32,6 +32,10 @@ pub enum ErrorCode {
     BadEventType,
     /// `Idempotency-Key` syntax.
     BadIdempotencyKey,
+    /// A `ttl` that is not a duration from 1ms to 365d.
+    BadTtl,
+    /// A `priority` other than high, normal or low.
+    BadPriority,
     /// A batch that is not a JSON array of events.
     BadBatch,
     /// An empty batch.
@@ -85,6 +89,8 @@ impl ErrorCode {
             BadData => "bad_data",
             BadEventType => "bad_event_type",
             BadIdempotencyKey => "bad_idempotency_key",
+            BadTtl => "bad_ttl",
+            BadPriority => "bad_priority",
             BadBatch => "bad_batch",
             EmptyBatch => "empty_batch",
             BadBody => "bad_body",
@@ -111,8 +117,8 @@ impl ErrorCode {
         use ErrorCode::*;
         match self {
             BadTopic | MissingTopic | TooManyTopics | BadCursor | CursorAhead | BadDevice
-            | BadAck | BadData | BadEventType | BadIdempotencyKey | BadBatch | EmptyBatch
-            | BadBody | StoreRejected => StatusCode::BAD_REQUEST,
+            | BadAck | BadData | BadEventType | BadIdempotencyKey | BadTtl | BadPriority
+            | BadBatch | EmptyBatch | BadBody | StoreRejected => StatusCode::BAD_REQUEST,
             Unauthorized => StatusCode::UNAUTHORIZED,
             Forbidden => StatusCode::FORBIDDEN,
             NotFound => StatusCode::NOT_FOUND,

@@ -2,6 +2,7 @@
 //! `DELETE /v1/topics/{topic}` (wipe history, new epoch).
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::{Path, State};
@@ -19,6 +20,7 @@ use crate::cursor::Cursor;
 use crate::node::Node;
 use crate::sse;
 use crate::store::{Ack, IdempotencyKey, NewEvent, StoreError};
+use crate::tier::{self, Priority};
 use crate::topic::Topic;
 
 /// Longest accepted event type.
@@ -37,9 +39,17 @@ fn parse_event_type(t: &str) -> Result<Arc<str>, ApiError> {
         return bad("event type must not contain control characters");
     }
     if sse::is_reserved_event_type(t) {
-        return bad("event types `reset`, `expired-token` and `expired-certificate` are reserved for the gateway");
+        return bad("event types `reset`, `expired`, `shadow`, `expired-token` and `expired-certificate` are reserved for the gateway");
     }
     Ok(Arc::from(t))
+}
+
+fn parse_ttl(text: &str) -> Result<Duration, ApiError> {
+    tier::parse_ttl(text).map_err(|e| ApiError::new(ErrorCode::BadTtl, e.to_string()))
+}
+
+fn parse_priority(text: &str) -> Result<Priority, ApiError> {
+    Priority::parse(text).map_err(|e| ApiError::new(ErrorCode::BadPriority, e.to_string()))
 }
 
 fn idempotency_key(text: &str) -> Result<IdempotencyKey, ApiError> {
@@ -95,6 +105,9 @@ struct Published {
     id: String,
     topic: Topic,
     seq: u64,
+    /// When it stops being delivered from history (ms since the Unix epoch).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    expires_at_ms: Option<u64>,
 }
 
 impl From<&Ack> for Published {
@@ -103,6 +116,7 @@ impl From<&Ack> for Published {
             id: Cursor::single(&a.topic, a.epoch, a.seq, a.ts_ms).encode(),
             topic: a.topic.clone(),
             seq: a.seq.get(),
+            expires_at_ms: a.expires_ms,
         }
     }
 }
@@ -135,10 +149,13 @@ pub async fn publish_one(
     };
     let topic = parse_topic(topic)?;
     node.auth.authorize(&who, Access::Publish, [&topic])?;
-    let mut event_type = None;
+    let (mut event_type, mut ttl, mut priority) = (None, None, None);
     for (k, v) in query_pairs(uri.query()) {
-        if k == "event" {
-            event_type = Some(parse_event_type(&v)?);
+        match &*k {
+            "event" => event_type = Some(parse_event_type(&v)?),
+            "ttl" => ttl = Some(parse_ttl(&v)?),
+            "priority" => priority = Some(parse_priority(&v)?),
+            _ => {}
         }
     }
     let idempotency_key = header_idempotency_key(&headers)?;
@@ -150,6 +167,8 @@ pub async fn publish_one(
             event_type,
             data,
             idempotency_key,
+            ttl: tier::resolve(&node.config.delivery.tiers, ttl, priority),
+            priority: priority.unwrap_or_default(),
         }])
         .await
         .map_err(|e| store_failed(&node, e))?;
@@ -168,6 +187,12 @@ struct BatchItem {
     event: Option<String>,
     #[serde(default)]
     idempotency_key: Option<String>,
+    /// Such as `90s`.
+    #[serde(default)]
+    ttl: Option<String>,
+    /// `high`, `normal` or `low`.
+    #[serde(default)]
+    priority: Option<String>,
 }
 
 pub async fn publish_batch(
@@ -181,7 +206,7 @@ pub async fn publish_batch(
     let items: Vec<BatchItem> = serde_json::from_slice(&bytes).map_err(|e| {
         ApiError::new(
             ErrorCode::BadBatch,
-            format!("body must be a JSON array of {{topic, data, event?}}: {e}"),
+            format!("body must be a JSON array of {{topic, data, event?, idempotency_key?, ttl?, priority?}}: {e}"),
         )
     })?;
     if items.is_empty() {
@@ -209,7 +234,11 @@ pub async fn publish_batch(
                 format!("an event's data exceeds {} bytes", limits.max_body_bytes),
             ));
         }
+        let ttl = item.ttl.as_deref().map(parse_ttl).transpose()?;
+        let priority = item.priority.as_deref().map(parse_priority).transpose()?;
         batch.push(NewEvent {
+            ttl: tier::resolve(&node.config.delivery.tiers, ttl, priority),
+            priority: priority.unwrap_or_default(),
             topic: parse_topic(&item.topic)?,
             event_type: item.event.as_deref().map(parse_event_type).transpose()?,
             data,

@@ -14,7 +14,7 @@ use super::{query_pairs, refusal, ConnInfo};
 use crate::admission::{self, Refusal, RefuseReason};
 use crate::auth::{Access, AuthError, Identity};
 use crate::cursor::ResumeFrom;
-use crate::device::{Acked, DeviceId};
+use crate::device::DeviceId;
 use crate::node::Node;
 use crate::routing::Decision;
 use crate::stream::{self, OpenError, StreamRequest};
@@ -136,24 +136,6 @@ fn stream_device(who: &Identity, named: Option<DeviceId>) -> Result<Option<Devic
     }
 }
 
-/// Where a device's stream starts when it sent no cursor: its acknowledged
-/// position in the topics it has acknowledged (others join live).
-async fn resume_from_acks(
-    node: &Node,
-    device: &DeviceId,
-    topics: &[Topic],
-) -> Result<Option<ResumeFrom>, Refusal> {
-    let tags: Vec<u32> = topics.iter().map(Topic::tag).collect();
-    match node.store.acked(device, &tags).await {
-        Ok(acked) if acked.is_empty() => Ok(None),
-        Ok(acked) => Ok(Some(ResumeFrom::At(Acked::to_cursor(&acked)))),
-        Err(e) => {
-            node.store_error(e);
-            Err(node.refuse(RefuseReason::Store))
-        }
-    }
-}
-
 pub async fn stream(
     State(node): State<Arc<Node>>,
     Extension(conn): Extension<ConnInfo>,
@@ -198,13 +180,6 @@ async fn open(
         None => None,
     };
     let slot = admission::admit(node)?;
-    let mut from_acks = false;
-    if let (ResumeFrom::Live, Some(d)) = (&req.resume, &device) {
-        if let Some(r) = resume_from_acks(node, d, &req.topics).await? {
-            req.resume = r;
-            from_acks = true;
-        }
-    }
     let routed = routing.decide(headers, who.client_id(), proxied.is_some());
     // A proxied stream registers under the sender's table: if this pod's
     // differs (older or newer), registration fails and the client retries.
@@ -220,7 +195,7 @@ async fn open(
                 StreamRequest {
                     topics: req.topics,
                     resume: req.resume,
-                    from_acks,
+                    device,
                     conn: conn.kill,
                     slot,
                     route: Some(route),

@@ -14,6 +14,13 @@ pub const HEARTBEAT: &[u8] = b":\n\n";
 /// Name of the event that tells a client its history was cut.
 pub const RESET_EVENT: &str = "reset";
 
+/// Name of the event that tells a resuming client how many events per
+/// topic expired (their TTL passed) before it could get them.
+pub const EXPIRED_EVENT: &str = "expired";
+
+/// Name of the event that carries a device's shadow delta.
+pub const SHADOW_EVENT: &str = "shadow";
+
 /// Name of the event that ends a stream whose token expired or whose key
 /// was removed: reconnect with a fresh token.
 pub const EXPIRED_TOKEN_EVENT: &str = "expired-token";
@@ -88,7 +95,11 @@ pub fn event(event_type: Option<&str>, data: &str, id: Option<&str>) -> Bytes {
 pub fn is_reserved_event_type(t: &str) -> bool {
     matches!(
         t,
-        RESET_EVENT | EXPIRED_TOKEN_EVENT | EXPIRED_CERTIFICATE_EVENT
+        RESET_EVENT
+            | EXPIRED_EVENT
+            | SHADOW_EVENT
+            | EXPIRED_TOKEN_EVENT
+            | EXPIRED_CERTIFICATE_EVENT
     )
 }
 

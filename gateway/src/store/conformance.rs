@@ -8,10 +8,11 @@ use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use super::{IdempotencyKey, NewEvent, Store, StoreOptions, StoredEvent, TopicHead};
+use super::{now_ms, IdempotencyKey, NewEvent, Store, StoreOptions, StoredEvent, TopicHead};
 use crate::config::Retention;
 use crate::device::{Acked, DeviceId};
 use crate::position::{Epoch, Seq};
+use crate::tier::Priority;
 use crate::topic::Topic;
 
 /// Makes the store under test fail every append to one topic, inside the
@@ -60,12 +61,7 @@ impl Subject {
 }
 
 fn event(topic: &Topic, data: &str) -> NewEvent {
-    NewEvent {
-        topic: topic.clone(),
-        event_type: None,
-        data: Arc::from(data),
-        idempotency_key: None,
-    }
+    NewEvent::new(topic.clone(), data)
 }
 
 async fn make<F, Fut>(factory: &F, retention: Retention) -> Subject
@@ -108,6 +104,8 @@ where
     device_acks_move_forward_only(make(&factory, r.clone()).await).await;
     device_acks_belong_to_one_device(make(&factory, r.clone()).await).await;
     concurrent_device_acks_keep_the_newest(make(&factory, r.clone()).await).await;
+    expired_events_keep_their_place_and_lose_their_payload(make(&factory, r.clone()).await).await;
+    the_loss_ledger_says_what_it_held_before(make(&factory, r.clone()).await).await;
     let by_count = Retention {
         max_events: 3,
         ..r.clone()
@@ -478,5 +476,77 @@ async fn concurrent_device_acks_keep_the_newest(s: Subject) {
         s.store.acked(&d, &[1]).await.unwrap(),
         vec![acked(1, 5, 20, 20)],
         "no concurrent ack moved the position back"
+    );
+}
+
+async fn expired_events_keep_their_place_and_lose_their_payload(s: Subject) {
+    let t = s.topic("ttl");
+    let short = NewEvent {
+        ttl: Some(Duration::from_millis(1)),
+        priority: Priority::High,
+        ..event(&t, "gone")
+    };
+    let long = NewEvent {
+        ttl: Some(Duration::from_secs(3600)),
+        priority: Priority::Low,
+        event_type: Some(Arc::from("cmd")),
+        ..event(&t, "kept")
+    };
+    let acks = s
+        .store
+        .append(vec![event(&t, "plain"), short, long])
+        .await
+        .expect("append");
+    assert_eq!(acks[0].expires_ms, None);
+    assert_eq!(acks[1].expires_ms, Some(acks[1].ts_ms + 1));
+    assert_eq!(acks[2].expires_ms, Some(acks[2].ts_ms + 3_600_000));
+    tokio::time::sleep(Duration::from_millis(30)).await;
+    s.store.trim().await.expect("trim");
+    let now = now_ms();
+    let read = s.store.read_after(&t, Seq::ZERO, 10).await.expect("read");
+    let seqs: Vec<u64> = read.iter().map(|e| e.seq.get()).collect();
+    assert_eq!(seqs, [1, 2, 3], "an expired event keeps its place");
+    assert!(!read[0].is_expired(now) && &*read[0].data == "plain");
+    assert_eq!(read[0].priority, Priority::Normal);
+    assert!(read[1].is_expired(now), "{:?}", read[1]);
+    assert_eq!(&*read[1].data, "", "the expired payload is dropped");
+    assert_eq!(read[1].priority, Priority::High);
+    assert!(!read[2].is_expired(now));
+    assert_eq!((&*read[2].data, read[2].priority), ("kept", Priority::Low));
+    assert_eq!(read[2].event_type.as_deref(), Some("cmd"));
+    assert_eq!(read[2].expires_ms, acks[2].expires_ms);
+    let head = s.store.head(&t).await.expect("head");
+    assert_eq!(
+        (head.first_seq, head.last_seq),
+        (Some(Seq::new(1)), Seq::new(3))
+    );
+}
+
+async fn the_loss_ledger_says_what_it_held_before(s: Subject) {
+    let d = s.device("lossy");
+    assert!(s.store.lost(&d, &[1]).await.unwrap().is_empty());
+    let before = s
+        .store
+        .record_lost(&d, vec![acked(1, 5, 10, 100), acked(2, 5, 3, 100)])
+        .await
+        .unwrap();
+    assert_eq!(before, vec![None, None]);
+    let before = s
+        .store
+        .record_lost(&d, vec![acked(1, 5, 7, 90), acked(2, 5, 8, 120)])
+        .await
+        .unwrap();
+    assert_eq!(
+        before,
+        vec![Some(acked(1, 5, 10, 100)), Some(acked(2, 5, 3, 100))]
+    );
+    assert_eq!(
+        s.store.lost(&d, &[1, 2]).await.unwrap(),
+        vec![acked(1, 5, 10, 100), acked(2, 5, 8, 120)],
+        "forward only, like acknowledgements"
+    );
+    assert!(
+        s.store.acked(&d, &[1, 2]).await.unwrap().is_empty(),
+        "the loss ledger is not the acknowledgements"
     );
 }

@@ -17,11 +17,12 @@ use rusqlite::types::{FromSql, FromSqlError, FromSqlResult, ToSql, ToSqlOutput, 
 
 use super::sqlite_acks;
 use super::{
-    now_ms, Ack, Events, NewEvent, Store, StoreError, StoreOptions, StoredEvent, TopicHead,
+    now_ms, Ack, Events, Ledger, NewEvent, Store, StoreError, StoreOptions, StoredEvent, TopicHead,
 };
 use crate::config::{FsyncPolicy, Retention};
 use crate::device::{Acked, DeviceId};
 use crate::position::{Epoch, Seq};
+use crate::tier::Priority;
 use crate::topic::Topic;
 
 /// Most events committed in one group (bounds latency of the first in line).
@@ -52,6 +53,36 @@ CREATE TABLE IF NOT EXISTS idem (
 CREATE INDEX IF NOT EXISTS idem_ts ON idem (ts);
 ";
 
+/// Columns added after the first release, added to older databases on open.
+const ADDED_COLUMNS: [(&str, &str); 2] = [
+    ("expires", "ALTER TABLE events ADD COLUMN expires INTEGER"),
+    (
+        "prio",
+        "ALTER TABLE events ADD COLUMN prio INTEGER NOT NULL DEFAULT 1",
+    ),
+];
+
+/// Brings an older database's tables up to the current columns.
+fn migrate(conn: &Connection) -> rusqlite::Result<()> {
+    let mut have = Vec::new();
+    {
+        let mut stmt = conn.prepare("PRAGMA table_info(events)")?;
+        let names = stmt.query_map([], |r| r.get::<_, String>(1))?;
+        for n in names {
+            have.push(n?);
+        }
+    }
+    for (column, add) in ADDED_COLUMNS {
+        if !have.iter().any(|h| h == column) {
+            conn.execute_batch(add)?;
+        }
+    }
+    // Trimming finds expired payloads without scanning events that never expire.
+    conn.execute_batch(
+        "CREATE INDEX IF NOT EXISTS events_expires ON events (expires) WHERE expires IS NOT NULL",
+    )
+}
+
 type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
 
 // Positions are plain integers in the database; typed everywhere else.
@@ -81,7 +112,7 @@ impl FromSql for Epoch {
 
 enum Command {
     Append(Vec<NewEvent>, Reply<Vec<Ack>>),
-    DeviceAck(DeviceId, Vec<Acked>, Reply<Vec<Acked>>),
+    DeviceAck(PendingAck),
     Wipe(Topic, Reply<TopicHead>),
     Trim(Reply<u64>),
 }
@@ -120,6 +151,7 @@ impl EmbeddedStore {
         let path = dir.join("pushgate.db");
         let writer = open_conn(&path, fsync).map_err(unavailable)?;
         writer.execute_batch(SCHEMA).map_err(unavailable)?;
+        migrate(&writer).map_err(unavailable)?;
         writer
             .execute_batch(sqlite_acks::SCHEMA)
             .map_err(unavailable)?;
@@ -191,7 +223,7 @@ impl Store for EmbeddedStore {
                 return Ok(Vec::new());
             };
             let mut stmt = tx.prepare_cached(
-                "SELECT seq, ts, etype, data FROM events WHERE topic = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3",
+                "SELECT seq, ts, etype, data, expires, prio FROM events WHERE topic = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3",
             )?;
             let rows = stmt.query_map(params![topic.as_str(), after, limit as i64], |r| {
                 Ok(Arc::new(StoredEvent {
@@ -201,6 +233,8 @@ impl Store for EmbeddedStore {
                     ts_ms: r.get(1)?,
                     event_type: r.get::<_, Option<String>>(2)?.map(Arc::from),
                     data: Arc::from(r.get::<_, String>(3)?),
+                    expires_ms: r.get(4)?,
+                    priority: Priority::from_code(r.get(5)?),
                 }))
             })?;
             let out = rows.collect::<rusqlite::Result<Vec<_>>>()?;
@@ -258,22 +292,72 @@ impl Store for EmbeddedStore {
     }
 
     async fn ack(&self, device: &DeviceId, acks: Vec<Acked>) -> Result<Vec<Acked>, StoreError> {
-        if acks.is_empty() {
-            return Ok(Vec::new());
-        }
-        let device = device.clone();
-        self.command(|r| Command::DeviceAck(device, acks, r)).await
+        let merged = self.merge_positions(Ledger::Acked, device, acks).await?;
+        Ok(merged.into_iter().map(|(_, after)| after).collect())
     }
 
     async fn acked(&self, device: &DeviceId, tags: &[u32]) -> Result<Vec<Acked>, StoreError> {
+        self.read_positions(Ledger::Acked, device, tags).await
+    }
+
+    async fn record_lost(
+        &self,
+        device: &DeviceId,
+        marks: Vec<Acked>,
+    ) -> Result<Vec<Option<Acked>>, StoreError> {
+        let merged = self.merge_positions(Ledger::Expired, device, marks).await?;
+        Ok(merged.into_iter().map(|(before, _)| before).collect())
+    }
+
+    async fn lost(&self, device: &DeviceId, tags: &[u32]) -> Result<Vec<Acked>, StoreError> {
+        self.read_positions(Ledger::Expired, device, tags).await
+    }
+}
+
+impl EmbeddedStore {
+    async fn merge_positions(
+        &self,
+        ledger: Ledger,
+        device: &DeviceId,
+        list: Vec<Acked>,
+    ) -> Result<Vec<(Option<Acked>, Acked)>, StoreError> {
+        if list.is_empty() {
+            return Ok(Vec::new());
+        }
+        let device = device.clone();
+        self.command(|reply| {
+            Command::DeviceAck(PendingAck {
+                ledger,
+                device,
+                list,
+                reply,
+            })
+        })
+        .await
+    }
+
+    async fn read_positions(
+        &self,
+        ledger: Ledger,
+        device: &DeviceId,
+        tags: &[u32],
+    ) -> Result<Vec<Acked>, StoreError> {
         let (device, tags) = (device.clone(), tags.to_vec());
-        self.with_reader(move |conn| sqlite_acks::read(conn, &device, &tags))
+        self.with_reader(move |conn| sqlite_acks::read(conn, ledger, &device, &tags))
             .await
     }
 }
 
-/// Device acknowledgements waiting for the next commit.
-type PendingAcks = Vec<(DeviceId, Vec<Acked>, Reply<Vec<Acked>>)>;
+/// A device position write waiting for the next commit.
+struct PendingAck {
+    ledger: Ledger,
+    device: DeviceId,
+    list: Vec<Acked>,
+    reply: Reply<Vec<(Option<Acked>, Acked)>>,
+}
+
+/// Device position writes waiting for the next commit.
+type PendingAcks = Vec<PendingAck>;
 
 #[derive(Clone, Copy)]
 struct TopicState {
@@ -327,9 +411,9 @@ impl Writer {
                         events += batch.len();
                         appends.push((batch, reply));
                     }
-                    Command::DeviceAck(device, list, reply) => {
-                        events += list.len();
-                        acks.push((device, list, reply));
+                    Command::DeviceAck(pending) => {
+                        events += pending.list.len();
+                        acks.push(pending);
                     }
                     Command::Wipe(topic, reply) => {
                         self.commit_appends(std::mem::take(&mut appends));
@@ -363,21 +447,21 @@ impl Writer {
                 .transaction_with_behavior(TransactionBehavior::Immediate)?;
             let merged = acks
                 .iter()
-                .map(|(device, list, _)| sqlite_acks::merge(&tx, device, list, now))
+                .map(|p| sqlite_acks::merge(&tx, p.ledger, &p.device, &p.list, now))
                 .collect::<rusqlite::Result<Vec<_>>>()?;
             tx.commit()?;
             Ok::<_, rusqlite::Error>(merged)
         })();
         match result {
             Ok(merged) => {
-                for ((_, _, reply), after) in acks.into_iter().zip(merged) {
-                    let _ = reply.send(Ok(after));
+                for (p, after) in acks.into_iter().zip(merged) {
+                    let _ = p.reply.send(Ok(after));
                 }
             }
             Err(e) => {
                 tracing::error!(error = %e, "device acknowledgements not stored");
-                for (_, _, reply) in acks {
-                    let _ = reply.send(Err(unavailable(&e)));
+                for p in acks {
+                    let _ = p.reply.send(Err(unavailable(&e)));
                 }
             }
         }
@@ -440,7 +524,7 @@ impl Writer {
                 "INSERT INTO idem (key, topic, epoch, seq, ts) VALUES (?1, ?2, ?3, ?4, ?5)",
             )?;
             let mut put_event = tx.prepare_cached(
-                "INSERT INTO events (topic, seq, ts, etype, data) VALUES (?1, ?2, ?3, ?4, ?5)",
+                "INSERT INTO events (topic, seq, ts, etype, data, expires, prio) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
             )?;
             for (batch, _) in appends {
                 let mut acks = Vec::with_capacity(batch.len());
@@ -460,6 +544,7 @@ impl Writer {
                                 seq,
                                 ts_ms,
                                 duplicate: true,
+                                expires_ms: ev.expires_ms(ts_ms),
                             });
                             continue;
                         }
@@ -471,12 +556,15 @@ impl Writer {
                     state.last_seq = state.last_seq.next();
                     let (epoch, seq) = (state.epoch, state.last_seq);
                     touched.insert(ev.topic.clone(), *state);
+                    let expires_ms = ev.expires_ms(ts);
                     put_event.execute(params![
                         ev.topic.as_str(),
                         seq,
                         ts as i64,
                         ev.event_type.as_deref(),
-                        &*ev.data
+                        &*ev.data,
+                        expires_ms.map(|e| e.min(i64::MAX as u64) as i64),
+                        ev.priority.code()
                     ])?;
                     if let Some(key) = &key {
                         put_idem.execute(params![key, ev.topic.as_str(), epoch, seq, ts as i64])?;
@@ -488,6 +576,8 @@ impl Writer {
                         ts_ms: ts,
                         event_type: ev.event_type.clone(),
                         data: ev.data.clone(),
+                        expires_ms,
+                        priority: ev.priority,
                     }));
                     acks.push(Ack {
                         topic: ev.topic.clone(),
@@ -495,6 +585,7 @@ impl Writer {
                         seq,
                         ts_ms: ts,
                         duplicate: false,
+                        expires_ms,
                     });
                 }
                 all.push(acks);
@@ -546,6 +637,12 @@ impl Writer {
         let mut removed = tx.execute(
             "DELETE FROM events WHERE ts < ?1",
             [now.saturating_sub(max_age.as_millis() as u64) as i64],
+        )? as u64;
+        // An expired event keeps its row (its place in the topic) so a replay
+        // can count it; its payload is what retention reclaims.
+        removed += tx.execute(
+            "UPDATE events SET data = '', etype = NULL WHERE expires IS NOT NULL AND expires <= ?1 AND data != ''",
+            [now.min(i64::MAX as u64) as i64],
         )? as u64;
         {
             let mut by_count =

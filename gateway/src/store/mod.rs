@@ -16,6 +16,7 @@ use async_trait::async_trait;
 use crate::config::Retention;
 use crate::device::{Acked, DeviceId};
 use crate::position::{Epoch, Seq};
+use crate::tier::Priority;
 use crate::topic::Topic;
 
 /// An event a publisher asked to store.
@@ -29,6 +30,30 @@ pub struct NewEvent {
     pub data: Arc<str>,
     /// Makes a retried publish a no-op that returns the first result.
     pub idempotency_key: Option<IdempotencyKey>,
+    /// How long after its publish time it may still be delivered from history.
+    pub ttl: Option<std::time::Duration>,
+    /// Its tier.
+    pub priority: Priority,
+}
+
+impl NewEvent {
+    /// An event with no key, no TTL and normal priority.
+    pub fn new(topic: Topic, data: impl Into<Arc<str>>) -> NewEvent {
+        NewEvent {
+            topic,
+            event_type: None,
+            data: data.into(),
+            idempotency_key: None,
+            ttl: None,
+            priority: Priority::Normal,
+        }
+    }
+
+    /// When it expires if stored at `ts_ms`.
+    pub fn expires_ms(&self, ts_ms: u64) -> Option<u64> {
+        self.ttl
+            .map(|t| ts_ms.saturating_add(t.as_millis().min(u64::MAX as u128) as u64))
+    }
 }
 
 /// A publisher's `Idempotency-Key` (header, or `idempotency_key` of a batch
@@ -74,8 +99,19 @@ pub struct StoredEvent {
     pub ts_ms: u64,
     /// Optional SSE `event:` type.
     pub event_type: Option<Arc<str>>,
-    /// The payload.
+    /// The payload (empty once it expired and retention dropped it).
     pub data: Arc<str>,
+    /// When it stops being delivered from history (ms since the Unix epoch).
+    pub expires_ms: Option<u64>,
+    /// Its tier.
+    pub priority: Priority,
+}
+
+impl StoredEvent {
+    /// Whether it may no longer be delivered from history at `now_ms`.
+    pub fn is_expired(&self, now_ms: u64) -> bool {
+        crate::tier::is_expired(self.expires_ms, now_ms)
+    }
 }
 
 /// What a publisher is told once its event is durable.
@@ -91,6 +127,8 @@ pub struct Ack {
     pub ts_ms: u64,
     /// True when an `Idempotency-Key` matched an earlier publish.
     pub duplicate: bool,
+    /// When it expires, if it has a TTL.
+    pub expires_ms: Option<u64>,
 }
 
 /// The retained span of a topic's history.
@@ -102,6 +140,17 @@ pub struct TopicHead {
     pub first_seq: Option<Seq>,
     /// Newest seq ever assigned in this epoch; ZERO if none.
     pub last_seq: Seq,
+}
+
+/// Which per-device positions a write goes to: what the device
+/// acknowledged, or how far its streams counted expired events as lost (so
+/// each lost event is counted once, whichever replica resumes the device).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ledger {
+    /// Acknowledged positions.
+    Acked,
+    /// Positions up to which expired events were counted as lost.
+    Expired,
 }
 
 /// Receives every stored event once, in per-topic order, after it is durable.
@@ -141,7 +190,9 @@ pub trait Store: Send + Sync + 'static {
     async fn append(&self, batch: Vec<NewEvent>) -> Result<Vec<Ack>, StoreError>;
 
     /// Up to `limit` retained events of `topic` with `seq > after`, in order,
-    /// each tagged with the topic's current epoch.
+    /// each tagged with the topic's current epoch. An expired event may come
+    /// back without its payload (retention dropped it): it still holds its
+    /// place, so a replay can tell expired events from trimmed history.
     async fn read_after(&self, topic: &Topic, after: Seq, limit: usize) -> Events;
 
     /// The topic's epoch and retained span.
@@ -150,7 +201,8 @@ pub trait Store: Send + Sync + 'static {
     /// Drops the topic's history and starts a new epoch.
     async fn wipe(&self, topic: &Topic) -> Result<TopicHead, StoreError>;
 
-    /// Applies retention now; returns how many events were removed.
+    /// Applies retention now (and drops the payloads of expired events);
+    /// returns how many events were removed or dropped.
     async fn trim(&self) -> Result<u64, StoreError>;
 
     /// Cheap reachability check (readiness).
@@ -166,6 +218,18 @@ pub trait Store: Send + Sync + 'static {
     /// `device`'s acknowledged positions among `tags` (a tag never
     /// acknowledged is absent).
     async fn acked(&self, device: &DeviceId, tags: &[u32]) -> Result<Vec<Acked>, StoreError>;
+
+    /// Moves `device`'s loss ledger forward like [`Store::ack`]; returns,
+    /// in input order, what each tag held before (so concurrent counters
+    /// of the same expired events count each once).
+    async fn record_lost(
+        &self,
+        device: &DeviceId,
+        marks: Vec<Acked>,
+    ) -> Result<Vec<Option<Acked>>, StoreError>;
+
+    /// `device`'s loss ledger among `tags`.
+    async fn lost(&self, device: &DeviceId, tags: &[u32]) -> Result<Vec<Acked>, StoreError>;
 }
 
 /// Milliseconds since the Unix epoch.

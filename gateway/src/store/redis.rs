@@ -25,13 +25,14 @@ use tokio::task::JoinHandle;
 use super::redis_acks;
 use super::redis_scripts::{APPEND, COMPARE_AND_SET, WIPE};
 use super::{
-    now_ms, Ack, Events, LiveSink, NewEvent, Store, StoreError, StoreOptions, StoredEvent,
+    now_ms, Ack, Events, Ledger, LiveSink, NewEvent, Store, StoreError, StoreOptions, StoredEvent,
     TopicHead,
 };
 use crate::config::RedisSettings;
 use crate::device::{Acked, DeviceId};
 use crate::hash::fnv1a32;
 use crate::position::{Epoch, Seq};
+use crate::tier::Priority;
 use crate::topic::Topic;
 
 /// Entries a shard stream keeps (approximate): enough for any replica's reconnect.
@@ -58,6 +59,11 @@ impl Keys {
     }
     fn idem(&self, t: &Topic, key: &str) -> String {
         format!("{}:{{{}}}:i:{}", self.prefix, t, key)
+    }
+    /// Prefix of the keys holding payloads of events with a TTL
+    /// (`<epoch>:<seq>` follows), in the topic's hash slot.
+    fn payload(&self, t: &Topic) -> String {
+        format!("{}:{{{}}}:p:", self.prefix, t)
     }
     fn topics(&self) -> String {
         format!("{}:topics", self.prefix)
@@ -152,7 +158,8 @@ impl RedisStore {
         inv.arg(Epoch::fresh(None).get())
             .arg(self.opts.retention.max_events)
             .arg(self.opts.retention.idempotency_ttl.as_millis() as u64)
-            .arg(events.len());
+            .arg(events.len())
+            .arg(self.keys.payload(topic));
         for ev in events {
             match &ev.idempotency_key {
                 Some(k) => {
@@ -166,7 +173,9 @@ impl RedisStore {
             }
             inv.arg(if ev.event_type.is_some() { "1" } else { "0" })
                 .arg(ev.event_type.as_deref().unwrap_or(""))
-                .arg(&*ev.data);
+                .arg(&*ev.data)
+                .arg(ev.ttl.map_or(0, |t| t.as_millis().max(1) as u64))
+                .arg(ev.priority.code());
         }
         let rows: Vec<(u64, u64, u64, u8)> = inv
             .invoke_async(&mut self.conn())
@@ -185,6 +194,7 @@ impl RedisStore {
             let epoch =
                 Epoch::new(epoch).ok_or_else(|| unavailable("append script returned epoch 0"))?;
             let seq = Seq::new(seq);
+            let expires_ms = ev.expires_ms(ts_ms);
             let stored = Arc::new(StoredEvent {
                 topic: topic.clone(),
                 epoch,
@@ -192,6 +202,8 @@ impl RedisStore {
                 ts_ms,
                 event_type: ev.event_type.clone(),
                 data: ev.data.clone(),
+                expires_ms,
+                priority: ev.priority,
             });
             // A retried publish re-announces its event to the other replicas:
             // if the first attempt stored it but failed before announcing,
@@ -217,6 +229,12 @@ impl RedisStore {
             if let Some(t) = &ev.event_type {
                 live.arg("t").arg(&**t);
             }
+            if let Some(x) = expires_ms {
+                live.arg("x").arg(x);
+            }
+            if ev.priority != Priority::Normal {
+                live.arg("p").arg(ev.priority.code());
+            }
             live.ignore();
             if !duplicate {
                 (self.opts.sink)(stored);
@@ -227,6 +245,7 @@ impl RedisStore {
                 seq,
                 ts_ms,
                 duplicate,
+                expires_ms,
             });
         }
         if acks.iter().any(|a| a.seq == Seq::new(1) && !a.duplicate) {
@@ -377,7 +396,46 @@ fn stored_from(topic: &Topic, epoch: Epoch, seq: Seq, f: &Fields) -> StoredEvent
         ts_ms: field(f, "ts").and_then(|v| v.parse().ok()).unwrap_or(0),
         event_type: field(f, "t").map(Arc::from),
         data: Arc::from(field(f, "d").unwrap_or("")),
+        expires_ms: field(f, "x").and_then(|v| v.parse().ok()),
+        priority: field(f, "p")
+            .and_then(|v| v.parse().ok())
+            .map_or(Priority::Normal, Priority::from_code),
     }
+}
+
+/// Puts payloads kept in their own keys (events with a TTL) back into
+/// `events`. A payload Redis already dropped means the event expired, by
+/// Redis' clock: it is marked expired now, whatever this host's clock says.
+async fn fill_payloads(
+    conn: &mut ConnectionManager,
+    keys: &Keys,
+    events: &mut [StoredEvent],
+) -> Result<(), StoreError> {
+    let now = now_ms();
+    let pending: Vec<usize> = (0..events.len())
+        .filter(|i| events[*i].expires_ms.is_some() && !events[*i].is_expired(now))
+        .collect();
+    if pending.is_empty() {
+        return Ok(());
+    }
+    let mut mget = redis::cmd("MGET");
+    for i in &pending {
+        let e = &events[*i];
+        mget.arg(format!(
+            "{}{}:{}",
+            keys.payload(&e.topic),
+            e.epoch.get(),
+            e.seq.get()
+        ));
+    }
+    let found: Vec<Option<String>> = mget.query_async(conn).await.map_err(unavailable)?;
+    for (i, data) in pending.into_iter().zip(found) {
+        match data {
+            Some(d) => events[i].data = Arc::from(d),
+            None => events[i].expires_ms = Some(now),
+        }
+    }
+    Ok(())
 }
 
 #[async_trait]
@@ -418,10 +476,12 @@ impl Store for RedisStore {
         let Some(epoch) = epoch.and_then(Epoch::new) else {
             return Ok(Vec::new());
         };
-        Ok(parse_entries(page)?
+        let mut events: Vec<StoredEvent> = parse_entries(page)?
             .into_iter()
-            .map(|(seq, f)| Arc::new(stored_from(topic, epoch, seq, &f)))
-            .collect())
+            .map(|(seq, f)| stored_from(topic, epoch, seq, &f))
+            .collect();
+        fill_payloads(&mut self.conn(), &self.keys, &mut events).await?;
+        Ok(events.into_iter().map(Arc::new).collect())
     }
 
     async fn head(&self, topic: &Topic) -> Result<TopicHead, StoreError> {
@@ -491,17 +551,43 @@ impl Store for RedisStore {
     }
 
     async fn ack(&self, device: &DeviceId, acks: Vec<Acked>) -> Result<Vec<Acked>, StoreError> {
-        if acks.is_empty() {
-            return Ok(Vec::new());
-        }
-        let ttl = self.opts.retention.device_ack_ttl.as_millis() as u64;
-        let key = redis_acks::key(&self.keys.prefix, device);
-        redis_acks::merge(&mut self.conn(), &self.cas, &key, ttl, &acks).await
+        let merged = self.merge_positions(Ledger::Acked, device, acks).await?;
+        Ok(merged.into_iter().map(|(_, after)| after).collect())
     }
 
     async fn acked(&self, device: &DeviceId, tags: &[u32]) -> Result<Vec<Acked>, StoreError> {
-        let key = redis_acks::key(&self.keys.prefix, device);
+        let key = redis_acks::key(&self.keys.prefix, Ledger::Acked, device);
         redis_acks::read(&mut self.conn(), &key, tags).await
+    }
+
+    async fn record_lost(
+        &self,
+        device: &DeviceId,
+        marks: Vec<Acked>,
+    ) -> Result<Vec<Option<Acked>>, StoreError> {
+        let merged = self.merge_positions(Ledger::Expired, device, marks).await?;
+        Ok(merged.into_iter().map(|(before, _)| before).collect())
+    }
+
+    async fn lost(&self, device: &DeviceId, tags: &[u32]) -> Result<Vec<Acked>, StoreError> {
+        let key = redis_acks::key(&self.keys.prefix, Ledger::Expired, device);
+        redis_acks::read(&mut self.conn(), &key, tags).await
+    }
+}
+
+impl RedisStore {
+    async fn merge_positions(
+        &self,
+        ledger: Ledger,
+        device: &DeviceId,
+        list: Vec<Acked>,
+    ) -> Result<Vec<(Option<Acked>, Acked)>, StoreError> {
+        if list.is_empty() {
+            return Ok(Vec::new());
+        }
+        let ttl = self.opts.retention.device_ack_ttl.as_millis() as u64;
+        let key = redis_acks::key(&self.keys.prefix, ledger, device);
+        redis_acks::merge(&mut self.conn(), &self.cas, &key, ttl, &list).await
     }
 }
 

@@ -6,22 +6,26 @@
 use redis::aio::ConnectionManager;
 use redis::Script;
 
-use super::StoreError;
+use super::{Ledger, StoreError};
 use crate::device::{Acked, DeviceId};
 use crate::position::{Epoch, Seq};
 
 /// Compare-and-set rounds before giving up (each loses only to a newer write).
 const ROUNDS: usize = 16;
 
-/// The device's hash key. The id goes in hex, so no character of it can
-/// change the key's hash slot.
-pub fn key(prefix: &str, device: &DeviceId) -> String {
+/// The device's hash key of `ledger`. The id goes in hex, so no character
+/// of it can change the key's hash slot.
+pub fn key(prefix: &str, ledger: Ledger, device: &DeviceId) -> String {
     let hex: String = device
         .as_str()
         .bytes()
         .map(|b| format!("{b:02x}"))
         .collect();
-    format!("{prefix}:{{d:{hex}}}:a")
+    let suffix = match ledger {
+        Ledger::Acked => "a",
+        Ledger::Expired => "x",
+    };
+    format!("{prefix}:{{d:{hex}}}:{suffix}")
 }
 
 fn encode(a: &Acked) -> String {
@@ -73,14 +77,15 @@ pub async fn read(
         .collect())
 }
 
-/// Merges `acks` into the device's hash; returns what is stored after.
+/// Merges `acks` into the device's hash; returns, per position, what was
+/// stored before and what is stored after.
 pub async fn merge(
     conn: &mut ConnectionManager,
     cas: &Script,
     key: &str,
     ttl_ms: u64,
     acks: &[Acked],
-) -> Result<Vec<Acked>, StoreError> {
+) -> Result<Vec<(Option<Acked>, Acked)>, StoreError> {
     let tags: Vec<u32> = acks.iter().map(|a| a.tag).collect();
     for _ in 0..ROUNDS {
         let raw = read_raw(conn, key, &tags).await?;
@@ -93,7 +98,7 @@ pub async fn merge(
             inv.arg(a.tag)
                 .arg(old.as_deref().unwrap_or(""))
                 .arg(encode(&merged));
-            after.push(merged);
+            after.push((current, merged));
         }
         let written: i64 = inv.invoke_async(conn).await.map_err(unavailable)?;
         if written == 1 {
@@ -118,7 +123,7 @@ mod tests {
         assert_eq!(decode(3, &encode(&a)), Some(a));
         assert_eq!(decode(3, "0:1:2"), None);
         assert_eq!(decode(3, "junk"), None);
-        let k = key("pg", &DeviceId::parse("a{b}").unwrap());
+        let k = key("pg", Ledger::Acked, &DeviceId::parse("a{b}").unwrap());
         assert_eq!(k, "pg:{d:617b627d}:a");
     }
 }

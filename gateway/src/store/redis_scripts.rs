@@ -8,8 +8,13 @@
 ///
 /// KEYS: meta hash, stream, then one key per event that has an idempotency key.
 /// ARGV: candidate epoch, approximate max length, idempotency TTL (ms), event
-/// count, then per event: idempotency KEYS index (0 = none), has-type flag,
-/// type, data. Returns per event `{epoch, seq, ts_ms, duplicate}`.
+/// count, the payload key prefix, then per event: idempotency KEYS index
+/// (0 = none), has-type flag, type, data, TTL in ms (0 = none), priority
+/// code. Returns per event `{epoch, seq, ts_ms, duplicate}`.
+///
+/// An event with a TTL keeps its payload in its own key (prefix, epoch and
+/// seq, in the topic's hash slot) that Redis drops when the TTL ends: the
+/// stream entry stays as the event's place in the topic, with `x` (expiry).
 pub const APPEND: &str = r#"
 local meta, stream = KEYS[1], KEYS[2]
 local st = redis.call('TYPE', stream)['ok']
@@ -33,12 +38,13 @@ if not epoch then
 end
 local t = redis.call('TIME')
 local ts = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local maxlen, ttl, n = ARGV[2], ARGV[3], tonumber(ARGV[4])
+local maxlen, ttl, n, payload = ARGV[2], ARGV[3], tonumber(ARGV[4]), ARGV[5]
 local out = {}
-local a = 5
+local a = 6
 for i = 1, n do
   local ik, has_type, etype, data = tonumber(ARGV[a]), ARGV[a + 1], ARGV[a + 2], ARGV[a + 3]
-  a = a + 4
+  local life, prio = tonumber(ARGV[a + 4]), ARGV[a + 5]
+  a = a + 6
   local prev = false
   if ik > 0 then prev = redis.call('GET', KEYS[ik]) end
   if prev then
@@ -46,11 +52,24 @@ for i = 1, n do
     out[i] = {e, s, pts, '1'}
   else
     local seq = redis.call('HINCRBY', meta, 'last', 1)
-    if has_type == '1' then
-      redis.call('XADD', stream, 'MAXLEN', '~', maxlen, seq .. '-0', 'ts', ts, 'd', data, 't', etype)
+    local f = {'ts', ts}
+    if life > 0 then
+      f[#f + 1] = 'x'
+      f[#f + 1] = ts + life
+      redis.call('SET', payload .. epoch .. ':' .. seq, data, 'PX', life)
     else
-      redis.call('XADD', stream, 'MAXLEN', '~', maxlen, seq .. '-0', 'ts', ts, 'd', data)
+      f[#f + 1] = 'd'
+      f[#f + 1] = data
     end
+    if prio ~= '1' then
+      f[#f + 1] = 'p'
+      f[#f + 1] = prio
+    end
+    if has_type == '1' then
+      f[#f + 1] = 't'
+      f[#f + 1] = etype
+    end
+    redis.call('XADD', stream, 'MAXLEN', '~', maxlen, seq .. '-0', unpack(f))
     if ik > 0 then
       redis.call('SET', KEYS[ik], epoch .. ':' .. seq .. ':' .. ts, 'PX', ttl)
     end

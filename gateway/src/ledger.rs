@@ -1,0 +1,245 @@
+//! A device stream's accounting: which expired events it lost (each counted
+//! once per device, whichever replica resumes it), how many delivered
+//! events its device has not acknowledged, and how long it took the device
+//! to come back after its last stream closed.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crate::device::{Acked, DeviceId};
+use crate::node::Node;
+use crate::position::{Seq, StreamPos};
+use crate::sequencer::Sequencer;
+use crate::store::{StoreError, StoredEvent};
+
+/// Devices whose last stream closed here, remembered this long at most.
+const RECOVERY_MEMORY: Duration = Duration::from_secs(3600);
+/// Closed devices remembered at most (beyond, the oldest are forgotten).
+const RECOVERY_CAP: usize = 100_000;
+
+/// When each device's last stream closed on this pod: the start of its
+/// recovery time.
+#[derive(Default)]
+pub struct Recovery {
+    closed: Mutex<HashMap<DeviceId, Instant>>,
+}
+
+impl Recovery {
+    /// A stream of `device` closed now.
+    pub fn closed(&self, device: &DeviceId) {
+        let now = Instant::now();
+        let mut m = self.closed.lock().unwrap_or_else(|p| p.into_inner());
+        if m.len() >= RECOVERY_CAP {
+            m.retain(|_, t| now.duration_since(*t) < RECOVERY_MEMORY);
+            if m.len() >= RECOVERY_CAP {
+                return;
+            }
+        }
+        m.insert(device.clone(), now);
+    }
+
+    /// `device` resumed now: how long since its last stream closed, if it
+    /// closed here within memory.
+    pub fn resumed(&self, device: &DeviceId) -> Option<Duration> {
+        let mut m = self.closed.lock().unwrap_or_else(|p| p.into_inner());
+        let at = m.remove(device)?;
+        let gap = at.elapsed();
+        (gap < RECOVERY_MEMORY).then_some(gap)
+    }
+}
+
+/// Expired events one topic's replay skipped beyond the device's
+/// acknowledged position: candidates for the loss counter.
+struct Lost {
+    topic: usize,
+    /// Ascending.
+    seqs: Vec<Seq>,
+    last: StoredEvent,
+}
+
+/// What a device's stream tracks for its SLIs. Dropping it ends the
+/// stream's share of the unacknowledged gauge and starts recovery time.
+pub struct DeviceTrack {
+    node: Arc<Node>,
+    device: DeviceId,
+    /// The device's acknowledged position per topic of the stream.
+    acked: Vec<Option<StreamPos>>,
+    /// Where the stream started per topic: it delivered nothing before.
+    start: Vec<StreamPos>,
+    lost: Vec<Lost>,
+    /// This stream's current share of `pushgate_device_unacked_events`.
+    unacked: i64,
+}
+
+impl DeviceTrack {
+    /// Tracks a stream of `device` starting at `start`, whose device had
+    /// acknowledged `acked` (any order, any tags).
+    pub fn new(node: Arc<Node>, device: DeviceId, seq: &Sequencer, acked: &[Acked]) -> Self {
+        let n = seq.topic_count();
+        let mut t = DeviceTrack {
+            node,
+            device,
+            acked: vec![None; n],
+            start: (0..n).map(|i| seq.position(i)).collect(),
+            lost: Vec::new(),
+            unacked: 0,
+        };
+        t.set_acked(seq, acked);
+        t
+    }
+
+    /// The device.
+    pub fn device(&self) -> &DeviceId {
+        &self.device
+    }
+
+    fn set_acked(&mut self, seq: &Sequencer, acked: &[Acked]) {
+        for (i, slot) in self.acked.iter_mut().enumerate() {
+            let tag = seq.topic(i).tag();
+            if let Some(a) = acked.iter().find(|a| a.tag == tag) {
+                *slot = Some(StreamPos {
+                    epoch: Some(a.epoch),
+                    seq: a.seq,
+                });
+            }
+        }
+    }
+
+    /// The acknowledged seq of topic `i` if it is in `pos`'s history.
+    fn acked_seq(&self, i: usize, pos: StreamPos) -> Option<Seq> {
+        self.acked[i]
+            .filter(|a| a.epoch.is_some() && a.epoch == pos.epoch)
+            .map(|a| a.seq)
+    }
+
+    /// An expired event of topic `i` was skipped: a loss if the device had
+    /// not acknowledged it.
+    pub fn expired(&mut self, i: usize, ev: &StoredEvent) {
+        let pos = StreamPos {
+            epoch: Some(ev.epoch),
+            seq: ev.seq,
+        };
+        if self.acked_seq(i, pos).is_some_and(|a| ev.seq <= a) {
+            return;
+        }
+        match self.lost.iter_mut().find(|l| l.topic == i) {
+            Some(l) if l.last.epoch == ev.epoch => {
+                l.seqs.push(ev.seq);
+                l.last = ev.clone();
+            }
+            Some(l) => {
+                // A new epoch: the old one's candidates are settled first
+                // in practice (epochs change rarely); keep the newest.
+                l.seqs = vec![ev.seq];
+                l.last = ev.clone();
+            }
+            None => self.lost.push(Lost {
+                topic: i,
+                seqs: vec![ev.seq],
+                last: ev.clone(),
+            }),
+        }
+    }
+
+    /// Counts the candidates no stream of this device counted before, by
+    /// moving the device's loss ledger past them.
+    pub async fn settle_lost(&mut self, seq: &Sequencer) -> Result<(), StoreError> {
+        if self.lost.is_empty() {
+            return Ok(());
+        }
+        let lost = std::mem::take(&mut self.lost);
+        let marks: Vec<Acked> = lost
+            .iter()
+            .map(|l| Acked {
+                tag: seq.topic(l.topic).tag(),
+                epoch: l.last.epoch,
+                seq: l.last.seq,
+                ts_ms: l.last.ts_ms,
+            })
+            .collect();
+        let before = self
+            .node
+            .store
+            .record_lost(&self.device, marks.clone())
+            .await?;
+        let mut counted = 0u64;
+        for ((l, mark), before) in lost.iter().zip(&marks).zip(before) {
+            counted += match before {
+                Some(b) if !b.superseded_by(mark) => 0,
+                Some(b) if b.epoch == mark.epoch => {
+                    l.seqs.iter().filter(|s| **s > b.seq).count() as u64
+                }
+                _ => l.seqs.len() as u64,
+            };
+        }
+        self.node
+            .metrics
+            .messages_expired_unacked_total
+            .inc_by(counted);
+        Ok(())
+    }
+
+    /// An event was written to the stream.
+    pub fn delivered(&self) {
+        self.node.metrics.device_events_delivered_total.inc();
+    }
+
+    /// Brings this stream's share of the unacknowledged gauge up to date
+    /// with where the stream stands.
+    pub fn update_unacked(&mut self, seq: &Sequencer) {
+        let mut now = 0i64;
+        for i in 0..self.acked.len() {
+            let pos = seq.position(i);
+            let from = match self.acked_seq(i, pos) {
+                Some(a) => a,
+                None if self.start[i].epoch == pos.epoch => self.start[i].seq,
+                None => Seq::ZERO,
+            };
+            now += pos.seq.get().saturating_sub(from.get()) as i64;
+        }
+        self.node
+            .metrics
+            .device_unacked_events
+            .add(now - self.unacked);
+        self.unacked = now;
+    }
+
+    /// Whether events are delivered that the device has not acknowledged
+    /// (so re-reading its acknowledgements can change the gauge).
+    pub fn has_unacked(&self) -> bool {
+        self.unacked > 0
+    }
+
+    /// Re-reads the device's acknowledgements (they may arrive through
+    /// another replica) and updates the gauge.
+    pub async fn refresh_acked(&mut self, seq: &Sequencer) -> Result<(), StoreError> {
+        let tags: Vec<u32> = (0..seq.topic_count()).map(|i| seq.topic(i).tag()).collect();
+        let acked = self.node.store.acked(&self.device, &tags).await?;
+        self.set_acked(seq, &acked);
+        self.update_unacked(seq);
+        Ok(())
+    }
+}
+
+impl Drop for DeviceTrack {
+    fn drop(&mut self) {
+        self.node.metrics.device_unacked_events.sub(self.unacked);
+        self.node.recovery.closed(&self.device);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn recovery_is_measured_once_per_close() {
+        let r = Recovery::default();
+        let d = DeviceId::parse("dev-1").unwrap();
+        assert_eq!(r.resumed(&d), None, "never closed here");
+        r.closed(&d);
+        assert!(r.resumed(&d).is_some());
+        assert_eq!(r.resumed(&d), None, "one resume per close");
+    }
+}
