@@ -77,6 +77,22 @@ pub fn gateway_config(
             &mut dl.drain_window,
             duration("spec.delivery.drainWindow", d.drain_window.as_ref())?,
         );
+        if let Some(t) = &d.tiers {
+            let tiers = &mut dl.tiers;
+            let tier = |field, v: Option<&String>| duration(field, v).map(|d| d.map(Some));
+            set(
+                &mut tiers.high,
+                tier("spec.delivery.tiers.high", t.high.as_ref())?,
+            );
+            set(
+                &mut tiers.normal,
+                tier("spec.delivery.tiers.normal", t.normal.as_ref())?,
+            );
+            set(
+                &mut tiers.low,
+                tier("spec.delivery.tiers.low", t.low.as_ref())?,
+            );
+        }
     }
     if let Some(grants) = spec
         .auth
@@ -176,6 +192,49 @@ mod tests {
         assert!(
             yaml.contains("delivery:\n  queue_size: 64\n  drain_window: 30s\n"),
             "{yaml}"
+        );
+    }
+
+    #[test]
+    fn delivery_tiers_reach_the_gateway_config() {
+        let spec = PushGatewaySpec {
+            delivery: Some(DeliverySpec {
+                tiers: Some(crate::crd::TiersSpec {
+                    high: Some("30s".into()),
+                    low: Some("2d".into()),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let c = gateway_config(&spec, None).unwrap();
+        let t = &c.delivery.tiers;
+        assert_eq!(t.high, Some(Duration::from_secs(30)));
+        assert_eq!(
+            t.normal,
+            Some(Duration::from_secs(3600)),
+            "unset keeps the default"
+        );
+        assert_eq!(t.low, Some(Duration::from_secs(2 * 86400)));
+        let yaml = render(&spec).unwrap();
+        assert!(
+            yaml.contains("tiers:") && yaml.contains("high: 30s"),
+            "{yaml}"
+        );
+        let bad = PushGatewaySpec {
+            delivery: Some(DeliverySpec {
+                tiers: Some(crate::crd::TiersSpec {
+                    normal: Some("a while".into()),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        assert_eq!(
+            render(&bad).unwrap_err().field,
+            "spec.delivery.tiers.normal"
         );
     }
 

@@ -351,6 +351,25 @@ pub struct DeliverySpec {
     /// Time streams get to finish on shutdown.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub drain_window: Option<String>,
+    /// Default TTL per priority for events published with a priority and no ttl.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tiers: Option<TiersSpec>,
+}
+
+/// Default TTLs of the priority tiers, as durations like `2m`; unset keeps
+/// the gateway's default (high 2m, normal 1h, low 7d).
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TiersSpec {
+    /// `priority=high`: commands (hot tier).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub high: Option<String>,
+    /// `priority=normal` (warm tier).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub normal: Option<String>,
+    /// `priority=low` (cold tier).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub low: Option<String>,
 }
 
 /// Per-pod limits of the gateway.
