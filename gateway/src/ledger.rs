@@ -143,7 +143,9 @@ impl DeviceTrack {
     }
 
     /// Counts the candidates no stream of this device counted before, by
-    /// moving the device's loss ledger past them.
+    /// moving the device's loss ledger past them. The write and the count
+    /// run as their own task: a client that drops its connection meanwhile
+    /// must not leave the ledger moved and the counter not.
     pub async fn settle_lost(&mut self, seq: &Sequencer) -> Result<(), StoreError> {
         if self.lost.is_empty() {
             return Ok(());
@@ -158,26 +160,20 @@ impl DeviceTrack {
                 ts_ms: l.last.ts_ms,
             })
             .collect();
-        let before = self
-            .node
-            .store
-            .record_lost(&self.device, marks.clone())
-            .await?;
-        let mut counted = 0u64;
-        for ((l, mark), before) in lost.iter().zip(&marks).zip(before) {
-            counted += match before {
-                Some(b) if !b.superseded_by(mark) => 0,
-                Some(b) if b.epoch == mark.epoch => {
-                    l.seqs.iter().filter(|s| **s > b.seq).count() as u64
-                }
-                _ => l.seqs.len() as u64,
-            };
-        }
-        self.node
-            .metrics
-            .messages_expired_unacked_total
-            .inc_by(counted);
-        Ok(())
+        let (node, device) = (self.node.clone(), self.device.clone());
+        let task = tokio::spawn(async move {
+            let before = node.store.record_lost(&device, marks.clone()).await?;
+            let counted: u64 = lost
+                .iter()
+                .zip(&marks)
+                .zip(before)
+                .map(|((l, mark), before)| newly_lost(&l.seqs, mark, before))
+                .sum();
+            node.metrics.messages_expired_unacked_total.inc_by(counted);
+            Ok(())
+        });
+        task.await
+            .map_err(|e| StoreError::Unavailable(format!("loss accounting stopped: {e}")))?
     }
 
     /// An event was written to the stream.
@@ -222,6 +218,16 @@ impl DeviceTrack {
     }
 }
 
+/// How many of `seqs` (expired, ascending, in `mark`'s epoch, up to
+/// `mark`) the ledger did not cover before it moved to `mark`.
+fn newly_lost(seqs: &[Seq], mark: &Acked, before: Option<Acked>) -> u64 {
+    match before {
+        Some(b) if !b.superseded_by(mark) => 0,
+        Some(b) if b.epoch == mark.epoch => seqs.iter().filter(|s| **s > b.seq).count() as u64,
+        _ => seqs.len() as u64,
+    }
+}
+
 impl Drop for DeviceTrack {
     fn drop(&mut self) {
         self.node.metrics.device_unacked_events.sub(self.unacked);
@@ -232,6 +238,31 @@ impl Drop for DeviceTrack {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn each_lost_event_is_counted_by_one_ledger_move() {
+        let at = |epoch, seq, ts_ms| Acked {
+            tag: 1,
+            epoch: crate::position::Epoch::new(epoch).unwrap(),
+            seq: Seq::new(seq),
+            ts_ms,
+        };
+        let seqs: Vec<Seq> = [4, 5, 7].map(Seq::new).to_vec();
+        let mark = at(9, 7, 70);
+        assert_eq!(newly_lost(&seqs, &mark, None), 3);
+        assert_eq!(newly_lost(&seqs, &mark, Some(at(9, 4, 40))), 2);
+        assert_eq!(
+            newly_lost(&seqs, &mark, Some(at(9, 7, 70))),
+            0,
+            "counted already"
+        );
+        assert_eq!(newly_lost(&seqs, &mark, Some(at(9, 8, 80))), 0);
+        assert_eq!(
+            newly_lost(&seqs, &mark, Some(at(3, 50, 10))),
+            3,
+            "an older epoch"
+        );
+    }
 
     #[test]
     fn recovery_is_measured_once_per_close() {
