@@ -342,3 +342,66 @@ fn forge(id: &str) -> String {
     bytes[i] = if bytes[i] == b'A' { b'B' } else { b'A' };
     String::from_utf8(bytes).unwrap()
 }
+
+#[tokio::test]
+async fn unacknowledged_events_and_recovery_time_are_measured() -> Result<()> {
+    // Fast heartbeats: a stream re-reads its device's acks at each one.
+    let gw = GatewayProcess::start(&["--heartbeat", "200ms"])?;
+    let client = reqwest::Client::new();
+    let base = gw.url("");
+    let (topic, path) = ("dev/g1/cmd", "/v1/stream?topic=dev/g1/cmd&device=g1");
+    let mut s = open(&client, &gw.url(path), None, None).await?;
+    s.await_id(T).await?;
+    publish_range(&client, &base, topic, 1, 5, None).await?;
+    let got = read_n(&mut s, 5).await?;
+    assert_eq!(gw.metric("pushgate_device_unacked_events").await?, 5.0);
+    assert_eq!(
+        gw.metric("pushgate_device_events_delivered_total").await?,
+        5.0
+    );
+    ack(&client, &base, "g1", ack_body(&got[2].1), None).await?;
+    let mut unacked = f64::NAN;
+    for _ in 0..50 {
+        unacked = gw.metric("pushgate_device_unacked_events").await?;
+        if unacked == 2.0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(unacked, 2.0, "the stream picked up the ack");
+    drop(s);
+    let mut closed = f64::NAN;
+    for _ in 0..50 {
+        closed = gw.metric("pushgate_device_unacked_events").await?;
+        if closed == 0.0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(closed, 0.0, "a closed stream owes nothing");
+    assert_eq!(
+        gw.metric("pushgate_conn_recovery_seconds_count").await?,
+        0.0
+    );
+    let seen = resume_without_cursor(&client, &base, &base, path, topic, "m", None).await?;
+    assert_eq!(seen, with(range(4, 5), &["m"]));
+    assert_eq!(
+        gw.metric("pushgate_conn_recovery_seconds_count").await?,
+        1.0,
+        "close → resume of the same device"
+    );
+    // A plain stream is no device: it moves none of them.
+    let mut p = open(
+        &client,
+        &gw.url("/v1/stream?topic=dev/g1/cmd"),
+        Some("earliest"),
+        None,
+    )
+    .await?;
+    read_n(&mut p, 6).await?;
+    assert_eq!(
+        gw.metric("pushgate_device_events_delivered_total").await?,
+        8.0
+    );
+    Ok(())
+}
