@@ -239,6 +239,8 @@ fn lint_and_template_default_and_every_documented_combination() {
                     "PushgateReconnectGapHigh",
                     "PushgateSubscriberLag",
                     "PushgateEventLoopLag",
+                    "PushgateDeviceLossRateHigh",
+                    "PushgateDeviceRecoverySlow",
                 ] {
                     assert!(alerts.contains(&a), "missing alert {a}: {alerts:?}");
                 }
@@ -258,6 +260,8 @@ fn lint_and_template_default_and_every_documented_combination() {
                     "Deliveries / s",
                     "Resume outcomes / s",
                     "Streams per track",
+                    "Device loss rate",
+                    "Connection recovery (p50 / p95)",
                 ] {
                     assert!(titles.contains(&t), "dashboard lacks {t}: {titles:?}");
                 }
