@@ -29,6 +29,7 @@ pub mod resume;
 pub mod routing;
 pub mod sequencer;
 pub mod server;
+pub mod shadow;
 pub mod sse;
 pub mod store;
 pub mod stream;

@@ -50,6 +50,8 @@ pub struct Metrics {
     pub events_expired_total: IntCounter,
     /// Time from a device's stream closing to its next stream resuming here.
     pub conn_recovery_seconds: Histogram,
+    /// Shadow patches that changed a document, by side (`desired`, `reported`).
+    pub shadow_patches_total: IntCounterVec,
     /// Time from the publish of the last event a resuming client had (its
     /// cursor's timestamp) to the resume: how long it went without events.
     pub reconnect_gap_seconds: Histogram,
@@ -171,6 +173,11 @@ impl Metrics {
                 "conn_recovery_seconds",
                 "Time from a device's stream closing to its next stream resuming",
                 vec![0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0],
+            ),
+            shadow_patches_total: counter_vec(
+                "shadow_patches_total",
+                "Device shadow patches that changed a document, by side",
+                "side",
             ),
             reconnect_gap_seconds: histogram(
                 "reconnect_gap_seconds",

@@ -24,6 +24,7 @@ use crate::position::Seq;
 use crate::resume::{self, CursorAhead, Cut, Start};
 use crate::routing::RouteGuard;
 use crate::sequencer::{self, Sequencer};
+use crate::shadow;
 use crate::sse;
 use crate::store::{now_ms, StoreError, StoredEvent};
 use crate::topic::Topic;
@@ -39,6 +40,8 @@ pub struct StreamRequest {
     pub resume: ResumeFrom,
     /// The device the stream belongs to.
     pub device: Option<DeviceId>,
+    /// The shadow version the device says it has (`?shadow_version=`).
+    pub shadow_version: Option<u64>,
     /// Cancels the client's connection (slow consumers that stop reading).
     pub conn: CancellationToken,
     /// Its slot of `max_connections`.
@@ -78,7 +81,16 @@ pub async fn open(node: &Arc<Node>, mut req: StreamRequest) -> Result<Body, Open
     }
     // Register before reading heads: anything newer than the heads arrives
     // through the queue, anything older comes from history — no gap at the seam.
-    let sub = node.hub.subscribe(&req.topics, req.conn);
+    // A device's stream also follows its shadow's reserved topic, outside
+    // the cursor: shadow events carry their version instead.
+    let sub = match &req.device {
+        Some(d) => {
+            let mut topics = req.topics.clone();
+            topics.push(shadow::topic(d));
+            node.hub.subscribe(&topics, req.conn)
+        }
+        None => node.hub.subscribe(&req.topics, req.conn),
+    };
     let mut starts = Vec::with_capacity(req.topics.len());
     for t in &req.topics {
         let head = match node.store.head(t).await {
@@ -100,6 +112,15 @@ pub async fn open(node: &Arc<Node>, mut req: StreamRequest) -> Result<Body, Open
         };
         starts.push(start);
     }
+    let shadow_first = match &req.device {
+        Some(d) => shadow_pending(node, d, req.shadow_version)
+            .await
+            .map_err(|e| {
+                node.store_error(e);
+                OpenError::Refused(node.refuse(RefuseReason::Store))
+            })?,
+        None => None,
+    };
     if from_acks {
         node.metrics.device_resumes_total.inc();
     }
@@ -137,8 +158,30 @@ pub async fn open(node: &Arc<Node>, mut req: StreamRequest) -> Result<Body, Open
             credential: req.credential,
         },
         req.device.map(|d| (d, acked)),
+        shadow_first,
     );
     Ok(Body::from_stream(b))
+}
+
+/// The `event: shadow` a device's stream starts with: the current delta,
+/// unless nothing is pending or the device says it has this version.
+async fn shadow_pending(
+    node: &Node,
+    device: &DeviceId,
+    has_version: Option<u64>,
+) -> Result<Option<String>, StoreError> {
+    let Some(stored) = node.store.shadow(device).await? else {
+        return Ok(None);
+    };
+    let Some(doc) = shadow::Shadow::from_stored(stored) else {
+        tracing::warn!(%device, "stored shadow is unreadable; not announced");
+        return Ok(None);
+    };
+    if has_version.is_some_and(|v| v >= doc.version) {
+        return Ok(None);
+    }
+    let delta = doc.delta(now_ms());
+    Ok((!delta.is_empty()).then(|| shadow::event_data(doc.version, &delta)))
 }
 
 /// What woke the stream loop.
@@ -311,6 +354,10 @@ impl Live {
     async fn live(&mut self, frame: Arc<Frame>, out: &mut Vec<Bytes>) -> Result<(), StoreError> {
         let ev: &Arc<StoredEvent> = &frame.event;
         let Some(i) = self.seq.index(&ev.topic) else {
+            // Only a device's shadow topic is followed outside the cursor.
+            if ev.topic.is_reserved() && !ev.is_expired(now_ms()) {
+                out.push(sse::event(ev.event_type.as_deref(), &ev.data, None));
+            }
             return Ok(());
         };
         let (cut, step) = self.seq.live(i, ev);
@@ -336,6 +383,7 @@ fn body(
     guards: (StreamSlot, Option<RouteGuard>),
     endings: Endings,
     device: Option<(DeviceId, Vec<Acked>)>,
+    shadow_first: Option<String>,
 ) -> impl Stream<Item = Result<Bytes, Infallible>> {
     async_stream::stream! {
         let _guards = guards;
@@ -351,6 +399,9 @@ fn body(
         let mut first = BytesMut::from(format!("retry: {}\n", node.jittered_retry_ms()).as_bytes());
         sse::write_id_and_end(&mut first, &live.id());
         yield Ok(first.freeze());
+        if let Some(data) = shadow_first {
+            yield Ok(sse::event(Some(sse::SHADOW_EVENT), &data, Some(&live.id())));
+        }
         let cuts: Vec<(Topic, Cut)> = starts
             .iter()
             .filter_map(|s| s.cut.clone().map(|c| (s.topic.clone(), c)))

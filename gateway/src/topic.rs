@@ -11,6 +11,9 @@ pub const MAX_TOPIC_LEN: usize = 200;
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Topic(Arc<str>);
 
+/// Start of gateway-internal topic names (`$` is not a topic character).
+pub const RESERVED_PREFIX: &str = "$";
+
 /// Why a string is not a topic name.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum TopicError {
@@ -47,6 +50,28 @@ impl Topic {
             }
         }
         Ok(Topic(Arc::from(s)))
+    }
+
+    /// A gateway-internal topic (a device's shadow feed): its name starts
+    /// with [`RESERVED_PREFIX`], which [`Topic::parse`] rejects, so no
+    /// client can publish to it or subscribe to it by name.
+    pub fn reserved(rest: &str) -> Topic {
+        Topic(Arc::from(format!("{RESERVED_PREFIX}{rest}")))
+    }
+
+    /// A name read back from a store: a client topic or a reserved one.
+    pub fn from_stored(s: &str) -> Result<Topic, TopicError> {
+        match s.strip_prefix(RESERVED_PREFIX) {
+            Some(rest) if !rest.is_empty() && rest.bytes().all(|b| b.is_ascii_graphic()) => {
+                Ok(Topic(Arc::from(s)))
+            }
+            _ => Topic::parse(s),
+        }
+    }
+
+    /// Whether this is a gateway-internal topic.
+    pub fn is_reserved(&self) -> bool {
+        self.0.starts_with(RESERVED_PREFIX)
     }
 
     /// The name as text.
@@ -110,5 +135,19 @@ mod tests {
         assert_eq!(Topic::parse("a b"), Err(TopicError::BadChar(' ')));
         assert_eq!(Topic::parse("a\nb"), Err(TopicError::BadChar('\n')));
         assert_eq!(Topic::parse("é"), Err(TopicError::BadChar('é')));
+    }
+
+    #[test]
+    fn reserved_names_come_back_from_stores_but_never_from_clients() {
+        let t = Topic::reserved("shadow/7075");
+        assert!(t.is_reserved());
+        assert!(Topic::parse(t.as_str()).is_err(), "a client cannot name it");
+        assert_eq!(Topic::from_stored(t.as_str()).unwrap(), t);
+        assert_eq!(
+            Topic::from_stored("a/b").unwrap(),
+            Topic::parse("a/b").unwrap()
+        );
+        assert!(Topic::from_stored("$").is_err());
+        assert!(Topic::from_stored("a b").is_err());
     }
 }

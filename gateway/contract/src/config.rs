@@ -154,6 +154,9 @@ impl Config {
         if self.limits.max_topics_per_stream == 0 || self.limits.max_batch == 0 {
             return bad("limits.max_topics_per_stream and limits.max_batch must be at least 1");
         }
+        if self.limits.max_shadow_bytes < 64 {
+            return bad("limits.max_shadow_bytes must be at least 64");
+        }
         if self.limits.accept_rate == 0 || self.limits.publish_rate == 0 {
             return bad("limits.accept_rate and limits.publish_rate must be at least 1");
         }
@@ -446,6 +449,8 @@ pub struct Limits {
     pub accept_rate: u32,
     /// Events per second one publisher (client address) may publish (burst: the same number).
     pub publish_rate: u32,
+    /// Largest device shadow document, and largest shadow patch (bytes).
+    pub max_shadow_bytes: usize,
 }
 
 impl Default for Limits {
@@ -458,6 +463,7 @@ impl Default for Limits {
             max_connections: 10_000,
             accept_rate: 2_000,
             publish_rate: 5_000,
+            max_shadow_bytes: 16 * 1024,
         }
     }
 }

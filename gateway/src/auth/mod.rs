@@ -87,6 +87,11 @@ impl Identity {
         }
     }
 
+    /// Whether this is an admin token (`"admin": true`).
+    pub fn is_admin(&self) -> bool {
+        matches!(self, Identity::Client(g) if g.admin)
+    }
+
     /// How long the caller's credential counts, if it has one.
     pub fn lifetime(&self) -> Option<&Lifetime> {
         match self {

@@ -36,6 +36,14 @@ pub enum ErrorCode {
     BadTtl,
     /// A `priority` other than high, normal or low.
     BadPriority,
+    /// A shadow patch that is not valid JSON of the documented shape.
+    BadPatch,
+    /// An `If-Match` that is not a version.
+    BadIfMatch,
+    /// `If-Match` names a version that is no longer current.
+    VersionConflict,
+    /// A shadow document that would grow past `limits.max_shadow_bytes`.
+    ShadowTooLarge,
     /// A batch that is not a JSON array of events.
     BadBatch,
     /// An empty batch.
@@ -91,6 +99,10 @@ impl ErrorCode {
             BadIdempotencyKey => "bad_idempotency_key",
             BadTtl => "bad_ttl",
             BadPriority => "bad_priority",
+            BadPatch => "bad_patch",
+            BadIfMatch => "bad_if_match",
+            VersionConflict => "version_conflict",
+            ShadowTooLarge => "shadow_too_large",
             BadBatch => "bad_batch",
             EmptyBatch => "empty_batch",
             BadBody => "bad_body",
@@ -118,7 +130,11 @@ impl ErrorCode {
         match self {
             BadTopic | MissingTopic | TooManyTopics | BadCursor | CursorAhead | BadDevice
             | BadAck | BadData | BadEventType | BadIdempotencyKey | BadTtl | BadPriority
-            | BadBatch | EmptyBatch | BadBody | StoreRejected => StatusCode::BAD_REQUEST,
+            | BadBatch | EmptyBatch | BadBody | BadPatch | BadIfMatch | StoreRejected => {
+                StatusCode::BAD_REQUEST
+            }
+            VersionConflict => StatusCode::PRECONDITION_FAILED,
+            ShadowTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Unauthorized => StatusCode::UNAUTHORIZED,
             Forbidden => StatusCode::FORBIDDEN,
             NotFound => StatusCode::NOT_FOUND,

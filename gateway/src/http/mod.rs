@@ -7,6 +7,7 @@ pub mod error;
 mod ops;
 mod publish;
 pub mod refusal;
+mod shadow;
 mod subscribe;
 pub mod trace;
 
@@ -54,6 +55,10 @@ pub fn api_router(node: Arc<Node>) -> Router {
         )
         .route("/v1/publish", post(publish::publish_batch))
         .route("/v1/devices/{device}/ack", post(devices::ack))
+        .route(
+            "/v1/devices/{device}/shadow",
+            get(shadow::get).patch(shadow::patch),
+        )
         .merge(ops_routes())
         .merge(demo)
         .fallback(not_found)

@@ -74,12 +74,15 @@ struct Parsed {
     resume: ResumeFrom,
     /// `?device=`: names the device only with auth off.
     device: Option<DeviceId>,
+    /// `?shadow_version=`: the shadow version a device already has.
+    shadow_version: Option<u64>,
 }
 
 fn parse(node: &Node, uri: &Uri, headers: &HeaderMap) -> Result<Parsed, ApiError> {
     let mut topics: Vec<Topic> = Vec::new();
     let mut query_cursor = None;
     let mut device = None;
+    let mut shadow_version = None;
     for (k, v) in query_pairs(uri.query()) {
         match k.as_str() {
             "topic" => {
@@ -91,6 +94,11 @@ fn parse(node: &Node, uri: &Uri, headers: &HeaderMap) -> Result<Parsed, ApiError
             }
             "last_event_id" | "lastEventId" => query_cursor = Some(v),
             "device" => device = Some(super::devices::parse_device(&v)?),
+            "shadow_version" => {
+                shadow_version = Some(v.parse().map_err(|_| {
+                    ApiError::new(ErrorCode::BadCursor, "shadow_version is a version number")
+                })?)
+            }
             _ => {}
         }
     }
@@ -122,6 +130,7 @@ fn parse(node: &Node, uri: &Uri, headers: &HeaderMap) -> Result<Parsed, ApiError
         topics,
         resume,
         device,
+        shadow_version,
     })
 }
 
@@ -196,6 +205,7 @@ async fn open(
                     topics: req.topics,
                     resume: req.resume,
                     device,
+                    shadow_version: req.shadow_version,
                     conn: conn.kill,
                     slot,
                     route: Some(route),

@@ -106,6 +106,8 @@ where
     concurrent_device_acks_keep_the_newest(make(&factory, r.clone()).await).await;
     expired_events_keep_their_place_and_lose_their_payload(make(&factory, r.clone()).await).await;
     the_loss_ledger_says_what_it_held_before(make(&factory, r.clone()).await).await;
+    shadows_move_by_compare_and_set(make(&factory, r.clone()).await).await;
+    concurrent_shadow_writers_from_one_version_one_wins(make(&factory, r.clone()).await).await;
     let by_count = Retention {
         max_events: 3,
         ..r.clone()
@@ -548,5 +550,60 @@ async fn the_loss_ledger_says_what_it_held_before(s: Subject) {
     assert!(
         s.store.acked(&d, &[1, 2]).await.unwrap().is_empty(),
         "the loss ledger is not the acknowledgements"
+    );
+}
+
+async fn shadows_move_by_compare_and_set(s: Subject) {
+    let (a, b) = (s.device("shadow-a"), s.device("shadow-b"));
+    assert_eq!(s.store.shadow(&a).await.unwrap(), None);
+    assert!(
+        !s.store.put_shadow(&a, 1, 2, "{}".into()).await.unwrap(),
+        "nothing at 1"
+    );
+    assert!(s
+        .store
+        .put_shadow(&a, 0, 1, r#"{"v":1}"#.into())
+        .await
+        .unwrap());
+    assert!(!s
+        .store
+        .put_shadow(&a, 0, 1, r#"{"v":"x"}"#.into())
+        .await
+        .unwrap());
+    assert!(s
+        .store
+        .put_shadow(&a, 1, 2, r#"{"v":2}"#.into())
+        .await
+        .unwrap());
+    assert_eq!(
+        s.store.shadow(&a).await.unwrap(),
+        Some((2, r#"{"v":2}"#.to_owned()))
+    );
+    assert_eq!(
+        s.store.shadow(&b).await.unwrap(),
+        None,
+        "one device's shadow only"
+    );
+}
+
+async fn concurrent_shadow_writers_from_one_version_one_wins(s: Subject) {
+    let d = s.device("shadow-c");
+    assert!(s.store.put_shadow(&d, 0, 1, "one".into()).await.unwrap());
+    let tasks: Vec<_> = (0..8)
+        .map(|i| {
+            let (store, d) = (s.store.clone(), d.clone());
+            tokio::spawn(async move { store.put_shadow(&d, 1, 2, format!("w{i}")).await })
+        })
+        .collect();
+    let mut won = Vec::new();
+    for (i, t) in tasks.into_iter().enumerate() {
+        if t.await.expect("task").expect("put") {
+            won.push(i);
+        }
+    }
+    assert_eq!(won.len(), 1, "exactly one writer wins: {won:?}");
+    assert_eq!(
+        s.store.shadow(&d).await.unwrap(),
+        Some((2, format!("w{}", won[0])))
     );
 }

@@ -15,10 +15,10 @@ use tokio::sync::{mpsc, oneshot};
 
 use rusqlite::types::{FromSql, FromSqlError, FromSqlResult, ToSql, ToSqlOutput, ValueRef};
 
-use super::sqlite_acks;
 use super::{
     now_ms, Ack, Events, Ledger, NewEvent, Store, StoreError, StoreOptions, StoredEvent, TopicHead,
 };
+use super::{sqlite_acks, sqlite_shadow};
 use crate::config::{FsyncPolicy, Retention};
 use crate::device::{Acked, DeviceId};
 use crate::position::{Epoch, Seq};
@@ -113,6 +113,7 @@ impl FromSql for Epoch {
 enum Command {
     Append(Vec<NewEvent>, Reply<Vec<Ack>>),
     DeviceAck(PendingAck),
+    PutShadow(DeviceId, (u64, u64, String), Reply<bool>),
     Wipe(Topic, Reply<TopicHead>),
     Trim(Reply<u64>),
 }
@@ -154,6 +155,9 @@ impl EmbeddedStore {
         migrate(&writer).map_err(unavailable)?;
         writer
             .execute_batch(sqlite_acks::SCHEMA)
+            .map_err(unavailable)?;
+        writer
+            .execute_batch(sqlite_shadow::SCHEMA)
             .map_err(unavailable)?;
         let readers: Vec<Mutex<Connection>> = (0..READERS)
             .map(|_| open_conn(&path, fsync).map(Mutex::new))
@@ -312,6 +316,24 @@ impl Store for EmbeddedStore {
     async fn lost(&self, device: &DeviceId, tags: &[u32]) -> Result<Vec<Acked>, StoreError> {
         self.read_positions(Ledger::Expired, device, tags).await
     }
+
+    async fn shadow(&self, device: &DeviceId) -> Result<Option<(u64, String)>, StoreError> {
+        let device = device.clone();
+        self.with_reader(move |conn| sqlite_shadow::read(conn, &device))
+            .await
+    }
+
+    async fn put_shadow(
+        &self,
+        device: &DeviceId,
+        expected: u64,
+        version: u64,
+        doc: String,
+    ) -> Result<bool, StoreError> {
+        let device = device.clone();
+        self.command(|r| Command::PutShadow(device, (expected, version, doc), r))
+            .await
+    }
 }
 
 impl EmbeddedStore {
@@ -392,7 +414,7 @@ impl Writer {
         for row in rows {
             let (name, epoch, last_seq) = row?;
             // Names were validated before they were stored; skip anything foreign.
-            if let Ok(t) = Topic::parse(&name) {
+            if let Ok(t) = Topic::from_stored(&name) {
                 self.topics.insert(t, TopicState { epoch, last_seq });
             }
         }
@@ -419,6 +441,11 @@ impl Writer {
                         self.commit_appends(std::mem::take(&mut appends));
                         self.commit_acks(std::mem::take(&mut acks));
                         let _ = reply.send(self.wipe(&topic).map_err(unavailable));
+                    }
+                    Command::PutShadow(device, put, reply) => {
+                        self.commit_appends(std::mem::take(&mut appends));
+                        self.commit_acks(std::mem::take(&mut acks));
+                        let _ = reply.send(self.put_shadow(&device, put).map_err(unavailable));
                     }
                     Command::Trim(reply) => {
                         self.commit_appends(std::mem::take(&mut appends));
@@ -602,6 +629,15 @@ impl Writer {
         Ok(all)
     }
 
+    fn put_shadow(&mut self, device: &DeviceId, put: (u64, u64, String)) -> rusqlite::Result<bool> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let written = sqlite_shadow::put(&tx, device, (put.0, put.1, &put.2), now_ms())?;
+        tx.commit()?;
+        Ok(written)
+    }
+
     fn wipe(&mut self, topic: &Topic) -> rusqlite::Result<TopicHead> {
         let old = self.topics.get(topic).map(|s| s.epoch);
         let state = TopicState {
@@ -658,7 +694,9 @@ impl Writer {
             "DELETE FROM idem WHERE ts < ?1",
             [now.saturating_sub(idempotency_ttl.as_millis() as u64) as i64],
         )?;
-        sqlite_acks::trim(&tx, now.saturating_sub(device_ack_ttl.as_millis() as u64))?;
+        let device_cutoff = now.saturating_sub(device_ack_ttl.as_millis() as u64);
+        sqlite_acks::trim(&tx, device_cutoff)?;
+        sqlite_shadow::trim(&tx, device_cutoff)?;
         tx.commit()?;
         Ok(removed)
     }

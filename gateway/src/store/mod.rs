@@ -7,7 +7,9 @@ pub mod embedded;
 pub mod redis;
 mod redis_acks;
 mod redis_scripts;
+mod redis_shadow;
 mod sqlite_acks;
+mod sqlite_shadow;
 
 use std::sync::Arc;
 
@@ -230,6 +232,21 @@ pub trait Store: Send + Sync + 'static {
 
     /// `device`'s loss ledger among `tags`.
     async fn lost(&self, device: &DeviceId, tags: &[u32]) -> Result<Vec<Acked>, StoreError>;
+
+    /// `device`'s shadow document (JSON text) and its version, if any.
+    async fn shadow(&self, device: &DeviceId) -> Result<Option<(u64, String)>, StoreError>;
+
+    /// Stores `doc` as `device`'s shadow at `version` if the stored version
+    /// is still `expected` (0: none stored); false when another writer came
+    /// first. Shadows are kept for `retention.device_ack_ttl` after their
+    /// last change.
+    async fn put_shadow(
+        &self,
+        device: &DeviceId,
+        expected: u64,
+        version: u64,
+        doc: String,
+    ) -> Result<bool, StoreError>;
 }
 
 /// Milliseconds since the Unix epoch.

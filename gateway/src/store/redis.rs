@@ -23,7 +23,8 @@ use redis::{AsyncConnectionConfig, Client, Script, Value};
 use tokio::task::JoinHandle;
 
 use super::redis_acks;
-use super::redis_scripts::{APPEND, COMPARE_AND_SET, WIPE};
+use super::redis_scripts::{APPEND, COMPARE_AND_SET, SHADOW_CAS, WIPE};
+use super::redis_shadow;
 use super::{
     now_ms, Ack, Events, Ledger, LiveSink, NewEvent, Store, StoreError, StoreOptions, StoredEvent,
     TopicHead,
@@ -86,6 +87,7 @@ pub struct RedisStore {
     append: Script,
     wipe: Script,
     cas: Script,
+    shadow_cas: Script,
     readers: Vec<JoinHandle<()>>,
 }
 
@@ -137,6 +139,7 @@ impl RedisStore {
             append: Script::new(APPEND),
             wipe: Script::new(WIPE),
             cas: Script::new(COMPARE_AND_SET),
+            shadow_cas: Script::new(SHADOW_CAS),
             readers,
         })
     }
@@ -266,7 +269,10 @@ impl RedisStore {
             .query_async(&mut self.conn())
             .await
             .map_err(unavailable)?;
-        Ok(names.iter().filter_map(|n| Topic::parse(n).ok()).collect())
+        Ok(names
+            .iter()
+            .filter_map(|n| Topic::from_stored(n).ok())
+            .collect())
     }
 
     async fn trim_topic(&self, t: &Topic) -> Result<u64, StoreError> {
@@ -573,6 +579,24 @@ impl Store for RedisStore {
         let key = redis_acks::key(&self.keys.prefix, Ledger::Expired, device);
         redis_acks::read(&mut self.conn(), &key, tags).await
     }
+
+    async fn shadow(&self, device: &DeviceId) -> Result<Option<(u64, String)>, StoreError> {
+        let key = redis_shadow::key(&self.keys.prefix, device);
+        redis_shadow::read(&mut self.conn(), &key).await
+    }
+
+    async fn put_shadow(
+        &self,
+        device: &DeviceId,
+        expected: u64,
+        version: u64,
+        doc: String,
+    ) -> Result<bool, StoreError> {
+        let key = redis_shadow::key(&self.keys.prefix, device);
+        let ttl = self.opts.retention.device_ack_ttl.as_millis() as u64;
+        let cas = &self.shadow_cas;
+        redis_shadow::put(&mut self.conn(), cas, &key, (expected, version, &doc), ttl).await
+    }
 }
 
 impl RedisStore {
@@ -649,7 +673,7 @@ async fn read_live(
                     continue;
                 }
                 let parsed = (|| {
-                    let topic = Topic::parse(field(&f, "tp")?).ok()?;
+                    let topic = Topic::from_stored(field(&f, "tp")?).ok()?;
                     let epoch = Epoch::new(field(&f, "e")?.parse().ok()?)?;
                     let seq = Seq::new(field(&f, "s")?.parse().ok()?);
                     Some(stored_from(&topic, epoch, seq, &f))

@@ -13,19 +13,24 @@ use crate::position::{Epoch, Seq};
 /// Compare-and-set rounds before giving up (each loses only to a newer write).
 const ROUNDS: usize = 16;
 
-/// The device's hash key of `ledger`. The id goes in hex, so no character
-/// of it can change the key's hash slot.
-pub fn key(prefix: &str, ledger: Ledger, device: &DeviceId) -> String {
+/// A key of `device` (all of a device's keys share one hash slot). The id
+/// goes in hex, so no character of it can change the key's hash slot.
+pub fn device_key(prefix: &str, device: &DeviceId, suffix: &str) -> String {
     let hex: String = device
         .as_str()
         .bytes()
         .map(|b| format!("{b:02x}"))
         .collect();
+    format!("{prefix}:{{d:{hex}}}:{suffix}")
+}
+
+/// The device's hash key of `ledger`.
+pub fn key(prefix: &str, ledger: Ledger, device: &DeviceId) -> String {
     let suffix = match ledger {
         Ledger::Acked => "a",
         Ledger::Expired => "x",
     };
-    format!("{prefix}:{{d:{hex}}}:{suffix}")
+    device_key(prefix, device, suffix)
 }
 
 fn encode(a: &Acked) -> String {

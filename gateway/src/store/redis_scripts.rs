@@ -109,3 +109,19 @@ end
 redis.call('PEXPIRE', key, ttl)
 return 1
 "#;
+
+/// Compare-and-set of a device's shadow. KEYS: its hash. ARGV: expected
+/// version ('0' = none), new version, document, TTL (ms). Returns 1 when
+/// written, 0 when the stored version was another.
+pub const SHADOW_CAS: &str = r#"
+local key = KEYS[1]
+local kt = redis.call('TYPE', key)['ok']
+if kt ~= 'hash' and kt ~= 'none' then
+  return redis.error_reply('WRONGTYPE ' .. key .. ' holds a ' .. kt .. ', not a hash')
+end
+local v = redis.call('HGET', key, 'v') or '0'
+if v ~= ARGV[1] then return 0 end
+redis.call('HSET', key, 'v', ARGV[2], 'doc', ARGV[3])
+redis.call('PEXPIRE', key, ARGV[4])
+return 1
+"#;
