@@ -9,6 +9,11 @@
 //! Prints `<data>` per event (`[<type>] <data>` for other types). With auth
 //! on, `TOKEN` holds the device's token (its `sub` is `DEVICE`); with auth
 //! off the device names itself with `?device=`.
+//!
+//! It also follows its shadow: an `event: shadow` carries the desired state
+//! that differs from what it reported; it applies it (here: prints it) and
+//! reports it back with `PATCH /v1/devices/{device}/shadow`. An
+//! `event: expired` says commands expired while it was away.
 
 mod sse;
 
@@ -33,6 +38,18 @@ impl sse::Follower for Device {
     }
 
     async fn event(&mut self, http: &reqwest::Client, ev: sse::Event) -> bool {
+        match (ev.event.as_deref(), &ev.data) {
+            (Some("shadow"), Some(data)) => {
+                println!("[shadow] {data}");
+                self.report(http, data).await;
+                return true;
+            }
+            (Some("expired"), Some(data)) => {
+                println!("[expired] {data}");
+                return true;
+            }
+            _ => {}
+        }
         let (Some(data), Some(id)) = (ev.data, ev.id) else {
             return true;
         };
@@ -55,6 +72,32 @@ impl sse::Follower for Device {
         }
         self.handled += 1;
         self.max.is_none_or(|m| self.handled < m)
+    }
+}
+
+impl Device {
+    /// Applies a shadow delta and reports the new state: what the device
+    /// reports is what publishers stop asking for.
+    async fn report(&self, http: &reqwest::Client, data: &str) {
+        let Ok(shadow) = serde_json::from_str::<serde_json::Value>(data) else {
+            eprintln!("shadow event is not JSON: {data}");
+            return;
+        };
+        let body = serde_json::json!({ "state": { "reported": shadow["delta"] } });
+        let mut req = http
+            .patch(format!(
+                "{}/v1/devices/{}/shadow",
+                self.gateway, self.device
+            ))
+            .json(&body);
+        if let Some(t) = &self.token {
+            req = req.bearer_auth(t);
+        }
+        match req.send().await {
+            Ok(r) if r.status().is_success() => {}
+            Ok(r) => eprintln!("shadow report answered {}", r.status()),
+            Err(e) => eprintln!("shadow report failed: {e}"),
+        }
     }
 }
 

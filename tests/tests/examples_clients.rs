@@ -46,14 +46,22 @@ impl Client {
 
     /// The data of the next `n` events (`<id> <data>` lines), bounded.
     fn data(&self, n: usize, timeout: Duration) -> Vec<String> {
+        self.lines(n, timeout)
+            .into_iter()
+            .map(|l| l.split_once(' ').map(|(_, d)| d.to_owned()).unwrap_or(l))
+            .collect()
+    }
+
+    /// The next `n` lines as printed, bounded.
+    fn lines(&self, n: usize, timeout: Duration) -> Vec<String> {
         let deadline = std::time::Instant::now() + timeout;
         let mut got = Vec::new();
         while got.len() < n {
             let left = deadline.saturating_duration_since(std::time::Instant::now());
             match self.lines.recv_timeout(left) {
-                Ok(l) => got.push(l.split_once(' ').map(|(_, d)| d.to_owned()).unwrap_or(l)),
+                Ok(l) => got.push(l),
                 Err(_) => panic!(
-                    "only {} of {n} events within {timeout:?}: {got:?}",
+                    "only {} of {n} lines within {timeout:?}: {got:?}",
                     got.len()
                 ),
             }
@@ -187,6 +195,28 @@ fn wait_metric(g: &GatewayProcess, name: &str, want: f64) {
     panic!("{name} did not reach {want}");
 }
 
+/// One HTTP request from a synchronous test: status and JSON body.
+fn call(
+    method: reqwest::Method,
+    url: &str,
+    body: &str,
+) -> (reqwest::StatusCode, serde_json::Value) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let resp = reqwest::Client::new()
+            .request(method, url)
+            .body(body.to_owned())
+            .send()
+            .await
+            .unwrap();
+        let status = resp.status();
+        (status, resp.json().await.unwrap_or_default())
+    })
+}
+
 #[test]
 fn the_device_example_keeps_no_state_and_misses_nothing_while_off() {
     let g = GatewayProcess::start(&["--retry", "200ms"]).unwrap();
@@ -203,8 +233,35 @@ fn the_device_example_keeps_no_state_and_misses_nothing_while_off() {
     // Power loss: the device keeps nothing, not even its last event id.
     drop(first);
     publish(&g, "devices/pump-7", &["rpm=1200", "stop"]);
+    // Meanwhile its operator wants another speed, and a one-second
+    // command comes and goes.
+    let shadow = g.url("/v1/devices/pump-7/shadow");
+    let want = r#"{"state":{"desired":{"rpm":1500}}}"#;
+    assert!(call(reqwest::Method::PATCH, &shadow, want).0.is_success());
+    let command = g.url("/v1/topics/devices/pump-7/events?ttl=1s");
+    assert!(call(reqwest::Method::POST, &command, "purge")
+        .0
+        .is_success());
+    std::thread::sleep(Duration::from_millis(1_500));
     let mut second = Client::spawn(device().args(["--max", "2"]));
-    assert_eq!(second.data(2, T), ["rpm=1200", "stop"]);
+    assert_eq!(
+        second.lines(4, T),
+        [
+            r#"[shadow] {"delta":{"rpm":1500},"version":1}"#,
+            r#"[expired] {"topics":[{"count":1,"topic":"devices/pump-7"}]}"#,
+            "rpm=1200",
+            "stop"
+        ]
+    );
+    let reported = || call(reqwest::Method::GET, &shadow, "").1["state"]["reported"].clone();
+    let deadline = std::time::Instant::now() + T;
+    while reported() != serde_json::json!({"rpm":1500}) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the device did not report its shadow"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
     let status = second.child.wait().unwrap();
     assert!(status.success(), "device exited with {status}");
     second.silent_for(Duration::from_millis(200));
