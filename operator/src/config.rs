@@ -125,6 +125,10 @@ pub fn gateway_config(
         );
         set(&mut lim.accept_rate, l.accept_rate);
         set(&mut lim.publish_rate, l.publish_rate);
+        set(
+            &mut lim.max_shadow_bytes,
+            l.max_shadow_bytes.map(|n| n as usize),
+        );
     }
     Ok(c)
 }

@@ -394,6 +394,10 @@ pub struct LimitsSpec {
     /// Publishes accepted per second.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub publish_rate: Option<u32>,
+    /// Largest device shadow document (and shadow patch), in bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 64))]
+    pub max_shadow_bytes: Option<u32>,
 }
 
 /// HorizontalPodAutoscaler settings.
