@@ -26,6 +26,9 @@ pub enum RefuseReason {
     RouteChanged,
     /// A request claimed to be proxied by a peer without the peers' secret.
     ProxyUnauthenticated,
+    /// The connections layer is degraded, or the storage layer is and the
+    /// stream needs the store.
+    Degraded,
 }
 
 impl RefuseReason {
@@ -39,6 +42,7 @@ impl RefuseReason {
             RefuseReason::PeerUnreachable => "peer_unreachable",
             RefuseReason::RouteChanged => "route_changed",
             RefuseReason::ProxyUnauthenticated => "proxy_unauthenticated",
+            RefuseReason::Degraded => "degraded",
         }
     }
 
@@ -51,6 +55,7 @@ impl RefuseReason {
             RefuseReason::PeerUnreachable => "the track serving this stream is unreachable",
             RefuseReason::RouteChanged => "routing is changing; reconnect",
             RefuseReason::ProxyUnauthenticated => "proxied request without a valid peer token",
+            RefuseReason::Degraded => "the gateway is degraded and takes no new streams for now",
         }
     }
 }
@@ -103,6 +108,9 @@ impl Drop for StreamSlot {
 pub fn admit(node: &Arc<Node>) -> Result<StreamSlot, Refusal> {
     if node.is_draining() {
         return Err(node.refuse(RefuseReason::Draining));
+    }
+    if node.degrade.flags.is_on(crate::degrade::Layer::Connections) {
+        return Err(node.refuse(RefuseReason::Degraded));
     }
     let gauge = &node.metrics.connections;
     gauge.inc();

@@ -9,9 +9,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub use pushgate_contract::config::{
-    AuthConfig, CertIdentity, ClientAuth, Config, CorsConfig, Delivery, EdgeConfig, FsyncPolicy,
-    KeyAlgorithm, Limits, LogFormat, RedisSettings, Retention, StoreKind, Tiers, TlsConfig,
-    MAX_TTL,
+    AuthConfig, Backpressure, BackpressureRule, CertIdentity, ClientAuth, Config, CorsConfig,
+    Delivery, EdgeConfig, FsyncPolicy, KeyAlgorithm, Limits, LogFormat, RedisSettings, Retention,
+    StoreKind, Tiers, TlsConfig, MAX_TTL,
 };
 use pushgate_contract::names::env;
 use pushgate_contract::routing::Track;

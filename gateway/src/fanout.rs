@@ -12,13 +12,17 @@ use std::time::{Duration, Instant};
 use bytes::{Bytes, BytesMut};
 use tokio_util::sync::CancellationToken;
 
+use crate::auth::pattern::TopicPattern;
+use crate::config::Backpressure;
 use crate::cursor::Cursor;
+use crate::degrade::{Flags, Layer};
 use crate::hash::fnv1a32;
 use crate::metrics::Metrics;
 use crate::position::{Seq, StreamPos};
 use crate::queue::{self, TrySendError};
 use crate::sse;
 use crate::store::StoredEvent;
+use crate::tier::Priority;
 use crate::topic::Topic;
 
 const SHARDS: usize = 64;
@@ -31,6 +35,8 @@ const IDLE_SLOT_TTL: Duration = Duration::from_secs(120);
 pub struct Frame {
     /// The stored event.
     pub event: Arc<StoredEvent>,
+    /// What a full subscriber queue does with its topic's events.
+    pub policy: Backpressure,
     bytes: Bytes,
     body_len: usize,
 }
@@ -38,6 +44,11 @@ pub struct Frame {
 impl Frame {
     /// Encodes an event.
     pub fn new(event: Arc<StoredEvent>) -> Arc<Frame> {
+        Frame::with_policy(event, Backpressure::Disconnect)
+    }
+
+    /// Encodes an event of a topic with backpressure `policy`.
+    pub fn with_policy(event: Arc<StoredEvent>, policy: Backpressure) -> Arc<Frame> {
         let mut buf = BytesMut::with_capacity(event.data.len() + 64);
         sse::write_body(&mut buf, event.event_type.as_deref(), &event.data);
         let body_len = buf.len();
@@ -45,6 +56,7 @@ impl Frame {
         sse::write_id_and_end(&mut buf, &id);
         Arc::new(Frame {
             event,
+            policy,
             bytes: buf.freeze(),
             body_len,
         })
@@ -101,6 +113,9 @@ struct Slot {
     subs: Vec<Arc<Entry>>,
     ring: VecDeque<Arc<Frame>>,
     touched: Instant,
+    /// The newest event held back from live fan-out while the events layer
+    /// is degraded (its subscribers fill what came before from history).
+    held: Option<Arc<Frame>>,
 }
 
 /// The local fan-out registry.
@@ -112,6 +127,8 @@ pub struct Hub {
     slow_grace: Duration,
     metrics: Arc<Metrics>,
     rt: tokio::runtime::Handle,
+    degrade: Arc<Flags>,
+    policies: Vec<(TopicPattern, Backpressure)>,
 }
 
 /// A registered subscriber: its queue of frames. Dropping it unregisters at once.
@@ -132,6 +149,8 @@ impl Hub {
         queue_size: usize,
         slow_grace: Duration,
         metrics: Arc<Metrics>,
+        degrade: Arc<Flags>,
+        policies: Vec<(TopicPattern, Backpressure)>,
     ) -> Arc<Hub> {
         Arc::new(Hub {
             shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
@@ -141,7 +160,17 @@ impl Hub {
             slow_grace,
             metrics,
             rt: tokio::runtime::Handle::current(),
+            degrade,
+            policies,
         })
+    }
+
+    /// The backpressure policy of `topic`: the first rule that matches.
+    pub fn policy_of(&self, topic: &Topic) -> Backpressure {
+        self.policies
+            .iter()
+            .find(|(p, _)| p.matches(topic))
+            .map_or(Backpressure::Disconnect, |(_, b)| *b)
     }
 
     fn shard(&self, topic: &Topic) -> MutexGuard<'_, HashMap<Topic, Slot>> {
@@ -170,6 +199,7 @@ impl Hub {
                     subs: Vec::new(),
                     ring: VecDeque::new(),
                     touched: Instant::now(),
+                    held: None,
                 })
                 .subs
                 .push(entry.clone());
@@ -185,7 +215,8 @@ impl Hub {
 
     /// Hands one stored event to every local subscriber of its topic.
     pub fn dispatch(&self, event: Arc<StoredEvent>) {
-        let frame = Frame::new(event);
+        let policy = self.policy_of(&event.topic);
+        let frame = Frame::with_policy(event, policy);
         let ev = &frame.event;
         let mut slow = Vec::new();
         {
@@ -194,6 +225,7 @@ impl Hub {
                 subs: Vec::new(),
                 ring: VecDeque::new(),
                 touched: Instant::now(),
+                held: None,
             });
             slot.touched = Instant::now();
             if self.ring_cap > 0 {
@@ -208,19 +240,16 @@ impl Hub {
                 }
                 slot.ring.push_back(frame.clone());
             }
-            let mut queued = 0;
-            slot.subs.retain(|s| match s.tx.try_send(frame.clone()) {
-                Ok(()) => {
-                    queued += 1;
-                    true
-                }
-                Err(TrySendError::Full(_)) => {
-                    slow.push(s.clone());
-                    false
-                }
-                Err(TrySendError::Closed(_)) => false,
-            });
-            self.metrics.subscriber_lag_events.add(queued);
+            // Held under the shard's lock: a release after the layer
+            // recovers takes the same lock, so nothing held is left behind.
+            if self.degrade.is_on(Layer::Events)
+                && ev.priority != Priority::High
+                && !ev.topic.is_reserved()
+            {
+                slot.held = Some(frame);
+                return;
+            }
+            self.fan_out(slot, &frame, &mut slow);
         }
         for entry in slow {
             self.kick(&entry, KickReason::SlowConsumer);
@@ -245,6 +274,75 @@ impl Hub {
                 .cloned()
                 .collect(),
         )
+    }
+
+    fn fan_out(&self, slot: &mut Slot, frame: &Arc<Frame>, slow: &mut Vec<Arc<Entry>>) {
+        let mut queued = 0i64;
+        let topic = &frame.event.topic;
+        slot.subs.retain(|s| {
+            let sent = match s.tx.try_send(frame.clone()) {
+                Err(TrySendError::Full(f)) if frame.policy != Backpressure::Disconnect => {
+                    // Room is made from this topic's own queued events; the
+                    // stream announces the gap as `event: skipped`.
+                    let keep_latest = frame.policy == Backpressure::KeepLatest;
+                    s.tx.try_send_dropping(f, keep_latest, |q| &q.event.topic == topic)
+                        .map(|dropped| dropped as i64)
+                }
+                other => other.map(|()| 0),
+            };
+            match sent {
+                Ok(dropped) => {
+                    queued += 1 - dropped;
+                    true
+                }
+                Err(TrySendError::Full(_)) => {
+                    slow.push(s.clone());
+                    false
+                }
+                Err(TrySendError::Closed(_)) => false,
+            }
+        });
+        self.metrics.subscriber_lag_events.add(queued);
+        self.metrics
+            .subscriber_queue_events
+            .with_label_values(&[frame.policy.as_str()])
+            .add(queued);
+    }
+
+    /// After the events layer recovers: each topic's newest held event goes
+    /// to its subscribers, whose streams fill the gap before it from
+    /// history, in order. Returns how many topics had events held.
+    pub fn release_held(&self) -> usize {
+        let mut released = 0;
+        for shard in self.shards.iter() {
+            let mut slow = Vec::new();
+            {
+                let mut s = shard.lock().unwrap_or_else(|p| p.into_inner());
+                for slot in s.values_mut() {
+                    if let Some(frame) = slot.held.take() {
+                        self.fan_out(slot, &frame, &mut slow);
+                        released += 1;
+                    }
+                }
+            }
+            for entry in slow {
+                self.kick(&entry, KickReason::SlowConsumer);
+            }
+        }
+        released
+    }
+
+    /// The span the hot ring holds of `topic`, as a head: what a stream can
+    /// be planned from while the store is not to be asked.
+    pub fn ring_head(&self, topic: &Topic) -> Option<crate::store::TopicHead> {
+        let shard = self.shard(topic);
+        let ring = &shard.get(topic)?.ring;
+        let (front, back) = (ring.front()?, ring.back()?);
+        Some(crate::store::TopicHead {
+            epoch: Some(back.event.epoch),
+            first_seq: Some(front.event.seq),
+            last_seq: back.event.seq,
+        })
     }
 
     /// Forgets the hot ring of a topic (its history was wiped).
@@ -306,18 +404,22 @@ impl Hub {
 
 impl Subscription {
     /// Marks a frame as taken from the queue (keeps the lag gauge exact).
-    pub fn took_one(&self) {
+    pub fn took_one(&self, frame: &Frame) {
         self.hub.metrics.subscriber_lag_events.dec();
+        self.hub
+            .metrics
+            .subscriber_queue_events
+            .with_label_values(&[frame.policy.as_str()])
+            .dec();
     }
 }
 
 impl Drop for Subscription {
     fn drop(&mut self) {
         self.shared.finished.store(true, Ordering::Release);
-        self.hub
-            .metrics
-            .subscriber_lag_events
-            .sub(self.rx.len() as i64);
+        while let Some(f) = self.rx.try_recv() {
+            self.took_one(&f);
+        }
         self.hub.remove(self.id, &self.topics);
     }
 }
@@ -348,7 +450,14 @@ mod tests {
 
     #[tokio::test]
     async fn encodes_once_and_shares_bytes() {
-        let hub = Hub::new(4, 8, Duration::from_secs(1), Metrics::new());
+        let hub = Hub::new(
+            4,
+            8,
+            Duration::from_secs(1),
+            Metrics::new(),
+            Arc::default(),
+            Vec::new(),
+        );
         let t = Topic::parse("t").unwrap();
         let mut a = hub.subscribe(std::slice::from_ref(&t), CancellationToken::new());
         let mut b = hub.subscribe(std::slice::from_ref(&t), CancellationToken::new());
@@ -362,14 +471,21 @@ mod tests {
     #[tokio::test]
     async fn full_queue_kicks_only_the_slow_one() {
         let metrics = Metrics::new();
-        let hub = Hub::new(4, 2, Duration::from_millis(10), metrics.clone());
+        let hub = Hub::new(
+            4,
+            2,
+            Duration::from_millis(10),
+            metrics.clone(),
+            Arc::default(),
+            Vec::new(),
+        );
         let t = Topic::parse("t").unwrap();
         let mut fast = hub.subscribe(std::slice::from_ref(&t), CancellationToken::new());
         let slow = hub.subscribe(std::slice::from_ref(&t), CancellationToken::new());
         for seq in 1..=3 {
             hub.dispatch(ev(&t, seq));
             let f = fast.rx.recv().await.unwrap();
-            fast.took_one();
+            fast.took_one(&f);
             assert_eq!(f.event.seq, Seq::new(seq));
         }
         assert_eq!(slow.shared.kick_reason(), KickReason::SlowConsumer);
@@ -386,7 +502,14 @@ mod tests {
 
     #[tokio::test]
     async fn ring_serves_only_complete_ranges() {
-        let hub = Hub::new(3, 8, Duration::from_secs(1), Metrics::new());
+        let hub = Hub::new(
+            3,
+            8,
+            Duration::from_secs(1),
+            Metrics::new(),
+            Arc::default(),
+            Vec::new(),
+        );
         let t = Topic::parse("t").unwrap();
         for seq in 1..=5 {
             hub.dispatch(ev(&t, seq));
@@ -421,7 +544,14 @@ mod tests {
 
     #[tokio::test]
     async fn dropping_a_subscription_unregisters_it() {
-        let hub = Hub::new(0, 8, Duration::from_secs(1), Metrics::new());
+        let hub = Hub::new(
+            0,
+            8,
+            Duration::from_secs(1),
+            Metrics::new(),
+            Arc::default(),
+            Vec::new(),
+        );
         let (a, b) = (Topic::parse("a").unwrap(), Topic::parse("b").unwrap());
         let s = hub.subscribe(&[a.clone(), b.clone()], CancellationToken::new());
         assert_eq!(hub.registrations(), 2);

@@ -11,6 +11,7 @@ pub mod auth;
 pub mod config;
 pub mod cors;
 pub mod cursor;
+pub mod degrade;
 pub mod device;
 pub mod edge;
 pub mod fanout;

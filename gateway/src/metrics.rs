@@ -52,6 +52,14 @@ pub struct Metrics {
     pub conn_recovery_seconds: Histogram,
     /// Shadow patches that changed a document, by side (`desired`, `reported`).
     pub shadow_patches_total: IntCounterVec,
+    /// Events queued for subscribers, by their topic's backpressure policy.
+    pub subscriber_queue_events: IntGaugeVec,
+    /// Events a slow subscriber skipped under `keep-latest` or `drop-oldest`.
+    pub events_skipped_total: IntCounterVec,
+    /// 1 while a layer (`connections`, `events`, `storage`) is degraded.
+    pub degraded: IntGaugeVec,
+    /// Times an `auto` breaker tripped, by layer.
+    pub breaker_trips_total: IntCounterVec,
     /// Time from the publish of the last event a resuming client had (its
     /// cursor's timestamp) to the resume: how long it went without events.
     pub reconnect_gap_seconds: Histogram,
@@ -174,6 +182,22 @@ impl Metrics {
                 "Time from a device's stream closing to its next stream resuming",
                 vec![0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0],
             ),
+            subscriber_queue_events: gauge_vec(
+                "subscriber_queue_events",
+                "Events queued for subscribers, by backpressure policy",
+                "policy",
+            ),
+            events_skipped_total: counter_vec(
+                "events_skipped_total",
+                "Events slow subscribers skipped by backpressure policy (announced with event: skipped)",
+                "policy",
+            ),
+            degraded: gauge_vec("degraded", "1 while a layer is degraded", "layer"),
+            breaker_trips_total: counter_vec(
+                "breaker_trips_total",
+                "Times an auto breaker tripped, by layer",
+                "layer",
+            ),
             shadow_patches_total: counter_vec(
                 "shadow_patches_total",
                 "Device shadow patches that changed a document, by side",
@@ -219,6 +243,10 @@ impl Metrics {
             ),
             registry: r,
         };
+        for p in crate::config::Backpressure::ALL {
+            m.subscriber_queue_events.with_label_values(&[p.as_str()]);
+            m.events_skipped_total.with_label_values(&[p.as_str()]);
+        }
         // Every reason is exported from the start, at zero.
         for why in crate::auth::lifetime::Ended::ALL {
             m.streams_ended_by_credential_total

@@ -26,6 +26,26 @@ pub fn jitter_ms(base: Duration) -> u64 {
     rand::rng().random_range(base / 2..=base + base / 2)
 }
 
+/// The configured backpressure rules, their patterns parsed.
+fn backpressure_rules(
+    rules: &[crate::config::BackpressureRule],
+) -> anyhow::Result<
+    Vec<(
+        crate::auth::pattern::TopicPattern,
+        crate::config::Backpressure,
+    )>,
+> {
+    rules
+        .iter()
+        .map(|r| {
+            let p = crate::auth::pattern::TopicPattern::parse(&r.pattern).map_err(|e| {
+                anyhow::anyhow!("delivery.backpressure pattern {:?}: {e}", r.pattern)
+            })?;
+            Ok((p, r.policy))
+        })
+        .collect()
+}
+
 /// One running gateway.
 pub struct Node {
     /// Effective configuration.
@@ -50,6 +70,8 @@ pub struct Node {
     pub proxy: Option<crate::routing::proxy::Proxy>,
     /// When devices' streams closed here (their recovery time starts).
     pub recovery: crate::ledger::Recovery,
+    /// Which layers are degraded, and their breakers.
+    pub degrade: crate::degrade::Degrade,
 }
 
 impl Node {
@@ -58,11 +80,20 @@ impl Node {
         let metrics = Metrics::new();
         let auth = crate::auth::Auth::from_config(&config.auth)?;
         auth.spawn_reload();
+        let flags = Arc::new(crate::degrade::Flags::default());
         let hub = Hub::new(
             config.retention.hot_cache_events,
             config.delivery.queue_size,
             config.delivery.slow_consumer_grace,
             metrics.clone(),
+            flags.clone(),
+            backpressure_rules(&config.delivery.backpressure)?,
+        );
+        let degrade = crate::degrade::Degrade::new(
+            config.degrade.clone(),
+            flags,
+            metrics.degraded.clone(),
+            metrics.breaker_trips_total.clone(),
         );
         let sink_hub = hub.clone();
         let opts = StoreOptions {
@@ -99,6 +130,7 @@ impl Node {
             routing,
             proxy,
             recovery: Default::default(),
+            degrade,
             accept_rate: RateLimit::new(config.limits.accept_rate),
             publish_rate: KeyedRateLimit::new(config.limits.publish_rate),
             config,
@@ -110,6 +142,7 @@ impl Node {
             auth,
         });
         node.spawn_background();
+        crate::degrade::spawn(&node);
         Ok(node)
     }
 
@@ -190,6 +223,7 @@ impl Node {
 
     /// Stores a batch durably and fans it out. A failure is counted.
     pub async fn publish(&self, batch: Vec<NewEvent>) -> Result<Vec<Ack>, StoreError> {
+        self.storage_open()?;
         let timer = self.metrics.publish_duration_seconds.start_timer();
         let result = self.store.append(batch).await;
         timer.observe_duration();
@@ -209,6 +243,26 @@ impl Node {
         self.hub.clear_ring(topic);
         head.epoch
             .ok_or_else(|| self.store_error(StoreError::Unavailable("a wipe gave no epoch".into())))
+    }
+
+    /// Refuses a store write while the storage layer is degraded: answered
+    /// 503, so nothing is acknowledged and then lost.
+    pub fn storage_open(&self) -> Result<(), StoreError> {
+        if self.degrade.flags.is_on(crate::degrade::Layer::Storage) {
+            return Err(StoreError::Unavailable(
+                "the storage layer is degraded; retry later".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Acts on layers that changed: a recovered events layer releases
+    /// what it held back.
+    pub fn degrade_changed(&self, changes: &[(crate::degrade::Layer, bool)]) {
+        if changes.contains(&(crate::degrade::Layer::Events, false)) {
+            let topics = self.hub.release_held();
+            tracing::info!(topics, "events layer recovered; held events released");
+        }
     }
 
     /// Counts and logs a store failure, and hands it back.

@@ -79,6 +79,44 @@ impl<T> Sender<T> {
     }
 }
 
+impl<T> Sender<T> {
+    /// Queues `item` in a full queue by dropping queued items that `same`
+    /// picks: all of them (`keep_latest`) or the oldest one. Returns how
+    /// many were dropped; `Full` when none could be (the queue holds only
+    /// other items).
+    pub fn try_send_dropping(
+        &self,
+        item: T,
+        keep_latest: bool,
+        same: impl Fn(&T) -> bool,
+    ) -> Result<usize, TrySendError<T>> {
+        let dropped = {
+            let mut st = self.0.lock();
+            if st.closed {
+                return Err(TrySendError::Closed(item));
+            }
+            let mut dropped = 0;
+            if st.items.len() >= self.0.cap {
+                if keep_latest {
+                    let before = st.items.len();
+                    st.items.retain(|i| !same(i));
+                    dropped = before - st.items.len();
+                } else if let Some(at) = st.items.iter().position(&same) {
+                    st.items.remove(at);
+                    dropped = 1;
+                }
+                if dropped == 0 {
+                    return Err(TrySendError::Full(item));
+                }
+            }
+            st.items.push_back(item);
+            dropped
+        };
+        self.0.waker.wake();
+        Ok(dropped)
+    }
+}
+
 impl<T> Drop for Sender<T> {
     fn drop(&mut self) {
         self.0.close();

@@ -148,6 +148,19 @@ impl Sequencer {
         (cut, step)
     }
 
+    /// A live event of topic `i` after events its stream will not get (its
+    /// queue dropped them): the stream moves to just before `ev`. Returns
+    /// how many it passed over.
+    pub fn skip_before(&mut self, i: usize, ev: &StoredEvent) -> u64 {
+        let p = &mut self.pos[i];
+        let n = ev.seq.prev().get().saturating_sub(p.seq.get());
+        *p = StreamPos {
+            epoch: Some(ev.epoch),
+            seq: ev.seq.prev(),
+        };
+        n
+    }
+
     /// After a fill before the live event `ev`: if history could not close
     /// the gap (retention trimmed it meanwhile), the stream jumps to just
     /// before `ev` and the client is told what it missed.

@@ -15,7 +15,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::admission::{Refusal, RefuseReason, StreamSlot};
 use crate::auth::lifetime::{Ended, Lifetime};
+use crate::config::Backpressure;
 use crate::cursor::ResumeFrom;
+use crate::degrade::Layer;
 use crate::device::{Acked, DeviceId};
 use crate::fanout::{Frame, KickReason, Subscription};
 use crate::ledger::DeviceTrack;
@@ -65,6 +67,21 @@ pub enum OpenError {
 /// Opens an admitted stream: plans the resume, registers for live events
 /// and returns the body of the streaming response.
 pub async fn open(node: &Arc<Node>, mut req: StreamRequest) -> Result<Body, OpenError> {
+    // With the storage layer degraded the store is not asked: streams are
+    // planned from the hot ring, and one that needs the store comes back later.
+    let ring_only = node.degrade.flags.is_on(Layer::Storage);
+    let degraded = || OpenError::Refused(node.refuse(RefuseReason::Degraded));
+    if ring_only {
+        if req.device.is_some() && matches!(req.resume, ResumeFrom::Live) {
+            // Its position is in the store.
+            return Err(degraded());
+        }
+        if matches!(req.resume, ResumeFrom::Earliest) {
+            return Err(degraded());
+        }
+        // Its accounting needs the store too; this stream goes without.
+        req.device = None;
+    }
     let acked = match &req.device {
         Some(d) => {
             let tags: Vec<u32> = req.topics.iter().map(Topic::tag).collect();
@@ -93,11 +110,15 @@ pub async fn open(node: &Arc<Node>, mut req: StreamRequest) -> Result<Body, Open
     };
     let mut starts = Vec::with_capacity(req.topics.len());
     for t in &req.topics {
-        let head = match node.store.head(t).await {
-            Ok(h) => h,
-            Err(e) => {
-                node.store_error(e);
-                return Err(OpenError::Refused(node.refuse(RefuseReason::Store)));
+        let head = if ring_only {
+            node.hub.ring_head(t).ok_or_else(degraded)?
+        } else {
+            match node.store.head(t).await {
+                Ok(h) => h,
+                Err(e) => {
+                    node.store_error(e);
+                    return Err(OpenError::Refused(node.refuse(RefuseReason::Store)));
+                }
             }
         };
         let start = match resume::plan(t, head, &req.resume) {
@@ -110,6 +131,15 @@ pub async fn open(node: &Arc<Node>, mut req: StreamRequest) -> Result<Body, Open
             }
             Err(ahead) => return Err(OpenError::CursorAhead(ahead)),
         };
+        // The ring's start is not where history starts: a cursor before it
+        // needs the store, not a reset.
+        if ring_only
+            && (start.cut.is_some()
+                || (start.from.seq < start.upto
+                    && node.hub.from_ring(t, start.from, start.upto).is_none()))
+        {
+            return Err(degraded());
+        }
         starts.push(start);
     }
     let shadow_first = match &req.device {
@@ -201,12 +231,30 @@ struct Endings {
     credential: Option<Lifetime>,
 }
 
+/// Why a stream passed over events it announces.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Notice {
+    /// Their TTL had passed (`event: expired`).
+    Expired,
+    /// A full queue dropped them under the topic's policy (`event: skipped`).
+    Skipped,
+}
+
+impl Notice {
+    fn event(self) -> &'static str {
+        match self {
+            Notice::Expired => sse::EXPIRED_EVENT,
+            Notice::Skipped => sse::SKIPPED_EVENT,
+        }
+    }
+}
+
 /// The stream's state between polls: its sequencer, and the bytes it writes.
 struct Live {
     node: Arc<Node>,
     seq: Sequencer,
-    /// Expired events skipped and not yet announced: (topic index, count).
-    expired: Vec<(usize, u64)>,
+    /// Events passed over and not yet announced: what, topic index, count.
+    notices: Vec<(Notice, usize, u64)>,
     /// Set for a device's stream (boxed: most streams are not one).
     device: Option<Box<DeviceTrack>>,
 }
@@ -240,10 +288,7 @@ impl Live {
     fn deliver(&mut self, i: usize, frame: &Frame, replay: bool, out: &mut Vec<Bytes>) {
         let ev = &frame.event;
         if ev.expires_ms.is_some() && ev.is_expired(now_ms()) {
-            match self.expired.iter_mut().find(|(t, _)| *t == i) {
-                Some((_, n)) => *n += 1,
-                None => self.expired.push((i, 1)),
-            }
+            self.note(Notice::Expired, i, 1);
             self.node.metrics.events_expired_total.inc();
             if let Some(d) = &mut self.device {
                 d.expired(i, ev);
@@ -253,26 +298,48 @@ impl Live {
         }
     }
 
-    /// The `event: expired` block for what was skipped since the last one
-    /// (no `id:`: it is announced again if the client drops before the next).
-    fn take_expired(&mut self) -> Option<Bytes> {
-        if self.expired.is_empty() {
-            return None;
+    fn note(&mut self, what: Notice, i: usize, n: u64) {
+        match self
+            .notices
+            .iter_mut()
+            .find(|(w, t, _)| *w == what && *t == i)
+        {
+            Some((_, _, count)) => *count += n,
+            None => self.notices.push((what, i, n)),
         }
-        let topics: Vec<serde_json::Value> = std::mem::take(&mut self.expired)
-            .into_iter()
-            .map(|(i, count)| serde_json::json!({ "topic": self.seq.topic(i), "count": count }))
-            .collect();
-        let data = serde_json::json!({ "topics": topics }).to_string();
-        Some(sse::event(Some(sse::EXPIRED_EVENT), &data, None))
     }
 
-    /// Puts the `event: expired` block before what a step wrote, and the
-    /// cursor after it: the stream has moved past the expired events even
-    /// if nothing else followed them. Then settles the device's losses.
-    async fn announce_expired(&mut self, out: &mut Vec<Bytes>) -> Result<(), StoreError> {
-        if let Some(block) = self.take_expired() {
-            out.insert(0, block);
+    /// The `event: expired` / `event: skipped` blocks for what was passed
+    /// over since the last ones (no `id:`: they are announced again if the
+    /// client drops before the next).
+    fn take_notices(&mut self) -> Vec<Bytes> {
+        let notices = std::mem::take(&mut self.notices);
+        [Notice::Expired, Notice::Skipped]
+            .into_iter()
+            .filter_map(|what| {
+                let topics: Vec<serde_json::Value> = notices
+                    .iter()
+                    .filter(|(w, _, _)| *w == what)
+                    .map(|(_, i, count)| {
+                        serde_json::json!({ "topic": self.seq.topic(*i), "count": count })
+                    })
+                    .collect();
+                (!topics.is_empty()).then(|| {
+                    let data = serde_json::json!({ "topics": topics }).to_string();
+                    sse::event(Some(what.event()), &data, None)
+                })
+            })
+            .collect()
+    }
+
+    /// Puts the `event: expired` and `event: skipped` blocks before what a
+    /// step wrote, and the cursor after it: the stream has moved past those
+    /// events even if nothing else followed them. Then settles the device's
+    /// losses.
+    async fn announce(&mut self, out: &mut Vec<Bytes>) -> Result<(), StoreError> {
+        let blocks = self.take_notices();
+        if !blocks.is_empty() {
+            out.splice(0..0, blocks);
             let mut tail = BytesMut::new();
             sse::write_id_and_end(&mut tail, &self.id());
             out.push(tail.freeze());
@@ -365,6 +432,17 @@ impl Live {
         match step {
             sequencer::Live::Skip => return Ok(()),
             sequencer::Live::Next => {}
+            // The queue made room by dropping this topic's older events:
+            // they are announced, not fetched.
+            sequencer::Live::Fill { .. } if frame.policy != Backpressure::Disconnect => {
+                let n = self.seq.skip_before(i, ev);
+                self.note(Notice::Skipped, i, n);
+                self.node
+                    .metrics
+                    .events_skipped_total
+                    .with_label_values(&[frame.policy.as_str()])
+                    .inc_by(n);
+            }
             sequencer::Live::Fill { upto, .. } => {
                 self.replay_stored(i, upto, false, out).await?;
                 let cut = self.seq.settle(i, ev);
@@ -393,7 +471,7 @@ fn body(
         let mut credential_ended = credential.as_ref().map(|c| Box::pin(c.ended()));
         let seq = Sequencer::new(&starts);
         let device = device.map(|(d, acked)| Box::new(DeviceTrack::new(node.clone(), d, &seq, &acked)));
-        let mut live = Live { node: node.clone(), seq, expired: Vec::new(), device };
+        let mut live = Live { node: node.clone(), seq, notices: Vec::new(), device };
         // The first block carries an `id:` too, so a client that drops before
         // its first event still resumes from exactly here.
         let mut first = BytesMut::from(format!("retry: {}\n", node.jittered_retry_ms()).as_bytes());
@@ -425,7 +503,7 @@ fn body(
                 return;
             }
         }
-        if live.announce_expired(&mut out).await.is_err() {
+        if live.announce(&mut out).await.is_err() {
             yield Ok(sse::retry(node.jittered_retry_ms()));
             return;
         }
@@ -478,9 +556,9 @@ fn body(
             }};
             match step {
                 Step::Frame(Some(frame)) => {
-                    sub.took_one();
+                    sub.took_one(&frame);
                     if live.live(frame, &mut out).await.is_err()
-                        || live.announce_expired(&mut out).await.is_err()
+                        || live.announce(&mut out).await.is_err()
                     {
                         yield Ok(sse::retry(node.jittered_retry_ms()));
                         return;

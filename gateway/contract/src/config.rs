@@ -51,6 +51,8 @@ pub struct Config {
     pub routing: RoutingSettings,
     /// Serve the example browser subscriber (examples/web/index.html) at `/demo/`.
     pub demo_page: bool,
+    /// Degrade switches and their `auto` thresholds.
+    pub degrade: crate::degrade::DegradeConfig,
 }
 
 impl Default for Config {
@@ -73,6 +75,7 @@ impl Default for Config {
             redis: RedisSettings::default(),
             routing: RoutingSettings::default(),
             demo_page: false,
+            degrade: crate::degrade::DegradeConfig::default(),
         }
     }
 }
@@ -144,6 +147,7 @@ impl Config {
         if self.delivery.heartbeat.is_zero() || self.delivery.retry.is_zero() {
             return bad("delivery.heartbeat and delivery.retry must be positive");
         }
+        self.degrade.auto.validate().map_err(Invalid)?;
         for (name, ttl) in self.delivery.tiers.each() {
             if ttl.is_some_and(|t| t.is_zero() || t > MAX_TTL) {
                 return Err(Invalid(format!(
@@ -374,6 +378,51 @@ pub struct Delivery {
     pub slow_consumer_grace: Duration,
     /// Default time-to-live of events published with a `priority` and no `ttl`.
     pub tiers: Tiers,
+    /// What a full subscriber queue does, per topic pattern (first match
+    /// wins; topics no rule matches disconnect the slow subscriber).
+    pub backpressure: Vec<BackpressureRule>,
+}
+
+/// What happens when a subscriber's queue is full.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Backpressure {
+    /// Cut the stream; the client resumes by cursor and misses nothing.
+    #[default]
+    Disconnect,
+    /// Keep only the newest queued event of the topic; the skipped ones
+    /// are announced with `event: skipped`.
+    KeepLatest,
+    /// Drop the topic's oldest queued event to make room, announced alike.
+    DropOldest,
+}
+
+impl Backpressure {
+    /// Every policy.
+    pub const ALL: [Backpressure; 3] = [
+        Backpressure::Disconnect,
+        Backpressure::KeepLatest,
+        Backpressure::DropOldest,
+    ];
+
+    /// As written in the config (and the metrics' `policy` label).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Backpressure::Disconnect => "disconnect",
+            Backpressure::KeepLatest => "keep-latest",
+            Backpressure::DropOldest => "drop-oldest",
+        }
+    }
+}
+
+/// One `delivery.backpressure` rule.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackpressureRule {
+    /// Topic pattern (`*` one segment, `**` the rest), as in token grants.
+    pub pattern: String,
+    /// Its policy.
+    pub policy: Backpressure,
 }
 
 /// The default TTL of each priority: hot commands expire in minutes, warm
@@ -427,6 +476,7 @@ impl Default for Delivery {
             drain_window: Duration::from_secs(20),
             slow_consumer_grace: Duration::from_secs(2),
             tiers: Tiers::default(),
+            backpressure: Vec::new(),
         }
     }
 }

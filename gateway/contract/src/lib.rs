@@ -10,6 +10,7 @@
 //! - [`hash`]: the small stable hashes the wire formats use.
 
 pub mod config;
+pub mod degrade;
 pub mod hash;
 pub mod names;
 pub mod routing;

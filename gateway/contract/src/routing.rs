@@ -99,6 +99,9 @@ pub struct RoutingTable {
     pub key_header: Option<String>,
     /// Cookie carrying a gateway-issued key (keeps an `EventSource` in its bucket).
     pub cookie: String,
+    /// Degrade switches for every pod (an absent one keeps the pod's config).
+    #[serde(skip_serializing_if = "crate::degrade::Switches::is_empty")]
+    pub degrade: crate::degrade::Switches,
 }
 
 impl Default for RoutingTable {
@@ -109,6 +112,7 @@ impl Default for RoutingTable {
             override_header: DEFAULT_OVERRIDE_HEADER.into(),
             key_header: None,
             cookie: DEFAULT_COOKIE.into(),
+            degrade: Default::default(),
         }
     }
 }
@@ -177,9 +181,14 @@ impl RoutingTable {
         self.track_of(bucket(&self.salt, key))
     }
 
-    /// A digest of every field: two pods route alike iff their versions agree.
+    /// A digest of every routing field (not the degrade switches, which
+    /// route nothing): two pods route alike iff their versions agree.
     pub fn version(&self) -> RouteVersion {
-        RouteVersion(fnv1a64(&[self.to_yaml().as_bytes()]))
+        let routing = RoutingTable {
+            degrade: Default::default(),
+            ..self.clone()
+        };
+        RouteVersion(fnv1a64(&[routing.to_yaml().as_bytes()]))
     }
 }
 

@@ -61,6 +61,8 @@ pub async fn ack(
             "the cursor points at no event to acknowledge",
         ));
     }
+    node.storage_open()
+        .map_err(|e| ApiError::store(e, node.retry_after_secs()))?;
     let stored = node
         .store
         .ack(&device, acks)

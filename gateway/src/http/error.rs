@@ -44,6 +44,8 @@ pub enum ErrorCode {
     VersionConflict,
     /// A shadow document that would grow past `limits.max_shadow_bytes`.
     ShadowTooLarge,
+    /// A degrade switch refuses the request for now.
+    Degraded,
     /// A batch that is not a JSON array of events.
     BadBatch,
     /// An empty batch.
@@ -103,6 +105,7 @@ impl ErrorCode {
             BadIfMatch => "bad_if_match",
             VersionConflict => "version_conflict",
             ShadowTooLarge => "shadow_too_large",
+            Degraded => "degraded",
             BadBatch => "bad_batch",
             EmptyBatch => "empty_batch",
             BadBody => "bad_body",
@@ -142,7 +145,7 @@ impl ErrorCode {
             BodyTooLarge | BatchTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             RateLimited => StatusCode::TOO_MANY_REQUESTS,
             Overloaded | AcceptRateLimited | Draining | StoreUnavailable | PeerUnreachable
-            | RouteChanged | ProxyUnauthenticated => StatusCode::SERVICE_UNAVAILABLE,
+            | RouteChanged | ProxyUnauthenticated | Degraded => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 }

@@ -18,7 +18,9 @@ pub async fn readyz(State(node): State<Arc<Node>>) -> Result<impl IntoResponse, 
     if node.is_draining() {
         return Err(ApiError::new(ErrorCode::Draining, "gateway is draining"));
     }
-    if !node.is_ready() {
+    // A degraded storage layer keeps the pod ready: its open streams stay.
+    let storage_degraded = node.degrade.flags.is_on(crate::degrade::Layer::Storage);
+    if !node.is_ready() && !storage_degraded {
         return Err(ApiError::new(
             ErrorCode::StoreUnavailable,
             "store is unreachable",

@@ -39,7 +39,7 @@ fn parse_event_type(t: &str) -> Result<Arc<str>, ApiError> {
         return bad("event type must not contain control characters");
     }
     if sse::is_reserved_event_type(t) {
-        return bad("event types `reset`, `expired`, `shadow`, `expired-token` and `expired-certificate` are reserved for the gateway");
+        return bad("event types `reset`, `expired`, `skipped`, `shadow`, `expired-token` and `expired-certificate` are reserved for the gateway");
     }
     Ok(Arc::from(t))
 }

@@ -42,6 +42,7 @@ fn code(r: RefuseReason) -> ErrorCode {
         RefuseReason::PeerUnreachable => ErrorCode::PeerUnreachable,
         RefuseReason::RouteChanged => ErrorCode::RouteChanged,
         RefuseReason::ProxyUnauthenticated => ErrorCode::ProxyUnauthenticated,
+        RefuseReason::Degraded => ErrorCode::Degraded,
     }
 }
 

@@ -116,6 +116,8 @@ pub async fn patch(
         Side::Reported => who.may_act_for(&device)?,
     }
     let expected = if_match(&headers)?;
+    node.storage_open()
+        .map_err(|e| ApiError::store(e, node.retry_after_secs()))?;
     for _ in 0..ROUNDS {
         let mut doc = load(&node, &device).await?;
         if expected.is_some_and(|v| v != doc.version) {

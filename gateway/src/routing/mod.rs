@@ -77,6 +77,8 @@ pub struct Routing {
     next_id: AtomicU64,
     streams_by_track: IntGaugeVec,
     moved: IntCounter,
+    /// Bumped whenever a new table is installed.
+    changes: tokio::sync::watch::Sender<u64>,
 }
 
 /// Registration of a held stream; dropping it forgets the stream.
@@ -123,7 +125,13 @@ impl Routing {
             next_id: AtomicU64::new(1),
             streams_by_track,
             moved,
+            changes: tokio::sync::watch::channel(0).0,
         })
+    }
+
+    /// Sees every table installed from now on (at least the newest).
+    pub fn changes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.changes.subscribe()
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -228,6 +236,12 @@ impl Routing {
         let version = table.version();
         let mut st = self.lock();
         if st.version == version {
+            // Same routing; the degrade switches may still have changed.
+            if st.table.degrade != table.degrade {
+                st.table = Arc::new(table);
+                drop(st);
+                self.changes.send_modify(|n| *n += 1);
+            }
             return 0;
         }
         tracing::info!(
@@ -248,6 +262,7 @@ impl Routing {
         st.table = Arc::new(table);
         st.version = version;
         drop(st);
+        self.changes.send_modify(|n| *n += 1);
         self.moved.inc_by(moved as u64);
         moved
     }

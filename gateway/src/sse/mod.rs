@@ -18,6 +18,10 @@ pub const RESET_EVENT: &str = "reset";
 /// topic expired (their TTL passed) before it could get them.
 pub const EXPIRED_EVENT: &str = "expired";
 
+/// Name of the event that tells a slow subscriber how many events per
+/// topic its full queue dropped under the topic's backpressure policy.
+pub const SKIPPED_EVENT: &str = "skipped";
+
 /// Name of the event that carries a device's shadow delta.
 pub const SHADOW_EVENT: &str = "shadow";
 
@@ -97,6 +101,7 @@ pub fn is_reserved_event_type(t: &str) -> bool {
         t,
         RESET_EVENT
             | EXPIRED_EVENT
+            | SKIPPED_EVENT
             | SHADOW_EVENT
             | EXPIRED_TOKEN_EVENT
             | EXPIRED_CERTIFICATE_EVENT
