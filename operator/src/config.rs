@@ -54,6 +54,14 @@ pub fn gateway_config(
     };
     if spec.embedded_store() {
         c.data_dir = DATA_DIR.into();
+        // No routing table to watch: the one pod takes the switches from
+        // its config (and restarts to change them).
+        if let Some(d) = &spec.degrade {
+            let s = c.degrade.switches().overridden_by(&d.switches());
+            c.degrade.connections = s.connections.unwrap_or_default();
+            c.degrade.events = s.events.unwrap_or_default();
+            c.degrade.storage = s.storage.unwrap_or_default();
+        }
     }
     if let Some(r) = &spec.retention {
         set(&mut c.retention.max_events, r.max_events);

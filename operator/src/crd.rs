@@ -96,6 +96,10 @@ pub struct PushGatewaySpec {
     /// Stream delivery tuning.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub delivery: Option<DeliverySpec>,
+    /// Degrade switches: every pod flips at once (with a shared store,
+    /// through the routing table; the embedded store's one pod restarts).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub degrade: Option<DegradeSpec>,
     /// Per-pod limits.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub limits: Option<LimitsSpec>,
@@ -333,6 +337,52 @@ pub struct RetentionSpec {
     /// Oldest event kept, as a duration like `24h`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_age: Option<String>,
+}
+
+/// One degrade switch.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum DegradeSwitch {
+    /// Not degraded.
+    Off,
+    /// Degraded now.
+    On,
+    /// Degraded while the pod's breaker for the layer is tripped.
+    Auto,
+}
+
+/// The three degrade layers; an unset one keeps the gateway's default (off).
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DegradeSpec {
+    /// Refuse new streams (EventSource-safe); open streams stay.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connections: Option<DegradeSwitch>,
+    /// Fan out only high-priority events live; the rest is replayed on recovery.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub events: Option<DegradeSwitch>,
+    /// Store slow or down: publishes 503, replays from the hot ring only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storage: Option<DegradeSwitch>,
+}
+
+impl DegradeSpec {
+    /// The gateway's form.
+    pub fn switches(&self) -> pushgate_contract::degrade::Switches {
+        use pushgate_contract::degrade::Switch;
+        let s = |v: Option<DegradeSwitch>| {
+            v.map(|v| match v {
+                DegradeSwitch::Off => Switch::Off,
+                DegradeSwitch::On => Switch::On,
+                DegradeSwitch::Auto => Switch::Auto,
+            })
+        };
+        pushgate_contract::degrade::Switches {
+            connections: s(self.connections),
+            events: s(self.events),
+            storage: s(self.storage),
+        }
+    }
 }
 
 /// Delivery tuning; durations are strings like `15s`.

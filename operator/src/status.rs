@@ -106,6 +106,39 @@ pub fn stuck_pod(pods: &[Pod]) -> Option<Failure> {
     })
 }
 
+/// One condition per degrade layer (`ConnectionsDegraded`, …): `True` with
+/// reason `SwitchedOn` when `spec.degrade` turns it on, `False` with
+/// `AutoArmed` (the pods' breaker decides) or `SwitchedOff`.
+fn layer_conditions(
+    pgw: &PushGateway,
+    prev: &[Condition],
+    generation: Option<i64>,
+    now: &str,
+) -> Vec<Condition> {
+    use crate::crd::DegradeSwitch;
+    let spec = pgw.spec.degrade.clone().unwrap_or_default();
+    [
+        ("ConnectionsDegraded", "connections", spec.connections),
+        ("EventsDegraded", "events", spec.events),
+        ("StorageDegraded", "storage", spec.storage),
+    ]
+    .into_iter()
+    .map(|(type_, layer, switch)| {
+        let switch = switch.unwrap_or(DegradeSwitch::Off);
+        let (on, reason, msg) = match switch {
+            DegradeSwitch::On => (true, "SwitchedOn", format!("spec.degrade.{layer} is on")),
+            DegradeSwitch::Auto => (
+                false,
+                "AutoArmed",
+                format!("spec.degrade.{layer} is auto: each pod's breaker decides (pushgate_degraded{{layer=\"{layer}\"}})"),
+            ),
+            DegradeSwitch::Off => (false, "SwitchedOff", format!("spec.degrade.{layer} is off")),
+        };
+        condition(prev, type_, on, reason, msg, generation, now)
+    })
+    .collect()
+}
+
 /// What the reconciler observed of the canary track.
 #[derive(Debug, Clone, Copy)]
 pub struct CanaryObserved<'a> {
@@ -181,6 +214,7 @@ pub fn compute(
         ),
         degraded,
     ];
+    conditions.extend(layer_conditions(pgw, &prev, generation, now));
     let canary_status = canary.map(|c| {
         let cr = rollout(c.deployment);
         let (reason, msg) = if cr.done {
@@ -260,6 +294,36 @@ mod tests {
 
     fn get<'a>(s: &'a PushGatewayStatus, t: &str) -> &'a Condition {
         s.conditions.iter().find(|c| c.type_ == t).unwrap()
+    }
+
+    #[test]
+    fn each_degrade_layer_has_a_condition_with_its_reason() {
+        use crate::crd::{DegradeSpec, DegradeSwitch};
+        let spec = PushGatewaySpec {
+            degrade: Some(DegradeSpec {
+                connections: Some(DegradeSwitch::On),
+                events: Some(DegradeSwitch::Auto),
+                storage: None,
+            }),
+            ..Default::default()
+        };
+        let s = compute(&pgw(spec), Some(&dep(1, 1)), None, None, "t0");
+        let c = get(&s, "ConnectionsDegraded");
+        assert_eq!(
+            (c.status.as_str(), c.reason.as_str()),
+            ("True", "SwitchedOn")
+        );
+        let e = get(&s, "EventsDegraded");
+        assert_eq!(
+            (e.status.as_str(), e.reason.as_str()),
+            ("False", "AutoArmed")
+        );
+        let st = get(&s, "StorageDegraded");
+        assert_eq!(
+            (st.status.as_str(), st.reason.as_str()),
+            ("False", "SwitchedOff")
+        );
+        assert_eq!(get(&plain(1, 1), "ConnectionsDegraded").status, "False");
     }
 
     #[test]

@@ -164,7 +164,10 @@ async fn a_stalled_store_trips_the_storage_breaker_and_loses_nothing() -> Result
 
 /// Writes a routing table file with the given degrade switches.
 fn table(path: &std::path::Path, degrade: &str) -> Result<()> {
-    std::fs::write(path, format!("weight_bp: 0\nsalt: s\ndegrade:\n{degrade}"))?;
+    // Written aside and renamed in, so a reader never sees half a table.
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, format!("weight_bp: 0\nsalt: s\ndegrade:\n{degrade}"))?;
+    std::fs::rename(&tmp, path)?;
     Ok(())
 }
 
@@ -237,11 +240,7 @@ async fn the_connections_breaker_trips_at_95_percent_and_resets_below_85() -> Re
         Opened::Stream(s) => assert_eq!(s.refusal(), Some("degraded")),
         Opened::Refused(status, body) => bail!("an EventSource got {status}: {body}"),
     }
-    let plain = client
-        .get(&url)
-        .header("accept", "*/*")
-        .send()
-        .await?;
+    let plain = client.get(&url).header("accept", "*/*").send().await?;
     assert_eq!(plain.status(), StatusCode::SERVICE_UNAVAILABLE);
     let body: Value = plain.json().await?;
     assert_eq!(body["code"], "degraded");

@@ -142,6 +142,13 @@ pub fn table(pgw: &PushGateway, weight_percent: i32) -> Result<ConfigMap, SpecEr
             .unwrap_or(DEFAULT_OVERRIDE_HEADER)
             .to_ascii_lowercase(),
         key_header: hash.header.as_deref().map(str::to_ascii_lowercase),
+        // Every pod watches this table: the switches flip on all at once.
+        degrade: pgw
+            .spec
+            .degrade
+            .as_ref()
+            .map(|d| d.switches())
+            .unwrap_or_default(),
         ..RoutingTable::default()
     };
     // The gateway's own rule: a table the pods would ignore must fail the
@@ -249,6 +256,24 @@ mod tests {
             table_yaml(&p, 30),
             "weight_bp: 3000\nsalt: s1\noverride_header: x-track\nkey_header: x-device-id\ncookie: pushgate_rk\n"
         );
+    }
+
+    #[test]
+    fn degrade_switches_travel_in_the_table_every_pod_watches() {
+        let mut p = pgw(redis_spec());
+        p.spec.degrade = Some(crate::crd::DegradeSpec {
+            connections: Some(crate::crd::DegradeSwitch::On),
+            storage: Some(crate::crd::DegradeSwitch::Auto),
+            ..Default::default()
+        });
+        let yaml = table_yaml(&p, 0);
+        assert!(
+            yaml.ends_with("degrade:\n  connections: on\n  storage: auto\n"),
+            "{yaml}"
+        );
+        let t = RoutingTable::from_yaml(&yaml).unwrap();
+        let plain = RoutingTable::from_yaml(&table_yaml(&pgw(redis_spec()), 0)).unwrap();
+        assert_eq!(t.version(), plain.version(), "switches route nothing");
     }
 
     #[test]
