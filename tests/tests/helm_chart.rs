@@ -241,6 +241,8 @@ fn lint_and_template_default_and_every_documented_combination() {
                     "PushgateEventLoopLag",
                     "PushgateDeviceLossRateHigh",
                     "PushgateDeviceRecoverySlow",
+                    "PushgateDegraded",
+                    "PushgateBreakerFlapping",
                 ] {
                     assert!(alerts.contains(&a), "missing alert {a}: {alerts:?}");
                 }
@@ -262,6 +264,8 @@ fn lint_and_template_default_and_every_documented_combination() {
                     "Streams per track",
                     "Device loss rate",
                     "Connection recovery (p50 / p95)",
+                    "Degraded layers",
+                    "Backpressure by policy",
                 ] {
                     assert!(titles.contains(&t), "dashboard lacks {t}: {titles:?}");
                 }
