@@ -178,6 +178,38 @@ impl<T> Drop for Receiver<T> {
 mod tests {
     use super::*;
 
+    #[test]
+    fn a_full_queue_makes_room_from_the_same_topic_only() {
+        let (tx, mut rx) = channel(3);
+        for item in [(1, 'a'), (2, 'b'), (3, 'a')] {
+            tx.try_send(item).unwrap();
+        }
+        let same_a = |i: &(u8, char)| i.1 == 'a';
+        // keep-latest: every queued `a` goes, the new one is queued.
+        assert_eq!(tx.try_send_dropping((4, 'a'), true, same_a), Ok(2));
+        tx.try_send((5, 'b')).unwrap();
+        // drop-oldest: only the oldest `b` goes.
+        assert_eq!(
+            tx.try_send_dropping((6, 'b'), false, |i: &(u8, char)| i.1 == 'b'),
+            Ok(1)
+        );
+        // Nothing of `c` is queued: no room can be made, the caller decides.
+        assert_eq!(
+            tx.try_send_dropping((7, 'c'), true, |i: &(u8, char)| i.1 == 'c'),
+            Err(TrySendError::Full((7, 'c')))
+        );
+        let mut left = Vec::new();
+        while let Some(i) = rx.try_recv() {
+            left.push(i);
+        }
+        assert_eq!(left, [(4, 'a'), (5, 'b'), (6, 'b')]);
+        assert_eq!(
+            tx.try_send_dropping((8, 'a'), true, same_a),
+            Ok(0),
+            "room: no drop"
+        );
+    }
+
     #[tokio::test]
     async fn bounded_ordered_and_closed_both_ways() {
         let (tx, mut rx) = channel(2);

@@ -159,6 +159,36 @@ where
     Ok(after)
 }
 
+/// The degrade switches in the routing table as stored (`None` when there
+/// is none yet, or it cannot be read: then no switch Event is due).
+async fn degrade_switches(
+    ctx: &Context,
+    pgw: &PushGateway,
+) -> Option<pushgate_contract::degrade::Switches> {
+    let api: Api<ConfigMap> =
+        Api::namespaced(ctx.client.clone(), &pgw.namespace().unwrap_or_default());
+    let cm = api.get_opt(&routing::table_name(pgw)).await.ok()??;
+    let yaml = cm.data?.remove(routing::ROUTING_KEY)?;
+    Some(
+        pushgate_contract::routing::RoutingTable::from_yaml(&yaml)
+            .ok()?
+            .degrade,
+    )
+}
+
+/// `connections=on, events=auto, storage=off` (unset layers are off).
+fn describe(s: &pushgate_contract::degrade::Switches) -> String {
+    [
+        ("connections", s.connections),
+        ("events", s.events),
+        ("storage", s.storage),
+    ]
+    .iter()
+    .map(|(l, v)| format!("{l}={}", v.unwrap_or_default().as_str()))
+    .collect::<Vec<_>>()
+    .join(", ")
+}
+
 /// Creates `secret` unless a Secret of that name exists. Never reads or
 /// overwrites one: the operator holds no `get` on Secrets, and a token the
 /// pods already share must stay as it is.
@@ -296,7 +326,28 @@ async fn apply_all(ctx: &Context, pgw: &PushGateway, d: &Desired) -> Result<Appl
                     Weight::Zero => 0,
                     Weight::CanaryReadiness => routing::effective_weight(pgw, ready),
                 };
-                apply(ctx, pgw, &routing::table(pgw, w)?).await?;
+                let table = routing::table(pgw, w)?;
+                let before = degrade_switches(ctx, pgw).await;
+                apply(ctx, pgw, &table).await?;
+                let after = pgw
+                    .spec
+                    .degrade
+                    .as_ref()
+                    .map(|d| d.switches())
+                    .unwrap_or_default();
+                if before.is_some_and(|b| b != after) {
+                    let note = format!("degrade switches now {}", describe(&after));
+                    let related = Some(table.object_ref(&()));
+                    ctx.event(
+                        pgw,
+                        EventType::Normal,
+                        "DegradeSwitched",
+                        "Apply",
+                        note,
+                        related,
+                    )
+                    .await;
+                }
                 weight = Some(w);
             }
         }

@@ -175,6 +175,27 @@ async fn one_patch_flips_the_connections_layer_on_every_pod() {
     .await
     .unwrap();
     assert_eq!(status.reason, "SwitchedOn");
+    let event = eventually("DegradeSwitched event", WAIT, || async {
+        let out = cp
+            .kubectl_output(&[
+                "get",
+                "events",
+                "-n",
+                &ns,
+                "--field-selector",
+                "reason=DegradeSwitched",
+                "-o",
+                "jsonpath={.items[*].message}",
+            ])
+            .map_err(|e| e.to_string())?;
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        text.contains("connections=on")
+            .then_some(text)
+            .ok_or_else(|| "no event yet".to_string())
+    })
+    .await
+    .unwrap();
+    assert!(event.contains("events=off, storage=off"), "{event}");
 
     let start = Instant::now();
     patch("off");
