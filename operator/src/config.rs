@@ -102,6 +102,40 @@ pub fn gateway_config(
             );
         }
     }
+    if let Some(a) = spec.degrade.as_ref().and_then(|d| d.auto.as_ref()) {
+        let m = &mut c.degrade.auto;
+        set(&mut m.connections_trip, a.connections_trip);
+        set(&mut m.connections_reset, a.connections_reset);
+        let d = |field, v: &Option<String>| duration(field, v.as_ref());
+        set(
+            &mut m.event_loop_lag_trip,
+            d("spec.degrade.auto.eventLoopLagTrip", &a.event_loop_lag_trip)?,
+        );
+        set(
+            &mut m.event_loop_lag_reset,
+            d(
+                "spec.degrade.auto.eventLoopLagReset",
+                &a.event_loop_lag_reset,
+            )?,
+        );
+        set(
+            &mut m.store_p99_trip,
+            d("spec.degrade.auto.storeP99Trip", &a.store_p99_trip)?,
+        );
+        set(
+            &mut m.store_p99_reset,
+            d("spec.degrade.auto.storeP99Reset", &a.store_p99_reset)?,
+        );
+        set(&mut m.window, d("spec.degrade.auto.window", &a.window)?);
+        set(
+            &mut m.probe_interval,
+            d("spec.degrade.auto.probeInterval", &a.probe_interval)?,
+        );
+        m.validate().map_err(|message| SpecError {
+            field: "spec.degrade.auto",
+            message,
+        })?;
+    }
     if let Some(grants) = spec
         .auth
         .as_ref()
@@ -248,6 +282,39 @@ mod tests {
             render(&bad).unwrap_err().field,
             "spec.delivery.tiers.normal"
         );
+    }
+
+    #[test]
+    fn degrade_marks_reach_the_config_and_bad_ones_name_the_field() {
+        use crate::crd::{DegradeAutoSpec, DegradeSpec};
+        let spec = |auto: DegradeAutoSpec| PushGatewaySpec {
+            degrade: Some(DegradeSpec {
+                auto: Some(auto),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let c = gateway_config(
+            &spec(DegradeAutoSpec {
+                store_p99_trip: Some("1s".into()),
+                connections_trip: Some(0.9),
+                ..Default::default()
+            }),
+            None,
+        )
+        .unwrap();
+        assert_eq!(c.degrade.auto.store_p99_trip, Duration::from_secs(1));
+        assert_eq!(c.degrade.auto.connections_trip, 0.9);
+        let inverted = spec(DegradeAutoSpec {
+            connections_reset: Some(0.99),
+            ..Default::default()
+        });
+        assert_eq!(render(&inverted).unwrap_err().field, "spec.degrade.auto");
+        let bad = spec(DegradeAutoSpec {
+            window: Some("long".into()),
+            ..Default::default()
+        });
+        assert_eq!(render(&bad).unwrap_err().field, "spec.degrade.auto.window");
     }
 
     #[test]

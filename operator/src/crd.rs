@@ -364,6 +364,39 @@ pub struct DegradeSpec {
     /// Store slow or down: publishes 503, replays from the hot ring only.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub storage: Option<DegradeSwitch>,
+    /// Trip and reset marks of the `auto` breakers (a change restarts the pods).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auto: Option<DegradeAutoSpec>,
+}
+
+/// The `auto` breakers' marks; durations are strings like `800ms`.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DegradeAutoSpec {
+    /// Share of `limits.maxConnections` that trips the connections layer (default 0.95).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connections_trip: Option<f64>,
+    /// Share below which it resets (default 0.85).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connections_reset: Option<f64>,
+    /// Event-loop lag that trips the events layer (default 250ms).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub event_loop_lag_trip: Option<String>,
+    /// Lag below which it resets (default 50ms).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub event_loop_lag_reset: Option<String>,
+    /// Store probe p99 that trips the storage layer (default 800ms).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub store_p99_trip: Option<String>,
+    /// p99 below which it resets (default 200ms).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub store_p99_reset: Option<String>,
+    /// How long a condition must hold to trip or reset (default 10s).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub window: Option<String>,
+    /// How often the breakers measure (default 250ms).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub probe_interval: Option<String>,
 }
 
 impl DegradeSpec {

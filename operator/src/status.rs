@@ -303,7 +303,7 @@ mod tests {
             degrade: Some(DegradeSpec {
                 connections: Some(DegradeSwitch::On),
                 events: Some(DegradeSwitch::Auto),
-                storage: None,
+                ..Default::default()
             }),
             ..Default::default()
         };

@@ -424,6 +424,13 @@ impl ControlPlane {
         Ok(ns)
     }
 
+    /// Creates the Secret `name` in `ns` with one literal `key=value`.
+    pub fn secret(&self, ns: &str, name: &str, key: &str, value: &str) -> anyhow::Result<()> {
+        let literal = format!("--from-literal={key}={value}");
+        self.kubectl(&["create", "secret", "generic", name, "-n", ns, &literal])?;
+        Ok(())
+    }
+
     /// Directory holding certs, logs and etcd data.
     pub fn root(&self) -> &Path {
         &self.root

@@ -248,6 +248,26 @@ impl GatewayProcess {
     pub async fn metric(&self, name: &str) -> Result<f64> {
         Ok(metric_value(&self.metrics().await?, name))
     }
+
+    /// Polls a metric until it equals `want` (bounded: 15 s).
+    pub async fn wait_metric(&self, name: &str, want: f64) -> Result<()> {
+        let mut last = f64::NAN;
+        for _ in 0..300 {
+            last = self.metric(name).await?;
+            if last == want {
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        bail!("{name} stayed {last}, not {want}")
+    }
+}
+
+/// A gateway config file holding `yaml` (pass it with `--config`).
+pub fn config_file(yaml: &str) -> Result<tempfile::NamedTempFile> {
+    let f = tempfile::NamedTempFile::new()?;
+    std::fs::write(f.path(), yaml)?;
+    Ok(f)
 }
 
 /// Mints a token with the gateway's own `pushgate token` (`args` after

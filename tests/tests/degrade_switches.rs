@@ -8,39 +8,13 @@
 use std::time::Duration;
 
 use anyhow::{bail, Result};
-use pushgate_e2e::gateway::GatewayProcess;
+use pushgate_e2e::gateway::{config_file, GatewayProcess};
 use pushgate_e2e::redis::RedisServer;
 use pushgate_e2e::sse_client::{Opened, SseClient};
 use reqwest::StatusCode;
 use serde_json::Value;
 
 const T: Duration = Duration::from_secs(15);
-
-fn config(yaml: &str) -> Result<tempfile::NamedTempFile> {
-    let f = tempfile::NamedTempFile::new()?;
-    std::fs::write(f.path(), yaml)?;
-    Ok(f)
-}
-
-/// Polls a metric until it equals `want` (bounded).
-async fn wait_metric(gw: &GatewayProcess, name: &str, want: f64) -> Result<()> {
-    let mut last = f64::NAN;
-    for _ in 0..300 {
-        last = gw.metric(name).await?;
-        if last == want {
-            return Ok(());
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    bail!("{name} stayed {last}, not {want}")
-}
-
-async fn open(client: &reqwest::Client, url: &str, cursor: Option<&str>) -> Result<SseClient> {
-    match SseClient::open(client, url, cursor).await? {
-        Opened::Stream(s) => Ok(*s),
-        Opened::Refused(status, body) => bail!("stream refused: {status} {body}"),
-    }
-}
 
 /// Publishes; `Ok(true)` when acknowledged, `Ok(false)` for a 503.
 async fn publish(
@@ -84,7 +58,7 @@ async fn until(s: &mut SseClient, marker: &str) -> Result<Vec<String>> {
 #[tokio::test]
 async fn a_stalled_store_trips_the_storage_breaker_and_loses_nothing() -> Result<()> {
     let redis = RedisServer::start()?;
-    let cfg = config(
+    let cfg = config_file(
         "degrade:\n  storage: auto\n  auto:\n    store_p99_trip: 300ms\n    store_p99_reset: 100ms\n    window: 1s\n    probe_interval: 100ms\n\
          redis:\n  command_timeout: 1s\ndelivery:\n  heartbeat: 200ms\n",
     )?;
@@ -105,11 +79,13 @@ async fn a_stalled_store_trips_the_storage_breaker_and_loses_nothing() -> Result
         assert!(publish(&client, &base, "dg/t", &data, "").await?);
         acked.push(data);
     }
-    let mut s = open(&client, &gw.url("/v1/stream?topic=dg/t"), Some("earliest")).await?;
+    let mut s =
+        SseClient::connect(&client, &gw.url("/v1/stream?topic=dg/t"), Some("earliest")).await?;
     assert_eq!(until(&mut s, "a4").await?, acked);
 
     redis.pause();
-    wait_metric(&gw, "pushgate_degraded{layer=\"storage\"}", 1.0).await?;
+    gw.wait_metric("pushgate_degraded{layer=\"storage\"}", 1.0)
+        .await?;
     assert_eq!(
         gw.metric("pushgate_breaker_trips_total{layer=\"storage\"}")
             .await?,
@@ -138,7 +114,8 @@ async fn a_stalled_store_trips_the_storage_breaker_and_loses_nothing() -> Result
     }
 
     redis.unpause();
-    wait_metric(&gw, "pushgate_degraded{layer=\"storage\"}", 0.0).await?;
+    gw.wait_metric("pushgate_degraded{layer=\"storage\"}", 0.0)
+        .await?;
     for i in 5..10 {
         let data = format!("a{i}");
         // The first publishes after a stall may still meet a reconnecting client.
@@ -157,7 +134,8 @@ async fn a_stalled_store_trips_the_storage_breaker_and_loses_nothing() -> Result
     seen.splice(0..0, acked[..5].iter().cloned());
     assert_eq!(seen, acked, "every acknowledged event, once, in order");
     // A late subscriber replays the same history: nothing refused was stored.
-    let mut late = open(&client, &gw.url("/v1/stream?topic=dg/t"), Some("earliest")).await?;
+    let mut late =
+        SseClient::connect(&client, &gw.url("/v1/stream?topic=dg/t"), Some("earliest")).await?;
     assert_eq!(until(&mut late, "a9").await?, acked);
     Ok(())
 }
@@ -177,10 +155,11 @@ async fn with_the_events_layer_degraded_only_high_events_fan_out_live() -> Resul
     let tpath = dir.path().join("routing.yaml");
     table(&tpath, "  events: on\n")?;
     let gw = GatewayProcess::start(&["--routing-table-file", tpath.to_str().unwrap()])?;
-    wait_metric(&gw, "pushgate_degraded{layer=\"events\"}", 1.0).await?;
+    gw.wait_metric("pushgate_degraded{layer=\"events\"}", 1.0)
+        .await?;
     let client = reqwest::Client::new();
     let base = gw.url("");
-    let mut s = open(
+    let mut s = SseClient::connect(
         &client,
         &gw.url("/v1/stream?topic=dg/telemetry&topic=dg/alerts"),
         None,
@@ -199,7 +178,8 @@ async fn with_the_events_layer_degraded_only_high_events_fan_out_live() -> Resul
 
     // Recovery: the file flips the layer off and the held events follow, once, in order.
     table(&tpath, "  events: off\n")?;
-    wait_metric(&gw, "pushgate_degraded{layer=\"events\"}", 0.0).await?;
+    gw.wait_metric("pushgate_degraded{layer=\"events\"}", 0.0)
+        .await?;
     let got = until(&mut s, "n5").await?;
     assert_eq!(got, ["n0", "n1", "n2", "n3", "n4", "n5"]);
     assert!(publish(&client, &base, "dg/telemetry", "n6", "").await?);
@@ -213,7 +193,7 @@ async fn with_the_events_layer_degraded_only_high_events_fan_out_live() -> Resul
 
 #[tokio::test]
 async fn the_connections_breaker_trips_at_95_percent_and_resets_below_85() -> Result<()> {
-    let cfg = config(
+    let cfg = config_file(
         "degrade:\n  connections: auto\n  auto:\n    probe_interval: 50ms\n    window: 1s\nlimits:\n  max_connections: 20\ndelivery:\n  heartbeat: 100ms\n",
     )?;
     let gw = GatewayProcess::start(&["--config", cfg.path().to_str().unwrap()])?;
@@ -221,7 +201,7 @@ async fn the_connections_breaker_trips_at_95_percent_and_resets_below_85() -> Re
     let url = gw.url("/v1/stream?topic=dg/c");
     let mut streams = Vec::new();
     for _ in 0..18 {
-        let mut s = open(&client, &url, None).await?;
+        let mut s = SseClient::connect(&client, &url, None).await?;
         s.await_id(T).await?;
         streams.push(s);
     }
@@ -231,10 +211,11 @@ async fn the_connections_breaker_trips_at_95_percent_and_resets_below_85() -> Re
         0.0,
         "18/20 is below 95 %"
     );
-    let mut s = open(&client, &url, None).await?;
+    let mut s = SseClient::connect(&client, &url, None).await?;
     s.await_id(T).await?;
     streams.push(s);
-    wait_metric(&gw, "pushgate_degraded{layer=\"connections\"}", 1.0).await?;
+    gw.wait_metric("pushgate_degraded{layer=\"connections\"}", 1.0)
+        .await?;
     // Refused the EventSource way: a 200 stream that says when to retry.
     match SseClient::open(&client, &url, None).await? {
         Opened::Stream(s) => assert_eq!(s.refusal(), Some("degraded")),
@@ -254,8 +235,9 @@ async fn the_connections_breaker_trips_at_95_percent_and_resets_below_85() -> Re
         "hysteresis"
     );
     streams.truncate(16);
-    wait_metric(&gw, "pushgate_degraded{layer=\"connections\"}", 0.0).await?;
-    let mut back = open(&client, &url, None).await?;
+    gw.wait_metric("pushgate_degraded{layer=\"connections\"}", 0.0)
+        .await?;
+    let mut back = SseClient::connect(&client, &url, None).await?;
     assert_eq!(back.refusal(), None);
     back.await_id(T).await?;
     assert_eq!(
@@ -269,15 +251,15 @@ async fn the_connections_breaker_trips_at_95_percent_and_resets_below_85() -> Re
 #[tokio::test]
 async fn a_slow_subscriber_on_a_keep_latest_topic_gets_the_newest_and_a_skipped_count() -> Result<()>
 {
-    let cfg = config(
+    let cfg = config_file(
         "delivery:\n  queue_size: 4\n  backpressure:\n    - pattern: \"bp/**\"\n      policy: keep-latest\n",
     )?;
     let gw = GatewayProcess::start(&["--config", cfg.path().to_str().unwrap()])?;
     let client = reqwest::Client::new();
     let url = gw.url("/v1/stream?topic=bp/gauges");
-    let mut slow = open(&client, &url, None).await?;
+    let mut slow = SseClient::connect(&client, &url, None).await?;
     slow.await_id(T).await?;
-    let mut fast = open(&client, &url, None).await?;
+    let mut fast = SseClient::connect(&client, &url, None).await?;
     fast.await_id(T).await?;
     const N: usize = 300;
     let reader = tokio::spawn(async move {

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use proptest::prelude::*;
-use pushgate_e2e::gateway::GatewayProcess;
+use pushgate_e2e::gateway::{config_file, GatewayProcess};
 use pushgate_e2e::redis::RedisServer;
 use pushgate_e2e::sse_client::{Opened, SseClient};
 use reqwest::StatusCode;
@@ -253,9 +253,7 @@ fn config() -> ProptestConfig {
 }
 
 fn fast_trim() -> tempfile::NamedTempFile {
-    let f = tempfile::NamedTempFile::new().unwrap();
-    std::fs::write(f.path(), "retention:\n  trim_interval: 100ms\n").unwrap();
-    f
+    config_file("retention:\n  trim_interval: 100ms\n").unwrap()
 }
 
 fn runtime() -> tokio::runtime::Runtime {

@@ -7,18 +7,16 @@
 use std::time::Duration;
 
 use anyhow::{bail, Result};
-use pushgate_e2e::gateway::{mint_token, GatewayProcess};
+use pushgate_e2e::gateway::{config_file, mint_token, GatewayProcess};
 use pushgate_e2e::redis::RedisServer;
-use pushgate_e2e::sse_client::{Opened, SseClient};
+use pushgate_e2e::sse_client::SseClient;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
 const T: Duration = Duration::from_secs(10);
 
 fn small_limit() -> Result<tempfile::NamedTempFile> {
-    let f = tempfile::NamedTempFile::new()?;
-    std::fs::write(f.path(), "limits:\n  max_shadow_bytes: 1024\n")?;
-    Ok(f)
+    config_file("limits:\n  max_shadow_bytes: 1024\n")
 }
 
 /// `PATCH` with an optional `If-Match` and token; `(status, body, etag)`.
@@ -207,10 +205,7 @@ async fn documents(a: &GatewayProcess, b: &GatewayProcess, device: &str) -> Resu
 }
 
 async fn open(client: &reqwest::Client, url: &str) -> Result<SseClient> {
-    match SseClient::open(client, url, None).await? {
-        Opened::Stream(s) => Ok(*s),
-        Opened::Refused(status, body) => bail!("stream refused: {status} {body}"),
-    }
+    SseClient::connect(client, url, None).await
 }
 
 /// `(type, data)` of the next event.

@@ -8,9 +8,9 @@ use std::time::Duration;
 
 use anyhow::{bail, Result};
 use pushgate::sse::SseEvent;
-use pushgate_e2e::gateway::GatewayProcess;
+use pushgate_e2e::gateway::{config_file, GatewayProcess};
 use pushgate_e2e::redis::RedisServer;
-use pushgate_e2e::sse_client::{Opened, SseClient};
+use pushgate_e2e::sse_client::SseClient;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
@@ -20,9 +20,7 @@ const LOSS: &str = "pushgate_messages_expired_unacked_total";
 /// A config file with fast trimming, so expired payloads are dropped
 /// while the test runs.
 fn fast_trim() -> Result<tempfile::NamedTempFile> {
-    let f = tempfile::NamedTempFile::new()?;
-    std::fs::write(f.path(), "retention:\n  trim_interval: 200ms\n")?;
-    Ok(f)
+    config_file("retention:\n  trim_interval: 200ms\n")
 }
 
 /// Publishes `data` with the query `q` (e.g. `ttl=1s`); returns the reply.
@@ -42,13 +40,6 @@ async fn publish(
         bail!("publish answered {}: {}", resp.status(), resp.text().await?);
     }
     Ok(resp.json().await?)
-}
-
-async fn open(client: &reqwest::Client, url: &str, cursor: Option<&str>) -> Result<SseClient> {
-    match SseClient::open(client, url, cursor).await? {
-        Opened::Stream(s) => Ok(*s),
-        Opened::Refused(status, body) => bail!("stream refused: {status} {body}"),
-    }
 }
 
 /// Every event up to and including the message `marker`.
@@ -109,7 +100,7 @@ async fn commands_expire(
     let loss0 = sub.metric(LOSS).await?;
 
     // Online: a command with a TTL is delivered live at once; the device acks it.
-    let mut s = open(&client, &sub.url(&path), None).await?;
+    let mut s = SseClient::connect(&client, &sub.url(&path), None).await?;
     s.await_id(T).await?;
     let first = publish(&client, &pubs.url(""), topic, "c1", "ttl=1s&priority=high").await?;
     assert!(first["expires_at_ms"].as_u64().is_some(), "{first}");
@@ -140,7 +131,7 @@ async fn commands_expire(
     tokio::time::sleep(Duration::from_millis(2_100)).await;
 
     // The device comes back without a cursor: told first, then only what is alive.
-    let mut s = open(&client, &sub.url(&path), None).await?;
+    let mut s = SseClient::connect(&client, &sub.url(&path), None).await?;
     publish(&client, &pubs.url(""), topic, "m1", "").await?;
     let got = until(&mut s, "m1").await?;
     assert_eq!(
@@ -155,7 +146,7 @@ async fn commands_expire(
     drop(s);
 
     // Again without acking: told again, but the loss is not counted twice.
-    let mut s = open(&client, &sub.url(&path), None).await?;
+    let mut s = SseClient::connect(&client, &sub.url(&path), None).await?;
     publish(&client, &pubs.url(""), topic, "m2", "").await?;
     let got = until(&mut s, "m2").await?;
     assert_eq!(
@@ -177,7 +168,7 @@ async fn commands_expire(
 
     // A plain subscriber resuming from the first command is told too; it
     // is no device, so the loss counter stays.
-    let mut s = open(
+    let mut s = SseClient::connect(
         &client,
         &sub.url(&format!("/v1/stream?topic={topic}")),
         Some(&got_id(&first)),
@@ -220,7 +211,7 @@ async fn expired_commands_are_never_replayed_and_counted_once_embedded() -> Resu
     gw.kill9();
     gw.restart()?;
     let client = reqwest::Client::new();
-    let mut s = open(
+    let mut s = SseClient::connect(
         &client,
         &gw.url("/v1/stream?topic=dev/t1/cmd&device=t1"),
         None,

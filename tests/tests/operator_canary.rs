@@ -32,21 +32,6 @@ async fn served(gw: &GatewayProcess, track: &str) -> usize {
         .unwrap() as usize
 }
 
-/// The operator's object `name`, waited for.
-async fn get<K>(api: &Api<K>, name: &str, op: &OperatorProcess) -> K
-where
-    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
-{
-    eventually(name, WAIT, || async {
-        api.get_opt(name)
-            .await
-            .map_err(|e| e.to_string())?
-            .ok_or_else(|| "absent".to_string())
-    })
-    .await
-    .unwrap_or_else(|e| panic!("{e}\noperator log:\n{}", op.log_tail()))
-}
-
 fn table_of(cm: &ConfigMap) -> RoutingTable {
     let yaml = &cm.data.as_ref().unwrap()["routing.yaml"];
     RoutingTable::from_yaml(yaml).unwrap_or_else(|e| panic!("gateway rejects {yaml:?}: {e}"))
@@ -63,16 +48,7 @@ async fn operator_weight_patches_move_exactly_the_hashed_streams_with_zero_loss(
     let ns = cp.namespace("canary").unwrap();
     let op = OperatorProcess::start(cp, &OperatorOptions::new(&ns, "canary-op")).unwrap();
     let redis = RedisServer::start().unwrap();
-    cp.kubectl(&[
-        "create",
-        "secret",
-        "generic",
-        "gw-redis",
-        "-n",
-        &ns,
-        &format!("--from-literal=url={}", redis.url()),
-    ])
-    .unwrap();
+    cp.secret(&ns, "gw-redis", "url", &redis.url()).unwrap();
     // Delivery and limit settings travel through the rendered config; the
     // 200ms retry keeps moved subscribers' reconnects quick.
     let doc = format!(
@@ -92,19 +68,19 @@ async fn operator_weight_patches_move_exactly_the_hashed_streams_with_zero_loss(
     let pgws: Api<PushGateway> = Api::namespaced(client.clone(), &ns);
 
     // What the operator wrote: one config per track and the routing table.
-    let stable_cm = get(&cms, "gw-config", &op).await;
-    let canary_cm = get(&cms, "gw-canary-config", &op).await;
-    let table = table_of(&get(&cms, "gw-routing", &op).await);
+    let stable_cm = op.object(&cms, "gw-config").await;
+    let canary_cm = op.object(&cms, "gw-canary-config").await;
+    let table = table_of(&op.object(&cms, "gw-routing").await);
     assert_eq!(table.weight_bp, 0);
     let salt = table.salt.clone();
     let pgw = pgws.get("gw").await.unwrap();
     assert_eq!(Some(&salt), pgw.uid().as_ref(), "default salt is the uid");
-    let canary_dep = get(&deps, "gw-canary", &op).await;
+    let canary_dep = op.object(&deps, "gw-canary").await;
     let image = canary_dep.spec.unwrap().template.spec.unwrap().containers[0]
         .image
         .clone();
     assert_eq!(image.as_deref(), Some("pushgate:canary"));
-    let sel = get(&svcs, "gw", &op).await.spec.unwrap().selector.unwrap();
+    let sel = op.object(&svcs, "gw").await.spec.unwrap().selector.unwrap();
     assert!(!sel.contains_key("pushgate.dev/track"), "{sel:?}");
 
     // The pods' identity, exactly as the pods would hold it.
@@ -127,7 +103,7 @@ async fn operator_weight_patches_move_exactly_the_hashed_streams_with_zero_loss(
 
     // The peer token the operator generated, as the pods mount it.
     let secrets: Api<k8s_openapi::api::core::v1::Secret> = Api::namespaced(client.clone(), &ns);
-    let secret = get(&secrets, "gw-peer", &op).await;
+    let secret = op.object(&secrets, "gw-peer").await;
     let token = secret.data.as_ref().unwrap()["token"].0.clone();
     assert_eq!(token.len(), 64, "a 32-byte random token in hex");
     let dir = tempfile::tempdir().unwrap();

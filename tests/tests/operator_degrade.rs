@@ -19,27 +19,13 @@ use pushgate_e2e::sse_client::{Opened, SseClient};
 
 const WAIT: Duration = Duration::from_secs(30);
 
-async fn get<K>(api: &Api<K>, name: &str, op: &OperatorProcess) -> K
-where
-    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
-{
-    eventually(name, WAIT, || async {
-        api.get_opt(name)
-            .await
-            .map_err(|e| e.to_string())?
-            .ok_or_else(|| "absent".to_string())
-    })
-    .await
-    .unwrap_or_else(|e| panic!("{e}\noperator log:\n{}", op.log_tail()))
-}
-
-/// Waits until every pod reports `want` for the connections layer; returns when.
-async fn all_flipped(pods: &[GatewayProcess], want: f64) -> Instant {
-    let metric = "pushgate_degraded{layer=\"connections\"}";
+/// Waits until every pod reports `want` for `layer`; returns when.
+async fn all_flipped(pods: &[GatewayProcess], layer: &str, want: f64) -> Instant {
+    let metric = format!("pushgate_degraded{{layer=\"{layer}\"}}");
     for _ in 0..2000 {
         let mut all = true;
         for p in pods {
-            all &= p.metric(metric).await.unwrap() == want;
+            all &= p.metric(&metric).await.unwrap() == want;
         }
         if all {
             return Instant::now();
@@ -66,16 +52,7 @@ async fn one_patch_flips_the_connections_layer_on_every_pod() {
     let ns = cp.namespace("degrade").unwrap();
     let op = OperatorProcess::start(cp, &OperatorOptions::new(&ns, "degrade-op")).unwrap();
     let redis = RedisServer::start().unwrap();
-    cp.kubectl(&[
-        "create",
-        "secret",
-        "generic",
-        "gw-redis",
-        "-n",
-        &ns,
-        &format!("--from-literal=url={}", redis.url()),
-    ])
-    .unwrap();
+    cp.secret(&ns, "gw-redis", "url", &redis.url()).unwrap();
     let doc = format!(
         "apiVersion: pushgate.dev/v1alpha1\nkind: PushGateway\nmetadata:\n  name: gw\n  namespace: {ns}\nspec:\n\
          \x20 image: pushgate:stable\n  replicas: 3\n\
@@ -86,8 +63,8 @@ async fn one_patch_flips_the_connections_layer_on_every_pod() {
     let client = cp.client().await.unwrap();
     let cms: Api<ConfigMap> = Api::namespaced(client.clone(), &ns);
     let pgws: Api<PushGateway> = Api::namespaced(client.clone(), &ns);
-    let config = get(&cms, "gw-config", &op).await;
-    let table = get(&cms, "gw-routing", &op).await;
+    let config = op.object(&cms, "gw-config").await;
+    let table = op.object(&cms, "gw-routing").await;
     let parsed = RoutingTable::from_yaml(&table.data.as_ref().unwrap()["routing.yaml"]).unwrap();
     assert!(parsed.degrade.is_empty(), "nothing switched yet");
 
@@ -98,7 +75,7 @@ async fn one_patch_flips_the_connections_layer_on_every_pod() {
     let kc = cp.service_account_kubeconfig(&ns, "gw-gateway").unwrap();
     // The peer token the pods mount; no canary runs, so the peer is idle.
     let secrets: Api<k8s_openapi::api::core::v1::Secret> = Api::namespaced(client.clone(), &ns);
-    let secret = get(&secrets, "gw-peer", &op).await;
+    let secret = op.object(&secrets, "gw-peer").await;
     let token_file = dir.path().join("peer-token");
     std::fs::write(&token_file, &secret.data.as_ref().unwrap()["token"].0).unwrap();
     let peer = format!("http://{}", GatewayProcess::free_addr().unwrap());
@@ -139,7 +116,7 @@ async fn one_patch_flips_the_connections_layer_on_every_pod() {
     };
     open.await_id(WAIT).await.unwrap();
 
-    let patch = |switch: &str| {
+    let patch = |layer: &str, switch: &str| {
         cp.kubectl(&[
             "patch",
             "pgw",
@@ -149,13 +126,15 @@ async fn one_patch_flips_the_connections_layer_on_every_pod() {
             "--type",
             "merge",
             "-p",
-            &format!("{{\"spec\":{{\"degrade\":{{\"connections\":\"{switch}\"}}}}}}"),
+            &format!("{{\"spec\":{{\"degrade\":{{\"{layer}\":\"{switch}\"}}}}}}"),
         ])
         .unwrap();
     };
     let start = Instant::now();
-    patch("on");
-    let on_after = all_flipped(&pods, 1.0).await.duration_since(start);
+    patch("connections", "on");
+    let on_after = all_flipped(&pods, "connections", 1.0)
+        .await
+        .duration_since(start);
     for p in &pods {
         assert_eq!(refusal(&c, p).await.as_deref(), Some("degraded"));
     }
@@ -198,14 +177,30 @@ async fn one_patch_flips_the_connections_layer_on_every_pod() {
     assert!(event.contains("events=off, storage=off"), "{event}");
 
     let start = Instant::now();
-    patch("off");
-    let off_after = all_flipped(&pods, 0.0).await.duration_since(start);
+    patch("connections", "off");
+    let off_after = all_flipped(&pods, "connections", 0.0)
+        .await
+        .duration_since(start);
     for p in &pods {
         assert_eq!(refusal(&c, p).await, None, "admitted once it flips back");
     }
     eprintln!(
-        "kubectl patch → all 3 pods flipped: on in {} ms, off in {} ms",
+        "kubectl patch → all 3 pods flipped: connections on in {} ms, off in {} ms",
         on_after.as_millis(),
         off_after.as_millis()
     );
+    // The other layers travel the same way.
+    for layer in ["events", "storage"] {
+        let start = Instant::now();
+        patch(layer, "on");
+        let on = all_flipped(&pods, layer, 1.0).await.duration_since(start);
+        let start = Instant::now();
+        patch(layer, "off");
+        let off = all_flipped(&pods, layer, 0.0).await.duration_since(start);
+        eprintln!(
+            "kubectl patch → all 3 pods flipped: {layer} on in {} ms, off in {} ms",
+            on.as_millis(),
+            off.as_millis()
+        );
+    }
 }

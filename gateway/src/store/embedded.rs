@@ -154,7 +154,7 @@ impl EmbeddedStore {
         writer.execute_batch(SCHEMA).map_err(unavailable)?;
         migrate(&writer).map_err(unavailable)?;
         writer
-            .execute_batch(sqlite_acks::SCHEMA)
+            .execute_batch(&sqlite_acks::schema())
             .map_err(unavailable)?;
         writer
             .execute_batch(sqlite_shadow::SCHEMA)
@@ -295,28 +295,6 @@ impl Store for EmbeddedStore {
             .await
     }
 
-    async fn ack(&self, device: &DeviceId, acks: Vec<Acked>) -> Result<Vec<Acked>, StoreError> {
-        let merged = self.merge_positions(Ledger::Acked, device, acks).await?;
-        Ok(merged.into_iter().map(|(_, after)| after).collect())
-    }
-
-    async fn acked(&self, device: &DeviceId, tags: &[u32]) -> Result<Vec<Acked>, StoreError> {
-        self.read_positions(Ledger::Acked, device, tags).await
-    }
-
-    async fn record_lost(
-        &self,
-        device: &DeviceId,
-        marks: Vec<Acked>,
-    ) -> Result<Vec<Option<Acked>>, StoreError> {
-        let merged = self.merge_positions(Ledger::Expired, device, marks).await?;
-        Ok(merged.into_iter().map(|(before, _)| before).collect())
-    }
-
-    async fn lost(&self, device: &DeviceId, tags: &[u32]) -> Result<Vec<Acked>, StoreError> {
-        self.read_positions(Ledger::Expired, device, tags).await
-    }
-
     async fn shadow(&self, device: &DeviceId) -> Result<Option<(u64, String)>, StoreError> {
         let device = device.clone();
         self.with_reader(move |conn| sqlite_shadow::read(conn, &device))
@@ -334,9 +312,7 @@ impl Store for EmbeddedStore {
         self.command(|r| Command::PutShadow(device, (expected, version, doc), r))
             .await
     }
-}
 
-impl EmbeddedStore {
     async fn merge_positions(
         &self,
         ledger: Ledger,
@@ -358,7 +334,7 @@ impl EmbeddedStore {
         .await
     }
 
-    async fn read_positions(
+    async fn positions(
         &self,
         ledger: Ledger,
         device: &DeviceId,

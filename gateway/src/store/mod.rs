@@ -210,16 +210,38 @@ pub trait Store: Send + Sync + 'static {
     /// Cheap reachability check (readiness).
     async fn ping(&self) -> Result<(), StoreError>;
 
-    /// Records what `device` acknowledged, durably: each position replaces
-    /// the stored one of its tag only if [`Acked::superseded_by`] says so.
-    /// Returns the stored position of every tag given, after the merge, in
-    /// input order. Acknowledgements are kept for `retention.device_ack_ttl`
-    /// after a device's last one.
-    async fn ack(&self, device: &DeviceId, acks: Vec<Acked>) -> Result<Vec<Acked>, StoreError>;
+    /// Merges positions into `device`'s `ledger`, durably: each replaces the
+    /// stored one of its tag only if [`Acked::superseded_by`] says so, even
+    /// against a concurrent writer. Returns, in input order, what each tag
+    /// held before and holds after. Positions are kept for
+    /// `retention.device_ack_ttl` after their last write.
+    async fn merge_positions(
+        &self,
+        ledger: Ledger,
+        device: &DeviceId,
+        list: Vec<Acked>,
+    ) -> Result<Vec<(Option<Acked>, Acked)>, StoreError>;
 
-    /// `device`'s acknowledged positions among `tags` (a tag never
-    /// acknowledged is absent).
-    async fn acked(&self, device: &DeviceId, tags: &[u32]) -> Result<Vec<Acked>, StoreError>;
+    /// `device`'s positions in `ledger` among `tags` (a tag never written
+    /// is absent).
+    async fn positions(
+        &self,
+        ledger: Ledger,
+        device: &DeviceId,
+        tags: &[u32],
+    ) -> Result<Vec<Acked>, StoreError>;
+
+    /// Records what `device` acknowledged; returns the stored position of
+    /// every tag given, after the merge, in input order.
+    async fn ack(&self, device: &DeviceId, acks: Vec<Acked>) -> Result<Vec<Acked>, StoreError> {
+        let merged = self.merge_positions(Ledger::Acked, device, acks).await?;
+        Ok(merged.into_iter().map(|(_, after)| after).collect())
+    }
+
+    /// `device`'s acknowledged positions among `tags`.
+    async fn acked(&self, device: &DeviceId, tags: &[u32]) -> Result<Vec<Acked>, StoreError> {
+        self.positions(Ledger::Acked, device, tags).await
+    }
 
     /// Moves `device`'s loss ledger forward like [`Store::ack`]; returns,
     /// in input order, what each tag held before (so concurrent counters
@@ -228,10 +250,15 @@ pub trait Store: Send + Sync + 'static {
         &self,
         device: &DeviceId,
         marks: Vec<Acked>,
-    ) -> Result<Vec<Option<Acked>>, StoreError>;
+    ) -> Result<Vec<Option<Acked>>, StoreError> {
+        let merged = self.merge_positions(Ledger::Expired, device, marks).await?;
+        Ok(merged.into_iter().map(|(before, _)| before).collect())
+    }
 
     /// `device`'s loss ledger among `tags`.
-    async fn lost(&self, device: &DeviceId, tags: &[u32]) -> Result<Vec<Acked>, StoreError>;
+    async fn lost(&self, device: &DeviceId, tags: &[u32]) -> Result<Vec<Acked>, StoreError> {
+        self.positions(Ledger::Expired, device, tags).await
+    }
 
     /// `device`'s shadow document (JSON text) and its version, if any.
     async fn shadow(&self, device: &DeviceId) -> Result<Option<(u64, String)>, StoreError>;

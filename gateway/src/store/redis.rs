@@ -556,27 +556,13 @@ impl Store for RedisStore {
         Ok(())
     }
 
-    async fn ack(&self, device: &DeviceId, acks: Vec<Acked>) -> Result<Vec<Acked>, StoreError> {
-        let merged = self.merge_positions(Ledger::Acked, device, acks).await?;
-        Ok(merged.into_iter().map(|(_, after)| after).collect())
-    }
-
-    async fn acked(&self, device: &DeviceId, tags: &[u32]) -> Result<Vec<Acked>, StoreError> {
-        let key = redis_acks::key(&self.keys.prefix, Ledger::Acked, device);
-        redis_acks::read(&mut self.conn(), &key, tags).await
-    }
-
-    async fn record_lost(
+    async fn positions(
         &self,
+        ledger: Ledger,
         device: &DeviceId,
-        marks: Vec<Acked>,
-    ) -> Result<Vec<Option<Acked>>, StoreError> {
-        let merged = self.merge_positions(Ledger::Expired, device, marks).await?;
-        Ok(merged.into_iter().map(|(before, _)| before).collect())
-    }
-
-    async fn lost(&self, device: &DeviceId, tags: &[u32]) -> Result<Vec<Acked>, StoreError> {
-        let key = redis_acks::key(&self.keys.prefix, Ledger::Expired, device);
+        tags: &[u32],
+    ) -> Result<Vec<Acked>, StoreError> {
+        let key = redis_acks::key(&self.keys.prefix, ledger, device);
         redis_acks::read(&mut self.conn(), &key, tags).await
     }
 
@@ -597,9 +583,7 @@ impl Store for RedisStore {
         let cas = &self.shadow_cas;
         redis_shadow::put(&mut self.conn(), cas, &key, (expected, version, &doc), ttl).await
     }
-}
 
-impl RedisStore {
     async fn merge_positions(
         &self,
         ledger: Ledger,

@@ -8,9 +8,13 @@ use rusqlite::{params, Connection, OptionalExtension, Transaction};
 use super::Ledger;
 use crate::device::{Acked, DeviceId};
 
-/// The table, created with the rest of the schema.
-pub const SCHEMA: &str = "
-CREATE TABLE IF NOT EXISTS device_acks (
+/// The tables (one per ledger), created with the rest of the schema.
+pub fn schema() -> String {
+    [Ledger::Acked, Ledger::Expired]
+        .map(|l| {
+            let t = table(l);
+            format!(
+                "CREATE TABLE IF NOT EXISTS {t} (
     device TEXT NOT NULL,
     tag INTEGER NOT NULL,
     epoch INTEGER NOT NULL,
@@ -19,18 +23,12 @@ CREATE TABLE IF NOT EXISTS device_acks (
     updated INTEGER NOT NULL,
     PRIMARY KEY (device, tag)
 ) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS device_acks_updated ON device_acks (updated);
-CREATE TABLE IF NOT EXISTS device_expired (
-    device TEXT NOT NULL,
-    tag INTEGER NOT NULL,
-    epoch INTEGER NOT NULL,
-    seq INTEGER NOT NULL,
-    ts INTEGER NOT NULL,
-    updated INTEGER NOT NULL,
-    PRIMARY KEY (device, tag)
-) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS device_expired_updated ON device_expired (updated);
-";
+CREATE INDEX IF NOT EXISTS {t}_updated ON {t} (updated);
+"
+            )
+        })
+        .concat()
+}
 
 fn table(ledger: Ledger) -> &'static str {
     match ledger {

@@ -174,6 +174,22 @@ impl OperatorProcess {
             .unwrap_or(0.0)
     }
 
+    /// The object `name` the operator writes, waited for (30 s); panics
+    /// with the operator's log if it does not appear.
+    pub async fn object<K>(&self, api: &kube::Api<K>, name: &str) -> K
+    where
+        K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+    {
+        super::util::eventually(name, Duration::from_secs(30), || async {
+            api.get_opt(name)
+                .await
+                .map_err(|e| e.to_string())?
+                .ok_or_else(|| "absent".to_string())
+        })
+        .await
+        .unwrap_or_else(|e| panic!("{e}\noperator log:\n{}", self.log_tail()))
+    }
+
     /// The end of the operator's log so far (for assertion messages).
     pub fn log_tail(&self) -> String {
         tail(&self.log)
