@@ -263,6 +263,22 @@ impl GatewayProcess {
     }
 }
 
+/// Two gateways (`replica-a`, `replica-b`) sharing `redis` under a key
+/// prefix of their own, each with `extra` arguments.
+pub fn redis_pair(
+    redis: &crate::redis::RedisServer,
+    extra: &[&str],
+) -> Result<(GatewayProcess, GatewayProcess)> {
+    let prefix = format!("pair{:x}", rand::random::<u32>());
+    let url = redis.url();
+    let mut args = vec!["--store", &url, "--redis-key-prefix", &prefix];
+    args.extend_from_slice(extra);
+    Ok((
+        GatewayProcess::start_named("replica-a", &args)?,
+        GatewayProcess::start_named("replica-b", &args)?,
+    ))
+}
+
 /// A gateway config file holding `yaml` (pass it with `--config`).
 pub fn config_file(yaml: &str) -> Result<tempfile::NamedTempFile> {
     let f = tempfile::NamedTempFile::new()?;

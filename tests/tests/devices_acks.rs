@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use anyhow::{bail, Result};
-use pushgate_e2e::gateway::{mint_token, GatewayProcess};
+use pushgate_e2e::gateway::{mint_token, redis_pair, GatewayProcess};
 use pushgate_e2e::redis::RedisServer;
 use pushgate_e2e::sse_client::{Opened, SseClient};
 use reqwest::StatusCode;
@@ -194,10 +194,7 @@ async fn a_device_resumes_from_its_ack_after_a_reconnect_and_a_kill_9() -> Resul
 #[tokio::test]
 async fn another_replica_resumes_a_device_from_its_ack_on_redis() -> Result<()> {
     let redis = RedisServer::start()?;
-    let prefix = format!("acks{:x}", rand::random::<u32>());
-    let args = ["--store", &redis.url(), "--redis-key-prefix", &prefix];
-    let a = GatewayProcess::start_named("replica-a", &args)?;
-    let b = GatewayProcess::start_named("replica-b", &args)?;
+    let (a, b) = redis_pair(&redis, &[])?;
     let client = reqwest::Client::new();
     let (topic, path) = ("dev/r1/cmd", "/v1/stream?topic=dev/r1/cmd&device=r1");
     publish_range(&client, &a.url(""), topic, 1, 100, None).await?;

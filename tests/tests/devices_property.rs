@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use proptest::prelude::*;
-use pushgate_e2e::gateway::{config_file, GatewayProcess};
+use pushgate_e2e::gateway::{config_file, redis_pair, GatewayProcess};
 use pushgate_e2e::redis::RedisServer;
 use pushgate_e2e::sse_client::{Opened, SseClient};
 use reqwest::StatusCode;
@@ -278,12 +278,8 @@ proptest! {
     fn a_device_loses_only_what_expired_and_counts_it_on_redis(ops in prop::collection::vec(op(2), 10..40)) {
         let redis = RedisServer::start().unwrap();
         let cfg = fast_trim();
-        let prefix = format!("prop{:x}", rand::random::<u32>());
-        let args = ["--store", &redis.url(), "--redis-key-prefix", &prefix, "--config", cfg.path().to_str().unwrap()];
-        let fleet = vec![
-            GatewayProcess::start_named("replica-a", &args).unwrap(),
-            GatewayProcess::start_named("replica-b", &args).unwrap(),
-        ];
+        let (a, b) = redis_pair(&redis, &["--config", cfg.path().to_str().unwrap()]).unwrap();
+        let fleet = vec![a, b];
         let r = runtime().block_on(run(fleet, &ops));
         prop_assert!(r.is_ok(), "{:#}", r.unwrap_err());
     }

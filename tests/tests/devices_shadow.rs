@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use anyhow::{bail, Result};
-use pushgate_e2e::gateway::{config_file, mint_token, GatewayProcess};
+use pushgate_e2e::gateway::{config_file, mint_token, redis_pair, GatewayProcess};
 use pushgate_e2e::redis::RedisServer;
 use pushgate_e2e::sse_client::SseClient;
 use reqwest::StatusCode;
@@ -324,17 +324,7 @@ async fn shadows_merge_version_and_refuse_stale_or_oversized_patches_embedded() 
 async fn shadows_merge_version_and_refuse_stale_or_oversized_patches_on_redis() -> Result<()> {
     let redis = RedisServer::start()?;
     let cfg = small_limit()?;
-    let prefix = format!("sh{:x}", rand::random::<u32>());
-    let args = [
-        "--store",
-        &redis.url(),
-        "--redis-key-prefix",
-        &prefix,
-        "--config",
-        cfg.path().to_str().unwrap(),
-    ];
-    let a = GatewayProcess::start_named("replica-a", &args)?;
-    let b = GatewayProcess::start_named("replica-b", &args)?;
+    let (a, b) = redis_pair(&redis, &["--config", cfg.path().to_str().unwrap()])?;
     documents(&a, &b, "pump-2").await
 }
 
@@ -367,10 +357,7 @@ async fn a_desired_change_made_offline_arrives_first_embedded() -> Result<()> {
 #[tokio::test]
 async fn a_desired_change_made_offline_arrives_first_on_redis() -> Result<()> {
     let redis = RedisServer::start()?;
-    let prefix = format!("sh{:x}", rand::random::<u32>());
-    let args = ["--store", &redis.url(), "--redis-key-prefix", &prefix];
-    let a = GatewayProcess::start_named("replica-a", &args)?;
-    let b = GatewayProcess::start_named("replica-b", &args)?;
+    let (a, b) = redis_pair(&redis, &[])?;
     delivery(&a, &b, "pump-4", "dev/pump-4/cmd").await
 }
 

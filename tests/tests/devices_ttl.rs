@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Result};
 use pushgate::sse::SseEvent;
-use pushgate_e2e::gateway::{config_file, GatewayProcess};
+use pushgate_e2e::gateway::{config_file, redis_pair, GatewayProcess};
 use pushgate_e2e::redis::RedisServer;
 use pushgate_e2e::sse_client::SseClient;
 use reqwest::StatusCode;
@@ -231,17 +231,7 @@ async fn expired_commands_are_never_replayed_and_counted_once_embedded() -> Resu
 async fn expired_commands_are_never_replayed_and_counted_once_on_redis() -> Result<()> {
     let redis = RedisServer::start()?;
     let cfg = fast_trim()?;
-    let prefix = format!("ttl{:x}", rand::random::<u32>());
-    let args = [
-        "--store",
-        &redis.url(),
-        "--redis-key-prefix",
-        &prefix,
-        "--config",
-        cfg.path().to_str().unwrap(),
-    ];
-    let a = GatewayProcess::start_named("replica-a", &args)?;
-    let b = GatewayProcess::start_named("replica-b", &args)?;
+    let (a, b) = redis_pair(&redis, &["--config", cfg.path().to_str().unwrap()])?;
     // Streams on one replica, publishes and acks through the other.
     commands_expire(&b, &a, "dev/t2/cmd", "t2").await?;
     Ok(())
