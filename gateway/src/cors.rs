@@ -24,17 +24,20 @@ pub fn layer(c: &CorsConfig) -> Option<CorsLayer> {
         CorsLayer::new()
             .allow_origin(origin)
             .allow_credentials(c.allow_credentials)
-            .allow_methods([Method::GET, Method::POST, Method::DELETE])
+            // PATCH, If-Match and ETag: device shadows edited from a page.
+            .allow_methods([Method::GET, Method::POST, Method::DELETE, Method::PATCH])
             .allow_headers([
                 header::AUTHORIZATION,
                 header::CONTENT_TYPE,
                 HeaderName::from_static("last-event-id"),
                 HeaderName::from_static("idempotency-key"),
                 HeaderName::from_static("traceparent"),
+                header::IF_MATCH,
             ])
             .expose_headers([
                 header::RETRY_AFTER,
                 HeaderName::from_static("idempotent-replayed"),
+                header::ETAG,
             ])
             .max_age(c.max_age),
     )

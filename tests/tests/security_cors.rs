@@ -62,6 +62,31 @@ async fn credentialed_origins_get_preflight_and_credentials() -> Result<()> {
         .unwrap_or("")
         .contains("GET"));
     assert_eq!(get(&h, "access-control-max-age"), Some("600"));
+    // A page may patch a device shadow under If-Match and read its ETag.
+    let resp = c
+        .request(Method::OPTIONS, gw.url("/v1/devices/d1/shadow"))
+        .header("origin", "https://app.example")
+        .header("access-control-request-method", "PATCH")
+        .header("access-control-request-headers", "if-match, content-type")
+        .send()
+        .await?;
+    let h = resp.headers();
+    assert!(get(h, "access-control-allow-methods")
+        .unwrap_or("")
+        .contains("PATCH"));
+    assert!(get(h, "access-control-allow-headers")
+        .unwrap_or("")
+        .to_ascii_lowercase()
+        .contains("if-match"));
+    let resp = c
+        .get(gw.url("/v1/devices/d1/shadow"))
+        .header("origin", "https://app.example")
+        .send()
+        .await?;
+    assert!(get(resp.headers(), "access-control-expose-headers")
+        .unwrap_or("")
+        .to_ascii_lowercase()
+        .contains("etag"));
 
     let (_, h) = preflight(&c, &gw, "https://evil.example").await?;
     assert_eq!(
