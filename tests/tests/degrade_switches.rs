@@ -251,9 +251,21 @@ async fn the_connections_breaker_trips_at_95_percent_and_resets_below_85() -> Re
 #[tokio::test]
 async fn a_slow_subscriber_on_a_keep_latest_topic_gets_the_newest_and_a_skipped_count() -> Result<()>
 {
-    let cfg = config_file(
-        "delivery:\n  queue_size: 4\n  backpressure:\n    - pattern: \"bp/**\"\n      policy: keep-latest\n",
-    )?;
+    slow_and_fast_subscribers("keep-latest").await
+}
+
+#[tokio::test]
+async fn a_slow_subscriber_on_a_drop_oldest_topic_is_told_of_every_drop() -> Result<()> {
+    slow_and_fast_subscribers("drop-oldest").await
+}
+
+/// A slow and a fast subscriber of one topic under `policy`: the fast one
+/// gets everything; the slow one gets events in order, ending with the
+/// newest, and every event it did not get was announced as skipped.
+async fn slow_and_fast_subscribers(policy: &str) -> Result<()> {
+    let cfg = config_file(&format!(
+        "delivery:\n  queue_size: 4\n  backpressure:\n    - pattern: \"bp/**\"\n      policy: {policy}\n"
+    ))?;
     let gw = GatewayProcess::start(&["--config", cfg.path().to_str().unwrap()])?;
     let client = reqwest::Client::new();
     let url = gw.url("/v1/stream?topic=bp/gauges");
@@ -322,8 +334,10 @@ async fn a_slow_subscriber_on_a_keep_latest_topic_gets_the_newest_and_a_skipped_
         "in order, none twice"
     );
     assert_eq!(
-        gw.metric("pushgate_events_skipped_total{policy=\"keep-latest\"}")
-            .await?,
+        gw.metric(&format!(
+            "pushgate_events_skipped_total{{policy=\"{policy}\"}}"
+        ))
+        .await?,
         skipped as f64
     );
     assert_eq!(
