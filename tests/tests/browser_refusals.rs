@@ -1,6 +1,6 @@
 //! Refusals a browser survives. A real `EventSource` in headless Chromium
 //! gives up for good on any non-200 answer, so a gateway that turns streams
-//! away (accept rate, drain) must do it with a 200 event stream that only
+//! away (accept rate, drain, the connections degrade switch) must do it with a 200 event stream that only
 //! says "retry in N ms". The page (`tests/browser/sources.html`) opens plain
 //! EventSources with no reopening of its own, from another origin than the
 //! gateway's, and reports what each one received.
@@ -172,4 +172,78 @@ async fn event_sources_that_reconnect_into_a_draining_gateway_resume_on_the_rest
         v.iter().any(|r| r[2] >= 3),
         "no source was refused while draining: {v:?}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn event_sources_refused_by_the_connections_switch_get_in_once_it_flips_back() {
+    let site = Site::serve(PAGE);
+    let dir = tempfile::tempdir().unwrap();
+    let table = dir.path().join("routing.yaml");
+    let write_table = |switch: &str| {
+        let tmp = table.with_extension("tmp");
+        let text = format!("weight_bp: 0\nsalt: s\ndegrade:\n  connections: {switch}\n");
+        std::fs::write(&tmp, text).unwrap();
+        std::fs::rename(&tmp, &table).unwrap();
+    };
+    write_table("on");
+    let cors = site.origin();
+    let g = GatewayProcess::start(&[
+        "--routing-table-file",
+        table.to_str().unwrap(),
+        "--retry",
+        "300ms",
+        "--cors-allowed-origins",
+        &cors,
+    ])
+    .unwrap();
+    g.wait_metric("pushgate_degraded{layer=\"connections\"}", 1.0)
+        .await
+        .unwrap();
+    let base = g.url("");
+    let page = site.url(&format!(
+        "sources.html?sources=5&topic=switch&gateway={base}"
+    ));
+    let browser = Browser::open(&page);
+    // Every source is refused (a 200 that only says when to retry), and retries.
+    browser
+        .wait_for(
+            "sources.html",
+            "every source refused and retrying",
+            T,
+            |s| {
+                let v = sources(s);
+                v.len() == 5 && v.iter().all(|r| r[2] >= 2)
+            },
+        )
+        .await;
+    assert_eq!(g.metric("pushgate_connections").await.unwrap(), 0.0);
+    write_table("off");
+    g.wait_metric("pushgate_connections", 5.0).await.unwrap();
+    let http = reqwest::Client::new();
+    for i in 1..=5 {
+        publish(&http, &base, "switch", &format!("e{i}"))
+            .await
+            .unwrap();
+    }
+    let s = browser
+        .wait_for("sources.html", "5 events everywhere", T, |s| {
+            let v = sources(s);
+            v.len() == 5 && v.iter().all(|r| r[0] >= 5)
+        })
+        .await;
+    let v = sources(&s);
+    let refused = g
+        .metric("pushgate_streams_rejected_total{reason=\"degraded\"}")
+        .await
+        .unwrap();
+    eprintln!("connections switch: {refused} refusals: {v:?}");
+    assert!(
+        refused >= 10.0,
+        "each source was refused at least twice: {refused}"
+    );
+    for (i, r) in v.iter().enumerate() {
+        assert_eq!(r[0], 5, "source {i}: every event exactly once ({r:?})");
+        assert_eq!(r[1], 1, "source {i}: in order ({r:?})");
+        assert_eq!(r[4], 0, "source {i}: the browser never gave up ({r:?})");
+    }
 }
