@@ -177,9 +177,9 @@ impl Degrade {
         d
     }
 
-    /// The `auto` thresholds.
-    pub fn thresholds(&self) -> &AutoThresholds {
-        &self.config.auto
+    /// The `auto` thresholds in force: the table's, else the config's.
+    pub fn thresholds(&self) -> AutoThresholds {
+        self.switches().auto.unwrap_or(self.config.auto)
     }
 
     /// The switches in force: the config's, overridden by the watched table.
@@ -197,7 +197,8 @@ impl Degrade {
     /// Feeds one round of measures to the breakers; returns the layers
     /// whose degraded state changed.
     pub fn observe(&self, now: Instant, m: Measures) -> Vec<(Layer, bool)> {
-        let a = &self.config.auto;
+        let switches = self.switches();
+        let a = switches.auto.unwrap_or(self.config.auto);
         let mut tripped = Vec::new();
         {
             let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
@@ -219,7 +220,7 @@ impl Degrade {
             ];
             for (l, (over, under, hold)) in Layer::ALL.into_iter().zip(inputs) {
                 // A layer switched off or on by hand does not run its breaker.
-                if l.of(&self.switches()) != Switch::Auto {
+                if l.of(&switches) != Switch::Auto {
                     breakers[l as usize] = Breaker::default();
                     continue;
                 }
@@ -278,11 +279,21 @@ pub fn spawn(node: &Arc<Node>) {
 }
 
 async fn measure(node: Arc<Node>) {
-    let a = node.degrade.thresholds().clone();
-    let mut tick = tokio::time::interval(a.probe_interval);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let ticker = |every| {
+        let mut t = tokio::time::interval(every);
+        t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        t
+    };
+    let mut every = node.degrade.thresholds().probe_interval;
+    let mut tick = ticker(every);
     loop {
         tick.tick().await;
+        // The table may bring new marks at any time; they apply from this round.
+        let a = node.degrade.thresholds();
+        if a.probe_interval != every {
+            every = a.probe_interval;
+            tick = ticker(every);
+        }
         // A store that does not answer within twice the trip mark counts as that slow.
         let limit = a.store_p99_trip * 2;
         let start = Instant::now();
@@ -407,5 +418,50 @@ mod tests {
         assert_eq!(d.set_table(on), [(Layer::Storage, true)]);
         assert!(d.observe(t0, full).is_empty(), "switched off by the table");
         assert_eq!(d.set_table(Switches::default()), [(Layer::Storage, false)]);
+    }
+
+    #[test]
+    fn the_tables_marks_replace_the_configured_ones_at_once() {
+        let d = degrade(DegradeConfig {
+            connections: Switch::Auto,
+            ..DegradeConfig::default()
+        });
+        let at = |share| Measures {
+            connections: share,
+            event_loop_lag: Duration::ZERO,
+            store_probe: Duration::ZERO,
+        };
+        let t0 = Instant::now();
+        assert!(
+            d.observe(t0, at(0.6)).is_empty(),
+            "under the configured 95 %"
+        );
+        let low = AutoThresholds {
+            connections_trip: 0.5,
+            connections_reset: 0.4,
+            ..AutoThresholds::default()
+        };
+        d.set_table(Switches {
+            auto: Some(low),
+            ..Switches::default()
+        });
+        assert_eq!(d.thresholds(), low);
+        assert_eq!(d.observe(t0, at(0.6)), [(Layer::Connections, true)]);
+        // New marks move the reset too: 0.6 is now under a 0.7 reset mark.
+        d.set_table(Switches {
+            auto: Some(AutoThresholds {
+                connections_trip: 0.8,
+                connections_reset: 0.7,
+                ..low
+            }),
+            ..Switches::default()
+        });
+        assert_eq!(d.observe(t0, at(0.6)), [(Layer::Connections, false)]);
+        d.set_table(Switches::default());
+        assert_eq!(
+            d.thresholds(),
+            AutoThresholds::default(),
+            "back to the config's"
+        );
     }
 }

@@ -147,7 +147,10 @@ impl Config {
         if self.delivery.heartbeat.is_zero() || self.delivery.retry.is_zero() {
             return bad("delivery.heartbeat and delivery.retry must be positive");
         }
-        self.degrade.auto.validate().map_err(Invalid)?;
+        self.degrade
+            .auto
+            .validate()
+            .map_err(|m| Invalid(format!("degrade.auto: {m}")))?;
         for (name, ttl) in self.delivery.tiers.each() {
             if ttl.is_some_and(|t| t.is_zero() || t > MAX_TTL) {
                 return Err(Invalid(format!(

@@ -1,7 +1,7 @@
 //! Degrade switches: three layers (connections, events, storage), each
-//! `off`, `on` or `auto`, set in the gateway config and overridden for every
-//! pod at once by the watched routing table (`degrade:`), plus the `auto`
-//! thresholds with their hysteresis.
+//! `off`, `on` or `auto`, plus the `auto` thresholds with their hysteresis.
+//! All of them are set in the gateway config and overridden for every pod
+//! at once by the watched routing table (`degrade:`), without a restart.
 
 use std::time::Duration;
 
@@ -43,9 +43,9 @@ impl std::str::FromStr for Switch {
     }
 }
 
-/// The three switches; in the routing table an absent one leaves the
-/// pod's configured value.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+/// The three switches and the `auto` marks; in the routing table an absent
+/// one leaves the pod's configured value.
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Switches {
     /// Refuse new streams (open ones stay).
@@ -57,6 +57,9 @@ pub struct Switches {
     /// Publishes answered 503, replays from the hot ring only.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub storage: Option<Switch>,
+    /// The `auto` breakers' marks, replacing the configured ones whole.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub auto: Option<AutoThresholds>,
 }
 
 impl Switches {
@@ -71,6 +74,7 @@ impl Switches {
             connections: over.connections.or(self.connections),
             events: over.events.or(self.events),
             storage: over.storage.or(self.storage),
+            auto: over.auto.or(self.auto),
         }
     }
 }
@@ -101,12 +105,13 @@ impl Default for DegradeConfig {
 }
 
 impl DegradeConfig {
-    /// The configured switches, all set.
+    /// The configured switches and marks, all set.
     pub fn switches(&self) -> Switches {
         Switches {
             connections: Some(self.connections),
             events: Some(self.events),
             storage: Some(self.storage),
+            auto: Some(self.auto),
         }
     }
 }
@@ -114,7 +119,7 @@ impl DegradeConfig {
 /// Trip and reset marks of the `auto` breakers: a breaker trips when its
 /// measure is over the trip mark (for `window`, except connections: at
 /// once) and resets when it has stayed under the lower reset mark as long.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct AutoThresholds {
     /// Open streams as a share of `limits.max_connections` that trips.
@@ -164,17 +169,15 @@ impl AutoThresholds {
             || !share(self.connections_reset)
             || self.connections_reset >= self.connections_trip
         {
-            return Err(
-                "degrade.auto: connections_reset < connections_trip, both in (0, 1]".into(),
-            );
+            return Err("connections_reset < connections_trip, both in (0, 1]".into());
         }
         if self.event_loop_lag_reset >= self.event_loop_lag_trip
             || self.store_p99_reset >= self.store_p99_trip
         {
-            return Err("degrade.auto: every reset mark must be below its trip mark".into());
+            return Err("every reset mark must be below its trip mark".into());
         }
         if self.probe_interval.is_zero() || self.window < self.probe_interval {
-            return Err("degrade.auto: probe_interval must be positive and at most window".into());
+            return Err("probe_interval must be positive and at most window".into());
         }
         Ok(())
     }

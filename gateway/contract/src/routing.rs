@@ -85,7 +85,7 @@ pub fn is_header_name(h: &str) -> bool {
 }
 
 /// Weight, salt and key settings shared by both tracks.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct RoutingTable {
     /// Canary share in basis points (0..=10000).
@@ -99,7 +99,7 @@ pub struct RoutingTable {
     pub key_header: Option<String>,
     /// Cookie carrying a gateway-issued key (keeps an `EventSource` in its bucket).
     pub cookie: String,
-    /// Degrade switches for every pod (an absent one keeps the pod's config).
+    /// Degrade switches and marks for every pod (an absent one keeps the pod's config).
     #[serde(skip_serializing_if = "crate::degrade::Switches::is_empty")]
     pub degrade: crate::degrade::Switches,
 }
@@ -168,7 +168,14 @@ impl RoutingTable {
         if let Some(h) = &self.key_header {
             name("key_header", h)?;
         }
-        name("cookie", &self.cookie)
+        name("cookie", &self.cookie)?;
+        match &self.degrade.auto {
+            Some(a) => a.validate().map_err(|message| TableError {
+                field: "degrade.auto",
+                message,
+            }),
+            None => Ok(()),
+        }
     }
 
     /// The track owning `bucket` under this table.
@@ -279,6 +286,20 @@ mod tests {
         .validate()
         .unwrap_err();
         assert_eq!(e.field, "override_header");
+        let marks = RoutingTable::from_yaml(
+            "weight_bp: 0\ndegrade:\n  connections: auto\n  auto:\n    connections_trip: 0.5\n    connections_reset: 0.25\n",
+        )
+        .unwrap();
+        let a = marks.degrade.auto.unwrap();
+        assert_eq!((a.connections_trip, a.connections_reset), (0.5, 0.25));
+        assert_eq!(a.window, crate::degrade::AutoThresholds::default().window);
+        let inverted = "degrade:\n  auto:\n    connections_trip: 0.5\n    connections_reset: 0.6\n";
+        assert!(
+            RoutingTable::from_yaml(inverted)
+                .unwrap_err()
+                .starts_with("degrade.auto:"),
+            "a pod refuses marks that cannot work"
+        );
     }
 
     #[test]
