@@ -5,6 +5,7 @@
 
 use crate::crd::PushGatewaySpec;
 use pushgate_contract::config::{CertificateGrant, Config, LogFormat};
+use pushgate_contract::degrade::{AutoThresholds, Switches};
 use pushgate_contract::routing::RoutingSettings;
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -39,6 +40,51 @@ fn set<T>(dst: &mut T, v: Option<T>) {
     }
 }
 
+/// `spec.degrade` as the gateway reads it: the switches it sets and, if
+/// `auto` is given, the complete marks (unset ones at their defaults).
+pub fn degrade_table(spec: &PushGatewaySpec) -> Result<Switches, SpecError> {
+    let Some(d) = &spec.degrade else {
+        return Ok(Switches::default());
+    };
+    let mut s = d.switches();
+    if let Some(a) = &d.auto {
+        let mut m = AutoThresholds::default();
+        set(&mut m.connections_trip, a.connections_trip);
+        set(&mut m.connections_reset, a.connections_reset);
+        let d = |field, v: &Option<String>| duration(field, v.as_ref());
+        set(
+            &mut m.event_loop_lag_trip,
+            d("spec.degrade.auto.eventLoopLagTrip", &a.event_loop_lag_trip)?,
+        );
+        set(
+            &mut m.event_loop_lag_reset,
+            d(
+                "spec.degrade.auto.eventLoopLagReset",
+                &a.event_loop_lag_reset,
+            )?,
+        );
+        set(
+            &mut m.store_p99_trip,
+            d("spec.degrade.auto.storeP99Trip", &a.store_p99_trip)?,
+        );
+        set(
+            &mut m.store_p99_reset,
+            d("spec.degrade.auto.storeP99Reset", &a.store_p99_reset)?,
+        );
+        set(&mut m.window, d("spec.degrade.auto.window", &a.window)?);
+        set(
+            &mut m.probe_interval,
+            d("spec.degrade.auto.probeInterval", &a.probe_interval)?,
+        );
+        m.validate().map_err(|message| SpecError {
+            field: "spec.degrade.auto",
+            message,
+        })?;
+        s.auto = Some(m);
+    }
+    Ok(s)
+}
+
 /// The gateway config of a pod of `spec`, with `routing` as its routing section.
 /// The Redis URL is not in it (it is a Secret, passed as a variable).
 pub fn gateway_config(
@@ -54,14 +100,17 @@ pub fn gateway_config(
     };
     if spec.embedded_store() {
         c.data_dir = DATA_DIR.into();
-        // No routing table to watch: the one pod takes the switches from
-        // its config (and restarts to change them).
-        if let Some(d) = &spec.degrade {
-            let s = c.degrade.switches().overridden_by(&d.switches());
-            c.degrade.connections = s.connections.unwrap_or_default();
-            c.degrade.events = s.events.unwrap_or_default();
-            c.degrade.storage = s.storage.unwrap_or_default();
-        }
+        // No routing table to watch: the one pod takes the switches and
+        // marks from its config (and restarts to change them).
+        let s = c.degrade.switches().overridden_by(&degrade_table(spec)?);
+        c.degrade.connections = s.connections.unwrap_or_default();
+        c.degrade.events = s.events.unwrap_or_default();
+        c.degrade.storage = s.storage.unwrap_or_default();
+        c.degrade.auto = s.auto.unwrap_or_default();
+    } else {
+        // Checked here too, so a bad mark fails the reconcile before any
+        // object changes; the marks themselves travel in the routing table.
+        degrade_table(spec)?;
     }
     if let Some(r) = &spec.retention {
         set(&mut c.retention.max_events, r.max_events);
@@ -101,40 +150,6 @@ pub fn gateway_config(
                 tier("spec.delivery.tiers.low", t.low.as_ref())?,
             );
         }
-    }
-    if let Some(a) = spec.degrade.as_ref().and_then(|d| d.auto.as_ref()) {
-        let m = &mut c.degrade.auto;
-        set(&mut m.connections_trip, a.connections_trip);
-        set(&mut m.connections_reset, a.connections_reset);
-        let d = |field, v: &Option<String>| duration(field, v.as_ref());
-        set(
-            &mut m.event_loop_lag_trip,
-            d("spec.degrade.auto.eventLoopLagTrip", &a.event_loop_lag_trip)?,
-        );
-        set(
-            &mut m.event_loop_lag_reset,
-            d(
-                "spec.degrade.auto.eventLoopLagReset",
-                &a.event_loop_lag_reset,
-            )?,
-        );
-        set(
-            &mut m.store_p99_trip,
-            d("spec.degrade.auto.storeP99Trip", &a.store_p99_trip)?,
-        );
-        set(
-            &mut m.store_p99_reset,
-            d("spec.degrade.auto.storeP99Reset", &a.store_p99_reset)?,
-        );
-        set(&mut m.window, d("spec.degrade.auto.window", &a.window)?);
-        set(
-            &mut m.probe_interval,
-            d("spec.degrade.auto.probeInterval", &a.probe_interval)?,
-        );
-        m.validate().map_err(|message| SpecError {
-            field: "spec.degrade.auto",
-            message,
-        })?;
     }
     if let Some(grants) = spec
         .auth

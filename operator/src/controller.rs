@@ -1,5 +1,6 @@
 //! The reconcile loop: desired objects → server-side apply → status + Events.
 
+use crate::breakers::{self, PodBreakers};
 use crate::build::plan::{self, Change, Kind, Owned, Weight};
 use crate::build::{self, routing, Desired, Track, MANAGER};
 use crate::config::SpecError;
@@ -35,6 +36,10 @@ const MANAGED_SELECTOR: &str = "app.kubernetes.io/managed-by=pushgate-operator";
 const RESYNC: Duration = Duration::from_secs(300);
 /// How soon an unfinished rollout is looked at again.
 const ROLLOUT_RECHECK: Duration = Duration::from_secs(10);
+/// How often the pods' breakers are read while a layer is `auto` (default).
+pub const DEFAULT_BREAKER_POLL: Duration = Duration::from_secs(5);
+/// How long one pod may take to show its metrics page.
+const BREAKER_TIMEOUT: Duration = Duration::from_secs(2);
 /// First and largest retry delay after a failed reconcile.
 const BACKOFF_BASE: Duration = Duration::from_secs(1);
 const BACKOFF_MAX: Duration = Duration::from_secs(300);
@@ -71,6 +76,7 @@ pub struct Context {
     recorder: Recorder,
     metrics: Metrics,
     failures: Mutex<HashMap<ObjectRef<PushGateway>, u32>>,
+    breaker_poll: Duration,
 }
 
 impl Context {
@@ -85,7 +91,14 @@ impl Context {
             client,
             metrics,
             failures: Mutex::default(),
+            breaker_poll: DEFAULT_BREAKER_POLL,
         }
+    }
+
+    /// How often the pods' `auto` breakers are read while a layer is `auto`.
+    pub fn with_breaker_poll(mut self, every: Duration) -> Self {
+        self.breaker_poll = every;
+        self
     }
 
     /// Publishes an Event on `pgw`. `related` names the child concerned; the
@@ -329,14 +342,13 @@ async fn apply_all(ctx: &Context, pgw: &PushGateway, d: &Desired) -> Result<Appl
                 let table = routing::table(pgw, w)?;
                 let before = degrade_switches(ctx, pgw).await;
                 apply(ctx, pgw, &table).await?;
-                let after = pgw
-                    .spec
-                    .degrade
-                    .as_ref()
-                    .map(|d| d.switches())
-                    .unwrap_or_default();
+                let after = crate::config::degrade_table(&pgw.spec)?;
                 if before.is_some_and(|b| b != after) {
-                    let note = format!("degrade switches now {}", describe(&after));
+                    let marks = match before.is_some_and(|b| b.auto != after.auto) {
+                        true => " (new auto marks)",
+                        false => "",
+                    };
+                    let note = format!("degrade switches now {}{marks}", describe(&after));
                     let related = Some(table.object_ref(&()));
                     ctx.event(
                         pgw,
@@ -364,12 +376,23 @@ async fn write_status(
     dep: Option<&Deployment>,
     canary: Option<status::CanaryObserved<'_>>,
     failure: Option<&Failure>,
+    breakers: &[PodBreakers],
 ) -> Result<(), Error> {
     let api: Api<PushGateway> =
         Api::namespaced(ctx.client.clone(), &pgw.namespace().unwrap_or_default());
-    let status = status::compute(pgw, dep, canary, failure, &Timestamp::now().to_string());
+    let now = Timestamp::now().to_string();
+    let status = status::compute(pgw, dep, canary, failure, breakers, &now);
     if pgw.status.as_ref() == Some(&status) {
         return Ok(());
+    }
+    let prev = pgw.status.as_ref().map(|s| s.conditions.as_slice());
+    for (reason, c) in status::breaker_changes(prev.unwrap_or_default(), &status.conditions) {
+        let kind = match reason {
+            "BreakerTripped" => EventType::Warning,
+            _ => EventType::Normal,
+        };
+        ctx.event(pgw, kind, reason, "Observe", c.message.clone(), None)
+            .await;
     }
     let patch = serde_json::json!({
         "apiVersion": PushGateway::api_version(&()),
@@ -404,9 +427,19 @@ async fn reconcile_inner(pgw: &PushGateway, ctx: &Context) -> Result<bool, Error
                     .is_none_or(|(d, _)| status::rolled_out(Some(d)));
             // Everything applied, but a pod may still never start (a bad
             // image, a crash loop): that is a failure too, with its reason.
-            let stuck = match settled {
+            // With an `auto` layer the pods are asked for their breakers.
+            let auto = any_auto(pgw);
+            let pods = match settled && !auto {
                 true => None,
-                false => stuck_pod(ctx, pgw).await,
+                false => gateway_pods(ctx, pgw).await,
+            };
+            let stuck = pods
+                .as_deref()
+                .filter(|_| !settled)
+                .and_then(status::stuck_pod);
+            let breakers = match (auto, &pods) {
+                (true, Some(p)) => breakers::observe(p, BREAKER_TIMEOUT).await,
+                _ => Vec::new(),
             };
             if let Some(f) = &stuck {
                 ctx.event(
@@ -419,7 +452,7 @@ async fn reconcile_inner(pgw: &PushGateway, ctx: &Context) -> Result<bool, Error
                 )
                 .await;
             }
-            write_status(ctx, pgw, Some(&a.stable), canary, stuck.as_ref()).await?;
+            write_status(ctx, pgw, Some(&a.stable), canary, stuck.as_ref(), &breakers).await?;
             Ok(settled)
         }
         Err(err) => {
@@ -465,7 +498,10 @@ async fn reconcile_inner(pgw: &PushGateway, ctx: &Context) -> Result<bool, Error
                     .and_then(|s| s.canary.as_ref())
                     .map_or(0, |c| c.weight),
             });
-            if let Err(e) = write_status(ctx, pgw, dep.as_ref(), canary, Some(&failure)).await {
+            // The pods are not asked on a failed reconcile: `auto` layers
+            // read as armed until the next one succeeds.
+            let written = write_status(ctx, pgw, dep.as_ref(), canary, Some(&failure), &[]);
+            if let Err(e) = written.await {
                 tracing::warn!(error = %e, "could not record failure in status");
             }
             Err(err)
@@ -473,9 +509,9 @@ async fn reconcile_inner(pgw: &PushGateway, ctx: &Context) -> Result<bool, Error
     }
 }
 
-/// The first of the PushGateway's pods that cannot start, if any. A failed
-/// list is no verdict (the next reconcile looks again).
-async fn stuck_pod(ctx: &Context, pgw: &PushGateway) -> Option<Failure> {
+/// The PushGateway's pods (both tracks). A failed list is no verdict:
+/// `None`, and the next reconcile looks again.
+async fn gateway_pods(ctx: &Context, pgw: &PushGateway) -> Option<Vec<Pod>> {
     let selector = build::instance_labels(pgw)
         .iter()
         .map(|(k, v)| format!("{k}={v}"))
@@ -483,12 +519,18 @@ async fn stuck_pod(ctx: &Context, pgw: &PushGateway) -> Option<Failure> {
         .join(",");
     let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &pgw.namespace().unwrap_or_default());
     match pods.list(&ListParams::default().labels(&selector)).await {
-        Ok(list) => status::stuck_pod(&list.items),
+        Ok(list) => Some(list.items),
         Err(e) => {
             tracing::debug!(error = %e, "cannot list gateway pods");
             None
         }
     }
+}
+
+/// Whether some degrade layer is left to the pods' breakers.
+fn any_auto(pgw: &PushGateway) -> bool {
+    let s = pgw.spec.degrade.clone().unwrap_or_default().switches();
+    [s.connections, s.events, s.storage].contains(&Some(pushgate_contract::degrade::Switch::Auto))
 }
 
 /// Reconciles one PushGateway; called by the controller runtime.
@@ -512,13 +554,14 @@ pub async fn reconcile(pgw: Arc<PushGateway>, ctx: Arc<Context>) -> Result<Actio
         .lock()
         .unwrap()
         .remove(&ObjectRef::from_obj(&*pgw));
-    // Pod states (a pull that fails, a crash loop) change no owned object:
-    // look again soon while the rollout is unfinished.
-    Ok(Action::requeue(if settled {
-        RESYNC
-    } else {
-        ROLLOUT_RECHECK
-    }))
+    // Pod states (a pull that fails, a crash loop, a tripped breaker)
+    // change no owned object: look again soon while the rollout is
+    // unfinished or a layer is `auto`.
+    let mut next = if settled { RESYNC } else { ROLLOUT_RECHECK };
+    if any_auto(&pgw) {
+        next = next.min(ctx.breaker_poll);
+    }
+    Ok(Action::requeue(next))
 }
 
 /// Delay before retry `n` (1-based): doubling from 1s, capped at 5 minutes.

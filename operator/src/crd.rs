@@ -364,7 +364,8 @@ pub struct DegradeSpec {
     /// Store slow or down: publishes 503, replays from the hot ring only.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub storage: Option<DegradeSwitch>,
-    /// Trip and reset marks of the `auto` breakers (a change restarts the pods).
+    /// Trip and reset marks of the `auto` breakers (with a Redis store they
+    /// change on every pod at once, without a restart).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub auto: Option<DegradeAutoSpec>,
 }
@@ -400,7 +401,7 @@ pub struct DegradeAutoSpec {
 }
 
 impl DegradeSpec {
-    /// The gateway's form.
+    /// The gateway's form of the switches (the marks: `config::degrade_table`).
     pub fn switches(&self) -> pushgate_contract::degrade::Switches {
         use pushgate_contract::degrade::Switch;
         let s = |v: Option<DegradeSwitch>| {
@@ -414,6 +415,7 @@ impl DegradeSpec {
             connections: s(self.connections),
             events: s(self.events),
             storage: s(self.storage),
+            auto: None,
         }
     }
 }

@@ -1,6 +1,7 @@
 //! pushgate-operator: reconciles `PushGateway` resources into the objects
 //! that run the pushgate SSE gateway.
 
+pub mod breakers;
 pub mod build;
 pub mod config;
 pub mod controller;

@@ -38,6 +38,10 @@ struct Args {
     /// Seconds between renewals.
     #[arg(long, default_value_t = 5)]
     renew_interval: u64,
+    /// How often the gateway pods' `auto` breakers are read while a
+    /// PushGateway has a degrade layer on `auto` (e.g. `5s`).
+    #[arg(long, env = "PUSHGATE_OPERATOR_BREAKER_POLL", default_value = "5s", value_parser = humantime::parse_duration)]
+    breaker_poll: Duration,
 }
 
 fn default_identity() -> String {
@@ -94,7 +98,10 @@ async fn main() -> anyhow::Result<()> {
     tracing::info!(%identity, "acquired leadership; reconciling");
     metrics.leader.set(1);
 
-    let ctx = Arc::new(Context::new(client.clone(), metrics.clone(), identity));
+    let ctx = Arc::new(
+        Context::new(client.clone(), metrics.clone(), identity)
+            .with_breaker_poll(args.breaker_poll),
+    );
     tokio::select! {
         r = controller::run(client, args.namespace, ctx) => {
             elector.release().await;

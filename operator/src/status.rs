@@ -6,6 +6,8 @@ use crate::crd::{CanaryStatus, Condition, PushGateway, PushGatewayStatus};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Pod;
 
+use crate::breakers::{PodBreakers, LAYERS};
+
 /// A reconcile failure to surface as `Degraded=True`.
 #[derive(Debug, Clone)]
 pub struct Failure {
@@ -107,10 +109,12 @@ pub fn stuck_pod(pods: &[Pod]) -> Option<Failure> {
 }
 
 /// One condition per degrade layer (`ConnectionsDegraded`, …): `True` with
-/// reason `SwitchedOn` when `spec.degrade` turns it on, `False` with
-/// `AutoArmed` (the pods' breaker decides) or `SwitchedOff`.
+/// reason `SwitchedOn` when `spec.degrade` turns it on, or `AutoTripped`
+/// when it is `auto` and some pod's breaker has tripped (named in the
+/// message, from `breakers`); else `False` with `AutoArmed` or `SwitchedOff`.
 fn layer_conditions(
     pgw: &PushGateway,
+    breakers: &[PodBreakers],
     prev: &[Condition],
     generation: Option<i64>,
     now: &str,
@@ -118,25 +122,74 @@ fn layer_conditions(
     use crate::crd::DegradeSwitch;
     let spec = pgw.spec.degrade.clone().unwrap_or_default();
     [
-        ("ConnectionsDegraded", "connections", spec.connections),
-        ("EventsDegraded", "events", spec.events),
-        ("StorageDegraded", "storage", spec.storage),
+        ("ConnectionsDegraded", spec.connections),
+        ("EventsDegraded", spec.events),
+        ("StorageDegraded", spec.storage),
     ]
     .into_iter()
-    .map(|(type_, layer, switch)| {
-        let switch = switch.unwrap_or(DegradeSwitch::Off);
-        let (on, reason, msg) = match switch {
+    .zip(LAYERS.into_iter().enumerate())
+    .map(|((type_, switch), (i, layer))| {
+        let (on, reason, msg) = match switch.unwrap_or(DegradeSwitch::Off) {
             DegradeSwitch::On => (true, "SwitchedOn", format!("spec.degrade.{layer} is on")),
-            DegradeSwitch::Auto => (
-                false,
-                "AutoArmed",
-                format!("spec.degrade.{layer} is auto: each pod's breaker decides (pushgate_degraded{{layer=\"{layer}\"}})"),
-            ),
+            DegradeSwitch::Auto => auto_layer(layer, i, breakers),
             DegradeSwitch::Off => (false, "SwitchedOff", format!("spec.degrade.{layer} is off")),
         };
         condition(prev, type_, on, reason, msg, generation, now)
     })
     .collect()
+}
+
+/// An `auto` layer as the pods report it.
+fn auto_layer(layer: &str, i: usize, breakers: &[PodBreakers]) -> (bool, &'static str, String) {
+    let names = |f: &dyn Fn(&PodBreakers) -> bool| {
+        breakers
+            .iter()
+            .filter(|b| f(b))
+            .map(|b| b.pod.as_str())
+            .collect::<Vec<_>>()
+    };
+    let tripped = names(&|b| b.degraded.is_some_and(|d| d[i]));
+    let silent = names(&|b| b.degraded.is_none());
+    let unheard = match silent.is_empty() {
+        true => String::new(),
+        false => format!("; no answer from {}", silent.join(", ")),
+    };
+    if tripped.is_empty() {
+        let msg = format!(
+            "spec.degrade.{layer} is auto: no pod's breaker is tripped ({} of {} pods answered){unheard}",
+            breakers.len() - silent.len(),
+            breakers.len()
+        );
+        (false, "AutoArmed", msg)
+    } else {
+        let msg = format!(
+            "spec.degrade.{layer} is auto: the breaker tripped on {} of {} pods: {}{unheard}",
+            tripped.len(),
+            breakers.len(),
+            tripped.join(", ")
+        );
+        (true, "AutoTripped", msg)
+    }
+}
+
+/// The layer conditions whose `auto` breaker tripped (`BreakerTripped`) or
+/// reset (`BreakerReset`) between `prev` and `next`: each is an Event.
+pub fn breaker_changes<'a>(
+    prev: &[Condition],
+    next: &'a [Condition],
+) -> Vec<(&'static str, &'a Condition)> {
+    let tripped = |c: Option<&Condition>| c.is_some_and(|c| c.reason == "AutoTripped");
+    next.iter()
+        .filter(|c| c.type_.ends_with("Degraded") && c.type_ != "Degraded")
+        .filter_map(|c| {
+            let before = tripped(prev.iter().find(|p| p.type_ == c.type_));
+            match (before, tripped(Some(c))) {
+                (false, true) => Some(("BreakerTripped", c)),
+                (true, false) => Some(("BreakerReset", c)),
+                _ => None,
+            }
+        })
+        .collect()
 }
 
 /// What the reconciler observed of the canary track.
@@ -154,12 +207,14 @@ pub fn rolled_out(dep: Option<&Deployment>) -> bool {
 }
 
 /// The status to write after a reconcile attempt; `canary` is `Some` while
-/// `spec.canary` is set.
+/// `spec.canary` is set, and `breakers` is what the pods said of their
+/// `auto` breakers (empty when no layer is `auto`).
 pub fn compute(
     pgw: &PushGateway,
     dep: Option<&Deployment>,
     canary: Option<CanaryObserved<'_>>,
     failure: Option<&Failure>,
+    breakers: &[PodBreakers],
     now: &str,
 ) -> PushGatewayStatus {
     let prev = pgw.status.clone().unwrap_or_default().conditions;
@@ -214,7 +269,7 @@ pub fn compute(
         ),
         degraded,
     ];
-    conditions.extend(layer_conditions(pgw, &prev, generation, now));
+    conditions.extend(layer_conditions(pgw, breakers, &prev, generation, now));
     let canary_status = canary.map(|c| {
         let cr = rollout(c.deployment);
         let (reason, msg) = if cr.done {
@@ -288,6 +343,7 @@ mod tests {
             Some(&dep(want, ready)),
             None,
             None,
+            &[],
             "t0",
         )
     }
@@ -307,7 +363,7 @@ mod tests {
             }),
             ..Default::default()
         };
-        let s = compute(&pgw(spec), Some(&dep(1, 1)), None, None, "t0");
+        let s = compute(&pgw(spec), Some(&dep(1, 1)), None, None, &[], "t0");
         let c = get(&s, "ConnectionsDegraded");
         assert_eq!(
             (c.status.as_str(), c.reason.as_str()),
@@ -324,6 +380,67 @@ mod tests {
             ("False", "SwitchedOff")
         );
         assert_eq!(get(&plain(1, 1), "ConnectionsDegraded").status, "False");
+    }
+
+    #[test]
+    fn an_auto_layer_names_the_pods_whose_breaker_tripped() {
+        use crate::crd::{DegradeSpec, DegradeSwitch};
+        let p = pgw(PushGatewaySpec {
+            degrade: Some(DegradeSpec {
+                connections: Some(DegradeSwitch::Auto),
+                storage: Some(DegradeSwitch::Auto),
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+        let pod = |name: &str, d| PodBreakers {
+            pod: name.into(),
+            degraded: d,
+        };
+        let seen = [
+            pod("gw-a", Some([true, false, false])),
+            pod("gw-b", Some([false, false, false])),
+            pod("gw-c", None),
+        ];
+        let s = compute(&p, Some(&dep(3, 3)), None, None, &seen, "t0");
+        let c = get(&s, "ConnectionsDegraded");
+        assert_eq!(
+            (c.status.as_str(), c.reason.as_str()),
+            ("True", "AutoTripped")
+        );
+        assert!(
+            c.message.contains("1 of 3 pods: gw-a; no answer from gw-c"),
+            "{}",
+            c.message
+        );
+        let st = get(&s, "StorageDegraded");
+        assert_eq!(
+            (st.status.as_str(), st.reason.as_str()),
+            ("False", "AutoArmed")
+        );
+        assert!(
+            st.message.contains("2 of 3 pods answered"),
+            "{}",
+            st.message
+        );
+        let e = get(&s, "EventsDegraded");
+        assert_eq!(e.reason, "SwitchedOff", "a layer not auto ignores the pods");
+        let calm = compute(&p, Some(&dep(3, 3)), None, None, &seen[1..], "t1");
+        let ev = |a: &PushGatewayStatus, b: &PushGatewayStatus| {
+            breaker_changes(&a.conditions, &b.conditions)
+                .into_iter()
+                .map(|(r, c)| (r, c.type_.clone()))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            ev(&calm, &s),
+            [("BreakerTripped", "ConnectionsDegraded".to_string())]
+        );
+        assert_eq!(
+            ev(&s, &calm),
+            [("BreakerReset", "ConnectionsDegraded".to_string())]
+        );
+        assert!(ev(&s, &s).is_empty());
     }
 
     #[test]
@@ -350,7 +467,7 @@ mod tests {
             message: "bad".into(),
         };
         let p = pgw(PushGatewaySpec::default());
-        let s = compute(&p, Some(&dep(1, 1)), None, Some(&f), "t0");
+        let s = compute(&p, Some(&dep(1, 1)), None, Some(&f), &[], "t0");
         let d = get(&s, "Degraded");
         assert_eq!(
             (d.status.as_str(), d.reason.as_str(), d.message.as_str()),
@@ -380,7 +497,7 @@ mod tests {
             deployment: Some(d),
             weight: w,
         };
-        let s = compute(&p, Some(&dep(1, 1)), Some(seen(&c, 0)), None, "t0");
+        let s = compute(&p, Some(&dep(1, 1)), Some(seen(&c, 0)), None, &[], "t0");
         assert_eq!(get(&s, "CanaryReady").status, "False");
         assert_eq!(
             get(&s, "Ready").status,
@@ -396,7 +513,14 @@ mod tests {
             })
         );
         let ready = dep(2, 2);
-        let s = compute(&p, Some(&dep(1, 1)), Some(seen(&ready, 30)), None, "t1");
+        let s = compute(
+            &p,
+            Some(&dep(1, 1)),
+            Some(seen(&ready, 30)),
+            None,
+            &[],
+            "t1",
+        );
         let cond = get(&s, "CanaryReady");
         assert_eq!(
             (cond.status.as_str(), cond.reason.as_str()),
@@ -411,6 +535,7 @@ mod tests {
                 weight: 0,
             }),
             None,
+            &[],
             "t2",
         );
         assert_eq!(absent.canary.unwrap().ready_replicas, 0);
@@ -419,10 +544,10 @@ mod tests {
     #[test]
     fn transition_time_kept_when_status_unchanged() {
         let mut p = pgw(PushGatewaySpec::default());
-        p.status = Some(compute(&p, Some(&dep(1, 1)), None, None, "t0"));
-        let again = compute(&p, Some(&dep(1, 1)), None, None, "t1");
+        p.status = Some(compute(&p, Some(&dep(1, 1)), None, None, &[], "t0"));
+        let again = compute(&p, Some(&dep(1, 1)), None, None, &[], "t1");
         assert_eq!(Some(&again), p.status.as_ref());
-        let flipped = compute(&p, Some(&dep(1, 0)), None, None, "t2");
+        let flipped = compute(&p, Some(&dep(1, 0)), None, None, &[], "t2");
         assert_eq!(get(&flipped, "Ready").last_transition_time, "t2");
     }
 

@@ -741,3 +741,127 @@ async fn a_gateway_whose_image_cannot_be_pulled_is_degraded_and_alone() {
     let minimal = gateway_pods(cp, "default", "minimal");
     assert!(minimal.iter().all(ready), "{minimal:#?}");
 }
+
+#[tokio::test]
+async fn an_auto_breaker_on_a_real_pod_shows_in_the_status_and_takes_new_marks_live() {
+    let sc = Scenario::new("breaker").await;
+    let (cp, ns) = (sc.cp(), sc.ns.clone());
+    let _redis = redis_for_pods(cp, &ns);
+    // 10 of 20 streams trip the connections layer; 5 reset it.
+    sc.pushgateway(
+        "gw",
+        "  store: {redis: {secretRef: {name: redis}}}\n  delivery: {retry: 200ms}\n  limits: {maxConnections: 20}\n  degrade: {connections: auto, auto: {connectionsTrip: 0.5, connectionsReset: 0.25}}\n",
+    );
+    wait_ready(cp, &ns, "gw", 1).await;
+    let pod = gateway_pods(cp, &ns, "gw").remove(0);
+    let (name, uid) = (
+        pod["metadata"]["name"].as_str().unwrap().to_owned(),
+        pod["metadata"]["uid"].clone(),
+    );
+    let layer = |want_status: &'static str, want_reason: &'static str| {
+        let ns = ns.clone();
+        async move {
+            eventually(
+                &format!("ConnectionsDegraded {want_reason}"),
+                WAIT,
+                || async {
+                    let pgw = get_json(cp, &["pushgateway", "gw", "-n", &ns]);
+                    match condition(&pgw, "ConnectionsDegraded") {
+                        Some(c) if c["status"] == want_status && c["reason"] == want_reason => {
+                            Ok(c)
+                        }
+                        c => Err(format!("{c:?}")),
+                    }
+                },
+            )
+            .await
+            .unwrap()
+        }
+    };
+    // The operator hears the pod before anything trips.
+    let armed = layer("False", "AutoArmed").await;
+    assert!(
+        armed["message"]
+            .as_str()
+            .unwrap()
+            .contains("1 of 1 pods answered"),
+        "{armed:#}"
+    );
+
+    let base = service_url(cp, &ns, "gw");
+    let url = format!("{base}/v1/stream?topic=breaker");
+    let c = http();
+    let mut open = Vec::new();
+    for _ in 0..10 {
+        match SseClient::open(&c, &url, None).await.unwrap() {
+            Opened::Stream(s) if s.refusal().is_none() => open.push(s),
+            Opened::Stream(s) => panic!("refused early: {:?}", s.refusal()),
+            Opened::Refused(st, body) => panic!("{st}: {body}"),
+        }
+    }
+    let t_full = Instant::now();
+    let tripped = layer("True", "AutoTripped").await;
+    let seen_tripped = t_full.elapsed();
+    assert!(
+        tripped["message"].as_str().unwrap().contains(&name),
+        "{tripped:#}"
+    );
+    let events = cp
+        .kubectl(&[
+            "get",
+            "events",
+            "-n",
+            &ns,
+            "--field-selector",
+            "reason=BreakerTripped",
+        ])
+        .unwrap();
+    assert!(events.contains("BreakerTripped"), "{events}");
+    // A new EventSource is refused the safe way: a 200 stream with `retry:`.
+    match SseClient::open(&c, &url, None).await.unwrap() {
+        Opened::Stream(s) => assert!(s.refusal().is_some(), "admitted while tripped"),
+        Opened::Refused(st, body) => panic!("an EventSource got {st}: {body}"),
+    }
+
+    // New marks put 10 of 20 under the reset mark: the breaker resets on
+    // the same pod, which is neither replaced nor restarted.
+    merge_patch(
+        cp,
+        &ns,
+        "gw",
+        r#"{"spec":{"degrade":{"auto":{"connectionsTrip":0.9,"connectionsReset":0.6}}}}"#,
+    );
+    let t_patch = Instant::now();
+    layer("False", "AutoArmed").await;
+    eprintln!(
+        "breaker on a real pod: 10th stream -> status AutoTripped {seen_tripped:?}; \
+         patch of the marks -> status AutoArmed {:?} (status polled every 250 ms)",
+        t_patch.elapsed()
+    );
+    let pods = gateway_pods(cp, &ns, "gw");
+    assert_eq!(pods.len(), 1, "{pods:#?}");
+    assert_eq!(pods[0]["metadata"]["uid"], uid, "the pod was replaced");
+    assert_eq!(pods[0]["status"]["containerStatuses"][0]["restartCount"], 0);
+    let admitted = eventually("a new stream admitted", WAIT, || async {
+        match SseClient::open(&c, &url, None).await.unwrap() {
+            Opened::Stream(s) if s.refusal().is_none() => Ok(s),
+            Opened::Stream(s) => Err(format!("refused: {:?}", s.refusal())),
+            Opened::Refused(st, body) => panic!("{st}: {body}"),
+        }
+    })
+    .await
+    .unwrap();
+    open.push(admitted);
+    // Every stream opened along the way is still live.
+    let r = c
+        .post(format!("{base}/v1/topics/breaker/events"))
+        .body("still here")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    for s in &mut open {
+        let ev = s.next(Duration::from_secs(10)).await.unwrap().unwrap();
+        assert_eq!(ev.data, "still here");
+    }
+}

@@ -142,13 +142,9 @@ pub fn table(pgw: &PushGateway, weight_percent: i32) -> Result<ConfigMap, SpecEr
             .unwrap_or(DEFAULT_OVERRIDE_HEADER)
             .to_ascii_lowercase(),
         key_header: hash.header.as_deref().map(str::to_ascii_lowercase),
-        // Every pod watches this table: the switches flip on all at once.
-        degrade: pgw
-            .spec
-            .degrade
-            .as_ref()
-            .map(|d| d.switches())
-            .unwrap_or_default(),
+        // Every pod watches this table: the switches and marks change on
+        // all at once, with no restart.
+        degrade: crate::config::degrade_table(&pgw.spec)?,
         ..RoutingTable::default()
     };
     // The gateway's own rule: a table the pods would ignore must fail the
@@ -156,6 +152,7 @@ pub fn table(pgw: &PushGateway, weight_percent: i32) -> Result<ConfigMap, SpecEr
     t.validate().map_err(|e| SpecError {
         field: match e.field {
             "key_header" => "spec.canary.hash.header",
+            "degrade.auto" => "spec.degrade.auto",
             _ => "spec.canary.hash.overrideHeader",
         },
         message: e.message,
@@ -274,6 +271,35 @@ mod tests {
         let t = RoutingTable::from_yaml(&yaml).unwrap();
         let plain = RoutingTable::from_yaml(&table_yaml(&pgw(redis_spec()), 0)).unwrap();
         assert_eq!(t.version(), plain.version(), "switches route nothing");
+    }
+
+    #[test]
+    fn auto_marks_travel_in_the_table_and_leave_the_pods_alone() {
+        let mut p = pgw(redis_spec());
+        let before = crate::build::desired(&p).unwrap().deployment;
+        p.spec.degrade = Some(crate::crd::DegradeSpec {
+            connections: Some(crate::crd::DegradeSwitch::Auto),
+            auto: Some(crate::crd::DegradeAutoSpec {
+                connections_trip: Some(0.5),
+                connections_reset: Some(0.25),
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+        let t = RoutingTable::from_yaml(&table_yaml(&p, 0)).unwrap();
+        let a = t.degrade.auto.expect("marks in the table");
+        assert_eq!((a.connections_trip, a.connections_reset), (0.5, 0.25));
+        assert_eq!(
+            a.window,
+            std::time::Duration::from_secs(10),
+            "the rest at defaults"
+        );
+        let after = crate::build::desired(&p).unwrap().deployment;
+        assert_eq!(
+            before.spec.unwrap().template,
+            after.spec.unwrap().template,
+            "new marks restart no pod"
+        );
     }
 
     #[test]
