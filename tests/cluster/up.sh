@@ -255,7 +255,10 @@ if [ -n "$images" ]; then
     ctr images import "$tar" >/dev/null
   done
 fi
-ctr images ls -q | grep -qx "pushgate.local/pause:1" \
+# Not `ctr … | grep -q`: under pipefail, grep quitting at the first match
+# can kill ctr with SIGPIPE and fail the pipeline although the image is there.
+ctr images ls -q > "$state/images.txt"
+grep -qx "pushgate.local/pause:1" "$state/images.txt" \
   || fail "the sandbox image pushgate.local/pause:1 is missing: pass IMAGES_DIR from tests/cluster/images.sh"
 
 # --- kubelet and kube-proxy ------------------------------------------------------
