@@ -1,6 +1,7 @@
 //! The reconcile loop: desired objects → server-side apply → status + Events.
 
 use crate::breakers::{self, PodBreakers};
+use crate::build::keda::ScaledObject;
 use crate::build::plan::{self, Change, Kind, Owned, Weight};
 use crate::build::{self, routing, Desired, Track, MANAGER};
 use crate::config::SpecError;
@@ -282,6 +283,7 @@ async fn apply_owned(
         Owned::Pdb(x) => apply(ctx, pgw, x).await.map(drop)?,
         Owned::Pvc(x) => apply(ctx, pgw, x).await.map(drop)?,
         Owned::Hpa(x) => apply(ctx, pgw, x.as_ref()).await.map(drop)?,
+        Owned::ScaledObject(x) => apply(ctx, pgw, x.as_ref()).await.map(drop)?,
         Owned::ServiceAccount(x) => apply(ctx, pgw, x).await.map(drop)?,
         Owned::Role(x) => apply(ctx, pgw, x).await.map(drop)?,
         Owned::RoleBinding(x) => apply(ctx, pgw, x).await.map(drop)?,
@@ -303,6 +305,15 @@ async fn delete_owned(
         Kind::Pdb => remove::<PodDisruptionBudget>(ctx, pgw, name).await,
         Kind::Pvc => remove::<PersistentVolumeClaim>(ctx, pgw, name).await,
         Kind::Hpa => remove::<HorizontalPodAutoscaler>(ctx, pgw, name).await,
+        // Without KEDA's CRD there is no ScaledObject to delete: the API
+        // answers 404 for the whole resource type.
+        Kind::ScaledObject => match remove::<ScaledObject>(ctx, pgw, name).await {
+            Err(Error::Kube {
+                source: kube::Error::Api(e),
+                ..
+            }) if e.code == 404 => Ok(()),
+            r => r,
+        },
         Kind::ServiceAccount => remove::<ServiceAccount>(ctx, pgw, name).await,
         Kind::Role => remove::<Role>(ctx, pgw, name).await,
         Kind::RoleBinding => remove::<RoleBinding>(ctx, pgw, name).await,

@@ -485,6 +485,27 @@ pub struct LimitsSpec {
     pub max_shadow_bytes: Option<u32>,
 }
 
+/// Which autoscaler scales the gateway.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum AutoscalingEngine {
+    /// An autoscaling/v2 HPA on Pods metrics from custom.metrics.k8s.io
+    /// (prometheus-adapter with the chart's rules).
+    #[default]
+    Hpa,
+    /// A KEDA ScaledObject with Prometheus triggers (KEDA makes the HPA).
+    Keda,
+}
+
+/// What KEDA's Prometheus triggers need.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct KedaSpec {
+    /// Prometheus that scrapes the gateway pods, e.g. `http://prometheus.monitoring:9090`.
+    #[schemars(length(min = 1))]
+    pub server_address: String,
+}
+
 /// HorizontalPodAutoscaler settings.
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
@@ -492,9 +513,19 @@ pub struct LimitsSpec {
     {
         "rule": "self.minReplicas <= self.maxReplicas",
         "message": "autoscaling.minReplicas must not be greater than autoscaling.maxReplicas"
+    },
+    {
+        "rule": "!has(self.engine) || self.engine != 'keda' || has(self.keda)",
+        "message": "autoscaling.engine keda needs autoscaling.keda.serverAddress (the Prometheus its triggers query)"
     }
 ]))]
 pub struct AutoscalingSpec {
+    /// `hpa` (default) or `keda`; the operator writes one or the other, never both.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub engine: Option<AutoscalingEngine>,
+    /// Required with `engine: keda`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keda: Option<KedaSpec>,
     /// Lower bound of replicas.
     #[schemars(range(min = 1))]
     pub min_replicas: i32,
@@ -513,9 +544,17 @@ pub struct AutoscalingSpec {
     /// Average memory utilisation in percent of requests (default 80).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub target_memory_utilization: Option<i32>,
-    /// Passed through to the HPA's `spec.behavior`.
+    /// Passed through to the HPA's `spec.behavior` (with KEDA:
+    /// `advanced.horizontalPodAutoscalerConfig.behavior`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub behavior: Option<HorizontalPodAutoscalerBehavior>,
+}
+
+impl AutoscalingSpec {
+    /// Whether KEDA scales the gateway.
+    pub fn keda(&self) -> bool {
+        self.engine == Some(AutoscalingEngine::Keda)
+    }
 }
 
 /// Canary track: a second Deployment on `image` that serves the streams whose

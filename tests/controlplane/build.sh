@@ -15,6 +15,7 @@ HELM_VERSION="v3.21.4"
 PROMETHEUS_VERSION="v0.316.0"   # the Go module of Prometheus v3.x, for promcheck
 CNI_PLUGINS_VERSION="v1.10.0"   # bridge, host-local, loopback, portmap for the real node
 COREDNS_VERSION="v1.15.0"       # cluster DNS of the real node
+KEDA_VERSION="v2.21.0"          # KEDA's CRDs, for the operator's ScaledObjects
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 cache="${PUSHGATE_K8S_CACHE:-$HOME/.cache/pushgate-k8s}"
@@ -181,6 +182,16 @@ if [ ! -s "$stages" ]; then
     { echo "---"; cat "$src/$f"; } >> "$tmp"
   done
   mv "$tmp" "$stages"
+fi
+
+# --- KEDA's ScaledObject CRD, from its pinned module (download only) ---------
+keda_crd="$cache/$K8S_VERSION/keda-crds/keda.sh_scaledobjects.yaml"
+if [ ! -s "$keda_crd" ]; then
+  src="$GOMODCACHE/github.com/kedacore/keda/v2@$KEDA_VERSION/config/crd/bases"
+  [ -d "$src" ] || GOFLAGS= go mod download "github.com/kedacore/keda/v2@$KEDA_VERSION" || fail "downloading KEDA's CRDs"
+  [ -f "$src/keda.sh_scaledobjects.yaml" ] || fail "keda.sh_scaledobjects.yaml not found in $src"
+  mkdir -p "$(dirname "$keda_crd")"
+  cp "$src/keda.sh_scaledobjects.yaml" "$keda_crd.tmp" && mv "$keda_crd.tmp" "$keda_crd"
 fi
 
 for c in etcd "${k8s_cmds[@]}" kwok helm promcheck coredns pause cni/bridge cni/host-local cni/loopback cni/portmap; do

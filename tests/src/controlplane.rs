@@ -460,6 +460,25 @@ pub fn crd_path() -> PathBuf {
 }
 
 impl ControlPlane {
+    /// Installs KEDA's ScaledObject CRD (from KEDA's pinned module, as
+    /// `build.sh` fetched it), so ScaledObjects are checked by its schema.
+    pub fn install_keda_crds(&self) -> anyhow::Result<()> {
+        let crd = self.bin.join("../keda-crds/keda.sh_scaledobjects.yaml");
+        anyhow::ensure!(
+            crd.is_file(),
+            "{} is missing: run tests/controlplane/build.sh",
+            crd.display()
+        );
+        self.kubectl(&["apply", "--server-side", "-f", &crd.display().to_string()])?;
+        self.kubectl(&[
+            "wait",
+            "--for=condition=Established",
+            "crd/scaledobjects.keda.sh",
+            "--timeout=30s",
+        ])?;
+        Ok(())
+    }
+
     /// Applies the committed CRD and waits until it is served (idempotent).
     pub fn install_crds(&self) -> anyhow::Result<()> {
         self.kubectl(&[

@@ -119,6 +119,8 @@ async fn helm_install_then_operator_runs_with_only_the_charts_rbac() {
     let kubeconfig = cp.service_account_kubeconfig(&release_ns, &sa).unwrap();
     let kc = kubeconfig.display().to_string();
     let app_ns = cp.namespace("app").unwrap();
+    // kubectl resolves keda.sh/scaledobjects only once KEDA's CRD is served.
+    cp.install_keda_crds().unwrap();
     let can_i = |args: &[&str]| -> bool {
         let mut a = vec!["--kubeconfig", kc.as_str(), "auth", "can-i"];
         a.extend_from_slice(args);
@@ -141,6 +143,7 @@ async fn helm_install_then_operator_runs_with_only_the_charts_rbac() {
             "-n",
             &app_ns,
         ],
+        &["patch", "scaledobjects.keda.sh", "-n", &app_ns],
         &["create", "events.events.k8s.io", "-n", &app_ns],
         &["list", "pods", "-n", &app_ns],
         &[

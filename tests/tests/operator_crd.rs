@@ -47,6 +47,8 @@ async fn crd_installs_and_cel_rejects_impossible_specs() {
         ("  store: {embedded: {size: 1Gi}}\n  autoscaling: {minReplicas: 1, maxReplicas: 3}\n", "store.embedded cannot be autoscaled"),
         ("  canary: {image: x, weight: 10}\n", "canary needs a shared store (store.redis)"),
         (&format!("{redis}  autoscaling: {{minReplicas: 5, maxReplicas: 2}}\n"), "autoscaling.minReplicas must not be greater than autoscaling.maxReplicas"),
+        (&format!("{redis}  autoscaling: {{minReplicas: 1, maxReplicas: 2, engine: keda}}\n"), "autoscaling.engine keda needs autoscaling.keda.serverAddress"),
+        (&format!("{redis}  autoscaling: {{minReplicas: 1, maxReplicas: 2, engine: kubernetes}}\n"), "Unsupported value: \"kubernetes\""),
         (&format!("{redis}  canary: {{image: x, weight: 150}}\n"), "canary.weight is the percentage of streams sent to the canary and must be between 0 and 100"),
         (&format!("{redis}  canary: {{image: x, weight: -1}}\n"), "must be between 0 and 100"),
         ("  store: {embedded: {}, redis: {secretRef: {name: r}}}\n", "store: set exactly one of embedded or redis"),

@@ -610,3 +610,83 @@ async fn deleting_the_pushgateway_removes_every_child() {
     let cms = cp.kubectl(&["get", "cm", "-n", &ns, "-o", "name"]).unwrap();
     assert!(!cms.contains("-config"), "{cms}");
 }
+
+#[tokio::test]
+async fn the_keda_engine_writes_a_scaled_object_and_never_an_hpa_beside_it() {
+    use operator::build::keda::ScaledObject;
+    let env = setup("keda").await;
+    // KEDA's own CRD: the API server checks (and prunes) the ScaledObject
+    // against KEDA's schema, so a field KEDA does not know would be lost.
+    env.cp.install_keda_crds().unwrap();
+    env.apply_redis(
+        "scaled",
+        "  autoscaling: {minReplicas: 1, maxReplicas: 3}\n",
+    );
+    let _: HorizontalPodAutoscaler = env.get("scaled").await;
+
+    let store = "  store: {redis: {secretRef: {name: scaled-redis}}}\n";
+    env.apply(
+        "scaled",
+        &format!(
+            "{store}  autoscaling: {{minReplicas: 1, maxReplicas: 3, engine: keda, \
+             keda: {{serverAddress: 'http://prometheus.monitoring:9090'}}, \
+             targetConnectionsPerPod: '300', \
+             behavior: {{scaleDown: {{stabilizationWindowSeconds: 30}}}}}}\n"
+        ),
+    );
+    let so: ScaledObject = env.get("scaled").await;
+    let hpas = env.api::<HorizontalPodAutoscaler>();
+    eventually("the operator's HPA to go", WAIT, || async {
+        match hpas.get_opt("scaled").await.map_err(|e| e.to_string())? {
+            None => Ok(()),
+            Some(_) => Err("still there".into()),
+        }
+    })
+    .await
+    .unwrap();
+    // What is stored is exactly what the operator built: nothing pruned.
+    let pgw: PushGateway = env.get("scaled").await;
+    let want = operator::build::keda::scaled_object_for(&pgw, operator::build::Track::Stable)
+        .unwrap()
+        .unwrap();
+    assert_eq!(so.spec, want.spec);
+    let t = &so.spec.triggers[0];
+    assert_eq!(
+        (t.type_.as_str(), t.metadata["threshold"].as_str()),
+        ("prometheus", "300")
+    );
+    assert_eq!(
+        t.metadata["query"],
+        format!(
+            "sum(pushgate_connections{{namespace=\"{}\",pod=~\"scaled-[a-z0-9]+-[a-z0-9]+\"}})",
+            env.ns
+        )
+    );
+    assert_eq!(
+        (so.spec.min_replica_count, so.spec.max_replica_count),
+        (1, 3)
+    );
+    let own = so.metadata.owner_references.clone().unwrap_or_default();
+    assert_eq!(own[0].uid, pgw.metadata.uid.clone().unwrap());
+
+    // Back to the HPA engine: the ScaledObject goes, the HPA returns.
+    env.apply(
+        "scaled",
+        &format!("{store}  autoscaling: {{minReplicas: 1, maxReplicas: 3, engine: hpa}}\n"),
+    );
+    let sos = env.api::<ScaledObject>();
+    eventually(
+        "the ScaledObject to go and the HPA to return",
+        WAIT,
+        || async {
+            let so = sos.get_opt("scaled").await.map_err(|e| e.to_string())?;
+            let hpa = hpas.get_opt("scaled").await.map_err(|e| e.to_string())?;
+            match (so, hpa) {
+                (None, Some(_)) => Ok(()),
+                (so, hpa) => Err(format!("so {}, hpa {}", so.is_some(), hpa.is_some())),
+            }
+        },
+    )
+    .await
+    .unwrap();
+}

@@ -2,6 +2,7 @@
 //! calls here, so every field that matters is unit-tested without a cluster.
 
 mod deployment;
+pub mod keda;
 mod objects;
 pub mod plan;
 pub mod routing;
@@ -43,8 +44,10 @@ pub struct Desired {
     pub pdb: PodDisruptionBudget,
     /// Claim of the embedded store, if used.
     pub pvc: Option<PersistentVolumeClaim>,
-    /// Autoscaler, if autoscaling is set.
+    /// Autoscaler, if autoscaling is set with the `hpa` engine.
     pub hpa: Option<HorizontalPodAutoscaler>,
+    /// KEDA's ScaledObject, if autoscaling is set with the `keda` engine.
+    pub scaled_object: Option<keda::ScaledObject>,
     /// Routing identity, with a Redis store (see [`routing::enabled`]).
     pub routing: Option<Routing>,
     /// The canary track, while `spec.canary` is set.
@@ -73,8 +76,10 @@ pub struct Canary {
     pub config_map: ConfigMap,
     /// Canary Deployment.
     pub deployment: Deployment,
-    /// Its own autoscaler, if autoscaling is set.
+    /// Its own autoscaler, if autoscaling is set with the `hpa` engine.
     pub hpa: Option<HorizontalPodAutoscaler>,
+    /// Its own ScaledObject, with the `keda` engine.
+    pub scaled_object: Option<keda::ScaledObject>,
     /// Services selecting one track each: `[stable, canary]`.
     pub track_services: [Service; 2],
 }
@@ -95,6 +100,7 @@ pub fn desired(pgw: &PushGateway) -> Result<Desired, SpecError> {
                 deployment: deployment_for(pgw, Track::Canary, &cm)?,
                 config_map: cm,
                 hpa: hpa_for(pgw, Track::Canary),
+                scaled_object: keda::scaled_object_for(pgw, Track::Canary)?,
                 track_services: [
                     routing::track_service(pgw, Track::Stable),
                     routing::track_service(pgw, Track::Canary),
@@ -110,6 +116,7 @@ pub fn desired(pgw: &PushGateway) -> Result<Desired, SpecError> {
         pdb: pdb(pgw),
         pvc: pvc(pgw),
         hpa: hpa(pgw),
+        scaled_object: keda::scaled_object_for(pgw, Track::Stable)?,
         routing: routing::enabled(pgw).then(|| Routing {
             service_account: routing::service_account(pgw),
             role: routing::role(pgw),

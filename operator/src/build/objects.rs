@@ -134,7 +134,8 @@ pub fn hpa(pgw: &PushGateway) -> Option<HorizontalPodAutoscaler> {
 /// metrics plus memory. Each track scales on its own load (the canary's is
 /// its share of the streams), with the same bounds.
 pub fn hpa_for(pgw: &PushGateway, track: Track) -> Option<HorizontalPodAutoscaler> {
-    let a = pgw.spec.autoscaling.clone()?;
+    // With KEDA its ScaledObject makes the HPA: never both.
+    let a = pgw.spec.autoscaling.clone().filter(|a| !a.keda())?;
     let q = |v: Option<Quantity>, d: &str| v.unwrap_or_else(|| Quantity(d.into()));
     Some(HorizontalPodAutoscaler {
         metadata: meta(pgw, track_name(pgw, track)),

@@ -3,6 +3,7 @@
 //! slot (kind and name) that the desired state fills or leaves empty, and
 //! an empty slot is a delete. Pure, so the order is unit-tested.
 
+use super::keda::ScaledObject;
 use super::{config_name_for, routing, track_name, Desired, Track};
 use crate::crd::PushGateway;
 use k8s_openapi::api::apps::v1::Deployment;
@@ -29,6 +30,8 @@ pub enum Owned {
     Pvc(PersistentVolumeClaim),
     /// A HorizontalPodAutoscaler.
     Hpa(Box<HorizontalPodAutoscaler>),
+    /// A KEDA ScaledObject.
+    ScaledObject(Box<ScaledObject>),
     /// A ServiceAccount.
     ServiceAccount(ServiceAccount),
     /// A Role.
@@ -52,6 +55,8 @@ pub enum Kind {
     Pvc,
     /// HorizontalPodAutoscaler.
     Hpa,
+    /// KEDA ScaledObject.
+    ScaledObject,
     /// ServiceAccount.
     ServiceAccount,
     /// Role.
@@ -70,6 +75,7 @@ impl Owned {
             Owned::Pdb(_) => Kind::Pdb,
             Owned::Pvc(_) => Kind::Pvc,
             Owned::Hpa(_) => Kind::Hpa,
+            Owned::ScaledObject(_) => Kind::ScaledObject,
             Owned::ServiceAccount(_) => Kind::ServiceAccount,
             Owned::Role(_) => Kind::Role,
             Owned::RoleBinding(_) => Kind::RoleBinding,
@@ -85,6 +91,7 @@ impl Owned {
             Owned::Pdb(o) => o.name_any(),
             Owned::Pvc(o) => o.name_any(),
             Owned::Hpa(o) => o.name_any(),
+            Owned::ScaledObject(o) => o.name_any(),
             Owned::ServiceAccount(o) => o.name_any(),
             Owned::Role(o) => o.name_any(),
             Owned::RoleBinding(o) => o.name_any(),
@@ -177,6 +184,13 @@ pub fn changes(pgw: &PushGateway, d: &Desired) -> Vec<Change> {
         track_name(pgw, Track::Stable),
         d.hpa.clone().map(|h| Owned::Hpa(Box::new(h))),
     ));
+    out.push(slot(
+        Kind::ScaledObject,
+        track_name(pgw, Track::Stable),
+        d.scaled_object
+            .clone()
+            .map(|s| Owned::ScaledObject(Box::new(s))),
+    ));
     let canary = d.canary.as_ref();
     let canary_name = track_name(pgw, Track::Canary);
     out.push(slot(
@@ -198,10 +212,17 @@ pub fn changes(pgw: &PushGateway, d: &Desired) -> Vec<Change> {
     }
     out.push(slot(
         Kind::Hpa,
-        canary_name,
+        canary_name.clone(),
         canary
             .and_then(|c| c.hpa.clone())
             .map(|h| Owned::Hpa(Box::new(h))),
+    ));
+    out.push(slot(
+        Kind::ScaledObject,
+        canary_name,
+        canary
+            .and_then(|c| c.scaled_object.clone())
+            .map(|s| Owned::ScaledObject(Box::new(s))),
     ));
     if canary.is_some() {
         out.push(Change::RoutingTable(Weight::CanaryReadiness));
@@ -285,5 +306,27 @@ mod tests {
         }
         assert!(pos(&p, "apply Pvc/demo-data") < pos(&p, "apply Deployment/demo"));
         assert!(!p.iter().any(|c| c == "delete Pvc/demo-data"));
+    }
+
+    #[test]
+    fn one_autoscaler_per_track_never_both() {
+        let scaling = |engine: &str| {
+            plan(serde_json::json!({
+                "store": {"redis": {"secretRef": {"name": "r"}}},
+                "canary": {"image": "gw:2", "weight": 30},
+                "autoscaling": {"minReplicas": 1, "maxReplicas": 3, "engine": engine,
+                                "keda": {"serverAddress": "http://prom:9090"}}
+            }))
+        };
+        let keda = scaling("keda");
+        for name in ["demo", "demo-canary"] {
+            pos(&keda, &format!("apply ScaledObject/{name}"));
+            pos(&keda, &format!("delete Hpa/{name}"));
+        }
+        let hpa = scaling("hpa");
+        for name in ["demo", "demo-canary"] {
+            pos(&hpa, &format!("apply Hpa/{name}"));
+            pos(&hpa, &format!("delete ScaledObject/{name}"));
+        }
     }
 }
