@@ -541,8 +541,11 @@ pub struct AutoscalingSpec {
     /// Average open streams per pod (default 5000).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub target_connections_per_pod: Option<Quantity>,
-    /// Average memory utilisation in percent of requests (default 80).
+    /// Average memory utilisation in percent of requests (default 80); 0
+    /// leaves memory out. It needs `metrics.k8s.io` (metrics-server): without
+    /// it the HPA cannot compute it and never scales down.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0))]
     pub target_memory_utilization: Option<i32>,
     /// Passed through to the HPA's `spec.behavior` (with KEDA:
     /// `advanced.horizontalPodAutoscalerConfig.behavior`).
@@ -554,6 +557,11 @@ impl AutoscalingSpec {
     /// Whether KEDA scales the gateway.
     pub fn keda(&self) -> bool {
         self.engine == Some(AutoscalingEngine::Keda)
+    }
+
+    /// The memory target in percent, unless memory is left out (0).
+    pub fn memory_target(&self) -> Option<i32> {
+        Some(self.target_memory_utilization.unwrap_or(80)).filter(|v| *v > 0)
     }
 }
 

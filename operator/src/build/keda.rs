@@ -141,19 +141,19 @@ pub fn scaled_object_for(
             "connections",
             "pushgate_connections",
             "spec.autoscaling.targetConnectionsPerPod",
-            q(a.target_connections_per_pod, "5k"),
+            q(a.target_connections_per_pod.clone(), "5k"),
         ),
         (
             "subscriber-lag",
             "pushgate_subscriber_lag_events",
             "spec.autoscaling.targetSubscriberLag",
-            q(a.target_subscriber_lag, "100"),
+            q(a.target_subscriber_lag.clone(), "100"),
         ),
         (
             "event-loop-lag",
             "pushgate_event_loop_lag_seconds",
             "spec.autoscaling.targetEventLoopLag",
-            q(a.target_event_loop_lag, "50m"),
+            q(a.target_event_loop_lag.clone(), "50m"),
         ),
     ];
     let mut triggers = Vec::new();
@@ -174,15 +174,14 @@ pub fn scaled_object_for(
             ]),
         });
     }
-    triggers.push(Trigger {
-        type_: "memory".into(),
-        name: "memory".into(),
-        metric_type: "Utilization".into(),
-        metadata: BTreeMap::from([(
-            "value".into(),
-            a.target_memory_utilization.unwrap_or(80).to_string(),
-        )]),
-    });
+    if let Some(percent) = a.memory_target() {
+        triggers.push(Trigger {
+            type_: "memory".into(),
+            name: "memory".into(),
+            metric_type: "Utilization".into(),
+            metadata: BTreeMap::from([("value".into(), percent.to_string())]),
+        });
+    }
     let name = track_name(pgw, track);
     let mut so = ScaledObject::new(
         &name,
@@ -282,6 +281,12 @@ mod tests {
         let mut none = keda(serde_json::json!({}));
         none.spec.autoscaling.as_mut().unwrap().keda = None;
         assert!(scaled_object_for(&none, Track::Stable).is_err());
+        let lean = keda(serde_json::json!({"targetMemoryUtilization": 0}));
+        let so = scaled_object_for(&lean, Track::Stable).unwrap().unwrap();
+        assert!(
+            so.spec.triggers.iter().all(|t| t.type_ != "memory"),
+            "0 leaves memory out"
+        );
         let hpa = keda(serde_json::json!({"engine": "hpa"}));
         assert!(scaled_object_for(&hpa, Track::Stable).unwrap().is_none());
     }

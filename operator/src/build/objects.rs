@@ -147,32 +147,36 @@ pub fn hpa_for(pgw: &PushGateway, track: Track) -> Option<HorizontalPodAutoscale
             },
             min_replicas: Some(a.min_replicas),
             max_replicas: a.max_replicas,
-            metrics: Some(vec![
-                pods_metric(
-                    "pushgate_event_loop_lag_seconds",
-                    q(a.target_event_loop_lag, "50m"),
-                ),
-                pods_metric(
-                    "pushgate_subscriber_lag_events",
-                    q(a.target_subscriber_lag, "100"),
-                ),
-                pods_metric(
-                    "pushgate_connections",
-                    q(a.target_connections_per_pod, "5k"),
-                ),
-                MetricSpec {
+            metrics: Some(
+                [
+                    pods_metric(
+                        "pushgate_event_loop_lag_seconds",
+                        q(a.target_event_loop_lag.clone(), "50m"),
+                    ),
+                    pods_metric(
+                        "pushgate_subscriber_lag_events",
+                        q(a.target_subscriber_lag.clone(), "100"),
+                    ),
+                    pods_metric(
+                        "pushgate_connections",
+                        q(a.target_connections_per_pod.clone(), "5k"),
+                    ),
+                ]
+                .into_iter()
+                .chain(a.memory_target().map(|percent| MetricSpec {
                     type_: "Resource".into(),
                     resource: Some(ResourceMetricSource {
                         name: "memory".into(),
                         target: MetricTarget {
                             type_: "Utilization".into(),
-                            average_utilization: Some(a.target_memory_utilization.unwrap_or(80)),
+                            average_utilization: Some(percent),
                             ..Default::default()
                         },
                     }),
                     ..Default::default()
-                },
-            ]),
+                }))
+                .collect(),
+            ),
             behavior: a.behavior,
         }),
         ..Default::default()
@@ -215,6 +219,14 @@ mod tests {
         );
         let sd = h.behavior.unwrap().scale_down.unwrap();
         assert_eq!(sd.stabilization_window_seconds, Some(120));
+        let mut lean = redis_spec();
+        lean.autoscaling = serde_json::from_value(serde_json::json!({
+            "minReplicas": 1, "maxReplicas": 3, "targetMemoryUtilization": 0
+        }))
+        .unwrap();
+        let m = hpa(&pgw(lean)).unwrap().spec.unwrap().metrics.unwrap();
+        assert_eq!(m.len(), 3, "0 leaves memory out");
+        assert!(m.iter().all(|m| m.resource.is_none()));
     }
 
     #[test]
