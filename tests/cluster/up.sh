@@ -94,6 +94,14 @@ cert admin "/O=system:masters/CN=admin" "$client"
 cert kubelet-client "/O=system:nodes/CN=system:node:$node" "$client"
 cert kubelet-serving "/CN=$node" "extendedKeyUsage=serverAuth" "subjectAltName=DNS:$node,IP:$node_ip"
 cert kube-proxy "/CN=system:kube-proxy" "$client"
+# The aggregation layer (custom.metrics.k8s.io from prometheus-adapter): the
+# apiserver proxies to extension servers as front-proxy-client, from a CA of
+# its own so no other client certificate can pass for it.
+ossl req -x509 -newkey rsa:2048 -nodes -days 3 -keyout front-proxy-ca.key -out front-proxy-ca.crt -subj "/CN=pushgate-front-proxy-ca"
+printf '%s\n' "basicConstraints=CA:FALSE" "keyUsage=digitalSignature,keyEncipherment" "$client" > front-proxy-client.ext
+ossl req -newkey rsa:2048 -nodes -keyout front-proxy-client.key -out front-proxy-client.csr -subj "/CN=front-proxy-client"
+ossl x509 -req -in front-proxy-client.csr -CA front-proxy-ca.crt -CAkey front-proxy-ca.key -CAcreateserial -days 3 \
+  -out front-proxy-client.crt -extfile front-proxy-client.ext
 ossl genrsa -out sa.key 2048
 ossl rsa -in sa.key -pubout -out sa.pub
 cd "$state"
@@ -149,12 +157,18 @@ daemon kube-apiserver "$bin/kube-apiserver" --etcd-servers http://127.0.0.1:1237
   --kubelet-certificate-authority pki/ca.crt --kubelet-preferred-address-types InternalIP \
   --service-account-issuer https://kubernetes.default.svc --service-account-key-file pki/sa.pub \
   --service-account-signing-key-file pki/sa.key --service-cluster-ip-range "$svc_cidr" \
-  --authorization-mode Node,RBAC --enable-admission-plugins NodeRestriction --allow-privileged=true
+  --authorization-mode Node,RBAC --enable-admission-plugins NodeRestriction --allow-privileged=true \
+  --requestheader-client-ca-file pki/front-proxy-ca.crt --requestheader-allowed-names front-proxy-client \
+  --requestheader-username-headers X-Remote-User --requestheader-group-headers X-Remote-Group \
+  --requestheader-extra-headers-prefix X-Remote-Extra- \
+  --proxy-client-cert-file pki/front-proxy-client.crt --proxy-client-key-file pki/front-proxy-client.key \
+  --enable-aggregator-routing=true
 wait_for kube-apiserver 90 kubectl get --raw /readyz
 daemon kube-controller-manager "$bin/kube-controller-manager" --kubeconfig "$state/kubeconfig" \
   --secure-port 0 --leader-elect=false --root-ca-file pki/ca.crt \
   --service-account-private-key-file pki/sa.key --use-service-account-credentials=false \
-  --cluster-signing-cert-file pki/ca.crt --cluster-signing-key-file pki/ca.key
+  --cluster-signing-cert-file pki/ca.crt --cluster-signing-key-file pki/ca.key \
+  --horizontal-pod-autoscaler-sync-period 5s
 daemon kube-scheduler "$bin/kube-scheduler" --kubeconfig "$state/kubeconfig" --leader-elect=false --secure-port 0
 
 # --- storage: PersistentVolumes made in advance under STATE_DIR/pv ------------

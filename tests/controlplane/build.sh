@@ -15,7 +15,9 @@ HELM_VERSION="v3.21.4"
 PROMETHEUS_VERSION="v0.316.0"   # the Go module of Prometheus v3.x, for promcheck
 CNI_PLUGINS_VERSION="v1.10.0"   # bridge, host-local, loopback, portmap for the real node
 COREDNS_VERSION="v1.15.0"       # cluster DNS of the real node
-KEDA_VERSION="v2.21.0"          # KEDA's CRDs, for the operator's ScaledObjects
+KEDA_VERSION="v2.21.0"          # KEDA: its CRDs, operator and metrics adapter
+PROMETHEUS_RELEASE="3.16.0"     # the release PROMETHEUS_VERSION is, for the server's version string
+PROMETHEUS_ADAPTER_VERSION="v0.12.0"  # served by the proxy but not listed: exact version only
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 cache="${PUSHGATE_K8S_CACHE:-$HOME/.cache/pushgate-k8s}"
@@ -184,19 +186,68 @@ if [ ! -s "$stages" ]; then
   mv "$tmp" "$stages"
 fi
 
-# --- KEDA's ScaledObject CRD, from its pinned module (download only) ---------
-keda_crd="$cache/$K8S_VERSION/keda-crds/keda.sh_scaledobjects.yaml"
-if [ ! -s "$keda_crd" ]; then
-  src="$GOMODCACHE/github.com/kedacore/keda/v2@$KEDA_VERSION/config/crd/bases"
-  [ -d "$src" ] || GOFLAGS= go mod download "github.com/kedacore/keda/v2@$KEDA_VERSION" || fail "downloading KEDA's CRDs"
-  [ -f "$src/keda.sh_scaledobjects.yaml" ] || fail "keda.sh_scaledobjects.yaml not found in $src"
-  mkdir -p "$(dirname "$keda_crd")"
-  cp "$src/keda.sh_scaledobjects.yaml" "$keda_crd.tmp" && mv "$keda_crd.tmp" "$keda_crd"
+# --- Prometheus and prometheus-adapter: the metrics the HPAs read ------------
+# The server is built without its web UI (that needs the builtinassets tag and
+# an npm build); its HTTP API, /-/ready and /-/healthy are all the tests use.
+# Of the service discoveries only Kubernetes is compiled in (Prometheus' own
+# build tags), which keeps the cloud SDKs out of a cold build.
+# Neither go.mod has replace or exclude directives a wrapper module would miss.
+if ! have prometheus; then
+  echo "==> building prometheus $PROMETHEUS_RELEASE ($PROMETHEUS_VERSION)"
+  t=$(stamp)
+  d="$work/prometheus"; rm -rf "$d"; mkdir -p "$d"
+  ( cd "$d"
+    go mod init pushgate.dev/controlplane/prometheus >/dev/null 2>&1
+    go get "github.com/prometheus/prometheus/cmd/prometheus@$PROMETHEUS_VERSION"
+    pv="github.com/prometheus/common/version"
+    go build -trimpath -tags remove_all_sd,enable_kubernetes_sd \
+      -ldflags "-s -w -X $pv.Version=$PROMETHEUS_RELEASE" \
+      -o "$bin/prometheus" github.com/prometheus/prometheus/cmd/prometheus
+  ) || fail "prometheus build"
+  echo "    prometheus built in $(( $(stamp) - t ))s"
+fi
+if ! have prometheus-adapter; then
+  echo "==> building prometheus-adapter $PROMETHEUS_ADAPTER_VERSION"
+  t=$(stamp)
+  d="$work/prometheus-adapter"; rm -rf "$d"; mkdir -p "$d"
+  ( cd "$d"
+    go mod init pushgate.dev/controlplane/prometheus-adapter >/dev/null 2>&1
+    go get "sigs.k8s.io/prometheus-adapter/cmd/adapter@$PROMETHEUS_ADAPTER_VERSION"
+    go build -trimpath -ldflags "-s -w" -o "$bin/prometheus-adapter" sigs.k8s.io/prometheus-adapter/cmd/adapter
+  ) || fail "prometheus-adapter build"
+  echo "    prometheus-adapter built in $(( $(stamp) - t ))s"
 fi
 
-for c in etcd "${k8s_cmds[@]}" kwok helm promcheck coredns pause cni/bridge cni/host-local cni/loopback cni/portmap; do
+# --- KEDA: its CRDs, operator and metrics adapter ----------------------------
+# KEDA's go.mod has replace and exclude directives, which a wrapper module
+# (or `go install pkg@version`) would not apply: build inside a copy of the
+# module itself, with its own go.mod and go.sum.
+keda_src="$GOMODCACHE/github.com/kedacore/keda/v2@$KEDA_VERSION"
+if [ ! -d "$keda_src" ]; then
+  GOFLAGS= go mod download "github.com/kedacore/keda/v2@$KEDA_VERSION" || fail "downloading KEDA $KEDA_VERSION"
+fi
+keda_crds="$cache/$K8S_VERSION/keda-crds"
+if [ ! -s "$keda_crds/keda.sh_triggerauthentications.yaml" ]; then
+  ls "$keda_src"/config/crd/bases/*.yaml >/dev/null || fail "KEDA's CRDs not found in $keda_src"
+  rm -rf "$keda_crds.tmp"; mkdir -p "$keda_crds.tmp"
+  cp "$keda_src"/config/crd/bases/*.yaml "$keda_crds.tmp/"
+  rm -rf "$keda_crds"; mv "$keda_crds.tmp" "$keda_crds"
+fi
+if ! have keda-operator || ! have keda-adapter; then
+  echo "==> building KEDA $KEDA_VERSION (operator, metrics adapter)"
+  t=$(stamp)
+  d="$work/keda"; rm -rf "$d"; cp -r "$keda_src" "$d"; chmod -R u+w "$d"
+  ( cd "$d"
+    go build -trimpath -ldflags "-s -w" -o "$bin/keda-operator" ./cmd/operator
+    go build -trimpath -ldflags "-s -w" -o "$bin/keda-adapter" ./cmd/adapter
+  ) || fail "KEDA build"
+  rm -rf "$d"
+  echo "    KEDA built in $(( $(stamp) - t ))s"
+fi
+
+for c in etcd "${k8s_cmds[@]}" kwok helm promcheck prometheus prometheus-adapter keda-operator keda-adapter coredns pause cni/bridge cni/host-local cni/loopback cni/portmap; do
   have "$c" || fail "$bin/$c missing after build"
 done
 echo "==> control plane ready in $(( $(stamp) - t_all ))s:"
-( cd "$bin" && ls -l etcd "${k8s_cmds[@]}" kwok helm promcheck coredns pause cni/* | awk '{printf "    %-26s %6.1f MiB\n", $9, $5/1048576}' )
+( cd "$bin" && ls -l etcd "${k8s_cmds[@]}" kwok helm promcheck prometheus prometheus-adapter keda-operator keda-adapter coredns pause cni/* | awk '{printf "    %-26s %6.1f MiB\n", $9, $5/1048576}' )
 echo "$bin"

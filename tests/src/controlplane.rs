@@ -460,23 +460,38 @@ pub fn crd_path() -> PathBuf {
 }
 
 impl ControlPlane {
-    /// Installs KEDA's ScaledObject CRD (from KEDA's pinned module, as
-    /// `build.sh` fetched it), so ScaledObjects are checked by its schema.
+    /// Installs KEDA's CRDs (from KEDA's pinned module, as `build.sh`
+    /// fetched them), so ScaledObjects are checked by its schema and KEDA's
+    /// operator finds every kind it watches.
     pub fn install_keda_crds(&self) -> anyhow::Result<()> {
-        let crd = self.bin.join("../keda-crds/keda.sh_scaledobjects.yaml");
+        let dir = self.bin.join("../keda-crds");
         anyhow::ensure!(
-            crd.is_file(),
-            "{} is missing: run tests/controlplane/build.sh",
-            crd.display()
+            dir.join("keda.sh_scaledobjects.yaml").is_file(),
+            "{} is missing KEDA's CRDs: run tests/controlplane/build.sh",
+            dir.display()
         );
-        self.kubectl(&["apply", "--server-side", "-f", &crd.display().to_string()])?;
-        self.kubectl(&[
-            "wait",
-            "--for=condition=Established",
+        self.kubectl(&["apply", "--server-side", "-f", &dir.display().to_string()])?;
+        self.wait_established(&[
             "crd/scaledobjects.keda.sh",
-            "--timeout=30s",
-        ])?;
-        Ok(())
+            "crd/triggerauthentications.keda.sh",
+        ])
+    }
+
+    /// Waits until `crds` are Established. `kubectl wait` fails at once on
+    /// a CRD whose status has no conditions yet (just created), so that
+    /// failure is retried, a bounded number of times.
+    fn wait_established(&self, crds: &[&str]) -> anyhow::Result<()> {
+        let mut args = vec!["wait", "--for=condition=Established", "--timeout=30s"];
+        args.extend_from_slice(crds);
+        let mut last = None;
+        for _ in 0..20 {
+            match self.kubectl(&args) {
+                Ok(_) => return Ok(()),
+                Err(e) => last = Some(e),
+            }
+            std::thread::sleep(std::time::Duration::from_millis(250));
+        }
+        Err(last.expect("tried at least once"))
     }
 
     /// Applies the committed CRD and waits until it is served (idempotent).
@@ -487,12 +502,6 @@ impl ControlPlane {
             "-f",
             &crd_path().display().to_string(),
         ])?;
-        self.kubectl(&[
-            "wait",
-            "--for=condition=Established",
-            "crd/pushgateways.pushgate.dev",
-            "--timeout=30s",
-        ])?;
-        Ok(())
+        self.wait_established(&["crd/pushgateways.pushgate.dev"])
     }
 }

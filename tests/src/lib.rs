@@ -5,6 +5,8 @@ pub mod browser;
 pub mod cluster;
 pub mod controlplane;
 pub mod gateway;
+pub mod keda;
+pub mod metrics;
 pub mod pki;
 pub mod redis;
 pub mod sse_client;

@@ -68,13 +68,30 @@ impl TestCa {
 
     /// A server leaf for `localhost` and 127.0.0.1, with common name `name`.
     pub fn leaf(&self, name: &str) -> Result<Leaf> {
+        self.host_leaf(name, vec![ExtendedKeyUsagePurpose::ServerAuth])
+    }
+
+    /// A leaf for `localhost` and 127.0.0.1 that serves and also presents
+    /// itself as a client, for peers that authenticate each other with one
+    /// certificate (KEDA's operator and metrics adapter).
+    pub fn peer_leaf(&self, name: &str) -> Result<Leaf> {
+        self.host_leaf(
+            name,
+            vec![
+                ExtendedKeyUsagePurpose::ServerAuth,
+                ExtendedKeyUsagePurpose::ClientAuth,
+            ],
+        )
+    }
+
+    fn host_leaf(&self, name: &str, usages: Vec<ExtendedKeyUsagePurpose>) -> Result<Leaf> {
         let key = KeyPair::generate()?;
         let mut params = CertificateParams::new(vec!["localhost".to_owned()])?;
         params
             .subject_alt_names
             .push(SanType::IpAddress([127, 0, 0, 1].into()));
         params.distinguished_name.push(DnType::CommonName, name);
-        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        params.extended_key_usages = usages;
         let cert = params.signed_by(&key, &self.issuer)?;
         Ok(Leaf {
             cert_pem: cert.pem(),
