@@ -198,6 +198,30 @@ async fn wait_ready(cp: &ControlPlane, ns: &str, name: &str, replicas: usize) {
     .unwrap();
 }
 
+/// Waits until kube-proxy balances the `http` port of Service `name` over
+/// exactly `n` endpoints (its iptables rules name each one), so that new
+/// streams through the Service spread over every ready pod.
+async fn wait_routed(ns: &str, name: &str, n: usize) {
+    let tag = format!("\"{ns}/{name}:http -> ");
+    eventually(&format!("{ns}/{name} routed to {n}"), WAIT, || async {
+        let out = std::process::Command::new("iptables-save")
+            .args(["-t", "nat"])
+            .output()
+            .map_err(|e| e.to_string())?;
+        let rules = String::from_utf8_lossy(&out.stdout);
+        let routed: Vec<&str> = rules
+            .lines()
+            .filter(|l| l.starts_with("-A KUBE-SVC-") && l.contains(&tag))
+            .collect();
+        match routed.len() {
+            k if k == n => Ok(()),
+            _ => Err(format!("{routed:#?}")),
+        }
+    })
+    .await
+    .unwrap();
+}
+
 fn apply(cp: &ControlPlane, doc: &str) {
     cp.kubectl_stdin(&["apply", "-f", "-"], doc).unwrap();
 }
@@ -864,4 +888,343 @@ async fn an_auto_breaker_on_a_real_pod_shows_in_the_status_and_takes_new_marks_l
         let ev = s.next(Duration::from_secs(10)).await.unwrap().unwrap();
         assert_eq!(ev.data, "still here");
     }
+}
+
+/// The chart's prometheus-adapter rules, rendered by `helm template`, as
+/// the adapter's config file (`rules:`).
+fn chart_adapter_rules(cp: &ControlPlane) -> String {
+    let chart = concat!(env!("CARGO_MANIFEST_DIR"), "/../charts/pushgate");
+    let home = std::env::temp_dir().join("pushgate-helm-config");
+    let out = std::process::Command::new(cp.bin().join("helm"))
+        .args([
+            "template",
+            "pushgate",
+            chart,
+            "--set",
+            "prometheusAdapterRules.enabled=true",
+            "--show-only",
+            "templates/prometheus-adapter-rules.yaml",
+            // Offline, helm assumes v1.20, below the chart's kubeVersion.
+            "--kube-version",
+            "v1.34.4",
+        ])
+        .env("HELM_CONFIG_HOME", &home)
+        .env("HELM_CACHE_HOME", &home)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let cm: Value = serde_yaml::from_slice(&out.stdout).unwrap();
+    cm["data"]["config.yaml"].as_str().unwrap().to_owned()
+}
+
+/// The replica count of Deployment `gw` over time, as a test sees it, with
+/// its HPA's current average per pod of one (Pods or External) metric.
+struct Timeline {
+    cp: &'static ControlPlane,
+    ns: String,
+    hpa: &'static str,
+    metric: &'static str,
+    t0: Instant,
+    points: Vec<(u64, i64, Option<String>)>,
+}
+
+impl Timeline {
+    fn new(
+        cp: &'static ControlPlane,
+        ns: &str,
+        hpa: &'static str,
+        metric: &'static str,
+    ) -> Timeline {
+        let (ns, t0, points) = (ns.to_owned(), Instant::now(), Vec::new());
+        Timeline {
+            cp,
+            ns,
+            hpa,
+            metric,
+            t0,
+            points,
+        }
+    }
+
+    /// Records the current replicas (of `gw`) and metric value if changed.
+    fn note(&mut self) -> i64 {
+        let dep = get_json(self.cp, &["deployment", "gw", "-n", &self.ns]);
+        let hpa = get_json(self.cp, &["hpa", self.hpa, "-n", &self.ns]);
+        let current = hpa["status"]["currentMetrics"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find_map(|m| {
+                ["pods", "external"]
+                    .into_iter()
+                    .find(|kind| m[kind]["metric"]["name"] == self.metric)
+                    .and_then(|kind| m[kind]["current"]["averageValue"].as_str())
+            })
+            .map(str::to_owned);
+        let replicas = dep["spec"]["replicas"].as_i64().unwrap_or(0);
+        if self
+            .points
+            .last()
+            .is_none_or(|(_, r, c)| *r != replicas || *c != current)
+        {
+            self.points
+                .push((self.t0.elapsed().as_secs(), replicas, current));
+        }
+        replicas
+    }
+
+    /// Polls (bounded: 3 minutes) until the HPA set `replicas`.
+    async fn wait_for(&mut self, replicas: i64) {
+        for _ in 0..720 {
+            if self.note() == replicas {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        panic!("replicas never reached {replicas}: {}", self.render());
+    }
+
+    fn render(&self) -> String {
+        let mut out = format!(
+            "replicas over time (s, replicas, {} per pod):\n",
+            self.metric
+        );
+        for (t, r, cur) in &self.points {
+            out += &format!("  {t:>4} s  {r}  {}\n", cur.as_deref().unwrap_or("-"));
+        }
+        out
+    }
+}
+
+/// Prints `kubectl get hpa` and the metrics of `kubectl describe hpa`, and
+/// checks that the HPA has a current value for every metric, `metric` among
+/// them: what an operator on call sees.
+fn show_hpa(cp: &ControlPlane, ns: &str, hpa: &str, metric: &str) {
+    let table = cp.kubectl(&["get", "hpa", hpa, "-n", ns]).unwrap();
+    let described = cp.kubectl(&["describe", "hpa", hpa, "-n", ns]).unwrap();
+    let metrics: Vec<&str> = described
+        .lines()
+        .skip_while(|l| !l.starts_with("Metrics:"))
+        .take_while(|l| !l.starts_with("Min replicas:"))
+        .collect();
+    eprintln!("{table}{}", metrics.join("\n"));
+    assert!(!table.contains("<unknown>"), "{table}");
+    assert!(
+        metrics.iter().any(|l| l.contains(metric)) && !described.contains("<unknown>"),
+        "{described}"
+    );
+}
+
+#[tokio::test]
+async fn the_hpa_scales_on_connections_read_through_prometheus_and_the_adapter() {
+    use pushgate_e2e::metrics::MetricsStack;
+    let sc = Scenario::new("hpa").await;
+    let (cp, ns) = (sc.cp(), sc.ns.clone());
+    let _redis = redis_for_pods(cp, &ns);
+    let metrics = MetricsStack::start(cp, &ns, &chart_adapter_rules(cp), Duration::from_secs(2))
+        .await
+        .unwrap();
+    // Memory is left out: nothing serves metrics.k8s.io here, and an HPA
+    // that cannot compute one of its metrics never scales down.
+    sc.pushgateway(
+        "gw",
+        "  store: {redis: {secretRef: {name: redis}}}\n  delivery: {retry: 200ms, drainWindow: 5s}\n  limits: {acceptRate: 100000}\n\
+         \x20 autoscaling:\n    minReplicas: 1\n    maxReplicas: 3\n    targetConnectionsPerPod: \"300\"\n    targetMemoryUtilization: 0\n\
+         \x20   behavior:\n      scaleUp: {stabilizationWindowSeconds: 0}\n      scaleDown: {stabilizationWindowSeconds: 10, policies: [{type: Pods, value: 2, periodSeconds: 5}]}\n",
+    );
+    wait_ready(cp, &ns, "gw", 1).await;
+    let mut timeline = Timeline::new(cp, &ns, "gw", "pushgate_connections");
+
+    // 800 streams through the Service: 800 / 300 per pod asks for 3 pods.
+    let base = service_url(cp, &ns, "gw");
+    let c = http();
+    let crowd = TracedFleet::spawn(&c, std::slice::from_ref(&base), "hpa-a", 800);
+    let crowd_ticker = Ticker::start(&c, base.clone(), "hpa-a", Duration::from_millis(200));
+    crowd.wait_connected_once(WAIT).await.unwrap();
+    let pod0 = gateway_pods(cp, &ns, "gw")[0]["metadata"]["name"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let seen = eventually("the adapter serves the pod's connections", WAIT, || async {
+        match metrics.pod_metric(&ns, &pod0, "pushgate_connections") {
+            Some(v) if v >= 800.0 => Ok(v),
+            v => Err(format!("{v:?}\n{}", metrics.logs())),
+        }
+    })
+    .await
+    .unwrap();
+    eprintln!("custom.metrics.k8s.io: {pod0} pushgate_connections = {seen}");
+    timeline.wait_for(3).await;
+    wait_ready(cp, &ns, "gw", 3).await;
+    wait_routed(&ns, "gw", 3).await;
+    show_hpa(cp, &ns, "gw", "pushgate_connections");
+
+    // A second fleet spreads over the three pods; the crowd leaves, and
+    // with 300 streams left the HPA goes back to one pod. The streams on
+    // the pods it removes drain off and resume on the one left.
+    let spread = TracedFleet::spawn(&c, std::slice::from_ref(&base), "hpa-b", 300);
+    let ticker = Ticker::start(&c, base.clone(), "hpa-b", Duration::from_millis(100));
+    spread.wait_connected_once(WAIT).await.unwrap();
+    let sent = crowd_ticker.finish(&c, &base, "hpa-a").await;
+    crowd.finish(&sent).await;
+    timeline.wait_for(1).await;
+    wait_ready(cp, &ns, "gw", 1).await;
+    let sent = ticker.finish(&c, &base, "hpa-b").await;
+    let moved = spread.connections().iter().filter(|n| **n > 1).count();
+    spread.finish(&sent).await;
+    eprint!("{}", timeline.render());
+    eprintln!("scale-down: {moved} of 300 streams resumed on the remaining pod, every event once");
+    assert!(moved > 0, "no stream was on a removed pod");
+}
+
+#[tokio::test]
+async fn the_hpa_scales_up_when_subscribers_stop_reading() {
+    use pushgate_e2e::gateway::publish;
+    use pushgate_e2e::metrics::MetricsStack;
+    use pushgate_e2e::subscriber::follow;
+    const LAG: &str = "pushgate_subscriber_lag_events";
+    let sc = Scenario::new("lag").await;
+    let (cp, ns) = (sc.cp(), sc.ns.clone());
+    let _redis = redis_for_pods(cp, &ns);
+    let metrics = MetricsStack::start(cp, &ns, &chart_adapter_rules(cp), Duration::from_secs(2))
+        .await
+        .unwrap();
+    // Only the lag target can be exceeded: connections and event-loop lag
+    // have targets far above what 100 streams make.
+    sc.pushgateway(
+        "gw",
+        "  store: {redis: {secretRef: {name: redis}}}\n  delivery: {retry: 200ms, queueSize: 5000}\n  limits: {acceptRate: 100000}\n\
+         \x20 autoscaling:\n    minReplicas: 1\n    maxReplicas: 2\n    targetSubscriberLag: \"2000\"\n    targetConnectionsPerPod: \"100000\"\n\
+         \x20   targetEventLoopLag: \"10\"\n    targetMemoryUtilization: 0\n    behavior: {scaleUp: {stabilizationWindowSeconds: 0}}\n",
+    );
+    wait_ready(cp, &ns, "gw", 1).await;
+    let pod0 = gateway_pods(cp, &ns, "gw")[0]["metadata"]["name"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let base = service_url(cp, &ns, "gw");
+    let c = http();
+    let path = "/v1/stream?topic=lag".to_owned();
+    let mut stalled = Vec::new();
+    for _ in 0..100 {
+        let url = format!("{base}{path}");
+        stalled.push(SseClient::connect(&c, &url, None).await.unwrap());
+    }
+    // The 100 read nothing from now on: once their sockets' buffers are
+    // full, every event waits in the gateway's queues.
+    let payload = "x".repeat(8 * 1024);
+    let mut sent = Vec::new();
+    let mut timeline = Timeline::new(cp, &ns, "gw", LAG);
+    let mut lag = None;
+    for i in 0..3000 {
+        let data = format!("{i:05}{payload}");
+        publish(&c, &base, "lag", &data).await.unwrap();
+        sent.push(data[..5].to_owned());
+        if i % 50 == 49 {
+            lag = metrics.pod_metric(&ns, &pod0, LAG);
+            if lag.is_some_and(|v| v >= 20_000.0) {
+                break;
+            }
+        }
+    }
+    let lag = lag.unwrap_or_else(|| panic!("the adapter never served {LAG}\n{}", metrics.logs()));
+    assert!(
+        lag >= 20_000.0,
+        "lag only {lag} after {} events",
+        sent.len()
+    );
+    eprintln!(
+        "custom.metrics.k8s.io: {pod0} {LAG} = {lag} after {} events of 8 KiB",
+        sent.len()
+    );
+    timeline.wait_for(2).await;
+    eprint!("{}", timeline.render());
+    show_hpa(cp, &ns, "gw", LAG);
+
+    // They read again, and each gets every event once, in order.
+    let readers: Vec<_> = stalled
+        .into_iter()
+        .map(|mut s| {
+            let (c, base, path, n) = (c.clone(), base.clone(), path.clone(), sent.len());
+            tokio::spawn(async move {
+                let mut got = Vec::new();
+                while got.len() < n {
+                    match s.next(WAIT).await {
+                        Ok(Some(ev)) => got.push(ev.data[..5].to_owned()),
+                        _ => break,
+                    }
+                }
+                if got.len() < n {
+                    // Cut meanwhile: resume from its cursor like an EventSource.
+                    let cursor = Some(s.last_event_id().to_owned());
+                    let rest = follow(c, vec![base], path, cursor, n - got.len(), WAIT)
+                        .await
+                        .unwrap();
+                    got.extend(rest.events.iter().map(|e| e.data[..5].to_owned()));
+                }
+                got
+            })
+        })
+        .collect();
+    for r in readers {
+        assert_eq!(
+            r.await.unwrap(),
+            sent,
+            "a stalled subscriber lost or repeated events"
+        );
+    }
+}
+
+#[tokio::test]
+async fn keda_scales_the_gateway_from_its_scaled_object_and_no_hpa_of_ours() {
+    use pushgate_e2e::keda::Keda;
+    use pushgate_e2e::metrics::MetricsStack;
+    let sc = Scenario::new("keda").await;
+    let (cp, ns) = (sc.cp(), sc.ns.clone());
+    let _redis = redis_for_pods(cp, &ns);
+    let metrics = MetricsStack::start(cp, &ns, &chart_adapter_rules(cp), Duration::from_secs(2))
+        .await
+        .unwrap();
+    let keda = Keda::start(cp).await.unwrap();
+    // KEDA's operator runs on this machine, so it reaches Prometheus on
+    // loopback; in a cluster this is Prometheus' Service address.
+    sc.pushgateway(
+        "gw",
+        &format!(
+            "  store: {{redis: {{secretRef: {{name: redis}}}}}}\n  delivery: {{retry: 200ms}}\n  limits: {{acceptRate: 100000}}\n\
+             \x20 autoscaling:\n    engine: keda\n    keda: {{serverAddress: \"{}\"}}\n    minReplicas: 1\n    maxReplicas: 3\n\
+             \x20   targetConnectionsPerPod: \"300\"\n    targetMemoryUtilization: 0\n    behavior: {{scaleUp: {{stabilizationWindowSeconds: 0}}}}\n",
+            metrics.prometheus_url
+        ),
+    );
+    wait_ready(cp, &ns, "gw", 1).await;
+    eventually("KEDA made its HPA", WAIT, || async {
+        cp.kubectl(&["get", "hpa", "keda-hpa-gw", "-n", &ns])
+            .map_err(|e| format!("{e}\n{}", keda.logs()))
+    })
+    .await
+    .unwrap();
+    let mut timeline = Timeline::new(cp, &ns, "keda-hpa-gw", "s0-prometheus");
+    let base = service_url(cp, &ns, "gw");
+    let c = http();
+    let crowd = TracedFleet::spawn(&c, std::slice::from_ref(&base), "keda", 800);
+    let ticker = Ticker::start(&c, base.clone(), "keda", Duration::from_millis(200));
+    crowd.wait_connected_once(WAIT).await.unwrap();
+    timeline.wait_for(3).await;
+    wait_ready(cp, &ns, "gw", 3).await;
+    eprint!("{}", timeline.render());
+    show_hpa(cp, &ns, "keda-hpa-gw", "s0-prometheus");
+    let names: Vec<String> = get_json(cp, &["hpa", "-n", &ns])["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["metadata"]["name"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(names, ["keda-hpa-gw"], "one HPA, KEDA's");
+    let sent = ticker.finish(&c, &base, "keda").await;
+    crowd.finish(&sent).await;
 }
