@@ -233,9 +233,9 @@ async fn minimal_pushgateway_yields_expected_objects() {
     assert_eq!(
         pods,
         [
-            "pushgate_event_loop_lag_seconds",
+            "pushgate_connections",
             "pushgate_subscriber_lag_events",
-            "pushgate_connections"
+            "pushgate_event_loop_lag_seconds"
         ]
     );
     let mem = metrics.iter().find_map(|m| m.resource.clone()).unwrap();

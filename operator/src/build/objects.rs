@@ -148,18 +148,20 @@ pub fn hpa_for(pgw: &PushGateway, track: Track) -> Option<HorizontalPodAutoscale
             min_replicas: Some(a.min_replicas),
             max_replicas: a.max_replicas,
             metrics: Some(
+                // Connections first: `kubectl get hpa` shows the first two
+                // metrics, and they are what moves an IoT fleet's tier.
                 [
                     pods_metric(
-                        "pushgate_event_loop_lag_seconds",
-                        q(a.target_event_loop_lag.clone(), "50m"),
+                        "pushgate_connections",
+                        q(a.target_connections_per_pod.clone(), "5k"),
                     ),
                     pods_metric(
                         "pushgate_subscriber_lag_events",
                         q(a.target_subscriber_lag.clone(), "100"),
                     ),
                     pods_metric(
-                        "pushgate_connections",
-                        q(a.target_connections_per_pod.clone(), "5k"),
+                        "pushgate_event_loop_lag_seconds",
+                        q(a.target_event_loop_lag.clone(), "50m"),
                     ),
                 ]
                 .into_iter()
@@ -206,12 +208,12 @@ mod tests {
         assert_eq!(
             names,
             [
-                "pushgate_event_loop_lag_seconds",
+                "pushgate_connections",
                 "pushgate_subscriber_lag_events",
-                "pushgate_connections"
+                "pushgate_event_loop_lag_seconds"
             ]
         );
-        assert_eq!(pods[2].target.average_value.as_ref().unwrap().0, "2000");
+        assert_eq!(pods[0].target.average_value.as_ref().unwrap().0, "2000");
         let mem = m.iter().find_map(|m| m.resource.as_ref()).unwrap();
         assert_eq!(
             (mem.name.as_str(), mem.target.average_utilization),
