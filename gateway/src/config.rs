@@ -183,6 +183,9 @@ pub struct Overrides {
     /// Serve the example EventSource page at /demo/ [default: false]
     #[arg(long, env = env::DEMO_PAGE, value_name = "BOOL")]
     pub demo_page: Option<bool>,
+    /// Serve gRPC (pushgate.v1.Pushgate, health, reflection) on the API port [default: false]
+    #[arg(long, env = env::GRPC, value_name = "BOOL")]
+    pub grpc: Option<bool>,
 }
 
 /// Loads: defaults ← file (if given) ← overrides (env and flags, already merged by clap).
@@ -260,6 +263,7 @@ impl Overrides {
         set(&mut c.cors.allowed_origins, &o.cors_allowed_origins);
         set(&mut c.cors.allow_credentials, &o.cors_allow_credentials);
         set(&mut c.demo_page, &o.demo_page);
+        set(&mut c.protocols.grpc.enabled, &o.grpc);
         if o.metrics_listen.is_some() {
             c.metrics_listen = o.metrics_listen;
         }

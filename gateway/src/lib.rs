@@ -15,6 +15,7 @@ pub mod degrade;
 pub mod device;
 pub mod edge;
 pub mod fanout;
+pub mod grpc;
 pub mod hash;
 pub mod http;
 pub mod lean;

@@ -5,6 +5,7 @@ pub mod browser;
 pub mod cluster;
 pub mod controlplane;
 pub mod gateway;
+pub mod grpc;
 pub mod keda;
 pub mod metrics;
 pub mod pki;

@@ -53,6 +53,24 @@ pub struct Config {
     pub demo_page: bool,
     /// Degrade switches and their `auto` thresholds.
     pub degrade: crate::degrade::DegradeConfig,
+    /// Protocols served beside SSE on the API port.
+    pub protocols: Protocols,
+}
+
+/// Protocols served beside SSE.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Protocols {
+    /// gRPC (`pushgate.v1.Pushgate`, health, reflection) over HTTP/2 on `listen`.
+    pub grpc: GrpcSettings,
+}
+
+/// The gRPC surface.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct GrpcSettings {
+    /// Serve it (off by default: a surface nobody asked for is not exposed).
+    pub enabled: bool,
 }
 
 impl Default for Config {
@@ -76,6 +94,7 @@ impl Default for Config {
             routing: RoutingSettings::default(),
             demo_page: false,
             degrade: crate::degrade::DegradeConfig::default(),
+            protocols: Protocols::default(),
         }
     }
 }

@@ -108,4 +108,6 @@ pub mod env {
     pub const CORS_ALLOW_CREDENTIALS: &str = "PUSHGATE_CORS_ALLOW_CREDENTIALS";
     /// `--demo-page`.
     pub const DEMO_PAGE: &str = "PUSHGATE_DEMO_PAGE";
+    /// `protocols.grpc.enabled`.
+    pub const GRPC: &str = "PUSHGATE_GRPC";
 }

@@ -4,7 +4,7 @@
 mod caller;
 mod devices;
 pub mod error;
-mod ops;
+pub(crate) mod ops;
 mod publish;
 pub mod refusal;
 mod shadow;
@@ -38,8 +38,18 @@ pub struct ConnInfo {
 /// The path of the stream endpoint.
 pub const STREAM_PATH: &str = "/v1/stream";
 
-/// The API and stream routes (plus health and metrics).
+/// The API and stream routes (plus health and metrics), and gRPC when
+/// `protocols.grpc.enabled`.
 pub fn api_router(node: Arc<Node>) -> Router {
+    let http = http_router(node.clone());
+    if node.config.protocols.grpc.enabled {
+        crate::grpc::mount(http, &node)
+    } else {
+        http
+    }
+}
+
+fn http_router(node: Arc<Node>) -> Router {
     let demo = if node.config.demo_page {
         Router::new()
             .route("/demo", get(demo_page))
@@ -92,8 +102,19 @@ async fn demo_page() -> impl axum::response::IntoResponse {
     )
 }
 
-async fn not_found() -> ApiError {
-    ApiError::new(ErrorCode::NotFound, "no such endpoint")
+async fn not_found(headers: axum::http::HeaderMap) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    // A gRPC client reads only gRPC statuses: tell it in its own terms.
+    let grpc = headers
+        .get(axum::http::header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
+    if grpc {
+        return tonic::Status::unimplemented(
+            "no such gRPC service here (is protocols.grpc.enabled set?)",
+        )
+        .into_http();
+    }
+    ApiError::new(ErrorCode::NotFound, "no such endpoint").into_response()
 }
 
 /// A 200 `text/event-stream` response with the headers every stream carries

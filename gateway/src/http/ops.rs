@@ -15,6 +15,12 @@ pub async fn healthz() -> impl IntoResponse {
 }
 
 pub async fn readyz(State(node): State<Arc<Node>>) -> Result<impl IntoResponse, ApiError> {
+    readiness(&node)?;
+    Ok(Json(serde_json::json!({ "status": "ready" })))
+}
+
+/// Whether the pod should get new clients (also the gRPC health status).
+pub fn readiness(node: &Node) -> Result<(), ApiError> {
     if node.is_draining() {
         return Err(ApiError::new(ErrorCode::Draining, "gateway is draining"));
     }
@@ -26,7 +32,7 @@ pub async fn readyz(State(node): State<Arc<Node>>) -> Result<impl IntoResponse, 
             "store is unreachable",
         ));
     }
-    Ok(Json(serde_json::json!({ "status": "ready" })))
+    Ok(())
 }
 
 pub async fn metrics(State(node): State<Arc<Node>>) -> impl IntoResponse {

@@ -1,0 +1,175 @@
+//! A gRPC client of a gateway (tonic, HTTP/2 prior knowledge on its API
+//! port): subscribe and publish with an optional bearer token, health and
+//! reflection.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use futures_util::StreamExt;
+use pushgate::grpc::proto::pushgate_client::PushgateClient;
+use pushgate::grpc::proto::{Event, PublishRequest, PublishResponse, SubscribeRequest};
+use tonic::transport::Channel;
+use tonic::{Code, Request, Status, Streaming};
+
+/// One HTTP/2 connection to a gateway's gRPC services.
+#[derive(Clone)]
+pub struct GrpcClient {
+    channel: Channel,
+    token: Option<String>,
+}
+
+/// A subscription: its events, and how it ended.
+pub struct GrpcStream {
+    inner: Streaming<Event>,
+    /// The id of the last event or marker received: what to resume from.
+    pub last_id: String,
+    /// The status it ended with, once it has.
+    pub ended: Option<Status>,
+}
+
+impl GrpcClient {
+    /// Connects (lazily: the first call opens the connection).
+    pub fn new(addr: SocketAddr) -> Result<GrpcClient> {
+        let channel = Channel::from_shared(format!("http://{addr}"))?
+            .connect_timeout(Duration::from_secs(5))
+            .connect_lazy();
+        Ok(GrpcClient {
+            channel,
+            token: None,
+        })
+    }
+
+    /// The same connection, sending `authorization: Bearer {token}`.
+    pub fn with_token(&self, token: &str) -> GrpcClient {
+        GrpcClient {
+            channel: self.channel.clone(),
+            token: Some(token.to_owned()),
+        }
+    }
+
+    /// The underlying channel (for other services' clients).
+    pub fn channel(&self) -> Channel {
+        self.channel.clone()
+    }
+
+    fn request<T>(&self, msg: T) -> Request<T> {
+        let mut req = Request::new(msg);
+        if let Some(t) = &self.token {
+            req.metadata_mut().insert(
+                "authorization",
+                format!("Bearer {t}").parse().expect("token is ASCII"),
+            );
+        }
+        req
+    }
+
+    /// `Subscribe`; the error is the call's status.
+    pub async fn subscribe(
+        &self,
+        topics: &[&str],
+        last_event_id: &str,
+    ) -> Result<GrpcStream, Status> {
+        let msg = SubscribeRequest {
+            topics: topics.iter().map(|t| t.to_string()).collect(),
+            last_event_id: last_event_id.to_owned(),
+            shadow_version: 0,
+        };
+        let inner = PushgateClient::new(self.channel.clone())
+            .subscribe(self.request(msg))
+            .await?
+            .into_inner();
+        Ok(GrpcStream {
+            inner,
+            last_id: last_event_id.to_owned(),
+            ended: None,
+        })
+    }
+
+    /// `Publish` of a plain event.
+    pub async fn publish(&self, topic: &str, data: &str) -> Result<PublishResponse, Status> {
+        self.publish_with(PublishRequest {
+            topic: topic.into(),
+            data: data.into(),
+            ..PublishRequest::default()
+        })
+        .await
+    }
+
+    /// `Publish` of any request.
+    pub async fn publish_with(&self, msg: PublishRequest) -> Result<PublishResponse, Status> {
+        Ok(PushgateClient::new(self.channel.clone())
+            .publish(self.request(msg))
+            .await?
+            .into_inner())
+    }
+}
+
+impl GrpcStream {
+    /// The next published event (markers only move `last_id`); `None` once
+    /// the stream ended (its status is in `ended`).
+    pub async fn next(&mut self, timeout: Duration) -> Result<Option<Event>> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            if self.ended.is_some() {
+                return Ok(None);
+            }
+            let item = tokio::time::timeout_at(deadline, self.inner.next())
+                .await
+                .context("no event within the timeout")?;
+            match item {
+                Some(Ok(ev)) => {
+                    if !ev.id.is_empty() {
+                        self.last_id = ev.id.clone();
+                    }
+                    if !ev.event_type.is_empty() {
+                        return Ok(Some(ev));
+                    }
+                }
+                Some(Err(status)) => self.ended = Some(status),
+                None => self.ended = Some(Status::ok("")),
+            }
+        }
+    }
+
+    /// Reads `n` events of `message` type, failing on anything else.
+    pub async fn take(&mut self, n: usize, timeout: Duration) -> Result<Vec<Event>> {
+        let mut out = Vec::with_capacity(n);
+        while out.len() < n {
+            match self.next(timeout).await? {
+                Some(ev) if ev.event_type == "message" => out.push(ev),
+                Some(ev) => bail!("unexpected {} event: {}", ev.event_type, ev.data),
+                None => bail!(
+                    "stream ended after {} of {n} events: {:?}",
+                    out.len(),
+                    self.ended
+                ),
+            }
+        }
+        Ok(out)
+    }
+
+    /// Reads until the first id (every stream's first message carries one).
+    pub async fn await_id(&mut self, timeout: Duration) -> Result<String> {
+        let start = self.last_id.clone();
+        let deadline = tokio::time::Instant::now() + timeout;
+        while self.last_id == start || self.last_id.is_empty() {
+            let item = tokio::time::timeout_at(deadline, self.inner.next())
+                .await
+                .context("no id within the timeout")?;
+            match item {
+                Some(Ok(ev)) if ev.event_type.is_empty() => self.last_id = ev.id,
+                Some(Ok(ev)) => bail!("an event before the first marker: {ev:?}"),
+                Some(Err(s)) => bail!("stream ended before its first id: {s}"),
+                None => bail!("stream ended before its first id"),
+            }
+        }
+        Ok(self.last_id.clone())
+    }
+
+    /// Waits for the end of the stream, returning its code.
+    pub async fn end(&mut self, timeout: Duration) -> Result<Code> {
+        while self.next(timeout).await?.is_some() {}
+        Ok(self.ended.as_ref().expect("ended").code())
+    }
+}
