@@ -18,6 +18,7 @@ COREDNS_VERSION="v1.15.0"       # cluster DNS of the real node
 KEDA_VERSION="v2.21.0"          # KEDA: its CRDs, operator and metrics adapter
 PROMETHEUS_RELEASE="3.16.0"     # the release PROMETHEUS_VERSION is, for the server's version string
 PROMETHEUS_ADAPTER_VERSION="v0.12.0"  # served by the proxy but not listed: exact version only
+GRPCURL_VERSION="v1.9.4"        # an outside gRPC client for the gateway's gRPC tests
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 cache="${PUSHGATE_K8S_CACHE:-$HOME/.cache/pushgate-k8s}"
@@ -128,6 +129,15 @@ if ! have helm; then
     -ldflags "-s -w -X $hv.version=$HELM_VERSION -X $hv.gitTreeState=clean" \
     "helm.sh/helm/v3/cmd/helm@$HELM_VERSION" || fail "helm build"
   echo "    helm built in $(( $(stamp) - t ))s"
+fi
+
+# --- grpcurl: a generic gRPC client (reflection), no replace directives -------
+if ! have grpcurl; then
+  echo "==> building grpcurl $GRPCURL_VERSION"
+  t=$(stamp)
+  GOBIN="$bin" GOFLAGS= go install -trimpath -ldflags "-s -w -X main.version=$GRPCURL_VERSION" \
+    "github.com/fullstorydev/grpcurl/cmd/grpcurl@$GRPCURL_VERSION" || fail "grpcurl build"
+  echo "    grpcurl built in $(( $(stamp) - t ))s"
 fi
 
 # --- promcheck: Prometheus' rule/PromQL validation for the chart's alerts -----
@@ -245,9 +255,9 @@ if ! have keda-operator || ! have keda-adapter; then
   echo "    KEDA built in $(( $(stamp) - t ))s"
 fi
 
-for c in etcd "${k8s_cmds[@]}" kwok helm promcheck prometheus prometheus-adapter keda-operator keda-adapter coredns pause cni/bridge cni/host-local cni/loopback cni/portmap; do
+for c in etcd "${k8s_cmds[@]}" kwok helm grpcurl promcheck prometheus prometheus-adapter keda-operator keda-adapter coredns pause cni/bridge cni/host-local cni/loopback cni/portmap; do
   have "$c" || fail "$bin/$c missing after build"
 done
 echo "==> control plane ready in $(( $(stamp) - t_all ))s:"
-( cd "$bin" && ls -l etcd "${k8s_cmds[@]}" kwok helm promcheck prometheus prometheus-adapter keda-operator keda-adapter coredns pause cni/* | awk '{printf "    %-26s %6.1f MiB\n", $9, $5/1048576}' )
+( cd "$bin" && ls -l etcd "${k8s_cmds[@]}" kwok helm grpcurl promcheck prometheus prometheus-adapter keda-operator keda-adapter coredns pause cni/* | awk '{printf "    %-26s %6.1f MiB\n", $9, $5/1048576}' )
 echo "$bin"

@@ -173,3 +173,69 @@ impl GrpcStream {
         Ok(self.ended.as_ref().expect("ended").code())
     }
 }
+
+/// `grpcurl` (built by `tests/controlplane/build.sh`) subscribing through
+/// reflection alone, as an outside client would: its JSON output read back
+/// as events. Killed on drop.
+pub struct Grpcurl {
+    child: tokio::process::Child,
+    out: tokio::process::ChildStdout,
+    buf: String,
+}
+
+impl Grpcurl {
+    /// Runs `grpcurl -plaintext -d {topics, last_event_id} ADDR pushgate.v1.Pushgate/Subscribe`.
+    pub fn subscribe(addr: SocketAddr, topics: &[&str], last_event_id: &str) -> Result<Grpcurl> {
+        let bin = crate::controlplane::bin_dir()?.join("grpcurl");
+        let req = serde_json::json!({ "topics": topics, "last_event_id": last_event_id });
+        let mut child = tokio::process::Command::new(&bin)
+            .args(["-plaintext", "-d", &req.to_string(), &addr.to_string()])
+            .arg("pushgate.v1.Pushgate/Subscribe")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .with_context(|| format!("run {}", bin.display()))?;
+        let out = child.stdout.take().context("grpcurl stdout")?;
+        Ok(Grpcurl {
+            child,
+            out,
+            buf: String::new(),
+        })
+    }
+
+    /// The next JSON message grpcurl printed; `None` once it exited.
+    pub async fn next(&mut self, timeout: Duration) -> Result<Option<serde_json::Value>> {
+        use tokio::io::AsyncReadExt;
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let mut it =
+                serde_json::Deserializer::from_str(&self.buf).into_iter::<serde_json::Value>();
+            if let Some(Ok(v)) = it.next() {
+                let used = it.byte_offset();
+                self.buf.drain(..used);
+                return Ok(Some(v));
+            }
+            let mut chunk = [0u8; 4096];
+            let n = tokio::time::timeout_at(deadline, self.out.read(&mut chunk))
+                .await
+                .context("grpcurl printed nothing within the timeout")??;
+            if n == 0 {
+                return Ok(None);
+            }
+            self.buf.push_str(std::str::from_utf8(&chunk[..n])?);
+        }
+    }
+
+    /// Waits for grpcurl to exit; returns what it said on stderr.
+    pub async fn stderr(mut self, timeout: Duration) -> Result<String> {
+        use tokio::io::AsyncReadExt;
+        let mut err = String::new();
+        if let Some(mut e) = self.child.stderr.take() {
+            tokio::time::timeout(timeout, e.read_to_string(&mut err))
+                .await
+                .context("grpcurl did not exit")??;
+        }
+        Ok(err)
+    }
+}

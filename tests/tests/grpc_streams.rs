@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use anyhow::Result;
 use pushgate_e2e::gateway::{mint_token, publish, GatewayProcess};
-use pushgate_e2e::grpc::GrpcClient;
+use pushgate_e2e::grpc::{GrpcClient, Grpcurl};
 use pushgate_e2e::sse_client::SseClient;
 use tonic::Code;
 use tonic_health::pb::health_check_response::ServingStatus;
@@ -266,6 +266,52 @@ async fn health_follows_readiness_and_reflection_lists_the_services() -> Result<
         Err(tonic::Status::unknown("watch ended while serving"))
     })
     .await??;
+    Ok(())
+}
+
+#[tokio::test]
+async fn grpcurl_subscribes_through_reflection_and_resumes_after_a_restart() -> Result<()> {
+    let mut gw = GatewayProcess::start(&["--grpc", "true"])?;
+    let http = reqwest::Client::new();
+    let mut sub = Grpcurl::subscribe(gw.addr, &["o/1"], "")?;
+    // Its first message is the marker with the cursor it attached at.
+    let marker = sub.next(T).await?.expect("grpcurl prints the first marker");
+    assert!(
+        marker["id"].is_string() && marker.get("data").is_none(),
+        "{marker}"
+    );
+    for d in data(1..=5) {
+        publish(&http, &gw.url(""), "o/1", &d).await?;
+    }
+    let mut last = String::new();
+    for want in data(1..=5) {
+        let ev = sub.next(T).await?.expect("an event");
+        assert_eq!(
+            (ev["data"].as_str(), ev["topic"].as_str()),
+            (Some(want.as_str()), Some("o/1"))
+        );
+        last = ev["id"].as_str().expect("an id").to_owned();
+    }
+    gw.kill9();
+    assert!(
+        sub.next(T).await?.is_none(),
+        "grpcurl ends with the connection"
+    );
+    let said = sub.stderr(T).await?;
+    assert!(said.contains("Code: Unavailable"), "grpcurl said: {said}");
+    gw.restart()?;
+    for d in data(6..=10) {
+        publish(&http, &gw.url(""), "o/1", &d).await?;
+    }
+    let mut resumed = Grpcurl::subscribe(gw.addr, &["o/1"], &last)?;
+    let mut got = Vec::new();
+    while got.len() < 5 {
+        let ev = resumed.next(T).await?.expect("an event");
+        if let Some(d) = ev["data"].as_str() {
+            got.push(d.to_owned());
+        }
+    }
+    assert_eq!(got, data(6..=10), "exactly the events after its last id");
     Ok(())
 }
 
