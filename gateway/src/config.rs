@@ -186,6 +186,12 @@ pub struct Overrides {
     /// Serve gRPC (pushgate.v1.Pushgate, health, reflection) on the API port [default: false]
     #[arg(long, env = env::GRPC, value_name = "BOOL")]
     pub grpc: Option<bool>,
+    /// Serve the API over HTTP/3 (QUIC; needs TLS) [default: false]
+    #[arg(long, env = env::HTTP3, value_name = "BOOL")]
+    pub http3: Option<bool>,
+    /// UDP address of HTTP/3 [default: the --listen address]
+    #[arg(long, env = env::HTTP3_LISTEN, value_name = "ADDR")]
+    pub http3_listen: Option<SocketAddr>,
 }
 
 /// Loads: defaults ← file (if given) ← overrides (env and flags, already merged by clap).
@@ -264,6 +270,10 @@ impl Overrides {
         set(&mut c.cors.allow_credentials, &o.cors_allow_credentials);
         set(&mut c.demo_page, &o.demo_page);
         set(&mut c.protocols.grpc.enabled, &o.grpc);
+        set(&mut c.protocols.http3.enabled, &o.http3);
+        if o.http3_listen.is_some() {
+            c.protocols.http3.listen = o.http3_listen;
+        }
         if o.metrics_listen.is_some() {
             c.metrics_listen = o.metrics_listen;
         }

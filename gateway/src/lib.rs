@@ -18,6 +18,7 @@ pub mod fanout;
 pub mod grpc;
 pub mod hash;
 pub mod http;
+pub mod http3;
 pub mod lean;
 pub mod ledger;
 pub mod lifecycle;

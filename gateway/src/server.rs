@@ -29,6 +29,7 @@ use tower::ServiceExt;
 use crate::auth::certs::{CertIdentity, PeerCert};
 use crate::edge::{Admit, Busy, Closed, Conn, Edge, EdgeConfig, Listener};
 use crate::http::{api_router, ops_router, ConnInfo};
+use crate::http3::Http3;
 use crate::lean::{Lean, Outcome, Respond};
 use crate::node::Node;
 use crate::tls::Tls;
@@ -46,6 +47,8 @@ pub struct Server {
     pub metrics_addr: Option<SocketAddr>,
     /// Connection bookkeeping of both listeners.
     pub edge: Arc<Edge>,
+    /// The HTTP/3 listener, when enabled.
+    pub http3: Option<Http3>,
     stop: CancellationToken,
     loops: Vec<JoinHandle<GracefulShutdown>>,
 }
@@ -96,10 +99,19 @@ impl Server {
             true => {
                 let tls = Tls::new(&node.config.tls)?;
                 tls.spawn_reload(&node.config.tls);
-                Some(tls.acceptor)
+                Some(tls)
             }
             false => None,
         };
+        // QUIC binds first: TCP responses advertise its port in `Alt-Svc`.
+        let h3 = match (&tls, node.config.protocols.http3.enabled) {
+            (Some(tls), true) => Some(Http3::bind(&node, tls.quic.clone(), api_addr)?),
+            (None, true) => anyhow::bail!("protocols.http3 needs tls"),
+            _ => None,
+        };
+        let router = api_router(node.clone(), h3.as_ref().map(|b| b.addr.port()));
+        let http3 = h3.map(|b| b.serve(router.clone(), stop.clone()));
+        let tls = tls.map(|t| t.acceptor);
         let builder = Arc::new(builder(cfg));
         let serving = |router, listener, tls| Serving {
             router,
@@ -114,7 +126,7 @@ impl Server {
         };
         let mut loops = vec![tokio::spawn(serve(
             api,
-            serving(api_router(node.clone()), Listener::Api, tls),
+            serving(router, Listener::Api, tls),
             stop.clone(),
         ))];
         let mut metrics_addr = None;
@@ -133,6 +145,7 @@ impl Server {
             api_addr,
             metrics_addr,
             edge,
+            http3,
             stop,
             loops,
         })
@@ -141,6 +154,9 @@ impl Server {
     /// Stops accepting, lets in-flight requests finish for up to `grace`, then drops the rest.
     pub async fn shutdown(self, grace: Duration) {
         self.stop.cancel();
+        if let Some(h3) = self.http3 {
+            h3.shutdown(grace).await;
+        }
         for l in self.loops {
             if let Ok(graceful) = l.await {
                 let _ = tokio::time::timeout(grace, graceful.shutdown()).await;

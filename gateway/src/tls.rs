@@ -153,10 +153,12 @@ impl ClientCertVerifier for ReloadingClientVerifier {
     }
 }
 
-/// The TLS side of the API listener.
+/// The TLS side of the API listeners.
 pub struct Tls {
     /// Accepts TLS connections with the current certificate.
     pub acceptor: tokio_rustls::TlsAcceptor,
+    /// The same certificate and client verification for QUIC (ALPN `h3`).
+    pub quic: Arc<rustls::ServerConfig>,
     cert: Arc<ReloadingCert>,
     clients: Option<Arc<ReloadingClientVerifier>>,
 }
@@ -170,25 +172,33 @@ impl Tls {
         let cert = Arc::new(ReloadingCert {
             current: RwLock::new(Arc::new(load_certified_key(cert_file, key_file)?)),
         });
-        let builder = rustls::ServerConfig::builder_with_provider(provider())
-            .with_safe_default_protocol_versions()?;
-        let (builder, clients) = match (&c.client_ca_file, c.client_auth) {
+        let clients = match (&c.client_ca_file, c.client_auth) {
             (Some(ca), mode) if mode != ClientAuth::Off => {
-                let clients = Arc::new(ReloadingClientVerifier {
+                Some(Arc::new(ReloadingClientVerifier {
                     current: RwLock::new(load_client_verifier(ca, mode)?),
                     mandatory: mode == ClientAuth::Required,
-                });
-                (
-                    builder.with_client_cert_verifier(clients.clone()),
-                    Some(clients),
-                )
+                }))
             }
-            _ => (builder.with_no_client_auth(), None),
+            _ => None,
         };
-        let mut server = builder.with_cert_resolver(cert.clone());
-        server.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        // Both listeners share the reloading certificate and verifier, so a
+        // rotation reaches TCP and QUIC at once.
+        let config = |alpn: &[&[u8]]| -> anyhow::Result<rustls::ServerConfig> {
+            let builder = rustls::ServerConfig::builder_with_provider(provider())
+                .with_safe_default_protocol_versions()?;
+            let builder = match &clients {
+                Some(v) => builder.with_client_cert_verifier(v.clone()),
+                None => builder.with_no_client_auth(),
+            };
+            let mut server = builder.with_cert_resolver(cert.clone());
+            server.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+            Ok(server)
+        };
+        let tcp = config(&[b"h2", b"http/1.1"])?;
+        let quic = config(&[b"h3"])?;
         Ok(Tls {
-            acceptor: tokio_rustls::TlsAcceptor::from(Arc::new(server)),
+            acceptor: tokio_rustls::TlsAcceptor::from(Arc::new(tcp)),
+            quic: Arc::new(quic),
             cert,
             clients,
         })

@@ -63,6 +63,33 @@ pub struct Config {
 pub struct Protocols {
     /// gRPC (`pushgate.v1.Pushgate`, health, reflection) over HTTP/2 on `listen`.
     pub grpc: GrpcSettings,
+    /// The same API over HTTP/3 (QUIC), with the TCP listener's certificate.
+    pub http3: Http3Settings,
+}
+
+/// The HTTP/3 listener.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Http3Settings {
+    /// Serve it (needs `tls`: QUIC is always encrypted).
+    pub enabled: bool,
+    /// UDP address; unset: the same address and port as `listen`.
+    pub listen: Option<SocketAddr>,
+    /// Most QUIC connections at once; more are refused in the handshake.
+    pub max_connections: usize,
+    /// Most requests (streams) at once on one connection.
+    pub max_streams_per_connection: u32,
+}
+
+impl Default for Http3Settings {
+    fn default() -> Self {
+        Http3Settings {
+            enabled: false,
+            listen: None,
+            max_connections: 20_000,
+            max_streams_per_connection: 100,
+        }
+    }
 }
 
 /// The gRPC surface.
@@ -146,6 +173,17 @@ impl Config {
             if rt.peer_token_file.is_none() {
                 return bad("routing.peer_url needs routing.peer_token_file: the tracks prove to each other that a request was proxied");
             }
+        }
+        let h3 = &self.protocols.http3;
+        if h3.enabled && !self.tls.enabled() {
+            return bad(
+                "protocols.http3 needs tls.cert_file and tls.key_file: QUIC is always encrypted",
+            );
+        }
+        if h3.enabled && (h3.max_connections == 0 || h3.max_streams_per_connection == 0) {
+            return bad(
+                "protocols.http3.max_connections and max_streams_per_connection must be at least 1",
+            );
         }
         let r = &self.redis;
         if r.key_prefix.is_empty() || r.key_prefix.contains(['{', '}']) {

@@ -110,4 +110,8 @@ pub mod env {
     pub const DEMO_PAGE: &str = "PUSHGATE_DEMO_PAGE";
     /// `protocols.grpc.enabled`.
     pub const GRPC: &str = "PUSHGATE_GRPC";
+    /// `protocols.http3.enabled`.
+    pub const HTTP3: &str = "PUSHGATE_HTTP3";
+    /// `protocols.http3.listen`.
+    pub const HTTP3_LISTEN: &str = "PUSHGATE_HTTP3_LISTEN";
 }
