@@ -1,7 +1,12 @@
 //! Cross-origin access for browser subscribers (`EventSource`, with
 //! `withCredentials` when cookies carry the token).
 
+use std::sync::Arc;
+
+use axum::extract::Request;
 use axum::http::{header, HeaderName, HeaderValue, Method};
+use axum::middleware::Next;
+use axum::response::Response;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
 pub use pushgate_contract::config::CorsConfig;
@@ -41,4 +46,21 @@ pub fn layer(c: &CorsConfig) -> Option<CorsLayer> {
             ])
             .max_age(c.max_age),
     )
+}
+
+/// `Timing-Allow-Origin` for the origins CORS allows, so a page can read its
+/// streams' Resource Timing (the protocol they used, how long they took to
+/// connect) for its own monitoring; other origins see zeros, as browsers
+/// default to.
+pub async fn timing_allow_origin(allowed: Arc<Vec<String>>, req: Request, next: Next) -> Response {
+    let origin = req.headers().get(header::ORIGIN).cloned();
+    let mut resp = next.run(req).await;
+    if let Some(origin) = origin {
+        let any = allowed.iter().any(|o| o == "*");
+        if any || allowed.iter().any(|o| o.as_bytes() == origin.as_bytes()) {
+            resp.headers_mut()
+                .insert(HeaderName::from_static("timing-allow-origin"), origin);
+        }
+    }
+    resp
 }

@@ -65,10 +65,30 @@ impl Browser {
 
     /// Opens `url` with extra command-line flags (e.g. `--ignore-certificate-errors`).
     pub fn open_with(url: &str, flags: &[&str]) -> Browser {
+        Self::launch(url, flags, false)
+    }
+
+    /// Opens `url` with QUIC forced on for `origin` (`host:port`) and a
+    /// server certificate trusted by its public key hash (the base64 SHA-256
+    /// of its SubjectPublicKeyInfo), as Chromium requires for QUIC to a
+    /// certificate no system root signed. `localhost` resolves to
+    /// 127.0.0.1 only: Chromium tries `::1` first, where nothing listens.
+    pub fn open_quic(url: &str, origin: &str, spki_sha256: &str) -> Browser {
+        let force = format!("--origin-to-force-quic-on={origin}");
+        let trust = format!("--ignore-certificate-errors-spki-list={spki_sha256}");
+        let resolve = "--host-resolver-rules=MAP localhost 127.0.0.1";
+        Self::launch(url, &["--enable-quic", &force, &trust, resolve], true)
+    }
+
+    fn launch(url: &str, flags: &[&str], quic: bool) -> Browser {
         let profile = tempfile::tempdir().unwrap();
         let devtools = crate::controlplane::free_port();
+        let base: Vec<String> = base_flags(profile.path())
+            .into_iter()
+            .filter(|f| !(quic && f == "--disable-quic"))
+            .collect();
         let child = Command::new(chromium())
-            .args(base_flags(profile.path()))
+            .args(base)
             .args(flags)
             .arg(format!("--remote-debugging-port={devtools}"))
             .arg("--remote-debugging-address=127.0.0.1")

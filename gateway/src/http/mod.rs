@@ -75,7 +75,7 @@ fn http_router(node: Arc<Node>) -> Router {
     } else {
         Router::new()
     };
-    Router::new()
+    let routes = Router::new()
         .route(STREAM_PATH, get(subscribe::stream))
         .route(
             "/v1/topics/{*path}",
@@ -89,7 +89,16 @@ fn http_router(node: Arc<Node>) -> Router {
         )
         .merge(ops_routes())
         .merge(demo)
-        .fallback(not_found)
+        .fallback(not_found);
+    let allowed = Arc::new(node.config.cors.allowed_origins.clone());
+    let routes = if allowed.is_empty() {
+        routes
+    } else {
+        routes.layer(axum::middleware::from_fn(move |req, next| {
+            crate::cors::timing_allow_origin(allowed.clone(), req, next)
+        }))
+    };
+    routes
         .layer(tower::util::option_layer(crate::cors::layer(
             &node.config.cors,
         )))
