@@ -109,7 +109,11 @@ impl Server {
             (None, true) => anyhow::bail!("protocols.http3 needs tls"),
             _ => None,
         };
-        let router = api_router(node.clone(), h3.as_ref().map(|b| b.addr.port()));
+        let advertised = node.config.protocols.http3.advertise_port;
+        let router = api_router(
+            node.clone(),
+            h3.as_ref().map(|b| advertised.unwrap_or(b.addr.port())),
+        );
         let http3 = h3.map(|b| b.serve(router.clone(), stop.clone()));
         let tls = tls.map(|t| t.acceptor);
         let builder = Arc::new(builder(cfg));

@@ -165,6 +165,13 @@ pub fn gateway_config(
             })
             .collect();
     }
+    if spec.grpc_enabled() {
+        c.protocols.grpc.enabled = true;
+    }
+    if let Some(port) = spec.http3_port() {
+        c.protocols.http3.enabled = true;
+        c.protocols.http3.advertise_port = Some(port);
+    }
     if let Some(l) = &spec.limits {
         let lim = &mut c.limits;
         set(

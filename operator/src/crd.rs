@@ -74,6 +74,10 @@ use std::collections::BTreeMap;
     {
         "rule": "!has(self.auth) || !has(self.auth.certificateGrants) || size(self.auth.certificateGrants) == 0 || (has(self.tls) && has(self.tls.clientCA))",
         "message": "auth.certificateGrants need tls.clientCA: without client certificates nothing can match them"
+    },
+    {
+        "rule": "!has(self.protocols) || !has(self.protocols.http3) || !self.protocols.http3.enabled || has(self.tls)",
+        "message": "protocols.http3 needs tls: QUIC is always encrypted"
     }
 ]))]
 pub struct PushGatewaySpec {
@@ -118,9 +122,50 @@ pub struct PushGatewaySpec {
     /// HTTPS on the API port from a `kubernetes.io/tls` Secret (rotated in place).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls: Option<TlsSpec>,
+    /// Protocols served beside SSE over HTTP/1.1 and HTTP/2.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub protocols: Option<ProtocolsSpec>,
     /// Extra pod settings.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pod_overrides: Option<PodOverrides>,
+}
+
+/// gRPC and HTTP/3 beside SSE.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ProtocolsSpec {
+    /// gRPC (`pushgate.v1.Pushgate`, health, reflection) over HTTP/2.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grpc: Option<GrpcSpec>,
+    /// The API over HTTP/3 (QUIC, UDP); needs `tls`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http3: Option<Http3Spec>,
+}
+
+/// gRPC on its own Service port (the pods serve it on the API port).
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct GrpcSpec {
+    /// Serve it.
+    pub enabled: bool,
+    /// Service port named `grpc` (default 9000), for clients that expect
+    /// gRPC on a port of its own; the API port serves it too.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 65535))]
+    pub port: Option<i32>,
+}
+
+/// HTTP/3 on a UDP Service port.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Http3Spec {
+    /// Serve it.
+    pub enabled: bool,
+    /// UDP Service port named `h3` (default: the API Service port, as
+    /// browsers expect after `Alt-Svc`); TCP responses advertise it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 65535))]
+    pub port: Option<i32>,
 }
 
 /// Event store: exactly one of `embedded` or `redis`.
@@ -700,7 +745,35 @@ pub struct Condition {
     pub observed_generation: Option<i64>,
 }
 
+/// Default Service port of `protocols.grpc`.
+pub const GRPC_SERVICE_PORT: i32 = 9000;
+
 impl PushGatewaySpec {
+    /// The API port of the Service (default 80).
+    pub fn service_port(&self) -> i32 {
+        self.service.as_ref().and_then(|s| s.port).unwrap_or(80)
+    }
+
+    /// The Service port of gRPC, when it is enabled.
+    pub fn grpc_port(&self) -> Option<i32> {
+        let g = self.protocols.as_ref()?.grpc.as_ref()?;
+        g.enabled.then(|| g.port.unwrap_or(GRPC_SERVICE_PORT))
+    }
+
+    /// True when gRPC is enabled.
+    pub fn grpc_enabled(&self) -> bool {
+        self.grpc_port().is_some()
+    }
+
+    /// The UDP Service port of HTTP/3, when it is enabled.
+    pub fn http3_port(&self) -> Option<u16> {
+        let h = self.protocols.as_ref()?.http3.as_ref()?;
+        let port = h.port.unwrap_or_else(|| self.service_port());
+        h.enabled
+            .then_some(port)
+            .and_then(|p| u16::try_from(p).ok())
+    }
+
     /// True when the single-pod embedded store is used (also the default).
     pub fn embedded_store(&self) -> bool {
         self.store.as_ref().is_none_or(|s| s.redis.is_none())

@@ -45,7 +45,13 @@ impl H3Client {
             .with_no_client_auth();
         tls.alpn_protocols = vec![b"h3".to_vec()];
         let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls)?;
-        let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse()?)?;
+        // A loopback source cannot reach a ClusterIP: bind what the route picks.
+        let local: SocketAddr = if addr.ip().is_loopback() {
+            "127.0.0.1:0".parse()?
+        } else {
+            "0.0.0.0:0".parse()?
+        };
+        let mut endpoint = quinn::Endpoint::client(local)?;
         endpoint.set_default_client_config(quinn::ClientConfig::new(Arc::new(crypto)));
         let conn =
             tokio::time::timeout(Duration::from_secs(5), endpoint.connect(addr, "localhost")?)

@@ -614,26 +614,8 @@ async fn canary_weights_move_exactly_the_hashed_streams_between_real_pods() {
 async fn tls_and_tokens_hold_through_the_service() {
     let sc = Scenario::new("secure").await;
     let (cp, ns) = (sc.cp(), sc.ns.clone());
-    let ca = TestCa::new().unwrap();
-    let leaf = ca.leaf("gateway").unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let (crt, key) = (dir.path().join("tls.crt"), dir.path().join("tls.key"));
-    std::fs::write(&crt, &leaf.cert_pem).unwrap();
-    std::fs::write(&key, &leaf.key_pem).unwrap();
+    let ca = tls_secret(cp, &ns, "cert");
     let secret = "a-shared-hs256-secret-of-32-bytes!";
-    cp.kubectl(&[
-        "create",
-        "secret",
-        "tls",
-        "cert",
-        "-n",
-        &ns,
-        "--cert",
-        crt.to_str().unwrap(),
-        "--key",
-        key.to_str().unwrap(),
-    ])
-    .unwrap();
     cp.kubectl(&[
         "create",
         "secret",
@@ -703,6 +685,85 @@ async fn tls_and_tokens_hold_through_the_service() {
         s.next(Duration::from_secs(10)).await.unwrap().unwrap().data,
         "secret"
     );
+}
+
+/// A `kubernetes.io/tls` Secret `name` for `localhost`, signed by the CA returned.
+fn tls_secret(cp: &ControlPlane, ns: &str, name: &str) -> TestCa {
+    let ca = TestCa::new().unwrap();
+    let leaf = ca.leaf("gateway").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (crt, key) = (dir.path().join("tls.crt"), dir.path().join("tls.key"));
+    std::fs::write(&crt, &leaf.cert_pem).unwrap();
+    std::fs::write(&key, &leaf.key_pem).unwrap();
+    cp.kubectl(&[
+        "create",
+        "secret",
+        "tls",
+        name,
+        "-n",
+        ns,
+        "--cert",
+        crt.to_str().unwrap(),
+        "--key",
+        key.to_str().unwrap(),
+    ])
+    .unwrap();
+    ca
+}
+
+#[tokio::test]
+async fn a_real_pod_serves_http3_through_a_udp_service_port() {
+    use pushgate_e2e::h3_client::H3Client;
+    let sc = Scenario::new("quic").await;
+    let (cp, ns) = (sc.cp(), sc.ns.clone());
+    let ca = tls_secret(cp, &ns, "cert");
+    sc.pushgateway(
+        "quic",
+        "  tls: {secretName: cert}\n  protocols: {http3: {enabled: true}}\n",
+    );
+    wait_ready(cp, &ns, "quic", 1).await;
+    let svc = get_json(cp, &["service", "quic", "-n", &ns]);
+    let h3 = svc["spec"]["ports"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "h3")
+        .cloned()
+        .expect("an h3 Service port");
+    assert_eq!(
+        (h3["protocol"].as_str(), h3["port"].as_i64()),
+        (Some("UDP"), Some(80))
+    );
+    let tcp: std::net::SocketAddr = service_url(cp, &ns, "quic")
+        .trim_start_matches("http://")
+        .parse()
+        .unwrap();
+    // Over TCP the Service answers HTTPS and advertises its UDP port.
+    let c = reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(ca.pem.as_bytes()).unwrap())
+        .resolve("localhost", tcp)
+        .build()
+        .unwrap();
+    let health = c
+        .get(format!("https://localhost:{}/healthz", tcp.port()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(health.headers()["alt-svc"], "h3=\":80\"; ma=86400");
+    // Over QUIC, through kube-proxy's UDP rules to the pod.
+    let mut client = H3Client::connect(tcp, &ca.pem).await.unwrap();
+    let (status, body) = client.publish("q", "over quic", &[]).await.unwrap();
+    assert_eq!(status, 201, "{body}");
+    let mut s = client
+        .stream("topic=q", Some("earliest"), &[])
+        .await
+        .unwrap();
+    assert_eq!(s.status, 200);
+    assert_eq!(
+        s.next(Duration::from_secs(10)).await.unwrap().unwrap().data,
+        "over quic"
+    );
+    client.close().await;
 }
 
 /// `pushgate token` from the release build the images were made of.

@@ -56,6 +56,7 @@ async fn crd_installs_and_cel_rejects_impossible_specs() {
         ("  auth: {keySecretRef: {name: a}, keysSecretRef: {name: b}}\n", "give keySecretRef (one key) or keysSecretRef (a key set), not both"),
         ("  auth: {algorithm: hs256}\n", "auth needs keySecretRef, keysSecretRef or certificateGrants"),
         ("  auth: {certificateGrants: [{identity: x, subscribe: [a]}]}\n  tls: {secretName: c}\n", "auth.certificateGrants need tls.clientCA"),
+        ("  protocols: {http3: {enabled: true}}\n", "protocols.http3 needs tls: QUIC is always encrypted"),
     ];
     for (i, (spec, message)) in cases.iter().enumerate() {
         let (ok, err) = apply(cp, &ns, &format!("bad-{i}"), spec);

@@ -75,6 +75,9 @@ pub struct Http3Settings {
     pub enabled: bool,
     /// UDP address; unset: the same address and port as `listen`.
     pub listen: Option<SocketAddr>,
+    /// The UDP port clients reach (a Service's), advertised in `Alt-Svc`;
+    /// unset: the bound one.
+    pub advertise_port: Option<u16>,
     /// Most QUIC connections at once; more are refused in the handshake.
     pub max_connections: usize,
     /// Most requests (streams) at once on one connection.
@@ -86,6 +89,7 @@ impl Default for Http3Settings {
         Http3Settings {
             enabled: false,
             listen: None,
+            advertise_port: None,
             max_connections: 20_000,
             max_streams_per_connection: 100,
         }

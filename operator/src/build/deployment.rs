@@ -45,6 +45,24 @@ fn mount(name: &str, path: &str, read_only: bool) -> VolumeMount {
     }
 }
 
+/// The API and metrics ports, and the API port on UDP for HTTP/3.
+fn container_ports(pgw: &PushGateway) -> Vec<ContainerPort> {
+    let port = |name: &str, port: u16, protocol: &str| ContainerPort {
+        name: Some(name.into()),
+        container_port: i32::from(port),
+        protocol: Some(protocol.into()),
+        ..Default::default()
+    };
+    let mut ports = vec![
+        port("http", API_PORT, "TCP"),
+        port("metrics", METRICS_PORT, "TCP"),
+    ];
+    if pgw.spec.http3_port().is_some() {
+        ports.push(port("h3", API_PORT, "UDP"));
+    }
+    ports
+}
+
 fn container(pgw: &PushGateway, track: Track) -> Container {
     let spec = &pgw.spec;
     let redis = spec.store.as_ref().and_then(|s| s.redis.as_ref());
@@ -85,20 +103,7 @@ fn container(pgw: &PushGateway, track: Track) -> Container {
             "--config".into(),
             format!("{CONFIG_DIR}/{CONFIG_KEY}"),
         ]),
-        ports: Some(vec![
-            ContainerPort {
-                name: Some("http".into()),
-                container_port: i32::from(API_PORT),
-                protocol: Some("TCP".into()),
-                ..Default::default()
-            },
-            ContainerPort {
-                name: Some("metrics".into()),
-                container_port: i32::from(METRICS_PORT),
-                protocol: Some("TCP".into()),
-                ..Default::default()
-            },
-        ]),
+        ports: Some(container_ports(pgw)),
         env,
         readiness_probe: Some(probe("/readyz", 5, 2)),
         liveness_probe: Some(probe("/healthz", 10, 3)),
@@ -264,11 +269,34 @@ pub fn deployment_for(
 mod tests {
     use super::super::testutil::*;
     use super::super::{config_map, desired};
+    use super::container_ports;
     use crate::crd::PushGatewaySpec;
 
     fn pod(spec: PushGatewaySpec) -> k8s_openapi::api::core::v1::PodSpec {
         let d = desired(&pgw(spec)).unwrap();
         d.deployment.spec.unwrap().template.spec.unwrap()
+    }
+
+    #[test]
+    fn http3_adds_the_api_port_on_udp() {
+        let spec: PushGatewaySpec = serde_json::from_value(serde_json::json!({
+            "tls": {"secretName": "cert"},
+            "protocols": {"http3": {"enabled": true}}
+        }))
+        .unwrap();
+        let ports: Vec<_> = container_ports(&pgw(spec))
+            .into_iter()
+            .map(|p| (p.name.unwrap(), p.container_port, p.protocol.unwrap()))
+            .collect();
+        let want = [
+            ("http", 8080, "TCP"),
+            ("metrics", 9090, "TCP"),
+            ("h3", 8080, "UDP"),
+        ]
+        .map(|(n, p, pr)| (n.to_string(), p, pr.to_string()));
+        assert_eq!(ports, want);
+        let plain = container_ports(&pgw(Default::default()));
+        assert_eq!(plain.len(), 2);
     }
 
     #[test]

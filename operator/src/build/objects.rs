@@ -45,22 +45,31 @@ pub fn service(pgw: &PushGateway) -> Service {
     let s = pgw.spec.service.clone().unwrap_or_default();
     let mut metadata = meta(pgw, pgw.name_any());
     metadata.annotations = s.annotations;
-    let port = |name: &str, port: i32, target: &str| ServicePort {
+    let port = |name: &str, port: i32, target: &str, protocol: &str| ServicePort {
         name: Some(name.into()),
         port,
         target_port: Some(IntOrString::String(target.into())),
-        protocol: Some("TCP".into()),
+        protocol: Some(protocol.into()),
         ..Default::default()
     };
+    let mut ports = vec![
+        port("http", pgw.spec.service_port(), "http", "TCP"),
+        port("metrics", i32::from(METRICS_PORT), "metrics", "TCP"),
+    ];
+    // gRPC rides the API port of the pods (HTTP/2): its own Service port
+    // is for clients that expect one.
+    if let Some(p) = pgw.spec.grpc_port() {
+        ports.push(port("grpc", p, "http", "TCP"));
+    }
+    if let Some(p) = pgw.spec.http3_port() {
+        ports.push(port("h3", i32::from(p), "h3", "UDP"));
+    }
     Service {
         metadata,
         spec: Some(ServiceSpec {
             type_: Some(s.type_.unwrap_or_else(|| "ClusterIP".into())),
             selector: Some(instance_labels(pgw)),
-            ports: Some(vec![
-                port("http", s.port.unwrap_or(80), "http"),
-                port("metrics", i32::from(METRICS_PORT), "metrics"),
-            ]),
+            ports: Some(ports),
             ..Default::default()
         }),
         ..Default::default()
@@ -260,5 +269,45 @@ mod tests {
         let sel = s.selector.unwrap();
         assert_eq!(sel["app.kubernetes.io/instance"], "demo");
         assert!(!sel.contains_key("pushgate.dev/track"), "{sel:?}");
+    }
+
+    #[test]
+    fn protocols_add_a_grpc_port_and_a_udp_port_for_http3() {
+        let spec: PushGatewaySpec = serde_json::from_value(serde_json::json!({
+            "service": {"port": 443},
+            "tls": {"secretName": "cert"},
+            "protocols": {"grpc": {"enabled": true}, "http3": {"enabled": true}}
+        }))
+        .unwrap();
+        let gw = pgw(spec);
+        let ports: Vec<_> = service(&gw)
+            .spec
+            .unwrap()
+            .ports
+            .unwrap()
+            .into_iter()
+            .map(|p| {
+                let target = match p.target_port.unwrap() {
+                    IntOrString::String(s) => s,
+                    IntOrString::Int(i) => i.to_string(),
+                };
+                (p.name.unwrap(), p.port, target, p.protocol.unwrap())
+            })
+            .collect();
+        let want = [
+            ("http", 443, "http", "TCP"),
+            ("metrics", 9090, "metrics", "TCP"),
+            ("grpc", 9000, "http", "TCP"),
+            ("h3", 443, "h3", "UDP"),
+        ]
+        .map(|(n, p, t, pr)| (n.to_string(), p, t.to_string(), pr.to_string()));
+        assert_eq!(ports, want);
+        // The pods serve both; Alt-Svc names the Service's UDP port.
+        let c = config::gateway_config(&gw.spec, None).unwrap();
+        assert!(c.protocols.grpc.enabled);
+        assert!(c.protocols.http3.enabled);
+        assert_eq!(c.protocols.http3.advertise_port, Some(443));
+        let off = config::gateway_config(&PushGatewaySpec::default(), None).unwrap();
+        assert_eq!(off.protocols, Default::default());
     }
 }
