@@ -134,35 +134,25 @@ pub struct PushGatewaySpec {
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ProtocolsSpec {
-    /// gRPC (`pushgate.v1.Pushgate`, health, reflection) over HTTP/2.
+    /// gRPC (`pushgate.v1.Pushgate`, health, reflection) over HTTP/2 on the
+    /// pods' API port; `port` adds a Service port `grpc` to it (default 9000)
+    /// for clients that expect gRPC on a port of its own.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub grpc: Option<GrpcSpec>,
-    /// The API over HTTP/3 (QUIC, UDP); needs `tls`.
+    pub grpc: Option<ServedProtocol>,
+    /// The API over HTTP/3 (QUIC) on UDP; needs `tls`. `port` is the UDP
+    /// Service port `h3` (default: the API Service port, where browsers
+    /// look after `Alt-Svc`), which TCP responses advertise.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub http3: Option<Http3Spec>,
+    pub http3: Option<ServedProtocol>,
 }
 
-/// gRPC on its own Service port (the pods serve it on the API port).
+/// A protocol turned on, and its Service port.
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
-pub struct GrpcSpec {
+pub struct ServedProtocol {
     /// Serve it.
     pub enabled: bool,
-    /// Service port named `grpc` (default 9000), for clients that expect
-    /// gRPC on a port of its own; the API port serves it too.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(range(min = 1, max = 65535))]
-    pub port: Option<i32>,
-}
-
-/// HTTP/3 on a UDP Service port.
-#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct Http3Spec {
-    /// Serve it.
-    pub enabled: bool,
-    /// UDP Service port named `h3` (default: the API Service port, as
-    /// browsers expect after `Alt-Svc`); TCP responses advertise it.
+    /// Its Service port.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = 65535))]
     pub port: Option<i32>,

@@ -286,6 +286,13 @@ pub fn config_file(yaml: &str) -> Result<tempfile::NamedTempFile> {
     Ok(f)
 }
 
+/// A fresh random HS256 secret in `dir/hs256.secret`, for `--auth-key-file`.
+pub fn hs256_key(dir: &Path) -> Result<PathBuf> {
+    let key = dir.join("hs256.secret");
+    std::fs::write(&key, format!("{:064x}\n", rand::random::<u128>()))?;
+    Ok(key)
+}
+
 /// Mints a token with the gateway's own `pushgate token` (`args` after
 /// `--key-file`: `--sub`, `--subscribe`, `--algorithm`, …); fails with its
 /// stderr unless it succeeds.

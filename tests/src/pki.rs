@@ -22,6 +22,18 @@ impl Leaf {
     pub fn identity_pem(&self) -> String {
         format!("{}{}", self.cert_pem, self.key_pem)
     }
+
+    /// Writes `tls.crt` and `tls.key` into `dir`, as a TLS Secret volume
+    /// holds them; returns their paths.
+    pub fn write_to(
+        &self,
+        dir: &std::path::Path,
+    ) -> Result<(std::path::PathBuf, std::path::PathBuf)> {
+        let (cert, key) = (dir.join("tls.crt"), dir.join("tls.key"));
+        std::fs::write(&cert, &self.cert_pem)?;
+        std::fs::write(&key, &self.key_pem)?;
+        Ok((cert, key))
+    }
 }
 
 /// A leaf certificate.

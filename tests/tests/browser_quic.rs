@@ -43,9 +43,7 @@ async fn an_event_source_streams_over_h3_and_resumes_across_a_restart() {
     let ca = TestCa::new().unwrap();
     let leaf = ca.leaf("gateway").unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let (cert, key) = (dir.path().join("tls.crt"), dir.path().join("tls.key"));
-    std::fs::write(&cert, &leaf.cert_pem).unwrap();
-    std::fs::write(&key, &leaf.key_pem).unwrap();
+    let (cert, key) = leaf.write_to(dir.path()).unwrap();
     let mut g = GatewayProcess::start(&[
         "--tls-cert-file",
         cert.to_str().unwrap(),

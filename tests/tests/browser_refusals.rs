@@ -41,9 +41,7 @@ async fn thirty_event_sources_over_an_accept_rate_of_five_all_get_every_event_on
     let ca = TestCa::new().unwrap();
     let leaf = ca.leaf("gateway").unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let (cert, key) = (dir.path().join("tls.crt"), dir.path().join("tls.key"));
-    std::fs::write(&cert, &leaf.cert_pem).unwrap();
-    std::fs::write(&key, &leaf.key_pem).unwrap();
+    let (cert, key) = leaf.write_to(dir.path()).unwrap();
     let g = GatewayProcess::start(&[
         "--tls-cert-file",
         cert.to_str().unwrap(),

@@ -692,9 +692,7 @@ fn tls_secret(cp: &ControlPlane, ns: &str, name: &str) -> TestCa {
     let ca = TestCa::new().unwrap();
     let leaf = ca.leaf("gateway").unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let (crt, key) = (dir.path().join("tls.crt"), dir.path().join("tls.key"));
-    std::fs::write(&crt, &leaf.cert_pem).unwrap();
-    std::fs::write(&key, &leaf.key_pem).unwrap();
+    let (crt, key) = leaf.write_to(dir.path()).unwrap();
     cp.kubectl(&[
         "create",
         "secret",

@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use anyhow::Result;
-use pushgate_e2e::gateway::{mint_token, publish, GatewayProcess};
+use pushgate_e2e::gateway::{hs256_key, mint_token, publish, GatewayProcess};
 use pushgate_e2e::grpc::{GrpcClient, Grpcurl};
 use pushgate_e2e::sse_client::SseClient;
 use tonic::Code;
@@ -133,8 +133,7 @@ async fn multi_topic_events_name_their_topic_and_seq() -> Result<()> {
 #[tokio::test]
 async fn auth_errors_and_drain_refusals_are_grpc_codes() -> Result<()> {
     let dir = tempfile::tempdir()?;
-    let key = dir.path().join("hs256.secret");
-    std::fs::write(&key, format!("{:064x}\n", rand::random::<u128>()))?;
+    let key = hs256_key(dir.path())?;
     let mut gw = GatewayProcess::start(&[
         "--grpc",
         "true",

@@ -8,17 +8,14 @@ use std::path::Path;
 use std::time::Duration;
 
 use anyhow::Result;
-use pushgate_e2e::gateway::{binary, mint_token, publish, GatewayProcess};
+use pushgate_e2e::gateway::{binary, hs256_key, mint_token, publish, GatewayProcess};
 use pushgate_e2e::h3_client::H3Client;
 use pushgate_e2e::pki::TestCa;
 
 const T: Duration = Duration::from_secs(10);
 
 fn tls_args(ca: &TestCa, dir: &Path) -> Result<Vec<String>> {
-    let leaf = ca.leaf("h3")?;
-    let (cert, key) = (dir.join("tls.crt"), dir.join("tls.key"));
-    std::fs::write(&cert, leaf.cert_pem)?;
-    std::fs::write(&key, leaf.key_pem)?;
+    let (cert, key) = ca.leaf("h3")?.write_to(dir)?;
     Ok(vec![
         "--tls-cert-file".into(),
         cert.display().to_string(),
@@ -104,8 +101,7 @@ async fn an_h3_stream_resumes_exactly_across_a_restart() -> Result<()> {
 async fn auth_and_refusals_over_h3_are_the_tcp_ones() -> Result<()> {
     let dir = tempfile::tempdir()?;
     let ca = TestCa::new()?;
-    let key = dir.path().join("hs256.secret");
-    std::fs::write(&key, format!("{:064x}\n", rand::random::<u128>()))?;
+    let key = hs256_key(dir.path())?;
     let mut args = tls_args(&ca, dir.path())?;
     args.extend(["--auth-key-file".into(), key.display().to_string()]);
     args.extend(["--drain-window", "5s"].map(String::from));

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Result};
 use pushgate_e2e::gateway::{publish, GatewayProcess};
-use pushgate_e2e::pki::{Leaf, TestCa};
+use pushgate_e2e::pki::TestCa;
 use pushgate_e2e::sse_client::SseClient;
 
 /// Replaces a file the way a Secret volume or cert-manager does: write aside, rename.
@@ -44,14 +44,9 @@ async fn served_cert(c: &reqwest::Client, gw: &GatewayProcess) -> Result<Vec<u8>
 }
 
 async fn tls_gateway(ca: &TestCa, dir: &Path) -> Result<(GatewayProcess, Vec<u8>)> {
-    let Leaf {
-        cert_pem: cert,
-        key_pem: key,
-        der,
-    } = ca.leaf("generation-1")?;
-    let (cert_file, key_file) = (dir.join("tls.crt"), dir.join("tls.key"));
-    std::fs::write(&cert_file, cert)?;
-    std::fs::write(&key_file, key)?;
+    let leaf = ca.leaf("generation-1")?;
+    let (cert_file, key_file) = leaf.write_to(dir)?;
+    let der = leaf.der;
     let gw = GatewayProcess::start(&[
         "--tls-cert-file",
         cert_file.to_str().unwrap(),
