@@ -6,7 +6,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use prometheus::IntGauge;
+
 use crate::node::Node;
+use crate::protocol::Protocol;
 
 /// Why a new stream was turned away for now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -94,18 +97,31 @@ impl Node {
 }
 
 /// One slot of `max_connections`, held for the life of a stream (served
-/// here or forwarded to the other track); it keeps the `connections` gauge.
-pub struct StreamSlot(Arc<Node>);
+/// here or forwarded to the other track); it keeps the `connections` gauge
+/// and its protocol's `streams` gauge.
+pub struct StreamSlot {
+    node: Arc<Node>,
+    protocol: Protocol,
+    open: IntGauge,
+}
+
+impl StreamSlot {
+    /// The protocol the stream arrived over.
+    pub fn protocol(&self) -> Protocol {
+        self.protocol
+    }
+}
 
 impl Drop for StreamSlot {
     fn drop(&mut self) {
-        self.0.metrics.connections.dec();
+        self.node.metrics.connections.dec();
+        self.open.dec();
     }
 }
 
 /// Admits a new stream, or says why not now: draining first (it is checked
 /// without taking anything), then a slot, then an accept-rate token.
-pub fn admit(node: &Arc<Node>) -> Result<StreamSlot, Refusal> {
+pub fn admit(node: &Arc<Node>, protocol: Protocol) -> Result<StreamSlot, Refusal> {
     if node.is_draining() {
         return Err(node.refuse(RefuseReason::Draining));
     }
@@ -114,7 +130,13 @@ pub fn admit(node: &Arc<Node>) -> Result<StreamSlot, Refusal> {
     }
     let gauge = &node.metrics.connections;
     gauge.inc();
-    let slot = StreamSlot(node.clone());
+    let open = node.metrics.streams.with_label_values(&[protocol.as_str()]);
+    open.inc();
+    let slot = StreamSlot {
+        node: node.clone(),
+        protocol,
+        open,
+    };
     if gauge.get() as usize > node.config.limits.max_connections {
         return Err(node.refuse(RefuseReason::MaxConnections));
     }

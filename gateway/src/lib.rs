@@ -26,6 +26,7 @@ pub mod limits;
 pub mod metrics;
 pub mod node;
 pub mod position;
+pub mod protocol;
 pub mod queue;
 pub mod reload;
 pub mod resume;

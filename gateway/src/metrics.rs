@@ -11,18 +11,20 @@ use prometheus::{
 /// Every metric the gateway exports.
 pub struct Metrics {
     registry: Registry,
-    /// Open SSE streams.
+    /// Open SSE streams, all protocols (the autoscaling and breaker signal).
     pub connections: IntGauge,
-    /// Streams accepted.
-    pub streams_opened_total: IntCounter,
+    /// Open streams by protocol (`protocol::Protocol::as_str`); they sum to `connections`.
+    pub streams: IntGaugeVec,
+    /// Streams accepted, by protocol.
+    pub streams_opened_total: IntCounterVec,
     /// Streams ended by their credential (`auth::lifetime::Ended::as_str`).
     pub streams_ended_by_credential_total: IntCounterVec,
     /// Streams refused for now, by reason (`admission::RefuseReason::label`).
     pub streams_rejected_total: IntCounterVec,
     /// Events acknowledged to publishers (duplicates excluded).
     pub events_published_total: IntCounter,
-    /// Events written to streams (live and replayed).
-    pub events_delivered_total: IntCounter,
+    /// Events written to streams (live and replayed), by protocol.
+    pub events_delivered_total: IntCounterVec,
     /// Events written from history on resume.
     pub events_replayed_total: IntCounter,
     /// Subscribers disconnected because their queue was full.
@@ -81,6 +83,12 @@ pub struct Metrics {
     pub tcp_connection_limit: IntGaugeVec,
     /// TCP connections closed by the edge, by reason.
     pub tcp_connections_closed_total: IntCounterVec,
+    /// Open QUIC connections (HTTP/3).
+    pub quic_connections: IntGauge,
+    /// The cap on open QUIC connections.
+    pub quic_connection_limit: IntGauge,
+    /// QUIC connections refused or closed by the HTTP/3 listener, by reason.
+    pub quic_connections_closed_total: IntCounterVec,
 }
 
 fn register<T: prometheus::core::Collector + Clone + 'static>(r: &Registry, m: T) -> T {
@@ -124,16 +132,18 @@ impl Metrics {
             0.1, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 300.0, 1800.0, 3600.0,
         ];
         let m = Metrics {
-            connections: gauge("connections", "Open SSE streams"),
-            streams_opened_total: counter("streams_opened_total", "SSE streams accepted"),
+            connections: gauge("connections", "Open SSE streams, all protocols"),
+            streams: gauge_vec("streams", "Open streams, by protocol", "protocol"),
+            streams_opened_total: counter_vec("streams_opened_total", "Streams accepted, by protocol", "protocol"),
             streams_rejected_total: counter_vec("streams_rejected_total", "SSE streams refused, by reason", "reason"),
             events_published_total: counter(
                 "events_published_total",
                 "Events acknowledged to publishers",
             ),
-            events_delivered_total: counter(
+            events_delivered_total: counter_vec(
                 "events_delivered_total",
-                "Events written to streams, live or replayed",
+                "Events written to streams, live or replayed, by protocol",
+                "protocol",
             ),
             events_replayed_total: counter(
                 "events_replayed_total",
@@ -236,6 +246,13 @@ impl Metrics {
                 "listener",
             ),
             tcp_connections_closed_total: counter_vec("tcp_connections_closed_total", "TCP connections closed by the gateway's edge, by reason", "reason"),
+            quic_connections: gauge("quic_connections", "Open QUIC (HTTP/3) connections"),
+            quic_connection_limit: gauge("quic_connection_limit", "Cap on open QUIC connections"),
+            quic_connections_closed_total: counter_vec(
+                "quic_connections_closed_total",
+                "QUIC connections refused or closed by the HTTP/3 listener, by reason",
+                "reason",
+            ),
             streams_ended_by_credential_total: counter_vec(
                 "streams_ended_by_credential_total",
                 "Streams ended because their token expired, its key was removed or the client certificate expired",
@@ -246,6 +263,11 @@ impl Metrics {
         for p in crate::config::Backpressure::ALL {
             m.subscriber_queue_events.with_label_values(&[p.as_str()]);
             m.events_skipped_total.with_label_values(&[p.as_str()]);
+        }
+        for p in crate::protocol::Protocol::ALL {
+            m.streams.with_label_values(&[p.as_str()]);
+            m.streams_opened_total.with_label_values(&[p.as_str()]);
+            m.events_delivered_total.with_label_values(&[p.as_str()]);
         }
         // Every reason is exported from the start, at zero.
         for why in crate::auth::lifetime::Ended::ALL {

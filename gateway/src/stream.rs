@@ -9,6 +9,7 @@ use std::time::Duration;
 use axum::body::Body;
 use bytes::{Bytes, BytesMut};
 use futures_util::Stream;
+use prometheus::IntCounter;
 use rand::Rng;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -176,7 +177,11 @@ pub async fn open(node: &Arc<Node>, mut req: StreamRequest) -> Result<Body, Open
             node.metrics.reconnect_gap_seconds.observe(gap);
         }
     }
-    node.metrics.streams_opened_total.inc();
+    let protocol = req.slot.protocol().as_str();
+    node.metrics
+        .streams_opened_total
+        .with_label_values(&[protocol])
+        .inc();
     let moved = req.route.as_ref().map(|r| r.moved.clone());
     let b = body(
         node.clone(),
@@ -257,6 +262,8 @@ struct Live {
     notices: Vec<(Notice, usize, u64)>,
     /// Set for a device's stream (boxed: most streams are not one).
     device: Option<Box<DeviceTrack>>,
+    /// `events_delivered_total` of the stream's protocol.
+    delivered: IntCounter,
 }
 
 impl Live {
@@ -274,7 +281,7 @@ impl Live {
             sse::write_id_and_end(&mut tail, &self.id());
             out.push(tail.freeze());
         }
-        self.node.metrics.events_delivered_total.inc();
+        self.delivered.inc();
         if replay {
             self.node.metrics.events_replayed_total.inc();
         }
@@ -464,6 +471,10 @@ fn body(
     shadow_first: Option<String>,
 ) -> impl Stream<Item = Result<Bytes, Infallible>> {
     async_stream::stream! {
+        let delivered = node
+            .metrics
+            .events_delivered_total
+            .with_label_values(&[guards.0.protocol().as_str()]);
         let _guards = guards;
         let Endings { moved, credential } = endings;
         // Boxed, and only for streams opened with a credential: an idle
@@ -471,7 +482,7 @@ fn body(
         let mut credential_ended = credential.as_ref().map(|c| Box::pin(c.ended()));
         let seq = Sequencer::new(&starts);
         let device = device.map(|(d, acked)| Box::new(DeviceTrack::new(node.clone(), d, &seq, &acked)));
-        let mut live = Live { node: node.clone(), seq, notices: Vec::new(), device };
+        let mut live = Live { node: node.clone(), seq, notices: Vec::new(), device, delivered };
         // The first block carries an `id:` too, so a client that drops before
         // its first event still resumes from exactly here.
         let mut first = BytesMut::from(format!("retry: {}\n", node.jittered_retry_ms()).as_bytes());

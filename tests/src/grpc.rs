@@ -9,7 +9,7 @@ use anyhow::{bail, Context, Result};
 use futures_util::StreamExt;
 use pushgate::grpc::proto::pushgate_client::PushgateClient;
 use pushgate::grpc::proto::{Event, PublishRequest, PublishResponse, SubscribeRequest};
-use tonic::transport::Channel;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig};
 use tonic::{Code, Request, Status, Streaming};
 
 /// One HTTP/2 connection to a gateway's gRPC services.
@@ -32,6 +32,22 @@ impl GrpcClient {
     /// Connects (lazily: the first call opens the connection).
     pub fn new(addr: SocketAddr) -> Result<GrpcClient> {
         let channel = Channel::from_shared(format!("http://{addr}"))?
+            .connect_timeout(Duration::from_secs(5))
+            .connect_lazy();
+        Ok(GrpcClient {
+            channel,
+            token: None,
+        })
+    }
+
+    /// Connects over TLS (ALPN `h2`) to `addr` as `localhost`, trusting `ca_pem`.
+    pub fn new_tls(addr: SocketAddr, ca_pem: &str) -> Result<GrpcClient> {
+        let tls = ClientTlsConfig::new()
+            .ca_certificate(Certificate::from_pem(ca_pem))
+            .domain_name("localhost");
+        // The address itself, verified as `localhost` (the certificate's name).
+        let channel = Channel::from_shared(format!("https://{addr}"))?
+            .tls_config(tls)?
             .connect_timeout(Duration::from_secs(5))
             .connect_lazy();
         Ok(GrpcClient {

@@ -308,5 +308,10 @@ async fn connect_disconnect_cycles_leak_nothing() {
         growth < 256.0 * 1024.0,
         "heap grew by {growth} bytes over 3000 cycles"
     );
-    assert!(gw.metric("pushgate_streams_opened_total").await.unwrap() >= 3500.0);
+    assert!(
+        gw.metric("pushgate_streams_opened_total{protocol=\"http1\"}")
+            .await
+            .unwrap()
+            >= 3500.0
+    );
 }

@@ -7,6 +7,8 @@ use pushgate_e2e::gateway::{metric_value, publish, GatewayProcess};
 use pushgate_e2e::sse_client::SseClient;
 
 const T: Duration = Duration::from_secs(10);
+const H1_OPEN: &str = "pushgate_streams{protocol=\"http1\"}";
+const H1_DELIVERED: &str = "pushgate_events_delivered_total{protocol=\"http1\"}";
 
 struct Delta {
     before: String,
@@ -47,7 +49,12 @@ async fn stream_publish_and_resume_metrics_move() {
         .await
         .unwrap();
     wait_metric(&gw, "pushgate_connections", 1.0).await;
-    assert_eq!(d.of(&gw, "pushgate_streams_opened_total").await, 1.0);
+    assert_eq!(gw.metric(H1_OPEN).await.unwrap(), 1.0);
+    assert_eq!(
+        d.of(&gw, "pushgate_streams_opened_total{protocol=\"http1\"}")
+            .await,
+        1.0
+    );
 
     let d = Delta::take(&gw).await;
     let p = publish(&c, &base, "m", "one").await.unwrap();
@@ -58,10 +65,11 @@ async fn stream_publish_and_resume_metrics_move() {
         1.0
     );
     assert!(d.of(&gw, "pushgate_publish_duration_seconds_sum").await > 0.0);
-    assert_eq!(d.of(&gw, "pushgate_events_delivered_total").await, 1.0);
+    assert_eq!(d.of(&gw, H1_DELIVERED).await, 1.0);
     assert_eq!(d.of(&gw, "pushgate_events_replayed_total").await, 0.0);
     drop(s);
     wait_metric(&gw, "pushgate_connections", 0.0).await;
+    assert_eq!(gw.metric(H1_OPEN).await.unwrap(), 0.0);
 
     publish(&c, &base, "m", "two").await.unwrap();
     let d = Delta::take(&gw).await;
@@ -75,7 +83,7 @@ async fn stream_publish_and_resume_metrics_move() {
     );
     assert_eq!(d.of(&gw, "pushgate_reconnect_gap_seconds_count").await, 1.0);
     assert_eq!(d.of(&gw, "pushgate_events_replayed_total").await, 1.0);
-    assert_eq!(d.of(&gw, "pushgate_events_delivered_total").await, 1.0);
+    assert_eq!(d.of(&gw, H1_DELIVERED).await, 1.0);
 
     drop(r);
     c.delete(gw.url("/v1/topics/m")).send().await.unwrap();

@@ -82,6 +82,11 @@ pub struct Http3Settings {
     pub max_connections: usize,
     /// Most requests (streams) at once on one connection.
     pub max_streams_per_connection: u32,
+    /// Most bytes written to one connection and not yet acknowledged by
+    /// the client: what a client that stops reading can make the gateway
+    /// hold before its stream's queue fills and the slow-consumer cut
+    /// applies (quinn's default is 10 MiB).
+    pub send_window_bytes: u64,
 }
 
 impl Default for Http3Settings {
@@ -92,6 +97,7 @@ impl Default for Http3Settings {
             advertise_port: None,
             max_connections: 20_000,
             max_streams_per_connection: 100,
+            send_window_bytes: 1024 * 1024,
         }
     }
 }
@@ -179,6 +185,9 @@ impl Config {
             }
         }
         let h3 = &self.protocols.http3;
+        if h3.send_window_bytes < 64 * 1024 {
+            return bad("protocols.http3.send_window_bytes must be at least 65536: less stalls every stream");
+        }
         if h3.enabled && !self.tls.enabled() {
             return bad(
                 "protocols.http3 needs tls.cert_file and tls.key_file: QUIC is always encrypted",

@@ -10,6 +10,7 @@ use tower::ServiceExt;
 
 use super::proto;
 use crate::http::{ConnInfo, STREAM_PATH};
+use crate::protocol::Protocol;
 
 /// Largest error or publish answer read back (the API's are far smaller).
 const MAX_ANSWER: usize = 64 * 1024;
@@ -56,6 +57,7 @@ fn request(
     if let Some(conn) = ext.get::<ConnInfo>() {
         req.extensions_mut().insert(conn.clone());
     }
+    req.extensions_mut().insert(Protocol::Grpc);
     Ok(req)
 }
 

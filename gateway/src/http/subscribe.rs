@@ -16,6 +16,7 @@ use crate::auth::{Access, AuthError, Identity};
 use crate::cursor::ResumeFrom;
 use crate::device::DeviceId;
 use crate::node::Node;
+use crate::protocol::Protocol;
 use crate::routing::Decision;
 use crate::stream::{self, OpenError, StreamRequest};
 
@@ -149,11 +150,12 @@ pub async fn stream(
     State(node): State<Arc<Node>>,
     Extension(conn): Extension<ConnInfo>,
     Caller(who): Caller,
+    protocol: Protocol,
     uri: Uri,
     headers: HeaderMap,
 ) -> Response<Body> {
     let event_stream = refusal::wants_event_stream(&headers);
-    match open(&node, conn, who, &uri, &headers).await {
+    match open(&node, (conn, protocol), who, &uri, &headers).await {
         Ok(resp) => resp,
         Err(Failure::Refused(r)) => refusal::response(r, event_stream),
         Err(Failure::Api(e)) => e.into_response(),
@@ -162,7 +164,7 @@ pub async fn stream(
 
 async fn open(
     node: &Arc<Node>,
-    conn: ConnInfo,
+    (conn, protocol): (ConnInfo, Protocol),
     who: Identity,
     uri: &Uri,
     headers: &HeaderMap,
@@ -188,7 +190,7 @@ async fn open(
             .map_err(|_| node.refuse(RefuseReason::ProxyUnauthenticated))?,
         None => None,
     };
-    let slot = admission::admit(node)?;
+    let slot = admission::admit(node, protocol)?;
     let routed = routing.decide(headers, who.client_id(), proxied.is_some());
     // A proxied stream registers under the sender's table: if this pod's
     // differs (older or newer), registration fails and the client retries.

@@ -7,11 +7,11 @@
 mod request;
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
+use prometheus::{IntCounterVec, IntGauge};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -27,7 +27,9 @@ struct Serving {
     head_timeout: Duration,
     max_header_bytes: u64,
     cert_identity: CertIdentity,
-    open: Arc<AtomicUsize>,
+    /// `quic_connections`: the open count the cap is checked against.
+    open: IntGauge,
+    closed: IntCounterVec,
     max_connections: usize,
 }
 
@@ -84,10 +86,14 @@ impl Http3 {
                     .map_err(|_| anyhow::anyhow!("edge.idle_timeout is too long for QUIC"))?,
             ))
             .max_concurrent_bidi_streams(cfg.max_streams_per_connection.into())
+            .send_window(cfg.send_window_bytes)
             // The client's control stream and its two QPACK streams.
             .max_concurrent_uni_streams(3u8.into());
         server.transport_config(Arc::new(transport));
         let addr = cfg.listen.unwrap_or(api_addr);
+        node.metrics
+            .quic_connection_limit
+            .set(cfg.max_connections as i64);
         let endpoint = quinn::Endpoint::server(server, addr)
             .map_err(|e| anyhow::anyhow!("cannot listen on udp {addr}: {e}"))?;
         Ok(Bound {
@@ -98,7 +104,8 @@ impl Http3 {
                 head_timeout: edge.header_read_timeout,
                 max_header_bytes: edge.max_header_bytes as u64,
                 cert_identity: node.config.auth.certificate_identity,
-                open: Arc::new(AtomicUsize::new(0)),
+                open: node.metrics.quic_connections.clone(),
+                closed: node.metrics.quic_connections_closed_total.clone(),
                 max_connections: cfg.max_connections,
             },
         })
@@ -113,11 +120,17 @@ impl Http3 {
 }
 
 /// One open connection's place under the cap.
-struct Slot(Arc<AtomicUsize>);
+struct Slot(IntGauge);
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::AcqRel);
+        self.0.dec();
+    }
+}
+
+impl Serving {
+    fn closed(&self, reason: &str) {
+        self.closed.with_label_values(&[reason]).inc();
     }
 }
 
@@ -130,13 +143,15 @@ async fn accept_loop(endpoint: quinn::Endpoint, s: Serving, stop: CancellationTo
                 None => return,
             },
         };
-        if s.open.fetch_add(1, Ordering::AcqRel) >= s.max_connections {
-            s.open.fetch_sub(1, Ordering::AcqRel);
+        // Only this task admits, so the check and the increment cannot race.
+        if s.open.get() as usize >= s.max_connections {
             // A CONNECTION_REFUSED in the handshake: the client retries
             // later or falls back to TCP.
+            s.closed("full");
             incoming.refuse();
             continue;
         }
+        s.open.inc();
         let slot = Slot(s.open.clone());
         tokio::spawn(connection(incoming, s.clone(), slot));
     }
@@ -148,10 +163,12 @@ async fn connection(incoming: quinn::Incoming, s: Serving, _slot: Slot) {
         Ok(Ok(c)) => c,
         Ok(Err(e)) => {
             tracing::debug!(%peer, error = %e, "QUIC handshake failed");
+            s.closed("handshake_failed");
             return;
         }
         Err(_) => {
             tracing::debug!(%peer, "QUIC handshake timed out");
+            s.closed("handshake_timeout");
             return;
         }
     };
@@ -179,6 +196,7 @@ async fn connection(incoming: quinn::Incoming, s: Serving, _slot: Slot) {
     let mut h3 = match tokio::time::timeout(s.head_timeout, h3).await {
         Ok(Ok(h3)) => h3,
         _ => {
+            s.closed("handshake_timeout");
             conn.close(0u32.into(), b"");
             return;
         }
@@ -186,7 +204,10 @@ async fn connection(incoming: quinn::Incoming, s: Serving, _slot: Slot) {
     loop {
         let resolver = tokio::select! {
             // A slow consumer's kill switch ends the whole connection, as on TCP.
-            _ = kill.cancelled() => break,
+            _ = kill.cancelled() => {
+                s.closed("slow_consumer");
+                break;
+            }
             r = h3.accept() => match r {
                 Ok(Some(r)) => r,
                 Ok(None) => break,
@@ -197,9 +218,10 @@ async fn connection(incoming: quinn::Incoming, s: Serving, _slot: Slot) {
             },
         };
         let (router, info, head_timeout) = (s.router.clone(), info.clone(), s.head_timeout);
+        let quic = conn.clone();
         tokio::spawn(async move {
             match tokio::time::timeout(head_timeout, resolver.resolve_request()).await {
-                Ok(Ok((req, stream))) => request::serve(router, info, req, stream).await,
+                Ok(Ok((req, stream))) => request::serve(router, info, req, stream, quic).await,
                 Ok(Err(e)) => tracing::debug!(%peer, error = %e, "bad HTTP/3 request"),
                 Err(_) => tracing::debug!(%peer, "HTTP/3 request head timed out"),
             }

@@ -13,7 +13,14 @@ use crate::http::ConnInfo;
 
 type Stream = RequestStream<h3_quinn::BidiStream<Bytes>, Bytes>;
 
-pub async fn serve(router: Router, info: ConnInfo, req: Request<()>, stream: Stream) {
+/// Serves one request; the response ends early when `quic` closes.
+pub async fn serve(
+    router: Router,
+    info: ConnInfo,
+    req: Request<()>,
+    stream: Stream,
+    quic: quinn::Connection,
+) {
     let (mut send, mut recv) = stream.split();
     let body = Body::from_stream(async_stream::stream! {
         loop {
@@ -42,8 +49,14 @@ pub async fn serve(router: Router, info: ConnInfo, req: Request<()>, stream: Str
     {
         return;
     }
-    // Dropping the body when the client goes away frees the stream's state.
-    while let Some(frame) = body.frame().await {
+    // Dropping the body when the client goes away frees the stream's state:
+    // an idle stream would otherwise notice only at its next write.
+    loop {
+        let frame = tokio::select! {
+            f = body.frame() => f,
+            _ = quic.closed() => return,
+        };
+        let Some(frame) = frame else { break };
         let Ok(frame) = frame else { break };
         if let Ok(data) = frame.into_data() {
             if send.send_data(data).await.is_err() {
