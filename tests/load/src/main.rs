@@ -25,6 +25,9 @@ struct Cli {
     /// Accept a non-loopback target; refused unless this process runs in its own network namespace.
     #[arg(long, global = true)]
     netns_target: bool,
+    /// CA certificates (PEM) trusted for https:// targets, QUIC and gRPC.
+    #[arg(long, global = true)]
+    ca_file: Option<PathBuf>,
     #[command(subcommand)]
     mode: Mode,
 }
@@ -60,8 +63,19 @@ struct SubOpts {
 
 impl SubOpts {
     fn target(&self) -> anyhow::Result<Arc<SubTarget>> {
+        let url = Template::parse(&self.sub_url)?;
+        match (self.proto, url.tls) {
+            (Proto::H2c, true) => anyhow::bail!("h2c is cleartext: use --proto h2 for https://"),
+            (Proto::H2 | Proto::H3 | Proto::Grpc, false) => {
+                anyhow::bail!(
+                    "--proto {:?} runs over TLS: give an https:// URL",
+                    self.proto
+                )
+            }
+            _ => {}
+        }
         Ok(Arc::new(SubTarget {
-            url: Template::parse(&self.sub_url)?,
+            url,
             proto: self.proto,
             streams_per_conn: self.streams_per_conn,
             max_retry_ms: self.max_retry_ms,
@@ -187,10 +201,34 @@ enum Mode {
         #[arg(long, default_value_t = 60.0)]
         timeout: f64,
     },
+    /// Holds every packet of an NFQUEUE for a fixed delay (the impaired
+    /// link's delay; run inside the namespace whose iptables queue to it).
+    Delay {
+        /// NFQUEUE number.
+        #[arg(long)]
+        queue: u16,
+        /// Milliseconds each packet is held.
+        #[arg(long)]
+        ms: f64,
+        /// Seconds to run, then let everything through and exit.
+        #[arg(long)]
+        seconds: f64,
+    },
     /// Time the stream parser per event (this crate's and pushgate's own).
     ParseBench {
         #[arg(long, default_value_t = 1_000_000)]
         events: usize,
+    },
+    /// Write the weak-network section of docs/BENCHMARKS.md from `weaknet.sh` results.
+    ReportProtocols {
+        #[arg(long)]
+        results: PathBuf,
+        /// The Markdown file whose marked section is replaced.
+        #[arg(long)]
+        out: PathBuf,
+        /// Markdown added at the end of the section (what the figures mean).
+        #[arg(long)]
+        notes: Option<PathBuf>,
     },
     /// Write docs/BENCHMARKS.md and the latency plot from a results file (JSON lines).
     Report {
@@ -214,6 +252,16 @@ fn main() -> anyhow::Result<()> {
     modes::now_us();
     if cli.netns_target {
         pushgate_load::net::allow_netns_targets()?;
+    }
+    if let Some(ca) = &cli.ca_file {
+        pushgate_load::net::trust_ca(ca)?;
+        pushgate_load::grpc::trust_ca(std::fs::read_to_string(ca)?);
+    }
+    if let Mode::Delay { queue, ms, seconds } = cli.mode {
+        let d = Duration::from_secs_f64;
+        let stats = pushgate_load::delay::run(queue, d(ms / 1000.0), d(seconds))?;
+        println!("{}", serde_json::to_string(&stats)?);
+        return Ok(());
     }
     let rt = if cli.threads <= 1 {
         tokio::runtime::Builder::new_current_thread()
@@ -351,6 +399,7 @@ async fn run(mode: Mode) -> anyhow::Result<Option<Summary>> {
             .await?
         }
         Mode::ParseBench { events } => parse_bench(events),
+        Mode::Delay { .. } => unreachable!("run before the runtime starts"),
         Mode::Floor {
             label,
             sockets,
@@ -375,6 +424,14 @@ async fn run(mode: Mode) -> anyhow::Result<Option<Summary>> {
             frame_bytes,
         } => {
             floor::writer(&addr, sockets, rate, secs(duration), frame_bytes)?;
+            return Ok(None);
+        }
+        Mode::ReportProtocols {
+            results,
+            out,
+            notes,
+        } => {
+            pushgate_load::weaknet::write(&results, &out, notes.as_deref())?;
             return Ok(None);
         }
         Mode::Report {

@@ -135,6 +135,7 @@ pub async fn run_sub(
     gate: Option<Arc<Semaphore>>,
 ) -> Sub {
     let path = target.url.path_for(&sub.topic, sub.idx);
+    let topic = sub.topic.clone();
     let mut first = true;
     loop {
         let mut permit = match &gate {
@@ -183,7 +184,7 @@ pub async fn run_sub(
             })
         };
         let end = match (target.proto, &pool) {
-            (Proto::H2c, Some(pool)) => {
+            (Proto::H2c | Proto::H2, Some(pool)) => {
                 let g = group;
                 match pool.get(&target.url, g).await {
                     Ok(conn) => {
@@ -204,6 +205,28 @@ pub async fn run_sub(
                     }
                     Err(e) => Err(e),
                 }
+            }
+            (Proto::H3, _) => {
+                crate::quic::stream_h3(
+                    &target.url,
+                    &path,
+                    &last_id,
+                    &stop,
+                    &mut opened,
+                    &mut on_data,
+                )
+                .await
+            }
+            (Proto::Grpc, _) => {
+                crate::grpc::stream_grpc(
+                    &target.url,
+                    &topic,
+                    &last_id,
+                    &stop,
+                    &mut opened,
+                    &mut on_data,
+                )
+                .await
             }
             _ => {
                 net::stream_h1(
@@ -244,7 +267,7 @@ pub fn spawn_subs(
     stop: &CancellationToken,
     concurrency: usize,
 ) -> Vec<JoinHandle<Sub>> {
-    let pool = (target.proto == Proto::H2c)
+    let pool = matches!(target.proto, Proto::H2c | Proto::H2)
         .then(|| H2Pool::new(subs.len().div_ceil(target.streams_per_conn.max(1)).max(1)));
     let gate = Arc::new(Semaphore::new(concurrency.max(1)));
     subs.into_iter()
@@ -387,7 +410,7 @@ struct PubStats {
 }
 
 pub async fn fanout(a: FanoutArgs) -> anyhow::Result<Summary> {
-    let conns = if a.target.proto == Proto::H2c {
+    let conns = if matches!(a.target.proto, Proto::H2c | Proto::H2) {
         a.subscribers.div_ceil(a.target.streams_per_conn.max(1))
     } else {
         a.subscribers
@@ -488,10 +511,14 @@ pub async fn fanout(a: FanoutArgs) -> anyhow::Result<Summary> {
 
     let ps = std::mem::take(&mut *pstats.lock().unwrap());
     let mut lat = new_histogram();
+    let mut open = new_histogram();
     let (mut delivered, mut dups, mut lost, mut reconnects, mut failures) = (0, 0, 0, 0, 0);
     for h in handles {
         let s = h.await?;
         lat.add(&s.lat)?;
+        if let Some(us) = s.open_us {
+            record(&mut open, us);
+        }
         delivered += s.seen.unique + s.seen.dups;
         dups += s.seen.dups;
         reconnects += s.reconnects;
@@ -531,6 +558,7 @@ pub async fn fanout(a: FanoutArgs) -> anyhow::Result<Summary> {
         server_mem_end: mem1,
         reconnects,
         stream_failures: failures,
+        open_latency: Some(Box::new(latency(&open))),
     }))
 }
 

@@ -1,12 +1,14 @@
 //! Connections: URL templates, SSE streams over HTTP/1.1 (hand-written
-//! request, in-place chunked decoding) and h2c, and keep-alive publishers.
-//! Only loopback targets are accepted.
+//! request, in-place chunked decoding) and HTTP/2, each in the clear or
+//! over TLS (`https://`, trusting `--ca-file`), and keep-alive publishers.
+//! Only loopback targets are accepted (or a benchmark's own namespaces).
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 
 use anyhow::{bail, Context};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 use tokio_util::sync::CancellationToken;
 
@@ -21,14 +23,22 @@ pub struct Template {
     pub host: String,
     /// Path and query with `{topic}` placeholders.
     pub path: String,
+    /// `https://`: TLS, verified against the `--ca-file` roots.
+    pub tls: bool,
 }
 
 impl Template {
-    /// Parses an `http://` URL template; refuses anything but loopback.
+    /// Parses an `http://` or `https://` URL template; refuses anything
+    /// but loopback.
     pub fn parse(url: &str) -> anyhow::Result<Template> {
-        let rest = url
-            .strip_prefix("http://")
-            .context("only http:// URLs (h2c is chosen with --proto)")?;
+        let (tls, rest) = match url.strip_prefix("https://") {
+            Some(rest) => (true, rest),
+            None => (
+                false,
+                url.strip_prefix("http://")
+                    .context("only http:// and https:// URLs (the protocol is --proto)")?,
+            ),
+        };
         let (authority, path) = match rest.find('/') {
             Some(i) => (&rest[..i], &rest[i..]),
             None => (rest, "/"),
@@ -54,7 +64,19 @@ impl Template {
             addr,
             host: authority.to_owned(),
             path: path.to_owned(),
+            tls,
         })
+    }
+
+    /// The name the server's certificate is checked against: the host
+    /// without its port (an IP literal is checked as an IP address).
+    pub fn server_name(&self) -> anyhow::Result<rustls::pki_types::ServerName<'static>> {
+        let host = match self.host.rsplit_once(':') {
+            Some((h, p)) if p.parse::<u16>().is_ok() => h,
+            _ => self.host.as_str(),
+        };
+        let host = host.trim_matches(['[', ']']).to_owned();
+        rustls::pki_types::ServerName::try_from(host).context("not a server name")
     }
 
     /// The path with `{topic}` (and `{i}`) filled in.
@@ -67,13 +89,19 @@ impl Template {
 
 static NETNS_TARGETS: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
-/// Allows non-loopback targets, but only when this process runs in a network
-/// namespace of its own (one a benchmark created), never in the host's.
+/// Allows non-loopback targets, but only when this process runs in a
+/// network namespace a benchmark made with `ip netns add` (one named under
+/// /run/netns), never in the host's.
 pub fn allow_netns_targets() -> anyhow::Result<()> {
-    let own = std::fs::read_link("/proc/self/ns/net")?;
-    let host = std::fs::read_link("/proc/1/ns/net")?;
-    if own == host {
-        bail!("--netns-target is only allowed inside a separate network namespace");
+    use std::os::unix::fs::MetadataExt;
+    let own = std::fs::metadata("/proc/self/ns/net")?;
+    let named = std::fs::read_dir("/run/netns")
+        .context("no /run/netns: --netns-target needs a namespace made by `ip netns add`")?
+        .filter_map(|e| e.ok())
+        .filter_map(|e| std::fs::metadata(e.path()).ok())
+        .any(|m| m.dev() == own.dev() && m.ino() == own.ino());
+    if !named {
+        bail!("--netns-target is only allowed inside a namespace made by `ip netns add`");
     }
     NETNS_TARGETS.store(true, Ordering::Relaxed);
     Ok(())
@@ -104,15 +132,71 @@ pub async fn connect(addr: SocketAddr) -> std::io::Result<TcpStream> {
     Ok(stream)
 }
 
+static ROOTS: std::sync::OnceLock<Arc<rustls::RootCertStore>> = std::sync::OnceLock::new();
+
+/// Trusts the CA certificates in `pem` (a file) for `https://` targets and QUIC.
+pub fn trust_ca(pem: &std::path::Path) -> anyhow::Result<()> {
+    use rustls::pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls::pki_types::CertificateDer::pem_file_iter(pem)
+        .with_context(|| format!("read {}", pem.display()))?
+    {
+        roots.add(cert.map_err(|e| anyhow::anyhow!("{}: {e:?}", pem.display()))?)?;
+    }
+    ROOTS
+        .set(Arc::new(roots))
+        .map_err(|_| anyhow::anyhow!("--ca-file given twice"))
+}
+
+/// A TLS client configuration offering `alpn`, trusting the `--ca-file` roots.
+pub fn tls_config(alpn: &[&[u8]]) -> anyhow::Result<rustls::ClientConfig> {
+    let roots = ROOTS
+        .get()
+        .context("an https:// target needs --ca-file")?
+        .clone();
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut c = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    c.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    Ok(c)
+}
+
+/// A byte stream to a server: plain TCP or TLS over it.
+pub trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
+
+/// Connects to the template's server, through TLS offering `alpn` when
+/// it is `https://`.
+pub async fn dial(t: &Template, alpn: &[u8]) -> anyhow::Result<Box<dyn Io>> {
+    let tcp = connect(t.addr).await?;
+    if !t.tls {
+        return Ok(Box::new(tcp));
+    }
+    let cfg = tls_config(&[alpn])?;
+    let tls = tokio_rustls::TlsConnector::from(Arc::new(cfg))
+        .connect(t.server_name()?, tcp)
+        .await?;
+    Ok(Box::new(tls))
+}
+
 /// Which HTTP version a stream uses.
 #[derive(
     Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize,
 )]
 pub enum Proto {
-    /// HTTP/1.1, one connection per stream.
+    /// HTTP/1.1, one connection per stream (TLS for an `https://` URL).
     H1,
     /// HTTP/2 with prior knowledge (cleartext).
     H2c,
+    /// HTTP/2 over TLS, negotiated with ALPN (`https://` URLs).
+    H2,
+    /// HTTP/3 over QUIC (`https://` URLs; UDP to the same address).
+    H3,
+    /// gRPC `pushgate.v1.Pushgate/Subscribe` over TLS (`https://` URLs;
+    /// the template's `topic` query parameter names the topic).
+    Grpc,
 }
 
 /// How a stream ended.
@@ -197,7 +281,7 @@ pub async fn stream_h1(
 ) -> anyhow::Result<StreamEnd> {
     let mut sock = tokio::select! {
         _ = stop.cancelled() => return Ok(StreamEnd::Stopped),
-        s = connect(t.addr) => s?,
+        s = dial(t, b"http/1.1") => s?,
     };
     let mut req = Vec::with_capacity(256);
     req.extend_from_slice(b"GET ");
@@ -288,7 +372,8 @@ pub async fn stream_h2(
         None => h2_connect(t).await?,
     };
     let mut send = send.ready().await?;
-    let mut req = http::Request::get(format!("http://{}{}", t.host, path))
+    let scheme = if t.tls { "https" } else { "http" };
+    let mut req = http::Request::get(format!("{scheme}://{}{}", t.host, path))
         .header("accept", "text/event-stream");
     if !last_id.is_empty() {
         req = req.header("last-event-id", last_id);
@@ -325,9 +410,10 @@ pub async fn stream_h2(
     }
 }
 
-/// A new h2c connection (prior knowledge); its driver runs as a task.
+/// A new HTTP/2 connection (prior knowledge in the clear, ALPN `h2` over
+/// TLS); its driver runs as a task.
 pub async fn h2_connect(t: &Template) -> anyhow::Result<h2::client::SendRequest<bytes::Bytes>> {
-    let tcp = connect(t.addr).await?;
+    let tcp = dial(t, b"h2").await?;
     let (send, conn) = h2::client::Builder::new()
         .initial_window_size(1 << 20)
         .initial_connection_window_size(1 << 24)
@@ -342,7 +428,7 @@ pub async fn h2_connect(t: &Template) -> anyhow::Result<h2::client::SendRequest<
 /// A keep-alive HTTP/1.1 connection for publishing.
 pub struct Publisher {
     t: Template,
-    sock: Option<TcpStream>,
+    sock: Option<Box<dyn Io>>,
     req: Vec<u8>,
     buf: Vec<u8>,
 }
@@ -381,7 +467,7 @@ impl Publisher {
         body: &[u8],
     ) -> anyhow::Result<(u16, Vec<u8>)> {
         if self.sock.is_none() {
-            self.sock = Some(connect(self.t.addr).await?);
+            self.sock = Some(dial(&self.t, b"http/1.1").await?);
         }
         let sock = self.sock.as_mut().expect("just connected");
         use std::io::Write;
@@ -461,7 +547,14 @@ mod tests {
         assert!(Template::parse("http://localhost:81/x").is_ok());
         assert!(Template::parse("http://10.0.0.1:80/").is_err());
         assert!(Template::parse("http://example.com:80/").is_err());
-        assert!(Template::parse("https://127.0.0.1:80/").is_err());
+        assert!(Template::parse("ftp://127.0.0.1:80/").is_err());
+        let t = Template::parse("https://127.0.0.1:8443/v1/stream").unwrap();
+        assert!(t.tls);
+        assert_eq!(
+            t.server_name().unwrap(),
+            rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap()
+        );
+        assert!(Template::parse("https://10.0.0.1:80/").is_err());
     }
 
     #[test]

@@ -562,6 +562,15 @@ pub fn write(results: &Path, md: &Path, png: &Path, appendix: Option<&Path>) -> 
             }
         }
     }
+    // The weak-network section is tests/load/weaknet.sh's: kept as it stands.
+    if let Some(kept) = std::fs::read_to_string(md)
+        .ok()
+        .as_deref()
+        .and_then(crate::weaknet::section_of)
+    {
+        out.push_str(kept);
+        out.push_str("\n\n");
+    }
     let png_name = png
         .file_name()
         .and_then(|n| n.to_str())

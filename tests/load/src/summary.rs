@@ -97,6 +97,9 @@ pub struct Fanout {
     pub server_mem_end: u64,
     pub reconnects: u64,
     pub stream_failures: u64,
+    /// Connect (TCP + TLS, or QUIC) to the 200 head, first connection.
+    #[serde(default)]
+    pub open_latency: Option<Box<Latency>>,
 }
 
 /// `publish`: acknowledged events per second.
