@@ -194,5 +194,5 @@ done
 cat "$TMP"/delay-*.jsonl >>"$RESULTS" 2>/dev/null || true
 
 if [ -n "${RESULTS_OUT:-}" ]; then cp "$RESULTS" "$RESULTS_OUT"; fi
-"$BIN/pushgate-load" report-protocols --results "$RESULTS" --out "$OUT"
+"$BIN/pushgate-load" report-protocols --results "$RESULTS" --out "$OUT" --notes tests/load/WEAKNET.md
 echo "wrote the weak-network section of $OUT" >&2
