@@ -1,52 +1,31 @@
 //! pushgate: a Server-Sent Events push gateway with exact resume.
 //!
-//! Layers, outside in: [`http`] parses requests at the edge into trusted
-//! types ([`topic::Topic`], [`cursor::Cursor`]); [`node::Node`] owns the
-//! [`store::Store`] (the single seam to durable history) and the
-//! [`fanout::Hub`] (local delivery); [`stream`] runs one SSE stream.
+//! The folders are the architecture, inside out:
+//! - [`core`]: the pure pieces (topics, positions, cursors, resume
+//!   planning, the replay/live sequencer, queues, tiers, devices, shadows);
+//! - [`engine`]: the one engine every protocol goes through
+//!   ([`engine::node::Node`]: publish, subscribe, devices), fan-out, and
+//!   the typed [`engine::delivery::Delivery`] a subscription yields;
+//! - [`store`]: the [`store::Store`] seam and its SQLite and Redis implementations;
+//! - [`auth`]: credentials and topic claims; [`routing`]: canary tracks;
+//! - [`edges`]: one folder per protocol, each a thin encoder over the
+//!   engine, plus what they share (`edges::shared`);
+//! - [`ops`]: metrics, degrade switches, lifecycle, reload, telemetry.
 
-pub mod admission;
-pub mod alloc;
 pub mod auth;
 pub mod config;
-pub mod cors;
-pub mod cursor;
-pub mod degrade;
-pub mod device;
-pub mod edge;
-pub mod fanout;
-pub mod grpc;
-pub mod hash;
-pub mod http;
-pub mod http3;
-pub mod lean;
-pub mod ledger;
-pub mod lifecycle;
-pub mod limits;
-pub mod metrics;
-pub mod node;
-pub mod position;
-pub mod protocol;
-pub mod queue;
-pub mod reload;
-pub mod resume;
+pub mod core;
+pub mod edges;
+pub mod engine;
+pub mod ops;
 pub mod routing;
-pub mod sequencer;
-pub mod server;
-pub mod shadow;
-pub mod sse;
 pub mod store;
-pub mod stream;
-pub mod telemetry;
-pub mod tier;
-pub mod tls;
-pub mod topic;
 
 use std::sync::Arc;
 
 pub use config::Config;
-pub use node::Node;
-pub use server::Server;
+pub use edges::server::Server;
+pub use engine::node::Node;
 
 /// A gateway running inside the current tokio runtime (used by `pushgate
 /// serve` and by in-process tests).
@@ -67,6 +46,6 @@ impl Gateway {
 
     /// Drains and stops (what SIGTERM does).
     pub async fn drain(self) {
-        lifecycle::drain(self.node, self.server).await;
+        ops::lifecycle::drain(self.node, self.server).await;
     }
 }

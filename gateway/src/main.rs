@@ -4,10 +4,11 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 use pushgate::config::{Config, Overrides, StoreKind};
-use pushgate::{lifecycle, telemetry, Gateway};
+use pushgate::ops::{lifecycle, telemetry};
+use pushgate::Gateway;
 
 #[global_allocator]
-static ALLOC: pushgate::alloc::CountingAlloc = pushgate::alloc::CountingAlloc;
+static ALLOC: pushgate::ops::alloc::CountingAlloc = pushgate::ops::alloc::CountingAlloc;
 
 /// pushgate: Server-Sent Events push gateway with exact resume.
 #[derive(Parser)]
@@ -85,7 +86,7 @@ fn main() -> anyhow::Result<()> {
         Command::Serve { config, overrides } => {
             let config = pushgate::config::load(config.as_deref(), &overrides)?;
             telemetry::init(config.log_format, &config.log_level)?;
-            match lifecycle::raise_nofile_limit() {
+            match pushgate::ops::nofile::raise_nofile_limit() {
                 Ok((before, after, hard)) => {
                     tracing::info!(before, after, hard, "open-file limit raised")
                 }

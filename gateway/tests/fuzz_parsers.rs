@@ -19,11 +19,11 @@ use proptest::prelude::*;
 use proptest::test_runner::Config;
 use pushgate::auth::pattern::TopicPattern;
 use pushgate::auth::{Auth, AuthConfig, KeyAlgorithm};
-use pushgate::cursor::{Cursor, Position, ResumeFrom};
-use pushgate::http::trace_id_of;
-use pushgate::position::{Epoch, Seq, StreamPos};
-use pushgate::sse::{self, Parser};
-use pushgate::topic::Topic;
+use pushgate::core::cursor::{Cursor, Position, ResumeFrom};
+use pushgate::core::position::{Epoch, Seq, StreamPos};
+use pushgate::core::topic::Topic;
+use pushgate::core::traceparent::trace_id_of;
+use pushgate::edges::sse::{self, Parser};
 
 fn cases() -> u32 {
     std::env::var("PUSHGATE_FUZZ_CASES")

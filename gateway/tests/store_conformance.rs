@@ -4,10 +4,10 @@
 use std::sync::Arc;
 
 use pushgate::config::{FsyncPolicy, Retention};
-use pushgate::position::Seq;
+use pushgate::core::position::Seq;
+use pushgate::core::topic::Topic;
 use pushgate::store::embedded::EmbeddedStore;
 use pushgate::store::{conformance, IdempotencyKey, NewEvent, Store, StoreOptions};
-use pushgate::topic::Topic;
 
 /// Fails appends to one topic with an SQLite trigger on the store's own
 /// database file, created through a second connection as any tool could.
@@ -17,7 +17,7 @@ impl Trigger {
     fn name(topic: &Topic) -> String {
         format!(
             "poison_{:08x}",
-            pushgate::hash::fnv1a32(topic.as_str().as_bytes())
+            pushgate::core::hash::fnv1a32(topic.as_str().as_bytes())
         )
     }
 

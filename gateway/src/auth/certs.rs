@@ -9,7 +9,7 @@ use x509_parser::prelude::{FromDer, GeneralName, X509Certificate};
 
 use super::claims::MAX_PATTERNS;
 use super::pattern::{PatternError, TopicPattern};
-use crate::topic::Topic;
+use crate::core::topic::Topic;
 pub use pushgate_contract::config::{CertIdentity, CertificateGrant};
 
 /// The placeholder replaced by the identity in a granted topic pattern.

@@ -18,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 use super::keys::KeyAlgorithm;
 use super::lifetime::{CredentialKind, Lifetime};
 use super::pattern::{PatternError, TopicPattern};
-use crate::device::DeviceId;
+use crate::core::device::DeviceId;
 
 /// Most topic patterns one token may list (per direction); bounds the work of a check.
 pub const MAX_PATTERNS: usize = 256;

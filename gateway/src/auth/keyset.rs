@@ -54,7 +54,7 @@ impl KeySet {
     pub fn load(alg: KeyAlgorithm, source: &KeySource) -> Result<KeySet, KeyError> {
         let files: Vec<(String, PathBuf)> = match source {
             KeySource::File(p) => vec![(String::new(), p.clone())],
-            KeySource::Dir(dir) => crate::reload::visible_files(dir)
+            KeySource::Dir(dir) => crate::ops::reload::visible_files(dir)
                 .map_err(|e| KeyError::new(dir, format!("cannot list: {e}")))?
                 .into_iter()
                 .map(|p| {
@@ -152,7 +152,7 @@ impl Keys {
     pub fn spawn_reload(self: &Arc<Self>, alg: KeyAlgorithm, source: KeySource, every: Duration) {
         let paths = vec![source.path().to_owned()];
         let load = move || KeySet::load(alg, &source).map_err(anyhow::Error::from);
-        crate::reload::spawn(
+        crate::ops::reload::spawn(
             "token keys",
             Arc::downgrade(self),
             paths,

@@ -41,10 +41,10 @@ impl Ended {
     }
 
     /// The SSE event type that tells the client.
-    pub fn event(self) -> &'static str {
+    pub fn event_type(self) -> &'static str {
         match self {
-            Ended::TokenExpired | Ended::KeyRemoved => crate::sse::EXPIRED_TOKEN_EVENT,
-            Ended::CertificateExpired => crate::sse::EXPIRED_CERTIFICATE_EVENT,
+            Ended::TokenExpired | Ended::KeyRemoved => crate::engine::delivery::EXPIRED_TOKEN_EVENT,
+            Ended::CertificateExpired => crate::engine::delivery::EXPIRED_CERTIFICATE_EVENT,
         }
     }
 

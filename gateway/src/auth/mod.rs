@@ -26,8 +26,8 @@ use axum::http::HeaderMap;
 use jsonwebtoken::Validation;
 use tokio_util::sync::CancellationToken;
 
-use crate::device::DeviceId;
-use crate::topic::Topic;
+use crate::core::device::DeviceId;
+use crate::core::topic::Topic;
 use certs::{CertGrants, PeerCert};
 pub use claims::{Claims, Grants, MintRequest};
 use extract::Credential;

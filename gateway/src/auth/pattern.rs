@@ -4,7 +4,7 @@
 
 use std::fmt;
 
-use crate::topic::{check_length, Topic, TopicError, MAX_TOPIC_LEN};
+use crate::core::topic::{check_length, Topic, TopicError, MAX_TOPIC_LEN};
 
 /// Longest accepted pattern, in bytes (as long as the longest topic).
 pub const MAX_PATTERN_LEN: usize = MAX_TOPIC_LEN;

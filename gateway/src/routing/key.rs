@@ -6,7 +6,7 @@
 use axum::http::HeaderMap;
 
 use super::RoutingTable;
-use crate::http::trace::trace_id_of;
+use crate::core::traceparent::trace_id_of;
 
 /// Where a routing key came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -73,7 +73,7 @@ impl PeerToken {
     pub fn watch(path: PathBuf) -> anyhow::Result<PeerToken> {
         let t = PeerToken::fixed(&read_token(&path)?);
         let file = path.clone();
-        crate::reload::spawn(
+        crate::ops::reload::spawn(
             "peer token",
             Arc::downgrade(&t.token),
             vec![path],

@@ -40,7 +40,7 @@ fn read_table(path: &Path) -> anyhow::Result<RoutingTable> {
 pub async fn watch_file(routing: Arc<Routing>, path: PathBuf) -> anyhow::Result<()> {
     apply(&routing, read_table(&path)?, "file");
     let file = path.clone();
-    crate::reload::spawn(
+    crate::ops::reload::spawn(
         "routing table",
         Arc::downgrade(&routing),
         vec![path],

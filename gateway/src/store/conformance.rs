@@ -10,10 +10,10 @@ use std::time::Duration;
 
 use super::{now_ms, IdempotencyKey, NewEvent, Store, StoreOptions, StoredEvent, TopicHead};
 use crate::config::Retention;
-use crate::device::{Acked, DeviceId};
-use crate::position::{Epoch, Seq};
-use crate::tier::Priority;
-use crate::topic::Topic;
+use crate::core::device::{Acked, DeviceId};
+use crate::core::position::{Epoch, Seq};
+use crate::core::tier::Priority;
+use crate::core::topic::Topic;
 
 /// Makes the store under test fail every append to one topic, inside the
 /// store itself (an SQLite trigger, a Redis key of the wrong type), and undoes it.

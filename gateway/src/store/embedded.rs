@@ -20,10 +20,10 @@ use super::{
 };
 use super::{sqlite_acks, sqlite_shadow};
 use crate::config::{FsyncPolicy, Retention};
-use crate::device::{Acked, DeviceId};
-use crate::position::{Epoch, Seq};
-use crate::tier::Priority;
-use crate::topic::Topic;
+use crate::core::device::{Acked, DeviceId};
+use crate::core::position::{Epoch, Seq};
+use crate::core::tier::Priority;
+use crate::core::topic::Topic;
 
 /// Most events committed in one group (bounds latency of the first in line).
 const MAX_GROUP_EVENTS: usize = 4096;

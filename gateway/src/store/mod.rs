@@ -1,6 +1,7 @@
 //! The storage seam: everything between fan-out and durable history goes
 //! through [`Store`]. Two implementations pass one conformance suite.
 
+#[cfg(feature = "conformance")]
 pub mod conformance;
 pub mod dirlock;
 pub mod embedded;
@@ -16,10 +17,10 @@ use std::sync::Arc;
 use async_trait::async_trait;
 
 use crate::config::Retention;
-use crate::device::{Acked, DeviceId};
-use crate::position::{Epoch, Seq};
-use crate::tier::Priority;
-use crate::topic::Topic;
+use crate::core::device::{Acked, DeviceId};
+use crate::core::position::{Epoch, Seq};
+use crate::core::tier::Priority;
+use crate::core::topic::Topic;
 
 /// An event a publisher asked to store.
 #[derive(Debug, Clone)]
@@ -77,7 +78,7 @@ impl IdempotencyKey {
 
     /// Checks `text` against the one rule.
     pub fn parse(text: &str) -> Result<Self, BadIdempotencyKey> {
-        crate::device::is_visible_ascii(text, Self::MAX_LEN)
+        crate::core::device::is_visible_ascii(text, Self::MAX_LEN)
             .then(|| IdempotencyKey(text.to_owned()))
             .ok_or(BadIdempotencyKey)
     }
@@ -112,7 +113,7 @@ pub struct StoredEvent {
 impl StoredEvent {
     /// Whether it may no longer be delivered from history at `now_ms`.
     pub fn is_expired(&self, now_ms: u64) -> bool {
-        crate::tier::is_expired(self.expires_ms, now_ms)
+        crate::core::tier::is_expired(self.expires_ms, now_ms)
     }
 }
 

@@ -30,11 +30,11 @@ use super::{
     TopicHead,
 };
 use crate::config::RedisSettings;
-use crate::device::{Acked, DeviceId};
-use crate::hash::fnv1a32;
-use crate::position::{Epoch, Seq};
-use crate::tier::Priority;
-use crate::topic::Topic;
+use crate::core::device::{Acked, DeviceId};
+use crate::core::hash::fnv1a32;
+use crate::core::position::{Epoch, Seq};
+use crate::core::tier::Priority;
+use crate::core::topic::Topic;
 
 /// Entries a shard stream keeps (approximate): enough for any replica's reconnect.
 const LIVE_MAXLEN: u64 = 100_000;

@@ -7,8 +7,8 @@ use redis::aio::ConnectionManager;
 use redis::Script;
 
 use super::{Ledger, StoreError};
-use crate::device::{Acked, DeviceId};
-use crate::position::{Epoch, Seq};
+use crate::core::device::{Acked, DeviceId};
+use crate::core::position::{Epoch, Seq};
 
 /// Compare-and-set rounds before giving up (each loses only to a newer write).
 const ROUNDS: usize = 16;

@@ -7,7 +7,7 @@ use redis::Script;
 
 use super::redis_acks::device_key;
 use super::StoreError;
-use crate::device::DeviceId;
+use crate::core::device::DeviceId;
 
 fn unavailable(e: impl std::fmt::Display) -> StoreError {
     StoreError::Unavailable(e.to_string())

@@ -6,7 +6,7 @@
 use rusqlite::{params, Connection, OptionalExtension, Transaction};
 
 use super::Ledger;
-use crate::device::{Acked, DeviceId};
+use crate::core::device::{Acked, DeviceId};
 
 /// The tables (one per ledger), created with the rest of the schema.
 pub fn schema() -> String {

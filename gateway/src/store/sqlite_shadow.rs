@@ -4,7 +4,7 @@
 
 use rusqlite::{params, Connection, OptionalExtension, Transaction};
 
-use crate::device::DeviceId;
+use crate::core::device::DeviceId;
 
 /// The table, created with the rest of the schema.
 pub const SCHEMA: &str = "

@@ -1,0 +1,151 @@
+//! Admission of new streams: the drain, the stream limit and the accept
+//! rate. Every refusal here is transient: the client is told when to come
+//! back. How it is told depends on the client and is decided at the HTTP
+//! edge (`http::refusal`), never here.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use prometheus::IntGauge;
+
+use crate::edges::shared::protocol::Protocol;
+use crate::engine::node::Node;
+
+/// Why a new stream was turned away for now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RefuseReason {
+    /// The gateway is shutting down.
+    Draining,
+    /// `limits.max_connections` streams are open.
+    MaxConnections,
+    /// More new streams per second than `limits.accept_rate`.
+    AcceptRate,
+    /// The store did not answer.
+    Store,
+    /// The other canary track could not be reached.
+    PeerUnreachable,
+    /// The routing table changed while the stream was being routed, or the
+    /// pod that proxied it routed with another table than this one.
+    RouteChanged,
+    /// A request claimed to be proxied by a peer without the peers' secret.
+    ProxyUnauthenticated,
+    /// The connections layer is degraded, or the storage layer is and the
+    /// stream needs the store.
+    Degraded,
+}
+
+impl RefuseReason {
+    /// Label of `streams_rejected_total{reason}`.
+    pub fn label(self) -> &'static str {
+        match self {
+            RefuseReason::Draining => "draining",
+            RefuseReason::MaxConnections => "max_connections",
+            RefuseReason::AcceptRate => "accept_rate",
+            RefuseReason::Store => "store",
+            RefuseReason::PeerUnreachable => "peer_unreachable",
+            RefuseReason::RouteChanged => "route_changed",
+            RefuseReason::ProxyUnauthenticated => "proxy_unauthenticated",
+            RefuseReason::Degraded => "degraded",
+        }
+    }
+
+    fn message(self) -> &'static str {
+        match self {
+            RefuseReason::Draining => "gateway is shutting down; reconnect",
+            RefuseReason::MaxConnections => "too many open streams",
+            RefuseReason::AcceptRate => "too many new streams per second",
+            RefuseReason::Store => "store is unreachable",
+            RefuseReason::PeerUnreachable => "the track serving this stream is unreachable",
+            RefuseReason::RouteChanged => "routing is changing; reconnect",
+            RefuseReason::ProxyUnauthenticated => "proxied request without a valid peer token",
+            RefuseReason::Degraded => "the gateway is degraded and takes no new streams for now",
+        }
+    }
+}
+
+/// A transient refusal of a new stream, already counted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    /// Why.
+    pub reason: RefuseReason,
+    /// For people.
+    pub message: String,
+    /// When to come back; the `retry:` or `Retry-After` sent is derived from it.
+    pub retry_after: Duration,
+}
+
+impl Refusal {
+    /// `Retry-After` seconds: the wait rounded up, at least 1.
+    pub fn retry_after_secs(&self) -> u64 {
+        self.retry_after.as_secs_f64().ceil().max(1.0) as u64
+    }
+}
+
+impl Node {
+    /// Counts a refusal in `streams_rejected_total{reason}` and builds it.
+    pub fn refuse(&self, reason: RefuseReason) -> Refusal {
+        self.metrics
+            .streams_rejected_total
+            .with_label_values(&[reason.label()])
+            .inc();
+        Refusal {
+            reason,
+            message: reason.message().to_owned(),
+            retry_after: self.config.delivery.retry,
+        }
+    }
+}
+
+/// One slot of `max_connections`, held for the life of a stream (served
+/// here or forwarded to the other track); it keeps the `connections` gauge
+/// and its protocol's `streams` gauge.
+pub struct StreamSlot {
+    node: Arc<Node>,
+    protocol: Protocol,
+    open: IntGauge,
+}
+
+impl StreamSlot {
+    /// The protocol the stream arrived over.
+    pub fn protocol(&self) -> Protocol {
+        self.protocol
+    }
+}
+
+impl Drop for StreamSlot {
+    fn drop(&mut self) {
+        self.node.metrics.connections.dec();
+        self.open.dec();
+    }
+}
+
+/// Admits a new stream, or says why not now: draining first (it is checked
+/// without taking anything), then a slot, then an accept-rate token.
+pub fn admit(node: &Arc<Node>, protocol: Protocol) -> Result<StreamSlot, Refusal> {
+    if node.is_draining() {
+        return Err(node.refuse(RefuseReason::Draining));
+    }
+    if node
+        .degrade
+        .flags
+        .is_on(crate::ops::degrade::Layer::Connections)
+    {
+        return Err(node.refuse(RefuseReason::Degraded));
+    }
+    let gauge = &node.metrics.connections;
+    gauge.inc();
+    let open = node.metrics.streams.with_label_values(&[protocol.as_str()]);
+    open.inc();
+    let slot = StreamSlot {
+        node: node.clone(),
+        protocol,
+        open,
+    };
+    if gauge.get() as usize > node.config.limits.max_connections {
+        return Err(node.refuse(RefuseReason::MaxConnections));
+    }
+    if node.accept_rate.try_take().is_err() {
+        return Err(node.refuse(RefuseReason::AcceptRate));
+    }
+    Ok(slot)
+}
