@@ -23,6 +23,7 @@
 #     direction loses 5 % of its packets, handshakes and ACKs included.
 #
 # Knobs: QUICK, REPEAT (runs per case, median reported; 3), SUBS ("100 2000"),
+# LINKS ("clean impaired"; "clean" alone compares the protocols' CPU cost),
 # RATE (events/s, 10), DURATION (s of publishing, 20), DELAY_MS (50), LOSS
 # (0.05), PORT (8443), OUT (docs/BENCHMARKS.md), RESULTS_OUT.
 # Benchmarks measure and report; they assert nothing about time. Needs root
@@ -35,6 +36,7 @@ COMMAND="tests/load/weaknet.sh${QUICK:+ (QUICK=$QUICK)}"
 QUICK=${QUICK:-0}
 REPEAT=${REPEAT:-3}
 SUBS=${SUBS:-100 2000}
+LINKS=${LINKS:-clean impaired}
 RATE=${RATE:-10}
 DURATION=${DURATION:-20}
 if [ "$QUICK" = 1 ]; then
@@ -179,7 +181,7 @@ jq -nc --arg command "$COMMAND" --arg date "$(date -u +%Y-%m-%dT%H:%MZ)" \
 certs
 link_up
 start_gateway
-for link in clean impaired; do
+for link in $LINKS; do
     if [ "$link" = impaired ]; then impair_on; fi
     floor "$link"
     for subs in $SUBS; do
