@@ -23,7 +23,7 @@ use pushgate::core::cursor::{Cursor, Position, ResumeFrom};
 use pushgate::core::position::{Epoch, Seq, StreamPos};
 use pushgate::core::topic::Topic;
 use pushgate::core::traceparent::trace_id_of;
-use pushgate::edges::sse::{self, Parser};
+use pushgate::edges::sse::{wire as sse, Parser};
 
 fn cases() -> u32 {
     std::env::var("PUSHGATE_FUZZ_CASES")

@@ -40,14 +40,6 @@ impl Ended {
         }
     }
 
-    /// The SSE event type that tells the client.
-    pub fn event_type(self) -> &'static str {
-        match self {
-            Ended::TokenExpired | Ended::KeyRemoved => crate::engine::delivery::EXPIRED_TOKEN_EVENT,
-            Ended::CertificateExpired => crate::engine::delivery::EXPIRED_CERTIFICATE_EVENT,
-        }
-    }
-
     /// Every reason, for metrics.
     pub const ALL: [Ended; 3] = [
         Ended::TokenExpired,

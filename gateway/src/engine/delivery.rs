@@ -26,6 +26,14 @@ impl Notice {
     }
 }
 
+/// The event type that tells a client its credential ended.
+pub fn credential_event_type(why: Ended) -> &'static str {
+    match why {
+        Ended::TokenExpired | Ended::KeyRemoved => EXPIRED_TOKEN_EVENT,
+        Ended::CertificateExpired => EXPIRED_CERTIFICATE_EVENT,
+    }
+}
+
 /// How a stream ends when the gateway ends it (a client that leaves just drops it).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum End {

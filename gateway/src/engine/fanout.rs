@@ -20,7 +20,7 @@ use crate::core::position::{Seq, StreamPos};
 use crate::core::queue::{self, TrySendError};
 use crate::core::tier::Priority;
 use crate::core::topic::Topic;
-use crate::edges::sse;
+use crate::edges::sse::wire as sse;
 use crate::ops::degrade::{Flags, Layer};
 use crate::ops::metrics::Metrics;
 use crate::store::StoredEvent;

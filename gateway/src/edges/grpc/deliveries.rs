@@ -8,7 +8,7 @@ use futures_util::{Stream, StreamExt};
 use tonic::Status;
 
 use super::proto::Event;
-use crate::engine::delivery::{Delivery, End, DEFAULT_EVENT, SHADOW_EVENT};
+use crate::engine::delivery::{credential_event_type, Delivery, End, DEFAULT_EVENT, SHADOW_EVENT};
 use crate::engine::stream::Deliveries;
 
 /// The cursor the client was last given.
@@ -87,7 +87,7 @@ impl Encoder {
                 let data = format!("{{\"reason\":\"{}\"}}", why.as_str());
                 Out::Ended(
                     credential_ended(),
-                    Some(self.gateway(why.event_type(), data)),
+                    Some(self.gateway(credential_event_type(why), data)),
                 )
             }
         }
