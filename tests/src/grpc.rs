@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use futures_util::StreamExt;
-use pushgate::grpc::proto::pushgate_client::PushgateClient;
-use pushgate::grpc::proto::{Event, PublishRequest, PublishResponse, SubscribeRequest};
+use pushgate::edges::grpc::proto::pushgate_client::PushgateClient;
+use pushgate::edges::grpc::proto::{Event, PublishRequest, PublishResponse, SubscribeRequest};
 use tonic::transport::{Certificate, Channel, ClientTlsConfig};
 use tonic::{Code, Request, Status, Streaming};
 

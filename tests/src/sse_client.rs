@@ -5,7 +5,7 @@ use std::collections::VecDeque;
 use std::time::Duration;
 
 use anyhow::{bail, Result};
-use pushgate::sse::{Parser, SseEvent};
+use pushgate::edges::sse::{Parser, SseEvent};
 
 /// One open stream.
 pub struct SseClient {

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use anyhow::{bail, Result};
-use pushgate::sse::SseEvent;
+use pushgate::edges::sse::SseEvent;
 use tokio::time::Instant;
 
 use crate::sse_client::{Opened, SseClient};

@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use anyhow::{bail, Result};
-use pushgate::sse::SseEvent;
+use pushgate::edges::sse::SseEvent;
 use pushgate_e2e::gateway::{config_file, redis_pair, GatewayProcess};
 use pushgate_e2e::redis::RedisServer;
 use pushgate_e2e::sse_client::SseClient;

@@ -255,14 +255,20 @@ async fn malformed_forged_and_future_cursors_are_rejected() {
     )
     .await;
     // A well-formed cursor pointing past the newest event.
-    let epoch_of = pushgate::cursor::Cursor::decode(&p.id).unwrap().positions[0]
+    let epoch_of = pushgate::core::cursor::Cursor::decode(&p.id)
+        .unwrap()
+        .positions[0]
         .at
         .epoch
         .unwrap();
-    let topic = pushgate::topic::Topic::parse("cur").unwrap();
-    let ahead =
-        pushgate::cursor::Cursor::single(&topic, epoch_of, pushgate::position::Seq::new(99), 0)
-            .encode();
+    let topic = pushgate::core::topic::Topic::parse("cur").unwrap();
+    let ahead = pushgate::core::cursor::Cursor::single(
+        &topic,
+        epoch_of,
+        pushgate::core::position::Seq::new(99),
+        0,
+    )
+    .encode();
     expect_400(&gw, url, Some(&ahead), "cursor_ahead").await;
     expect_400(&gw, "/v1/stream", None, "missing_topic").await;
 }

@@ -42,7 +42,7 @@ async fn operator_weight_patches_move_exactly_the_hashed_streams_with_zero_loss(
     let started = Instant::now();
     // 1,000 subscribers plus their reconnects need more descriptors than a
     // common soft limit of 1024: the hard limit, as the gateway takes.
-    pushgate::lifecycle::raise_nofile_limit().unwrap();
+    pushgate::ops::nofile::raise_nofile_limit().unwrap();
     let cp = ControlPlane::shared();
     cp.install_crds().unwrap();
     let ns = cp.namespace("canary").unwrap();

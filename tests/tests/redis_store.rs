@@ -4,9 +4,9 @@
 use std::sync::Arc;
 
 use pushgate::config::RedisSettings;
+use pushgate::core::topic::Topic;
 use pushgate::store::redis::RedisStore;
 use pushgate::store::{conformance, Store};
-use pushgate::topic::Topic;
 use pushgate_e2e::redis::{RedisCli, RedisServer};
 
 /// Fails appends to one topic by putting a string where its stream belongs

@@ -66,8 +66,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, ensure, Context, Result};
 use bytes::Buf;
-use pushgate::grpc::proto::pushgate_client::PushgateClient;
-use pushgate::grpc::proto::{Event, PublishRequest, PublishResponse, SubscribeRequest};
+use pushgate::edges::grpc::proto::pushgate_client::PushgateClient;
+use pushgate::edges::grpc::proto::{Event, PublishRequest, PublishResponse, SubscribeRequest};
 use pushgate_e2e::gateway::{config_file, GatewayProcess};
 use pushgate_e2e::grpc::GrpcClient;
 use pushgate_e2e::pki::TestCa;

@@ -7,8 +7,8 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use anyhow::Context;
-use pushgate::grpc::proto::pushgate_client::PushgateClient;
-use pushgate::grpc::proto::SubscribeRequest;
+use pushgate::edges::grpc::proto::pushgate_client::PushgateClient;
+use pushgate::edges::grpc::proto::SubscribeRequest;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::{Certificate, ClientTlsConfig, Endpoint};
 

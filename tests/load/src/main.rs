@@ -484,7 +484,7 @@ fn parse_bench(events: usize) -> Summary {
     });
     let (gateway, n2) = time(&mut || {
         let mut d = pushgate_load::parse::Dechunker::new();
-        let mut p = pushgate::sse::Parser::new();
+        let mut p = pushgate::edges::sse::Parser::new();
         let mut sum = 0u64;
         for piece in wire.chunks(4096) {
             d.feed(piece, |b| {

@@ -316,8 +316,8 @@ fn own_cpu() -> f64 {
 
 /// Raises this process's open-file soft limit to its hard limit; returns the limit.
 pub fn raise_nofile() -> u64 {
-    let _ = pushgate::lifecycle::raise_nofile_limit();
-    pushgate::lifecycle::nofile_limit()
+    let _ = pushgate::ops::nofile::raise_nofile_limit();
+    pushgate::ops::nofile::nofile_limit()
 }
 
 /// Refuses socket counts that would come near the per-process file limit.

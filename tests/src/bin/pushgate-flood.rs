@@ -58,7 +58,7 @@ fn args() -> Args {
 async fn main() {
     let a = args();
     // Each flood process stays under its own limit, raised to the hard one.
-    let _ = pushgate::lifecycle::raise_nofile_limit();
+    let _ = pushgate::ops::nofile::raise_nofile_limit();
     let opened = Arc::new(AtomicUsize::new(0));
     let failed = Arc::new(AtomicUsize::new(0));
     let closed = Arc::new(AtomicUsize::new(0));
