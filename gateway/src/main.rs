@@ -137,8 +137,8 @@ async fn serve(config: Config) -> anyhow::Result<()> {
             .metrics_addr
             .map_or_else(|| "none".to_owned(), |a| a.to_string()),
         store,
-        tls = gw.node.config.tls.enabled(),
-        auth = gw.node.auth.is_enabled(),
+        tls = gw.node.config().tls.enabled(),
+        auth = gw.node.auth().is_enabled(),
         version = env!("CARGO_PKG_VERSION"),
         "listening"
     );

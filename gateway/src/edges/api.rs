@@ -12,7 +12,7 @@ use crate::engine::node::Node;
 /// HTTP/3 there (`Alt-Svc`).
 pub fn api_router(node: Arc<Node>, h3_port: Option<u16>) -> Router {
     let http = crate::edges::http::router(node.clone());
-    let api = if node.config.protocols.grpc.enabled {
+    let api = if node.config().protocols.grpc.enabled {
         crate::edges::grpc::mount(http, &node)
     } else {
         http

@@ -74,44 +74,44 @@ impl Server {
     /// Binds the configured addresses and starts serving.
     pub async fn start(node: Arc<Node>) -> anyhow::Result<Server> {
         let stop = CancellationToken::new();
-        let cfg = &node.config.edge;
+        let cfg = &node.config().edge;
         let nofile = crate::ops::nofile::nofile_limit();
-        let edge = Edge::new(cfg, nofile, node.metrics.edge());
+        let edge = Edge::new(cfg, nofile, node.metrics().edge());
         tracing::info!(
             api = edge.cap(Listener::Api),
             ops = edge.cap(Listener::Ops),
             nofile,
             "TCP connection caps"
         );
-        if edge.cap(Listener::Api) < node.config.limits.max_connections {
+        if edge.cap(Listener::Api) < node.config().limits.max_connections {
             // The hard limit comes from the runtime's service unit or base
             // spec (`LimitNOFILE=1024` units exist): say so once, loudly.
             tracing::warn!(
                 nofile,
                 api_cap = edge.cap(Listener::Api),
-                max_connections = node.config.limits.max_connections,
+                max_connections = node.config().limits.max_connections,
                 "the open-file limit holds fewer connections than limits.max_connections; \
                  raise RLIMIT_NOFILE in the container runtime"
             );
         }
-        let api = bind(node.config.listen)
-            .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", node.config.listen))?;
+        let api = bind(node.config().listen)
+            .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", node.config().listen))?;
         let api_addr = api.local_addr()?;
-        let tls = match node.config.tls.enabled() {
+        let tls = match node.config().tls.enabled() {
             true => {
-                let tls = Tls::new(&node.config.tls)?;
-                tls.spawn_reload(&node.config.tls);
+                let tls = Tls::new(&node.config().tls)?;
+                tls.spawn_reload(&node.config().tls);
                 Some(tls)
             }
             false => None,
         };
         // QUIC binds first: TCP responses advertise its port in `Alt-Svc`.
-        let h3 = match (&tls, node.config.protocols.http3.enabled) {
+        let h3 = match (&tls, node.config().protocols.http3.enabled) {
             (Some(tls), true) => Some(Http3::bind(&node, tls.quic.clone(), api_addr)?),
             (None, true) => anyhow::bail!("protocols.http3 needs tls"),
             _ => None,
         };
-        let advertised = node.config.protocols.http3.advertise_port;
+        let advertised = node.config().protocols.http3.advertise_port;
         let router = api_router(
             node.clone(),
             h3.as_ref().map(|b| advertised.unwrap_or(b.addr.port())),
@@ -125,7 +125,7 @@ impl Server {
             listener,
             builder: builder.clone(),
             tls,
-            cert_identity: node.config.auth.certificate_identity,
+            cert_identity: node.config().auth.certificate_identity,
             lean: cfg.lean_streams && listener == Listener::Api,
             max_head: cfg.max_header_bytes,
             stop: stop.clone(),
@@ -136,7 +136,7 @@ impl Server {
             stop.clone(),
         ))];
         let mut metrics_addr = None;
-        if let Some(addr) = node.config.metrics_listen {
+        if let Some(addr) = node.config().metrics_listen {
             let l = TcpListener::bind(addr)
                 .await
                 .map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))?;

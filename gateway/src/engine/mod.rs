@@ -4,6 +4,7 @@
 
 pub mod admission;
 pub mod delivery;
+pub mod devices;
 pub mod fanout;
 pub mod ledger;
 pub mod node;

@@ -58,29 +58,29 @@ pub enum NotReady {
 /// One running gateway.
 pub struct Node {
     /// Effective configuration.
-    pub config: Config,
+    pub(super) config: Config,
     /// Durable history and the live feed.
-    pub store: Arc<dyn Store>,
+    pub(super) store: Arc<dyn Store>,
     /// Local fan-out.
-    pub hub: Arc<Hub>,
+    pub(super) hub: Arc<Hub>,
     /// Metrics registry.
-    pub metrics: Arc<Metrics>,
+    pub(super) metrics: Arc<Metrics>,
     /// New streams per second.
-    pub accept_rate: RateLimit,
+    pub(super) accept_rate: RateLimit,
     /// Events per second per publisher.
-    pub publish_rate: KeyedRateLimit<IpAddr>,
+    pub(super) publish_rate: KeyedRateLimit<IpAddr>,
     draining: watch::Sender<Option<Instant>>,
     store_ok: AtomicBool,
     /// Token checks (open when not configured).
-    pub auth: crate::auth::Auth,
+    pub(super) auth: crate::auth::Auth,
     /// Canary routing state of this pod.
-    pub routing: Arc<crate::routing::Routing>,
+    pub(super) routing: Arc<crate::routing::Routing>,
     /// Forwarder to the other track, when a peer is configured.
-    pub proxy: Option<crate::routing::proxy::Proxy>,
+    pub(super) proxy: Option<crate::routing::proxy::Proxy>,
     /// When devices' streams closed here (their recovery time starts).
-    pub recovery: Arc<crate::engine::ledger::Recovery>,
+    pub(super) recovery: Arc<crate::engine::ledger::Recovery>,
     /// Which layers are degraded, and their breakers.
-    pub degrade: Arc<crate::ops::degrade::Degrade>,
+    pub(super) degrade: Arc<crate::ops::degrade::Degrade>,
 }
 
 impl Node {
@@ -204,6 +204,37 @@ impl Node {
                 .clone()
                 .probe_event_loop(Duration::from_millis(250)),
         );
+    }
+
+    /// Effective configuration.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// The metrics registry.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    /// Token and certificate checks.
+    pub fn auth(&self) -> &crate::auth::Auth {
+        &self.auth
+    }
+
+    /// This pod's canary routing.
+    pub fn routing(&self) -> &Arc<crate::routing::Routing> {
+        &self.routing
+    }
+
+    /// The forwarder to the other track, when a peer is configured.
+    pub fn proxy(&self) -> Option<&crate::routing::proxy::Proxy> {
+        self.proxy.as_ref()
+    }
+
+    /// Takes `n` events from `publisher`'s rate budget; how long to wait if
+    /// it is spent.
+    pub fn take_publish_rate(&self, publisher: IpAddr, n: u32) -> Result<(), Duration> {
+        self.publish_rate.try_take(&publisher, n)
     }
 
     /// Liveness and readiness: ready unless draining or the store is unreachable.

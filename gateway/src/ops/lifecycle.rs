@@ -22,22 +22,22 @@ pub async fn shutdown_signal() {
 /// listeners stop when no stream is left or the window has passed.
 pub async fn drain(node: Arc<Node>, server: Server) {
     node.start_drain();
-    let window = node.config.delivery.drain_window;
+    let window = node.config().delivery.drain_window;
     let started = tokio::time::Instant::now();
     // Stay reachable briefly even when idle, so load balancers see readiness fall.
     let min_wait = window.min(Duration::from_secs(1));
     tracing::info!(
-        streams = node.metrics.connections.get(),
+        streams = node.metrics().connections.get(),
         window_ms = window.as_millis() as u64,
         "draining"
     );
     loop {
         let elapsed = started.elapsed();
-        if elapsed >= window || (elapsed >= min_wait && node.metrics.connections.get() == 0) {
+        if elapsed >= window || (elapsed >= min_wait && node.metrics().connections.get() == 0) {
             break;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     server.shutdown(Duration::from_secs(2)).await;
-    tracing::info!(left = node.metrics.connections.get(), "drained; exiting");
+    tracing::info!(left = node.metrics().connections.get(), "drained; exiting");
 }

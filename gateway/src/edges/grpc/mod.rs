@@ -54,7 +54,7 @@ impl Service {
     /// `UNAUTHENTICATED` before anything else is read).
     fn caller(&self, headers: &axum::http::HeaderMap, conn: &ConnInfo) -> Result<Identity, Status> {
         self.node
-            .auth
+            .auth()
             .authenticate(headers, None, conn.cert.as_deref())
             .map_err(|e| status(e.into()))
     }
@@ -131,7 +131,7 @@ impl Pushgate for Service {
                 .then_some(msg.idempotency_key.as_str()),
         };
         let prepared = flow::prepare(node, &who, conn.peer.ip(), ask).map_err(status)?;
-        let limit = node.config.limits.max_body_bytes;
+        let limit = node.config().limits.max_body_bytes;
         if msg.data.len() > limit {
             return Err(status(flow::too_large(limit)));
         }

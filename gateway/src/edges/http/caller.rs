@@ -23,7 +23,7 @@ impl FromRequestParts<Arc<Node>> for Caller {
             .extensions
             .get::<ConnInfo>()
             .and_then(|c| c.cert.as_deref());
-        Ok(Caller(node.auth.authenticate(
+        Ok(Caller(node.auth().authenticate(
             &parts.headers,
             parts.uri.query(),
             cert,

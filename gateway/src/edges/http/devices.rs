@@ -61,14 +61,10 @@ pub async fn ack(
             "the cursor points at no event to acknowledge",
         ));
     }
-    node.storage_open()
-        .map_err(|e| ApiError::store(e, node.retry_after_secs()))?;
     let stored = node
-        .store
         .ack(&device, acks)
         .await
-        .map_err(|e| ApiError::store(node.store_error(e), node.retry_after_secs()))?;
-    node.metrics.device_acks_total.inc();
+        .map_err(|e| ApiError::store(e, node.retry_after_secs()))?;
     Ok(Json(AckReply {
         device: device.as_str().to_owned(),
         id: Acked::to_cursor(&stored).encode(),

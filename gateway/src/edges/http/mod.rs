@@ -22,7 +22,7 @@ use crate::engine::node::Node;
 
 /// The API and stream routes, plus health and metrics.
 pub fn router(node: Arc<Node>) -> Router {
-    let demo = if node.config.demo_page {
+    let demo = if node.config().demo_page {
         Router::new()
             .route("/demo", get(demo_page))
             .route("/demo/", get(demo_page))
@@ -44,7 +44,7 @@ pub fn router(node: Arc<Node>) -> Router {
         .merge(ops_routes())
         .merge(demo)
         .fallback(not_found);
-    let allowed = Arc::new(node.config.cors.allowed_origins.clone());
+    let allowed = Arc::new(node.config().cors.allowed_origins.clone());
     let routes = if allowed.is_empty() {
         routes
     } else {
@@ -54,7 +54,7 @@ pub fn router(node: Arc<Node>) -> Router {
     };
     routes
         .layer(tower::util::option_layer(crate::edges::http::cors::layer(
-            &node.config.cors,
+            &node.config().cors,
         )))
         .layer(axum::middleware::from_fn(trace::log_request))
         .with_state(node)

@@ -35,6 +35,6 @@ pub async fn metrics(State(node): State<Arc<Node>>) -> impl IntoResponse {
             header::CONTENT_TYPE,
             "text/plain; version=0.0.4; charset=utf-8",
         )],
-        node.metrics.render(),
+        node.metrics().render(),
     )
 }

@@ -74,7 +74,7 @@ pub async fn publish_one(
             .map(|v| v.to_str().unwrap_or("")),
     };
     let prepared = flow::prepare(&node, &who, conn.peer.ip(), ask)?;
-    let data = flow::utf8(read_body(body, node.config.limits.max_body_bytes).await?)?;
+    let data = flow::utf8(read_body(body, node.config().limits.max_body_bytes).await?)?;
     let ack = flow::commit(&node, prepared, data).await?;
     Ok(created(&Published::from(&ack), ack.duplicate))
 }
@@ -104,7 +104,7 @@ pub async fn publish_batch(
     Caller(who): Caller,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let limits = &node.config.limits;
+    let limits = &node.config().limits;
     let bytes = read_body(body, limits.max_batch_bytes).await?;
     let items: Vec<BatchItem> = serde_json::from_slice(&bytes).map_err(|e| {
         ApiError::new(
@@ -140,7 +140,7 @@ pub async fn publish_batch(
         let ttl = item.ttl.as_deref().map(parse_ttl).transpose()?;
         let priority = item.priority.as_deref().map(parse_priority).transpose()?;
         batch.push(NewEvent {
-            ttl: tier::resolve(&node.config.delivery.tiers, ttl, priority),
+            ttl: tier::resolve(&node.config().delivery.tiers, ttl, priority),
             priority: priority.unwrap_or_default(),
             topic: parse_topic(&item.topic)?,
             event_type: item.event.as_deref().map(parse_event_type).transpose()?,
@@ -152,7 +152,7 @@ pub async fn publish_batch(
                 .transpose()?,
         });
     }
-    node.auth
+    node.auth()
         .authorize(&who, Access::Publish, batch.iter().map(|e| &e.topic))?;
     flow::check_rate(&node, conn.peer.ip(), batch.len())?;
     let acks = node
@@ -169,7 +169,7 @@ pub async fn wipe(
     Path(path): Path<String>,
 ) -> Result<Response, ApiError> {
     let topic = parse_topic(&path)?;
-    node.auth.authorize(&who, Access::Publish, [&topic])?;
+    node.auth().authorize(&who, Access::Publish, [&topic])?;
     let epoch = node
         .wipe(&topic)
         .await

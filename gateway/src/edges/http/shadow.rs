@@ -1,7 +1,5 @@
-//! Device shadows: `GET` and `PATCH /v1/devices/{device}/shadow`. A patch is
-//! read, merged and written back under the version it was read at; a
-//! desired change is then announced on the device's reserved topic, so its
-//! streams on every replica get `event: shadow`.
+//! Device shadows: `GET` and `PATCH /v1/devices/{device}/shadow` (with
+//! `If-Match` and an `ETag`) over the engine's shadow API.
 
 use std::sync::Arc;
 
@@ -19,11 +17,8 @@ use crate::core::device::DeviceId;
 use crate::core::shadow::{self, Shadow, Side};
 use crate::core::topic::Topic;
 use crate::edges::shared::error::{ApiError, ErrorCode};
+use crate::engine::devices::ShadowError;
 use crate::engine::node::Node;
-use crate::store::{now_ms, NewEvent};
-
-/// Read-merge-write rounds before a patch without `If-Match` gives up.
-const ROUNDS: usize = 16;
 
 /// Who may change desired state: an admin, or a publisher whose grants
 /// cover the topic `shadows/<device>` (with auth off, anyone).
@@ -32,27 +27,33 @@ fn may_desire(node: &Node, who: &Identity, device: &DeviceId) -> Result<(), Auth
         return Ok(());
     }
     match Topic::parse(&format!("shadows/{device}")) {
-        Ok(t) => node.auth.authorize(who, Access::Publish, [&t]),
+        Ok(t) => node.auth().authorize(who, Access::Publish, [&t]),
         Err(_) if matches!(who, Identity::Open) => Ok(()),
         Err(_) => Err(AuthError::Forbidden),
     }
 }
 
-/// The stored shadow, or an empty one at version 0.
-async fn load(node: &Node, device: &DeviceId) -> Result<Shadow, ApiError> {
-    let stored = node
-        .store
-        .shadow(device)
-        .await
-        .map_err(|e| ApiError::store(node.store_error(e), node.retry_after_secs()))?;
-    match stored {
-        None => Ok(Shadow::default()),
-        Some(stored) => Shadow::from_stored(stored).ok_or_else(|| {
-            ApiError::new(
-                ErrorCode::StoreUnavailable,
-                "the stored shadow is unreadable",
-            )
-        }),
+/// A shadow failure as the client sees it.
+fn shadow_failed(node: &Node, e: ShadowError) -> ApiError {
+    match e {
+        ShadowError::Store(e) => ApiError::store(e, node.retry_after_secs()),
+        ShadowError::Unreadable => ApiError::new(
+            ErrorCode::StoreUnavailable,
+            "the stored shadow is unreadable",
+        ),
+        ShadowError::Conflict { current } => ApiError::new(
+            ErrorCode::VersionConflict,
+            format!("the shadow is at version {current}"),
+        ),
+        ShadowError::TooLarge { size, limit } => ApiError::new(
+            ErrorCode::ShadowTooLarge,
+            format!("the shadow would be {size} bytes; the limit is {limit}"),
+        ),
+        ShadowError::KeptChanging => ApiError::new(
+            ErrorCode::StoreUnavailable,
+            "the shadow kept changing; retry",
+        )
+        .with_retry_after(1),
     }
 }
 
@@ -82,13 +83,6 @@ fn if_match(headers: &HeaderMap) -> Result<Option<u64>, ApiError> {
     })
 }
 
-fn conflict(current: u64) -> ApiError {
-    ApiError::new(
-        ErrorCode::VersionConflict,
-        format!("the shadow is at version {current}"),
-    )
-}
-
 pub async fn get(
     State(node): State<Arc<Node>>,
     Caller(who): Caller,
@@ -97,7 +91,11 @@ pub async fn get(
     let device = parse_device(&device)?;
     who.may_act_for(&device)
         .or_else(|_| may_desire(&node, &who, &device))?;
-    Ok(reply(&load(&node, &device).await?))
+    let doc = node
+        .shadow(&device)
+        .await
+        .map_err(|e| shadow_failed(&node, e))?;
+    Ok(reply(&doc))
 }
 
 pub async fn patch(
@@ -108,7 +106,7 @@ pub async fn patch(
     body: Body,
 ) -> Result<Response, ApiError> {
     let device = parse_device(&device)?;
-    let limit = node.config.limits.max_shadow_bytes;
+    let limit = node.config().limits.max_shadow_bytes;
     let bytes = read_body(body, limit).await?;
     let patch = shadow::parse_patch(&bytes).map_err(|e| ApiError::new(ErrorCode::BadPatch, e.0))?;
     match patch.side {
@@ -116,74 +114,9 @@ pub async fn patch(
         Side::Reported => who.may_act_for(&device)?,
     }
     let expected = if_match(&headers)?;
-    node.storage_open()
-        .map_err(|e| ApiError::store(e, node.retry_after_secs()))?;
-    for _ in 0..ROUNDS {
-        let mut doc = load(&node, &device).await?;
-        if expected.is_some_and(|v| v != doc.version) {
-            return Err(conflict(doc.version));
-        }
-        let read_at = doc.version;
-        let now = now_ms();
-        let applied = doc.apply(&patch, now);
-        if applied.keys.is_empty() {
-            return Ok(reply(&doc));
-        }
-        let text = serde_json::to_string(&doc).expect("a shadow serializes");
-        if text.len() > limit {
-            return Err(ApiError::new(
-                ErrorCode::ShadowTooLarge,
-                format!(
-                    "the shadow would be {} bytes; the limit is {limit}",
-                    text.len()
-                ),
-            ));
-        }
-        let written = node
-            .store
-            .put_shadow(&device, read_at, doc.version, text)
-            .await
-            .map_err(|e| ApiError::store(node.store_error(e), node.retry_after_secs()))?;
-        if !written {
-            // Another writer came first: with If-Match that is a conflict,
-            // without it the patch is merged again into the newer document.
-            if expected.is_some() {
-                return Err(conflict(read_at + 1));
-            }
-            continue;
-        }
-        node.metrics
-            .shadow_patches_total
-            .with_label_values(&[patch.side.as_str()])
-            .inc();
-        if patch.side == Side::Desired {
-            announce(&node, &device, &doc, &applied.keys, now).await;
-        }
-        return Ok(reply(&doc));
-    }
-    Err(ApiError::new(
-        ErrorCode::StoreUnavailable,
-        "the shadow kept changing; retry",
-    )
-    .with_retry_after(1))
-}
-
-/// Publishes the new delta on the device's reserved topic. The document is
-/// stored already: if this fails the device still gets the current delta
-/// when it next connects, so the patch is not failed for it.
-async fn announce(node: &Node, device: &DeviceId, doc: &Shadow, keys: &[String], now: u64) {
-    let (ttl, priority) = doc.announcement(keys);
-    let event = NewEvent {
-        event_type: Some(Arc::from(crate::engine::delivery::SHADOW_EVENT)),
-        ttl,
-        priority,
-        ..NewEvent::new(
-            shadow::topic(device),
-            shadow::event_data(doc.version, &doc.delta(now)),
-        )
-    };
-    if let Err(e) = node.store.append(vec![event]).await {
-        node.store_error(e);
-        tracing::warn!(%device, version = doc.version, "shadow change stored but not announced; the device gets it on reconnect");
-    }
+    let doc = node
+        .patch_shadow(&device, &patch, expected)
+        .await
+        .map_err(|e| shadow_failed(&node, e))?;
+    Ok(reply(&doc))
 }

@@ -73,8 +73,8 @@ impl Http3 {
         tls: Arc<rustls::ServerConfig>,
         api_addr: SocketAddr,
     ) -> anyhow::Result<Bound> {
-        let cfg = &node.config.protocols.http3;
-        let edge = &node.config.edge;
+        let cfg = &node.config().protocols.http3;
+        let edge = &node.config().edge;
         let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(tls)
             .map_err(|e| anyhow::anyhow!("TLS config unusable for QUIC: {e}"))?;
         let mut server = quinn::ServerConfig::with_crypto(Arc::new(crypto));
@@ -91,7 +91,7 @@ impl Http3 {
             .max_concurrent_uni_streams(3u8.into());
         server.transport_config(Arc::new(transport));
         let addr = cfg.listen.unwrap_or(api_addr);
-        node.metrics
+        node.metrics()
             .quic_connection_limit
             .set(cfg.max_connections as i64);
         let endpoint = quinn::Endpoint::server(server, addr)
@@ -103,9 +103,9 @@ impl Http3 {
                 router: Router::new(),
                 head_timeout: edge.header_read_timeout,
                 max_header_bytes: edge.max_header_bytes as u64,
-                cert_identity: node.config.auth.certificate_identity,
-                open: node.metrics.quic_connections.clone(),
-                closed: node.metrics.quic_connections_closed_total.clone(),
+                cert_identity: node.config().auth.certificate_identity,
+                open: node.metrics().quic_connections.clone(),
+                closed: node.metrics().quic_connections_closed_total.clone(),
                 max_connections: cfg.max_connections,
             },
         })

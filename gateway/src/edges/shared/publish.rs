@@ -59,8 +59,7 @@ pub fn store_failed(node: &Node, e: StoreError) -> ApiError {
 
 /// Takes `n` events from the publisher's rate budget (429 beyond).
 pub fn check_rate(node: &Node, publisher: IpAddr, n: usize) -> Result<(), ApiError> {
-    node.publish_rate
-        .try_take(&publisher, n.min(u32::MAX as usize) as u32)
+    node.take_publish_rate(publisher, n.min(u32::MAX as usize) as u32)
         .map_err(|wait| {
             ApiError::new(ErrorCode::RateLimited, "publish rate limit exceeded")
                 .with_retry_after(wait.as_secs_f64().ceil() as u64)
@@ -128,7 +127,7 @@ pub fn prepare(
     ask: PublishAsk<'_>,
 ) -> Result<Prepared, ApiError> {
     let topic = parse_topic(ask.topic)?;
-    node.auth.authorize(who, Access::Publish, [&topic])?;
+    node.auth().authorize(who, Access::Publish, [&topic])?;
     let (mut event_type, mut ttl, mut priority) = (None, None, None);
     for (k, v) in ask.options {
         match k {
@@ -158,7 +157,7 @@ pub async fn commit(node: &Node, p: Prepared, data: Arc<str>) -> Result<Ack, Api
             event_type: p.event_type,
             data,
             idempotency_key: p.idempotency_key,
-            ttl: tier::resolve(&node.config.delivery.tiers, p.ttl, p.priority),
+            ttl: tier::resolve(&node.config().delivery.tiers, p.ttl, p.priority),
             priority: p.priority.unwrap_or_default(),
         }])
         .await

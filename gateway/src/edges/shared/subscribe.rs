@@ -52,7 +52,7 @@ impl StreamAsk {
                 "give at least one ?topic=",
             ));
         }
-        let max = node.config.limits.max_topics_per_stream;
+        let max = node.config().limits.max_topics_per_stream;
         if topics.len() > max {
             return Err(ApiError::new(
                 ErrorCode::TooManyTopics,
@@ -162,13 +162,14 @@ pub async fn open(node: &Arc<Node>, origin: Origin<'_>, ask: StreamAsk) -> Resul
         uri,
     } = origin;
     // All requested topics or none: a partial stream would hide the refusal.
-    node.auth.authorize(&who, Access::Subscribe, &ask.topics)?;
+    node.auth()
+        .authorize(&who, Access::Subscribe, &ask.topics)?;
     let device = stream_device(&who, ask.device)?;
-    let routing = &node.routing;
+    let routing = &node.routing();
     // A request that says a peer proxied it must prove it, and must have
     // been routed with the table this pod has: otherwise the two pods
     // disagree about its track, and serving it could pin it to the wrong one.
-    let proxied = match &node.proxy {
+    let proxied = match node.proxy() {
         Some(p) => p
             .verify(headers)
             .map_err(|_| node.refuse(RefuseReason::ProxyUnauthenticated))?,
@@ -206,10 +207,7 @@ pub async fn open(node: &Arc<Node>, origin: Origin<'_>, ask: StreamAsk) -> Resul
             })
         }
         Decision::Proxy { key } => {
-            let proxy = node
-                .proxy
-                .as_ref()
-                .expect("Proxy is only decided with a peer");
+            let proxy = node.proxy().expect("Proxy is only decided with a peer");
             let route = routing
                 .register(key, routing.track.other(), version)
                 .map_err(|_| route_changed())?;
