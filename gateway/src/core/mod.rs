@@ -6,6 +6,7 @@ pub mod device;
 pub mod hash;
 pub mod limits;
 pub mod position;
+pub mod protocol;
 pub mod queue;
 pub mod resume;
 pub mod sequencer;

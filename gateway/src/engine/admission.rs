@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use prometheus::IntGauge;
 
-use crate::edges::shared::protocol::Protocol;
+use crate::core::protocol::Protocol;
 use crate::engine::node::Node;
 
 /// Why a new stream was turned away for now.

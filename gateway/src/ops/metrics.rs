@@ -264,7 +264,7 @@ impl Metrics {
             m.subscriber_queue_events.with_label_values(&[p.as_str()]);
             m.events_skipped_total.with_label_values(&[p.as_str()]);
         }
-        for p in crate::edges::shared::protocol::Protocol::ALL {
+        for p in crate::core::protocol::Protocol::ALL {
             m.streams.with_label_values(&[p.as_str()]);
             m.streams_opened_total.with_label_values(&[p.as_str()]);
             m.events_delivered_total.with_label_values(&[p.as_str()]);

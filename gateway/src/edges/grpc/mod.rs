@@ -22,9 +22,9 @@ use tonic::{Request, Response, Status};
 use tonic_health::ServingStatus;
 
 use crate::auth::Identity;
+use crate::core::protocol::Protocol;
 use crate::edges::shared::conn::ConnInfo;
 use crate::edges::shared::error::ApiError;
-use crate::edges::shared::protocol::Protocol;
 use crate::edges::shared::publish::{self as flow, parse_topic, PublishAsk, Published};
 use crate::edges::shared::subscribe::{self, Failure, Opened, Origin, StreamAsk};
 use crate::engine::node::Node;

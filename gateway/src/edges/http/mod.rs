@@ -11,11 +11,16 @@ mod shadow;
 mod subscribe;
 pub mod trace;
 
+use std::convert::Infallible;
 use std::sync::Arc;
 
+use axum::extract::FromRequestParts;
+use axum::http::request::Parts;
+use axum::http::Version;
 use axum::routing::{get, post};
 use axum::Router;
 
+use crate::core::protocol::Protocol;
 use crate::edges::shared::conn::{ConnInfo, STREAM_PATH};
 use crate::edges::shared::error::{ApiError, ErrorCode};
 use crate::engine::node::Node;
@@ -113,9 +118,40 @@ pub fn event_stream(body: axum::body::Body) -> axum::http::Response<axum::body::
     resp
 }
 
+impl<S: Send + Sync> FromRequestParts<S> for Protocol {
+    type Rejection = Infallible;
+
+    /// HTTP/1.1, HTTP/2 and HTTP/3 are told by the request's version.
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Infallible> {
+        Ok(protocol_of(parts.version))
+    }
+}
+
+/// The protocol of an HTTP request's version.
+fn protocol_of(version: Version) -> Protocol {
+    match version {
+        Version::HTTP_2 => Protocol::H2,
+        Version::HTTP_3 => Protocol::H3,
+        _ => Protocol::Http1,
+    }
+}
+
 /// Splits a raw query string into its decoded pairs.
 fn query_pairs(query: Option<&str>) -> Vec<(String, String)> {
     form_urlencoded::parse(query.unwrap_or("").as_bytes())
         .into_owned()
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_version_names_the_protocol() {
+        assert_eq!(protocol_of(Version::HTTP_11), Protocol::Http1);
+        assert_eq!(protocol_of(Version::HTTP_10), Protocol::Http1);
+        assert_eq!(protocol_of(Version::HTTP_2), Protocol::H2);
+        assert_eq!(protocol_of(Version::HTTP_3), Protocol::H3);
+    }
 }

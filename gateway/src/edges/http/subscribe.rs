@@ -10,8 +10,8 @@ use axum::Extension;
 
 use super::caller::Caller;
 use super::{query_pairs, refusal, ConnInfo};
+use crate::core::protocol::Protocol;
 use crate::edges::shared::error::{ApiError, ErrorCode};
-use crate::edges::shared::protocol::Protocol;
 use crate::edges::shared::publish::parse_topic;
 use crate::edges::shared::subscribe::{self, Failure, Opened, Origin, StreamAsk};
 use crate::edges::sse::SseBody;

@@ -1,9 +1,8 @@
 //! What every protocol edge shares: the connection's facts, the one error
-//! list and its status codes, the protocol label, and the flows of
-//! publishing and of opening a stream.
+//! list and its status codes, and the flows of publishing and of opening a
+//! stream.
 
 pub mod conn;
 pub mod error;
-pub mod protocol;
 pub mod publish;
 pub mod subscribe;
