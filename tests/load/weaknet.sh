@@ -24,6 +24,8 @@
 #
 # Knobs: QUICK, REPEAT (runs per case, median reported; 3), SUBS ("100 2000"),
 # LINKS ("clean impaired"; "clean" alone compares the protocols' CPU cost),
+# PROFILE (1: sample the gateway with `perf record` during each case and print
+# where its CPU time goes, by crate, to stderr and PROFILE_OUT),
 # RATE (events/s, 10), DURATION (s of publishing, 20), DELAY_MS (50), LOSS
 # (0.05), PORT (8443), OUT (docs/BENCHMARKS.md), RESULTS_OUT.
 # Benchmarks measure and report; they assert nothing about time. Needs root
@@ -37,6 +39,8 @@ QUICK=${QUICK:-0}
 REPEAT=${REPEAT:-3}
 SUBS=${SUBS:-100 2000}
 LINKS=${LINKS:-clean impaired}
+PROFILE=${PROFILE:-0}
+PROFILE_OUT=${PROFILE_OUT:-/dev/null}
 RATE=${RATE:-10}
 DURATION=${DURATION:-20}
 if [ "$QUICK" = 1 ]; then
@@ -56,6 +60,7 @@ if ! command -v jq >/dev/null || ! command -v curl >/dev/null || ! command -v pi
     echo "installing jq, curl, iputils-ping" >&2
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq jq curl iputils-ping >/dev/null
 fi
+[ "$PROFILE" = 1 ] && { command -v perf >/dev/null || { echo "PROFILE=1 needs perf (apt-get install linux-perf)" >&2; exit 1; }; }
 for tool in ip iptables openssl jq ping curl; do
     command -v "$tool" >/dev/null || { echo "weaknet.sh needs $tool" >&2; exit 1; }
 done
@@ -160,8 +165,31 @@ floor() {
     echo "$link link: $(echo "$out" | tail -n 2 | tr '\n' ' ')" >&2
 }
 
+# Self time of the gateway's samples, summed by the crate of each symbol
+# (the first path segment of its Rust name; kernel and libc as they are).
+profile_by_crate() {
+    perf report -i "$1" --no-children --sort sym --stdio 2>/dev/null \
+        | awk '/^ +[0-9.]+%/ {
+                pct = $1; sub(/%/, "", pct)
+                if ($2 == "[k]") crate = "[kernel]"
+                else {
+                    sym = $0; sub(/^[^\]]*\] /, "", sym); sub(/^</, "", sym)
+                    if (sym ~ /^0x/) crate = "[unknown]"
+                    else if (sym !~ /::/) crate = "[libc and other C]"
+                    else { crate = sym; sub(/::.*/, "", crate); sub(/ .*/, "", crate) }
+                }
+                total[crate] += pct
+              }
+              END { for (c in total) printf "%6.2f%%  %s\n", total[c], c }' \
+        | sort -rn | head -n 15
+}
+
 run_case() {
-    local link=$1 subs=$2 proto=$3 run=$4
+    local link=$1 subs=$2 proto=$3 run=$4 perf_pid=''
+    if [ "$PROFILE" = 1 ]; then
+        perf record -q -e cpu-clock -F 499 -p "$GW_PID" -o "$TMP/perf.data" 2>>"$TMP/perf.log" &
+        perf_pid=$!
+    fi
     ip netns exec "$CL" "$BIN/pushgate-load" --case "weaknet" --netns-target --ca-file "$TMP/ca.crt" \
         fanout --label "$link $subs $proto #$run" --server-pid "$GW_PID" --proto "$proto" \
         --sub-url "https://$DATA_GW:$PORT/v1/stream?topic={topic}" \
@@ -169,6 +197,11 @@ run_case() {
         --topic "wn-$link-$subs-$proto-$run" --subscribers "$subs" --rate "$RATE" \
         --duration "$DURATION" --publishers 1 --concurrency 200 --drain 30 \
         | jq -c --arg link "$link" '. + {link:$link}' | tee -a "$RESULTS" >&2 || true
+    if [ -n "$perf_pid" ]; then
+        kill -INT "$perf_pid"; wait "$perf_pid" 2>/dev/null || true
+        { echo "gateway CPU by crate, $link $subs $proto #$run:"; profile_by_crate "$TMP/perf.data"; } \
+            | tee -a "$PROFILE_OUT" >&2
+    fi
 }
 
 jq -nc --arg command "$COMMAND" --arg date "$(date -u +%Y-%m-%dT%H:%MZ)" \
