@@ -3,7 +3,6 @@
 //! on drop. Installs Debian's `redis-server` if it is missing (as root), or
 //! fails loudly.
 
-use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -45,9 +44,11 @@ fn redis_binary() -> Result<PathBuf> {
     }
 }
 
+/// A free loopback port other than 6379, never handed out twice in this
+/// process (many tests of one binary start servers at once).
 fn free_port() -> Result<u16> {
     for _ in 0..50 {
-        let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        let port = crate::controlplane::free_port();
         if port != 6379 {
             return Ok(port);
         }

@@ -48,7 +48,9 @@ fn sh(cp: &ControlPlane, line: &str) -> String {
 
 #[test]
 fn readme_kubernetes_in_five_minutes_steps_2_and_3_verbatim() {
-    let cp = ControlPlane::shared();
+    // The README's operator watches every namespace (and its namespace and
+    // release names are fixed): a control plane of its own.
+    let cp = ControlPlane::dedicated("helm-readme");
     let install = step(2);
     assert!(
         install.iter().any(|l| l.starts_with("helm install ")),

@@ -140,7 +140,14 @@ fn literal_env(d: &k8s_openapi::api::apps::v1::Deployment) -> Vec<(String, Strin
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(256))]
+    #![proptest_config(ProptestConfig {
+        cases: 256,
+        // Next to this module, by path (see resume_property).
+        failure_persistence: Some(Box::new(proptest::test_runner::FileFailurePersistence::Direct(
+            concat!(env!("CARGO_MANIFEST_DIR"), "/tests/plain/contract_roundtrip.proptest-regressions"),
+        ))),
+        ..ProptestConfig::default()
+    })]
 
     #[test]
     fn every_rendered_config_is_what_the_gateway_accepts((spec, drain, queue) in spec()) {

@@ -42,7 +42,8 @@ fn helm(cp: &ControlPlane, args: &[&str]) -> String {
 
 #[tokio::test]
 async fn helm_install_then_operator_runs_with_only_the_charts_rbac() {
-    let cp = ControlPlane::shared();
+    // Its operator watches every namespace: a control plane of its own.
+    let cp = ControlPlane::dedicated("helm-install");
     let release_ns = cp.namespace("pushgate-system").unwrap();
     let chart = repo().join("charts/pushgate").display().to_string();
 

@@ -130,7 +130,16 @@ async fn run(ops: Vec<Op>) {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 24, max_shrink_iters: 50, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig {
+        cases: 24,
+        max_shrink_iters: 50,
+        // Found by path, not by proptest's guess from the source file (which
+        // looks for a crate root next to it: this file is a module of `plain`).
+        failure_persistence: Some(Box::new(proptest::test_runner::FileFailurePersistence::Direct(
+            concat!(env!("CARGO_MANIFEST_DIR"), "/tests/plain/resume_property.proptest-regressions"),
+        ))),
+        ..ProptestConfig::default()
+    })]
 
     #[test]
     fn resume_is_exactly_once_in_order(ops in proptest::collection::vec(op(), 1..60)) {

@@ -11,7 +11,7 @@ use pushgate_e2e::browser::{Browser, Site};
 use pushgate_e2e::gateway::{publish, GatewayProcess};
 use pushgate_e2e::pki::TestCa;
 
-const PAGE: &str = include_str!("../browser/quic.html");
+const PAGE: &str = include_str!("../../browser/quic.html");
 const T: Duration = Duration::from_secs(60);
 
 /// The base64 SHA-256 of a certificate's SubjectPublicKeyInfo, with the

@@ -11,7 +11,7 @@ use pushgate_e2e::browser::{Browser, Site};
 use pushgate_e2e::gateway::{publish, GatewayProcess};
 use pushgate_e2e::pki::TestCa;
 
-const PAGE: &str = include_str!("../browser/sources.html");
+const PAGE: &str = include_str!("../../browser/sources.html");
 const T: Duration = Duration::from_secs(60);
 
 /// One source's report: [received, in order, opens, errors, closed for good].

@@ -10,7 +10,7 @@ use std::time::Duration;
 use pushgate_e2e::browser::{Browser, Reply, Site};
 use pushgate_e2e::gateway::{mint_token, publish, GatewayProcess};
 
-const PAGE: &str = include_str!("../browser/renewal.html");
+const PAGE: &str = include_str!("../../browser/renewal.html");
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_event_source_with_a_renewed_cookie_gets_every_event_once_across_expiries() {
