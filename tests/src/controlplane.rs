@@ -20,7 +20,9 @@ mod operator;
 mod util;
 
 pub use operator::{operator_binary, OperatorOptions, OperatorProcess};
-pub use util::{eventually, free_port, http_get, wait_until};
+pub use util::{free_port, http_get};
+
+use crate::wait::wait_until_blocking;
 
 use certs::make_certs;
 use util::{run, tail};
@@ -337,7 +339,7 @@ impl ControlPlane {
         mut check: impl FnMut() -> bool,
     ) -> anyhow::Result<()> {
         let mut dead = None;
-        let r = wait_until(what, timeout, || {
+        let r = wait_until_blocking(what, timeout, || {
             for (name, child) in self.children.lock().unwrap().iter_mut() {
                 if let Ok(Some(status)) = child.try_wait() {
                     dead = Some((name.clone(), status));
@@ -519,15 +521,12 @@ impl ControlPlane {
     fn wait_established(&self, crds: &[&str]) -> anyhow::Result<()> {
         let mut args = vec!["wait", "--for=condition=Established", "--timeout=30s"];
         args.extend_from_slice(crds);
-        let mut last = None;
-        for _ in 0..20 {
-            match self.kubectl(&args) {
-                Ok(_) => return Ok(()),
-                Err(e) => last = Some(e),
-            }
-            std::thread::sleep(std::time::Duration::from_millis(250));
-        }
-        Err(last.expect("tried at least once"))
+        wait_until_blocking(
+            &format!("{crds:?} to be Established"),
+            Duration::from_secs(60),
+            || self.kubectl(&args).map_err(|e| format!("{e:#}")),
+        )
+        .map(drop)
     }
 
     /// Applies the committed CRD and waits until it is served (idempotent).

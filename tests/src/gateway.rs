@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 
@@ -194,18 +194,16 @@ impl GatewayProcess {
 
     /// Waits for the process to exit by itself, bounded.
     pub fn wait_exit(&mut self, timeout: Duration) -> Result<ExitStatus> {
-        let deadline = Instant::now() + timeout;
         let child = self.child.as_mut().context("not running")?;
-        loop {
-            if let Some(status) = child.try_wait()? {
-                self.child = None;
-                return Ok(status);
-            }
-            if Instant::now() > deadline {
-                bail!("gateway did not exit within {timeout:?}");
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        let status =
+            crate::wait::wait_until_blocking(&format!("{} to exit", self.name), timeout, || {
+                child
+                    .try_wait()
+                    .map_err(|e| e.to_string())
+                    .and_then(|s| s.ok_or_else(|| "still running".to_owned()))
+            })?;
+        self.child = None;
+        Ok(status)
     }
 
     /// Starts again on the same address and data directory with these
@@ -218,20 +216,21 @@ impl GatewayProcess {
         self.restart()
     }
 
-    /// Starts again on the same address and data directory.
+    /// Starts again on the same address and data directory (retried while
+    /// the old process's port is not free yet, bounded).
     pub fn restart(&mut self) -> Result<()> {
         self.kill9();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            match self.spawn() {
-                Ok(()) => return Ok(()),
-                Err(e) if Instant::now() < deadline => {
+        let name = self.name.clone();
+        crate::wait::wait_until_blocking(
+            &format!("{name} to start again"),
+            Duration::from_secs(10),
+            || {
+                self.spawn().map_err(|e| {
                     eprintln!("restart retry: {e:#}");
-                    std::thread::sleep(Duration::from_millis(100));
-                }
-                Err(e) => return Err(e),
-            }
-        }
+                    format!("{e:#}")
+                })
+            },
+        )
     }
 
     /// The `/metrics` text.
@@ -251,15 +250,18 @@ impl GatewayProcess {
 
     /// Polls a metric until it equals `want` (bounded: 15 s).
     pub async fn wait_metric(&self, name: &str, want: f64) -> Result<()> {
-        let mut last = f64::NAN;
-        for _ in 0..300 {
-            last = self.metric(name).await?;
-            if last == want {
-                return Ok(());
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        bail!("{name} stayed {last}, not {want}")
+        crate::wait::wait_until(
+            &format!("{name} to be {want}"),
+            Duration::from_secs(15),
+            || async {
+                match self.metric(name).await {
+                    Ok(v) if v == want => Ok(()),
+                    Ok(v) => Err(format!("{name} = {v}")),
+                    Err(e) => Err(format!("{e:#}")),
+                }
+            },
+        )
+        .await
     }
 }
 

@@ -13,3 +13,4 @@ pub mod pki;
 pub mod redis;
 pub mod sse_client;
 pub mod subscriber;
+pub mod wait;

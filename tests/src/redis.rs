@@ -5,7 +5,7 @@
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 
@@ -116,19 +116,11 @@ impl RedisServer {
             .spawn()
             .with_context(|| format!("spawn {}", bin.display()))?;
         self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            if self.ping() {
-                return Ok(());
-            }
-            if Instant::now() > deadline {
-                bail!(
-                    "redis-server on port {} did not answer PING within 20 s",
-                    self.port
-                );
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        crate::wait::wait_until_blocking(
+            &format!("redis-server on port {} to answer PING", self.port),
+            Duration::from_secs(20),
+            || self.ping(),
+        )
     }
 
     /// Freezes the server (SIGSTOP): connections stay open, nothing is
@@ -179,12 +171,13 @@ impl RedisServer {
             unsafe {
                 libc::kill(c.id() as i32, libc::SIGTERM);
             }
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while Instant::now() < deadline {
-                if let Ok(Some(_)) = c.try_wait() {
-                    return;
-                }
-                std::thread::sleep(Duration::from_millis(20));
+            let exited = crate::wait::wait_until_blocking(
+                "redis-server to exit after SIGTERM",
+                Duration::from_secs(10),
+                || matches!(c.try_wait(), Ok(Some(_))),
+            );
+            if exited.is_ok() {
+                return;
             }
             let _ = c.kill();
             let _ = c.wait();

@@ -80,8 +80,16 @@ async fn browser_page_reconnects_after_restart_and_shows_every_event_once() {
             data(s).len() >= 11
         })
         .await;
-    tokio::time::sleep(Duration::from_millis(1000)).await;
-    let s = browser.page_state(PAGE).await.expect("page state");
+    // A later marker: a late duplicate would arrive before it.
+    publish(&http, &base, "browser/test", "event-12")
+        .await
+        .unwrap();
+    want.push("event-12".into());
+    let s = browser
+        .wait_for(PAGE, "the marker", T, |s| {
+            data(s).last().map(String::as_str) == Some("event-12")
+        })
+        .await;
     assert_eq!(data(&s), want, "not every event exactly once: {s}");
     assert_eq!(s["state"], "open");
 }

@@ -74,15 +74,20 @@ async fn thirty_event_sources_over_an_accept_rate_of_five_all_get_every_event_on
             .unwrap();
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let s = browser
+    browser
         .wait_for("sources.html", "every source has 50 events", T, |s| {
             let v = sources(s);
             v.len() == 30 && v.iter().all(|r| r[0] >= 50)
         })
         .await;
-    // Late duplicates would show up now.
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    let s = browser.page_state("sources.html").await.unwrap_or(s);
+    // A later marker, e51: a late duplicate would arrive before it.
+    publish(&http, &base, "rate", "e51").await.unwrap();
+    let s = browser
+        .wait_for("sources.html", "every source has the marker", T, |s| {
+            let v = sources(s);
+            v.len() == 30 && v.iter().all(|r| r[0] >= 51)
+        })
+        .await;
     let v = sources(&s);
     let metrics = reqwest::get(format!("http://{}/metrics", g.metrics_addr.unwrap()))
         .await
@@ -98,8 +103,8 @@ async fn thirty_event_sources_over_an_accept_rate_of_five_all_get_every_event_on
     eprintln!("30 sources: {refused} accept-rate refusals, {retried} sources retried: {v:?}");
     assert!(refused >= 25.0, "only 5 fit in the first second: {refused}");
     for (i, r) in v.iter().enumerate() {
-        assert_eq!(r[0], 50, "source {i}: every event exactly once ({r:?})");
-        assert_eq!(r[1], 1, "source {i}: e1..e50 in order ({r:?})");
+        assert_eq!(r[0], 51, "source {i}: every event exactly once ({r:?})");
+        assert_eq!(r[1], 1, "source {i}: e1..e51 in order ({r:?})");
         assert_eq!(r[4], 0, "source {i}: the browser never gave up ({r:?})");
     }
 }
@@ -156,11 +161,18 @@ async fn event_sources_that_reconnect_into_a_draining_gateway_resume_on_the_rest
             v.len() == 5 && v.iter().all(|r| r[0] >= 10)
         })
         .await;
-    tokio::time::sleep(Duration::from_millis(1000)).await;
-    let v = sources(&browser.page_state("sources.html").await.unwrap());
+    // A later marker, e11: a late duplicate would arrive before it.
+    publish(&http, &base, "drain", "e11").await.unwrap();
+    let s = browser
+        .wait_for("sources.html", "the marker everywhere", T, |s| {
+            let v = sources(s);
+            v.len() == 5 && v.iter().all(|r| r[0] >= 11)
+        })
+        .await;
+    let v = sources(&s);
     eprintln!("after drain and restart: {v:?}");
     for (i, r) in v.iter().enumerate() {
-        assert_eq!(r[0], 10, "source {i}: every event exactly once ({r:?})");
+        assert_eq!(r[0], 11, "source {i}: every event exactly once ({r:?})");
         assert_eq!(r[1], 1, "source {i}: in order ({r:?})");
         assert_eq!(r[4], 0, "source {i}: the browser never gave up ({r:?})");
     }

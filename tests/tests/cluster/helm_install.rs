@@ -9,7 +9,8 @@ use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Service};
 use kube::Api;
 use operator::crd::PushGateway;
-use pushgate_e2e::controlplane::{eventually, ControlPlane, OperatorOptions, OperatorProcess};
+use pushgate_e2e::controlplane::{ControlPlane, OperatorOptions, OperatorProcess};
+use pushgate_e2e::wait::wait_until;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
@@ -104,7 +105,7 @@ async fn helm_install_then_operator_runs_with_only_the_charts_rbac() {
     assert_eq!(pod.service_account_name.as_deref(), Some(sa.as_str()));
     // kube-controller-manager and kwok take the operator Deployment to
     // available (the fake pods do not run the operator: it runs below).
-    eventually("the operator Deployment to be available", WAIT, || async {
+    wait_until("the operator Deployment to be available", WAIT, || async {
         let d = deploys.get(&sa).await.map_err(|e| e.to_string())?;
         let s = d.status.unwrap_or_default();
         if s.available_replicas == Some(2) {
@@ -219,7 +220,7 @@ async fn helm_install_then_operator_runs_with_only_the_charts_rbac() {
         .unwrap();
 
     let leases: Api<Lease> = Api::namespaced(client.clone(), &release_ns);
-    eventually("the operator to hold its Lease", WAIT, || async {
+    wait_until("the operator to hold its Lease", WAIT, || async {
         let l = leases
             .get("pushgate-operator")
             .await
@@ -233,7 +234,7 @@ async fn helm_install_then_operator_runs_with_only_the_charts_rbac() {
     .unwrap_or_else(|e| panic!("{e}\n{}", op.log()));
 
     let pgws: Api<PushGateway> = Api::namespaced(client.clone(), &app_ns);
-    eventually("status written for examples/minimal.yaml", WAIT, || async {
+    wait_until("status written for examples/minimal.yaml", WAIT, || async {
         let p = pgws.get("minimal").await.map_err(|e| e.to_string())?;
         let gen = p.metadata.generation;
         let s = p.status.ok_or("no status")?;
@@ -249,7 +250,7 @@ async fn helm_install_then_operator_runs_with_only_the_charts_rbac() {
     let svcs: Api<Service> = Api::namespaced(client.clone(), &app_ns);
     let pvcs: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), &app_ns);
     let app_deploys: Api<Deployment> = Api::namespaced(client.clone(), &app_ns);
-    eventually("the children of minimal", WAIT, || async {
+    wait_until("the children of minimal", WAIT, || async {
         let d = app_deploys
             .get_opt("minimal")
             .await

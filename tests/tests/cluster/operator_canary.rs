@@ -17,10 +17,11 @@ use kube::{Api, ResourceExt};
 use operator::crd::PushGateway;
 use pushgate::routing::RoutingTable;
 use pushgate::routing::{bucket, track_of, Track};
-use pushgate_e2e::controlplane::{eventually, ControlPlane, OperatorOptions, OperatorProcess};
+use pushgate_e2e::controlplane::{ControlPlane, OperatorOptions, OperatorProcess};
 use pushgate_e2e::gateway::GatewayProcess;
 use pushgate_e2e::redis::RedisServer;
 use pushgate_e2e::subscriber::{Ticker, TracedFleet};
+use pushgate_e2e::wait::wait_until;
 
 const WAIT: Duration = Duration::from_secs(30);
 /// Subscribers, each with its own trace id.
@@ -183,7 +184,7 @@ async fn operator_weight_patches_move_exactly_the_hashed_streams_with_zero_loss(
             (share - f64::from(weight)).abs() <= 6.0,
             "weight {weight}%: the hash gives the canary {share:.1}%"
         );
-        eventually(
+        wait_until(
             &format!("weight {weight}%: exactly {want_canary} canary streams"),
             WAIT,
             || async {
@@ -200,9 +201,14 @@ async fn operator_weight_patches_move_exactly_the_hashed_streams_with_zero_loss(
         )
         .await
         .unwrap_or_else(|e| panic!("{e}\noperator log:\n{}", op.log_tail()));
-        // Late reconnects would show up as extra connections: give them time.
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        // Every moved subscriber has reconnected on its new track: the
+        // closings of this change are over, so one closed without moving
+        // would show now.
         let from = (previous * 100) as u16;
+        fleet
+            .wait_moved(&buckets, &before, from, bp, WAIT)
+            .await
+            .unwrap();
         fleet.assert_moved_exactly(&buckets, &before, from, bp);
         let moved_count = buckets
             .iter()
@@ -235,7 +241,7 @@ async fn operator_weight_patches_move_exactly_the_hashed_streams_with_zero_loss(
         "[{\"op\":\"remove\",\"path\":\"/spec/canary\"}]",
     ])
     .unwrap();
-    eventually("canary objects deleted", WAIT, || async {
+    wait_until("canary objects deleted", WAIT, || async {
         let left = [
             deps.get_opt("gw-canary").await.ok().flatten().is_some(),
             svcs.get_opt("gw-canary").await.ok().flatten().is_some(),

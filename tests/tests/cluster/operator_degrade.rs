@@ -12,27 +12,34 @@ use k8s_openapi::api::core::v1::ConfigMap;
 use kube::Api;
 use operator::crd::PushGateway;
 use pushgate::routing::RoutingTable;
-use pushgate_e2e::controlplane::{eventually, ControlPlane, OperatorOptions, OperatorProcess};
+use pushgate_e2e::controlplane::{ControlPlane, OperatorOptions, OperatorProcess};
 use pushgate_e2e::gateway::{publish, GatewayProcess};
 use pushgate_e2e::redis::RedisServer;
 use pushgate_e2e::sse_client::{Opened, SseClient};
+use pushgate_e2e::wait::{wait_until, wait_until_every};
 
 const WAIT: Duration = Duration::from_secs(30);
 
 /// Waits until every pod reports `want` for `layer`; returns when.
 async fn all_flipped(pods: &[GatewayProcess], layer: &str, want: f64) -> Instant {
     let metric = format!("pushgate_degraded{{layer=\"{layer}\"}}");
-    for _ in 0..2000 {
-        let mut all = true;
-        for p in pods {
-            all &= p.metric(&metric).await.unwrap() == want;
-        }
-        if all {
-            return Instant::now();
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    panic!("not every pod reached {metric} = {want}");
+    // Every 5 ms: the flip time is printed.
+    wait_until_every(
+        &format!("every pod to report {metric} = {want}"),
+        Duration::from_secs(15),
+        Duration::from_millis(5),
+        || async {
+            for (i, p) in pods.iter().enumerate() {
+                let v = p.metric(&metric).await.map_err(|e| format!("{e:#}"))?;
+                if v != want {
+                    return Err(format!("pod {i}: {v}"));
+                }
+            }
+            Ok(Instant::now())
+        },
+    )
+    .await
+    .unwrap()
 }
 
 async fn refusal(c: &reqwest::Client, gw: &GatewayProcess) -> Option<String> {
@@ -143,7 +150,7 @@ async fn one_patch_flips_the_connections_layer_on_every_pod() {
         .unwrap();
     let ev = open.next(WAIT).await.unwrap().unwrap();
     assert_eq!(ev.data, "still-flowing", "an open stream is kept");
-    let status = eventually("status", WAIT, || async {
+    let status = wait_until("status", WAIT, || async {
         let pgw = pgws.get("gw").await.map_err(|e| e.to_string())?;
         let conds = pgw.status.map(|s| s.conditions).unwrap_or_default();
         conds
@@ -154,7 +161,7 @@ async fn one_patch_flips_the_connections_layer_on_every_pod() {
     .await
     .unwrap();
     assert_eq!(status.reason, "SwitchedOn");
-    let event = eventually("DegradeSwitched event", WAIT, || async {
+    let event = wait_until("DegradeSwitched event", WAIT, || async {
         let out = cp
             .kubectl_output(&[
                 "get",

@@ -3,7 +3,8 @@
 
 use k8s_openapi::api::apps::v1::Deployment;
 use kube::Api;
-use pushgate_e2e::controlplane::{eventually, ControlPlane, OperatorOptions, OperatorProcess};
+use pushgate_e2e::controlplane::{ControlPlane, OperatorOptions, OperatorProcess};
+use pushgate_e2e::wait::{holds_for, wait_until};
 use std::time::{Duration, Instant};
 
 const RECONCILES: &str = "pushgate_operator_reconciles_total{result=\"ok\"}";
@@ -27,7 +28,7 @@ fn apply(cp: &ControlPlane, ns: &str, name: &str) {
 }
 
 async fn deployment_exists(api: &Api<Deployment>, name: &str) {
-    eventually(
+    wait_until(
         &format!("Deployment {name}"),
         Duration::from_secs(30),
         || async {
@@ -51,7 +52,7 @@ async fn only_the_lease_holder_reconciles_and_failover_is_bounded() {
     let lease = Duration::from_secs(opts_a.lease_duration);
 
     let mut a = OperatorProcess::start(cp, &opts_a).unwrap();
-    eventually(
+    wait_until(
         "op-a to take the Lease",
         Duration::from_secs(20),
         || async {
@@ -69,7 +70,7 @@ async fn only_the_lease_holder_reconciles_and_failover_is_bounded() {
 
     apply(cp, &ns, "first");
     deployment_exists(&deployments, "first").await;
-    eventually(
+    wait_until(
         "op-a to count its reconcile",
         Duration::from_secs(10),
         || async {
@@ -83,14 +84,22 @@ async fn only_the_lease_holder_reconciles_and_failover_is_bounded() {
     )
     .await
     .unwrap();
-    // Give the standby every chance to misbehave: several of its retry periods.
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    assert_eq!(
-        b.metric(RECONCILES),
-        0.0,
-        "standby reconciled:\n{}",
-        b.log_tail()
-    );
+    // Give the standby every chance to misbehave: several of its retry
+    // periods (nothing marks a reconcile that does not happen).
+    holds_for(
+        "the standby reconciling nothing",
+        Duration::from_secs(3),
+        || async {
+            let n = b.metric(RECONCILES);
+            if n == 0.0 {
+                Ok(())
+            } else {
+                Err(format!("{n} reconciles"))
+            }
+        },
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}\nstandby:\n{}", b.log_tail()));
     assert_eq!(b.metric("pushgate_operator_leader"), 0.0);
     assert_eq!(a.metric("pushgate_operator_leader"), 1.0);
     assert_eq!(holder(cp, &ns), "op-a");
@@ -98,7 +107,7 @@ async fn only_the_lease_holder_reconciles_and_failover_is_bounded() {
     // Hard failure: no release, the standby must wait the lease out.
     a.kill();
     let killed = Instant::now();
-    eventually("op-b to take over the Lease", lease * 3, || async {
+    wait_until("op-b to take over the Lease", lease * 3, || async {
         let h = holder(cp, &ns);
         if h == "op-b" {
             Ok(())
@@ -119,7 +128,7 @@ async fn only_the_lease_holder_reconciles_and_failover_is_bounded() {
     apply(cp, &ns, "second");
     deployment_exists(&deployments, "second").await;
     // The counter moves when the reconcile returns, just after the apply.
-    eventually(
+    wait_until(
         "the new leader to count reconciles",
         Duration::from_secs(10),
         || async {

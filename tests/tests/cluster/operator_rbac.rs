@@ -10,7 +10,8 @@ use k8s_openapi::api::core::v1::PersistentVolumeClaim;
 use k8s_openapi::api::rbac::v1::Role;
 use kube::Api;
 use operator::crd::PushGateway;
-use pushgate_e2e::controlplane::{eventually, ControlPlane, OperatorOptions, OperatorProcess};
+use pushgate_e2e::controlplane::{ControlPlane, OperatorOptions, OperatorProcess};
+use pushgate_e2e::wait::wait_until;
 use std::time::Duration;
 
 const WAIT: Duration = Duration::from_secs(60);
@@ -67,7 +68,7 @@ async fn operator_works_with_only_the_shipped_rbac() {
     let pgws: Api<PushGateway> = Api::namespaced(client.clone(), &ns);
     let hpas: Api<HorizontalPodAutoscaler> = Api::namespaced(client.clone(), &ns);
     let pvcs: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), &ns);
-    eventually(
+    wait_until(
         "Ready=True written by the restricted operator",
         WAIT,
         || async {
@@ -110,7 +111,7 @@ async fn operator_works_with_only_the_shipped_rbac() {
     let unscaled = "  store: {redis: {secretRef: {name: r}}}\n";
     cp.kubectl_stdin(&["apply", "-f", "-"], &doc("scaled", unscaled))
         .unwrap();
-    eventually("the HPAs and the canary to be deleted", WAIT, || async {
+    wait_until("the HPAs and the canary to be deleted", WAIT, || async {
         let left = (
             hpas.get_opt("scaled").await.map(|h| h.is_some()),
             hpas.get_opt("scaled-canary").await.map(|h| h.is_some()),

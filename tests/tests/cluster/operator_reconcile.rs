@@ -8,7 +8,8 @@ use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::api::ListParams;
 use kube::{Api, Client, Resource, ResourceExt};
 use operator::crd::PushGateway;
-use pushgate_e2e::controlplane::{eventually, ControlPlane, OperatorOptions, OperatorProcess};
+use pushgate_e2e::controlplane::{ControlPlane, OperatorOptions, OperatorProcess};
+use pushgate_e2e::wait::{holds_for, wait_until};
 use serde::de::DeserializeOwned;
 use std::fmt::Debug;
 use std::time::Duration;
@@ -79,7 +80,7 @@ impl Env {
     {
         let api = self.api::<K>();
         let what = format!("{} {name}", K::kind(&()));
-        eventually(&what, WAIT, || {
+        wait_until(&what, WAIT, || {
             let api = api.clone();
             async move {
                 match api.get_opt(name).await {
@@ -95,7 +96,7 @@ impl Env {
 
     async fn ready(&self, name: &str) -> PushGateway {
         let api = self.api::<PushGateway>();
-        eventually(&format!("PushGateway {name} Ready=True"), WAIT, || {
+        wait_until(&format!("PushGateway {name} Ready=True"), WAIT, || {
             let api = api.clone();
             async move {
                 let p = api.get(name).await.map_err(|e| e.to_string())?;
@@ -281,7 +282,7 @@ async fn minimal_pushgateway_yields_expected_objects() {
     env.apply("scaled", "  store: {redis: {secretRef: {name: scaled-redis}}}\n  replicas: 3\n  limits: {maxBatch: 5}\n");
     let deps = env.api::<Deployment>();
     let hpas = env.api::<HorizontalPodAutoscaler>();
-    eventually("the HPA to go and replicas to be 3", WAIT, || async {
+    wait_until("the HPA to go and replicas to be 3", WAIT, || async {
         let d = deps.get("scaled").await.map_err(|e| e.to_string())?;
         let hpa = hpas.get_opt("scaled").await.map_err(|e| e.to_string())?;
         let replicas = d.spec.as_ref().and_then(|s| s.replicas);
@@ -302,7 +303,7 @@ async fn minimal_pushgateway_yields_expected_objects() {
     // Switching to the embedded store switches the rollout to Recreate (the
     // apiserver would reject a left-over rollingUpdate block).
     env.apply("scaled", "  store: {embedded: {}}\n");
-    eventually(
+    wait_until(
         "the Deployment strategy to become Recreate",
         WAIT,
         || async {
@@ -320,7 +321,7 @@ async fn minimal_pushgateway_yields_expected_objects() {
     // Creations are announced as Events on the PushGateway.
     let ns = env.ns.clone();
     let cp = env.cp;
-    eventually("a Created Event for the Deployment", WAIT, || async {
+    wait_until("a Created Event for the Deployment", WAIT, || async {
         let out = cp
             .kubectl(&[
                 "get",
@@ -360,21 +361,29 @@ async fn reconcile_is_idempotent_and_repairs_drift() {
     env.ready("gw").await;
     // Ready can be reported while the first operator still writes the last
     // status (e.g. the second replica turning ready): wait until nothing moves.
-    let mut before = env.rvs("gw").await;
-    for _ in 0..30 {
-        tokio::time::sleep(std::time::Duration::from_millis(700)).await;
-        let now = env.rvs("gw").await;
-        if now == before {
-            break;
-        }
-        before = now;
-    }
+    let before = wait_until(
+        "the resourceVersions to stop moving",
+        Duration::from_secs(30),
+        || async {
+            let rvs = env.rvs("gw").await;
+            holds_for(
+                "the resourceVersions",
+                Duration::from_millis(700),
+                || async { env.rvs("gw").await == rvs },
+            )
+            .await
+            .map(|()| rvs.clone())
+            .map_err(|e| format!("{e:#}"))
+        },
+    )
+    .await
+    .unwrap();
 
     // A second reconcile, by a fresh operator process, must change nothing.
     env.op.terminate().unwrap();
     env.op = OperatorProcess::start(env.cp, &OperatorOptions::new(&env.ns, "drift-op-2")).unwrap();
     let op = &env.op;
-    eventually("the restarted operator to reconcile", WAIT, || async {
+    wait_until("the restarted operator to reconcile", WAIT, || async {
         let n = op.metric("pushgate_operator_reconciles_total{result=\"ok\"}");
         if n >= 1.0 {
             Ok(())
@@ -393,15 +402,30 @@ async fn reconcile_is_idempotent_and_repairs_drift() {
     // predicate): once the start-up burst from the initial watch lists is
     // over, the count stays put while nothing changes.
     let ok = "pushgate_operator_reconciles_total{result=\"ok\"}";
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    let settled = op.metric(ok);
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    assert_eq!(
-        op.metric(ok),
-        settled,
-        "reconciles continue without any change:\n{}",
-        op.log_tail()
-    );
+    let settled = wait_until("the start-up burst of reconciles to end", WAIT, || async {
+        let n = op.metric(ok);
+        holds_for("the reconcile count", Duration::from_secs(2), || async {
+            op.metric(ok) == n
+        })
+        .await
+        .map(|()| n)
+        .map_err(|e| format!("{e:#}"))
+    })
+    .await
+    .unwrap();
+    // Nothing marks a reconcile that does not happen: watch a window.
+    holds_for(
+        "no reconciles without a change",
+        Duration::from_secs(3),
+        || async {
+            match op.metric(ok) {
+                n if n == settled => Ok(()),
+                n => Err(format!("{settled} -> {n}")),
+            }
+        },
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}:\n{}", op.log_tail()));
 
     // A deleted Deployment is recreated.
     let old: Deployment = env.get("gw").await;
@@ -410,7 +434,7 @@ async fn reconcile_is_idempotent_and_repairs_drift() {
         .unwrap();
     let api = env.api::<Deployment>();
     let old_uid = old.uid().unwrap();
-    eventually("the Deployment to be recreated", WAIT, || async {
+    wait_until("the Deployment to be recreated", WAIT, || async {
         match api.get_opt("gw").await {
             Ok(Some(d)) if d.uid() != Some(old_uid.clone()) => Ok(()),
             other => Err(format!("{:?}", other.map(|o| o.map(|d| d.uid())))),
@@ -444,7 +468,7 @@ async fn reconcile_is_idempotent_and_repairs_drift() {
             "gateway=evil:latest",
         ])
         .unwrap();
-    eventually("the ConfigMap edit to be reverted", WAIT, || async {
+    wait_until("the ConfigMap edit to be reverted", WAIT, || async {
         let cm = cm_api.get("gw-config").await.map_err(|e| e.to_string())?;
         let now = cm
             .data
@@ -459,7 +483,7 @@ async fn reconcile_is_idempotent_and_repairs_drift() {
     })
     .await
     .unwrap();
-    eventually("the image edit to be reverted", WAIT, || async {
+    wait_until("the image edit to be reverted", WAIT, || async {
         let d = api.get("gw").await.map_err(|e| e.to_string())?;
         let image = d.spec.unwrap().template.spec.unwrap().containers[0]
             .image
@@ -497,7 +521,7 @@ async fn status_reports_ready_and_spec_errors() {
     // The schema accepts any string here; only the operator can tell it is not a duration.
     env.apply_redis_spec_error();
     let api = env.api::<PushGateway>();
-    let degraded = eventually("Degraded=True with reason InvalidSpec", WAIT, || async {
+    let degraded = wait_until("Degraded=True with reason InvalidSpec", WAIT, || async {
         let p = api.get("gw").await.map_err(|e| e.to_string())?;
         let st = p.status.clone().unwrap_or_default();
         let d = st
@@ -518,7 +542,7 @@ async fn status_reports_ready_and_spec_errors() {
     let errors = "pushgate_operator_reconcile_errors_total{reason=\"InvalidSpec\"}";
     // error_policy counts the failure just after the status was written.
     let op = &env.op;
-    let first = eventually("the failed reconcile to be counted", WAIT, || async {
+    let first = wait_until("the failed reconcile to be counted", WAIT, || async {
         let n = op.metric(errors);
         if n >= 1.0 {
             Ok(n)
@@ -528,18 +552,25 @@ async fn status_reports_ready_and_spec_errors() {
     })
     .await
     .unwrap();
-    tokio::time::sleep(Duration::from_secs(5)).await;
-    let after = env.op.metric(errors);
-    assert!(
-        after - first <= 3.0,
-        "retries do not back off: {first} -> {after}"
-    );
+    // A rate: a 5 s window is what is being measured.
+    holds_for(
+        "at most 3 retries in 5 s",
+        Duration::from_secs(5),
+        || async {
+            match env.op.metric(errors) {
+                after if after - first <= 3.0 => Ok(()),
+                after => Err(format!("retries do not back off: {first} -> {after}")),
+            }
+        },
+    )
+    .await
+    .unwrap();
     assert!(
         degraded.message.contains("spec.delivery.drainWindow"),
         "{}",
         degraded.message
     );
-    let events = eventually("a Warning Event for the PushGateway", WAIT, || async {
+    let events = wait_until("a Warning Event for the PushGateway", WAIT, || async {
         let out = env.cp.kubectl(&["get", "events", "-n", &env.ns, "--field-selector", "reason=InvalidSpec", "-o", "jsonpath={range .items[*]}{.type} {.involvedObject.kind}/{.involvedObject.name}{\"\\n\"}{end}"]).map_err(|e| e.to_string())?;
         if out.contains("Warning PushGateway/gw") { Ok(out) } else { Err(out) }
     })
@@ -593,7 +624,7 @@ async fn deleting_the_pushgateway_removes_every_child() {
     let ns = env.ns.clone();
     // Owned objects must be gone; pods only need to be terminating, since
     // finishing a pod's deletion is the (fake) kubelet's job, after its grace period.
-    eventually("every child to be garbage-collected", WAIT, || async {
+    wait_until("every child to be garbage-collected", WAIT, || async {
         let out = cp
             .kubectl(&["get", "deploy,rs,svc,cm,pdb,pvc,hpa", "-n", &ns, "-l", "app.kubernetes.io/name=pushgate", "-o", "name"])
             .map_err(|e| e.to_string())?;
@@ -636,7 +667,7 @@ async fn the_keda_engine_writes_a_scaled_object_and_never_an_hpa_beside_it() {
     );
     let so: ScaledObject = env.get("scaled").await;
     let hpas = env.api::<HorizontalPodAutoscaler>();
-    eventually("the operator's HPA to go", WAIT, || async {
+    wait_until("the operator's HPA to go", WAIT, || async {
         match hpas.get_opt("scaled").await.map_err(|e| e.to_string())? {
             None => Ok(()),
             Some(_) => Err("still there".into()),
@@ -675,7 +706,7 @@ async fn the_keda_engine_writes_a_scaled_object_and_never_an_hpa_beside_it() {
         &format!("{store}  autoscaling: {{minReplicas: 1, maxReplicas: 3, engine: hpa}}\n"),
     );
     let sos = env.api::<ScaledObject>();
-    eventually(
+    wait_until(
         "the ScaledObject to go and the HPA to return",
         WAIT,
         || async {

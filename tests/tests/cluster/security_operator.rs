@@ -8,7 +8,8 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::Api;
 use operator::crd::PushGateway;
-use pushgate_e2e::controlplane::{eventually, ControlPlane, OperatorOptions, OperatorProcess};
+use pushgate_e2e::controlplane::{ControlPlane, OperatorOptions, OperatorProcess};
+use pushgate_e2e::wait::wait_until;
 
 const WAIT: Duration = Duration::from_secs(60);
 
@@ -73,7 +74,7 @@ async fn auth_and_tls_secrets_are_mounted_not_copied() {
         .is_err());
 
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns);
-    let d = eventually("Deployment secure", WAIT, || {
+    let d = wait_until("Deployment secure", WAIT, || {
         let api = deployments.clone();
         async move {
             api.get_opt("secure")

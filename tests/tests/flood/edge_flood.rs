@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 
 use pushgate_e2e::gateway::{metric_value, publish, GatewayProcess};
 use pushgate_e2e::sse_client::SseClient;
+use pushgate_e2e::wait::{elapse, wait_until};
 
 /// Descriptors the process `pid` holds open.
 fn fds(pid: u32) -> usize {
@@ -104,7 +105,24 @@ async fn a_flood_of_idle_and_half_sent_connections_never_starves_streams_or_prob
         "cap {cap} below the open-file limit"
     );
     publish(&http, &base, "edge", "e0").await.unwrap();
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The publish's connection is gone (no pooling) before the baseline.
+    wait_until(
+        "no open API connections",
+        Duration::from_secs(10),
+        || async {
+            let open = g
+                .metric("pushgate_tcp_connections{listener=\"api\"}")
+                .await
+                .map_err(|e| format!("{e:#}"))?;
+            if open == 0.0 {
+                Ok(())
+            } else {
+                Err(format!("{open} open"))
+            }
+        },
+    )
+    .await
+    .unwrap();
     let baseline = fds(pid);
 
     // Probes on fresh connections, every 100 ms, on both ports.
@@ -204,16 +222,19 @@ async fn a_flood_of_idle_and_half_sent_connections_never_starves_streams_or_prob
     };
     let (evicted, refused) = (closed("evicted"), closed("over_capacity"));
     // Held until the head deadline reaps them (the clients do not let go).
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let m = g.metrics().await.unwrap();
-        let open = metric_value(&m, "pushgate_tcp_connections{listener=\"api\"}");
-        if open <= 5.0 {
-            break;
-        }
-        assert!(Instant::now() < deadline, "still {open} connections open");
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
+    wait_until(
+        "the flood's connections to be reaped",
+        Duration::from_secs(60),
+        || async {
+            let m = g.metrics().await.unwrap();
+            match metric_value(&m, "pushgate_tcp_connections{listener=\"api\"}") {
+                open if open <= 5.0 => Ok(()),
+                open => Err(format!("still {open} connections open")),
+            }
+        },
+    )
+    .await
+    .unwrap();
     let m = g.metrics().await.unwrap();
     let timed_out = metric_value(
         &m,
@@ -228,14 +249,14 @@ async fn a_flood_of_idle_and_half_sent_connections_never_starves_streams_or_prob
     stop.store(true, Ordering::Relaxed);
     prober.join().unwrap();
     drop(sub);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let after = loop {
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        let n = fds(pid);
-        if n <= baseline + 2 || Instant::now() > deadline {
-            break n;
-        }
-    };
+    // Checked (with the numbers) below if it does not come back.
+    let _ = wait_until(
+        "descriptors back at baseline",
+        Duration::from_secs(30),
+        || async { fds(pid) <= baseline + 2 },
+    )
+    .await;
+    let after = fds(pid);
     eprintln!(
         "fds: baseline {baseline}, during {during}, peak {peak}, after {after}; cap {cap}; \
          opened {opened}/27000; closed by the gateway: {by_server} (evicted {evicted}, \
@@ -352,7 +373,11 @@ async fn heads_are_bounded_in_size_and_time_streams_are_not() {
         .await
         .unwrap();
     s.await_id(Duration::from_secs(5)).await.unwrap();
-    tokio::time::sleep(Duration::from_secs(4)).await;
+    elapse(
+        "longer than the head and idle deadlines",
+        Duration::from_secs(4),
+    )
+    .await;
     publish(&http, &g.url(""), "quiet", "still here")
         .await
         .unwrap();

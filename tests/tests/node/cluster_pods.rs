@@ -13,11 +13,12 @@ use std::time::{Duration, Instant};
 
 use pushgate::routing::{bucket, track_of, Track};
 use pushgate_e2e::cluster::{readme_step, run_lines, Cluster, README_KUBERNETES};
-use pushgate_e2e::controlplane::{eventually, ControlPlane};
+use pushgate_e2e::controlplane::ControlPlane;
 use pushgate_e2e::pki::TestCa;
 use pushgate_e2e::redis::RedisServer;
 use pushgate_e2e::sse_client::{Opened, SseClient};
 use pushgate_e2e::subscriber::{follow_to_marker, Ticker, TracedFleet};
+use pushgate_e2e::wait::wait_until;
 use serde_json::Value;
 
 const WAIT: Duration = Duration::from_secs(180);
@@ -173,7 +174,7 @@ fn service_url(cp: &ControlPlane, ns: &str, name: &str) -> String {
 /// Waits until PushGateway `name` is Ready with `replicas` ready pods, all
 /// of them in `ready` state through their real probes.
 async fn wait_ready(cp: &ControlPlane, ns: &str, name: &str, replicas: usize) {
-    eventually(&format!("{ns}/{name} Ready"), WAIT, || async {
+    wait_until(&format!("{ns}/{name} Ready"), WAIT, || async {
         let pgw = get_json(cp, &["pushgateway", name, "-n", ns]);
         let cond = condition(&pgw, "Ready");
         let pods = gateway_pods(cp, ns, name);
@@ -188,7 +189,7 @@ async fn wait_ready(cp: &ControlPlane, ns: &str, name: &str, replicas: usize) {
     // Ready pods reach the Service once kube-proxy has synced its endpoints.
     let url = service_url(cp, ns, name);
     let addr = url.trim_start_matches("http://").to_owned();
-    eventually(&format!("{addr} ({name}) accepts"), WAIT, || async {
+    wait_until(&format!("{addr} ({name}) accepts"), WAIT, || async {
         tokio::net::TcpStream::connect(&addr)
             .await
             .map(drop)
@@ -203,7 +204,7 @@ async fn wait_ready(cp: &ControlPlane, ns: &str, name: &str, replicas: usize) {
 /// streams through the Service spread over every ready pod.
 async fn wait_routed(ns: &str, name: &str, n: usize) {
     let tag = format!("\"{ns}/{name}:http -> ");
-    eventually(&format!("{ns}/{name} routed to {n}"), WAIT, || async {
+    wait_until(&format!("{ns}/{name} routed to {n}"), WAIT, || async {
         let out = std::process::Command::new("iptables-save")
             .args(["-t", "nat"])
             .output()
@@ -393,14 +394,14 @@ async fn a_crashed_and_a_deleted_pod_lose_no_acknowledged_event() {
         Duration::from_secs(300),
     ));
     let ticker = Ticker::start(&c, base.clone(), "crash", Duration::from_millis(50));
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    ticker.wait_more(20, WAIT).await.unwrap();
 
     // A crash: SIGKILL to the gateway process; kubelet restarts the container.
     let pod = gateway_pods(cp, &ns, "solo").remove(0);
     let name = pod["metadata"]["name"].as_str().unwrap().to_owned();
     let pid = pid_of(cluster, &pod);
     nix_kill(pid);
-    eventually("the container restarted", WAIT, || async {
+    wait_until("the container restarted", WAIT, || async {
         let p = gateway_pods(cp, &ns, "solo");
         let restarts = p
             .first()
@@ -412,7 +413,7 @@ async fn a_crashed_and_a_deleted_pod_lose_no_acknowledged_event() {
     })
     .await
     .unwrap();
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    ticker.wait_more(20, WAIT).await.unwrap();
 
     // A force deletion: a new pod mounts the same claim at once, while the
     // old container may still be running (it waits for the data directory).
@@ -426,7 +427,7 @@ async fn a_crashed_and_a_deleted_pod_lose_no_acknowledged_event() {
         "--grace-period=0",
     ])
     .unwrap();
-    eventually("a new pod Ready", WAIT, || async {
+    wait_until("a new pod Ready", WAIT, || async {
         let p = gateway_pods(cp, &ns, "solo");
         match p.as_slice() {
             [p] if p["metadata"]["name"] != name.as_str() && ready(p) => Ok(()),
@@ -435,7 +436,7 @@ async fn a_crashed_and_a_deleted_pod_lose_no_acknowledged_event() {
     })
     .await
     .unwrap();
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    ticker.wait_more(20, WAIT).await.unwrap();
 
     let sent = ticker.finish(&c, &base, "crash").await;
     let seen = follower.await.unwrap().unwrap();
@@ -497,7 +498,7 @@ async fn a_rolling_update_of_real_pods_keeps_every_stream_exactly_once() {
         "gw",
         r#"{"spec":{"delivery":{"heartbeat":"10s"}}}"#,
     );
-    eventually("both pods replaced", WAIT, || async {
+    wait_until("both pods replaced", WAIT, || async {
         let pods = gateway_pods(cp, &ns, "gw");
         let fresh = pods
             .iter()
@@ -582,7 +583,7 @@ async fn canary_weights_move_exactly_the_hashed_streams_between_real_pods() {
             .iter()
             .filter(|b| track_of(**b, bp) == Track::Canary)
             .count();
-        eventually(
+        wait_until(
             &format!("{weight}%: {want} canary streams"),
             WAIT,
             || async {
@@ -600,8 +601,13 @@ async fn canary_weights_move_exactly_the_hashed_streams_between_real_pods() {
         )
         .await
         .unwrap();
-        // Late reconnects would show up as extra connections: give them time.
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        // Every moved subscriber has reconnected on its new track: the
+        // closings of this change are over, so one closed without moving
+        // would show now.
+        fleet
+            .wait_moved(&buckets, &before, previous * 100, bp, WAIT)
+            .await
+            .unwrap();
         fleet.assert_moved_exactly(&buckets, &before, previous * 100, bp);
         eprintln!("canary {weight}%: {want} canary streams");
         previous = weight;
@@ -789,7 +795,7 @@ async fn a_gateway_whose_image_cannot_be_pulled_is_degraded_and_alone() {
     let sc = Scenario::new("badimage").await;
     let (cp, ns) = (sc.cp(), sc.ns.clone());
     sc.pushgateway("broken", "  image: ghcr.io/pushgate/does-not-exist:1\n");
-    let reason = eventually("Degraded with the pod's reason", WAIT, || async {
+    let reason = wait_until("Degraded with the pod's reason", WAIT, || async {
         let pgw = get_json(cp, &["pushgateway", "broken", "-n", &ns]);
         let cond = condition(&pgw, "Degraded").filter(|c| c["status"] == "True");
         match cond {
@@ -844,7 +850,7 @@ async fn an_auto_breaker_on_a_real_pod_shows_in_the_status_and_takes_new_marks_l
     let layer = |want_status: &'static str, want_reason: &'static str| {
         let ns = ns.clone();
         async move {
-            eventually(
+            wait_until(
                 &format!("ConnectionsDegraded {want_reason}"),
                 WAIT,
                 || async {
@@ -925,7 +931,7 @@ async fn an_auto_breaker_on_a_real_pod_shows_in_the_status_and_takes_new_marks_l
     assert_eq!(pods.len(), 1, "{pods:#?}");
     assert_eq!(pods[0]["metadata"]["uid"], uid, "the pod was replaced");
     assert_eq!(pods[0]["status"]["containerStatuses"][0]["restartCount"], 0);
-    let admitted = eventually("a new stream admitted", WAIT, || async {
+    let admitted = wait_until("a new stream admitted", WAIT, || async {
         match SseClient::open(&c, &url, None).await.unwrap() {
             Opened::Stream(s) if s.refusal().is_none() => Ok(s),
             Opened::Stream(s) => Err(format!("refused: {:?}", s.refusal())),
@@ -1038,13 +1044,24 @@ impl Timeline {
 
     /// Polls (bounded: 3 minutes) until the HPA set `replicas`.
     async fn wait_for(&mut self, replicas: i64) {
-        for _ in 0..720 {
-            if self.note() == replicas {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(250)).await;
+        let r = wait_until(
+            &format!("replicas to reach {replicas}"),
+            Duration::from_secs(180),
+            || {
+                let n = self.note();
+                async move {
+                    if n == replicas {
+                        Ok(())
+                    } else {
+                        Err(format!("{n} replicas"))
+                    }
+                }
+            },
+        )
+        .await;
+        if let Err(e) = r {
+            panic!("{e}: {}", self.render());
         }
-        panic!("replicas never reached {replicas}: {}", self.render());
     }
 
     fn render(&self) -> String {
@@ -1108,7 +1125,7 @@ async fn the_hpa_scales_on_connections_read_through_prometheus_and_the_adapter()
         .as_str()
         .unwrap()
         .to_owned();
-    let seen = eventually("the adapter serves the pod's connections", WAIT, || async {
+    let seen = wait_until("the adapter serves the pod's connections", WAIT, || async {
         match metrics.pod_metric(&ns, &pod0, "pushgate_connections") {
             Some(v) if v >= 800.0 => Ok(v),
             v => Err(format!("{v:?}\n{}", metrics.logs())),
@@ -1186,7 +1203,7 @@ async fn the_hpa_scales_up_when_subscribers_stop_reading() {
         publish(&c, &base, "lag", &data).await.unwrap();
         sent.push(data[..5].to_owned());
     }
-    let lag = eventually("the adapter serves the lag", WAIT, || async {
+    let lag = wait_until("the adapter serves the lag", WAIT, || async {
         match metrics.pod_metric(&ns, &pod0, LAG) {
             Some(v) if v >= 20_000.0 => Ok(v),
             v => Err(format!("{v:?}\n{}", metrics.logs())),
@@ -1259,7 +1276,7 @@ async fn keda_scales_the_gateway_from_its_scaled_object_and_no_hpa_of_ours() {
         ),
     );
     wait_ready(cp, &ns, "gw", 1).await;
-    eventually("KEDA made its HPA", WAIT, || async {
+    wait_until("KEDA made its HPA", WAIT, || async {
         cp.kubectl(&["get", "hpa", "keda-hpa-gw", "-n", &ns])
             .map_err(|e| format!("{e}\n{}", keda.logs()))
     })

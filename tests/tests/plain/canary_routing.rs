@@ -10,6 +10,7 @@ use pushgate_e2e::gateway::{publish, GatewayProcess};
 use pushgate_e2e::redis::RedisServer;
 use pushgate_e2e::sse_client::{Opened, SseClient};
 use pushgate_e2e::subscriber::{Ticker, TracedFleet};
+use pushgate_e2e::wait::wait_until;
 
 const SALT: &str = "canary-test";
 /// The tracks' shared peer token (the operator makes one per PushGateway).
@@ -84,13 +85,10 @@ async fn weight_changes_move_only_the_moved_buckets_with_zero_loss() {
     let fleet = TracedFleet::spawn(&c, &[stable.url(""), canary.url("")], "canary", n);
     let buckets: Vec<u16> = fleet.traces.iter().map(|t| bucket(SALT, t)).collect();
     let publisher = Ticker::start(&c, stable.url(""), "canary", Duration::from_millis(10));
-    for _ in 0..500 {
-        if fleet.connected_once() == n {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    assert_eq!(fleet.connected_once(), n, "every subscriber connected once");
+    fleet
+        .wait_connected_once(Duration::from_secs(10))
+        .await
+        .unwrap();
     let mut previous = 0u16;
     for weight in [0u16, 3000, 10000, 0] {
         let before = fleet.connections();
@@ -99,25 +97,30 @@ async fn weight_changes_move_only_the_moved_buckets_with_zero_loss() {
             .iter()
             .filter(|b| track_of(**b, weight) == Track::Canary)
             .count();
-        let mut ok = false;
-        for _ in 0..500 {
-            let (s, k) = (
-                served(&stable, "stable").await,
-                served(&canary, "canary").await,
-            );
-            if s == n - want_canary && k == want_canary {
-                ok = true;
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        assert!(
-            ok,
-            "weight {weight}: want {want_canary} canary streams, have stable {} canary {}",
-            served(&stable, "stable").await,
-            served(&canary, "canary").await
-        );
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        wait_until(
+            &format!("weight {weight}: {want_canary} canary streams"),
+            Duration::from_secs(10),
+            || async {
+                let (s, k) = (
+                    served(&stable, "stable").await,
+                    served(&canary, "canary").await,
+                );
+                if s == n - want_canary && k == want_canary {
+                    Ok(())
+                } else {
+                    Err(format!("stable {s} canary {k}"))
+                }
+            },
+        )
+        .await
+        .unwrap();
+        // Every moved subscriber has reconnected on its new track: the
+        // closings of this change are over, so one that was closed without
+        // moving would show now.
+        fleet
+            .wait_moved(&buckets, &before, previous, weight, Duration::from_secs(10))
+            .await
+            .unwrap();
         fleet.assert_moved_exactly(&buckets, &before, previous, weight);
         previous = weight;
     }

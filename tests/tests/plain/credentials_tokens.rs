@@ -10,6 +10,7 @@ use anyhow::{bail, Result};
 use pushgate::sse::SseEvent;
 use pushgate_e2e::gateway::{mint_token, publish, GatewayProcess};
 use pushgate_e2e::sse_client::{Opened, SseClient};
+use pushgate_e2e::wait::wait_until;
 use reqwest::StatusCode;
 
 const T: Duration = Duration::from_secs(15);
@@ -203,13 +204,18 @@ async fn a_stream_ends_at_token_expiry_and_resumes_exactly_on_a_fresh_token() ->
 
 /// Polls until a stream with `token` opens (a reload is in flight).
 async fn until_accepted(http: &reqwest::Client, gw: &GatewayProcess, token: &str) -> Result<()> {
-    for _ in 0..100 {
-        if status(http, gw, "cred/rotation", token).await? == StatusCode::OK {
-            return Ok(());
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    bail!("the new key was never picked up")
+    wait_until(
+        "the new key to be picked up",
+        Duration::from_secs(10),
+        || async {
+            match status(http, gw, "cred/rotation", token).await {
+                Ok(StatusCode::OK) => Ok(()),
+                Ok(s) => Err(s.to_string()),
+                Err(e) => Err(format!("{e:#}")),
+            }
+        },
+    )
+    .await
 }
 
 #[tokio::test]

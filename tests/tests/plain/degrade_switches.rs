@@ -11,6 +11,7 @@ use anyhow::{bail, Result};
 use pushgate_e2e::gateway::{config_file, GatewayProcess};
 use pushgate_e2e::redis::RedisServer;
 use pushgate_e2e::sse_client::{Opened, SseClient};
+use pushgate_e2e::wait::{holds_for, wait_until};
 use reqwest::StatusCode;
 use serde_json::Value;
 
@@ -119,15 +120,18 @@ async fn a_stalled_store_trips_the_storage_breaker_and_loses_nothing() -> Result
     for i in 5..10 {
         let data = format!("a{i}");
         // The first publishes after a stall may still meet a reconnecting client.
-        let mut ok = false;
-        for _ in 0..20 {
-            if publish(&client, &base, "dg/t", &data, "").await? {
-                ok = true;
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        assert!(ok, "{data} was never acknowledged after recovery");
+        wait_until(
+            &format!("{data} to be acknowledged after recovery"),
+            Duration::from_secs(5),
+            || async {
+                match publish(&client, &base, "dg/t", &data, "").await {
+                    Ok(true) => Ok(()),
+                    Ok(false) => Err("503".to_owned()),
+                    Err(e) => Err(format!("{e:#}")),
+                }
+            },
+        )
+        .await?;
         acked.push(data);
     }
     let mut seen = until(&mut s, "a9").await?;
@@ -227,13 +231,23 @@ async fn the_connections_breaker_trips_at_95_percent_and_resets_below_85() -> Re
     assert_eq!(body["code"], "degraded");
     // 17 open (85 %) is still above the reset mark; 16 is below it.
     streams.truncate(17);
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(
-        gw.metric("pushgate_degraded{layer=\"connections\"}")
-            .await?,
-        1.0,
-        "hysteresis"
-    );
+    // Nothing marks "did not reset": watch several probe intervals (50 ms).
+    holds_for(
+        "hysteresis: tripped at 17/20",
+        Duration::from_millis(300),
+        || async {
+            let v = gw
+                .metric("pushgate_degraded{layer=\"connections\"}")
+                .await
+                .map_err(|e| format!("{e:#}"))?;
+            if v == 1.0 {
+                Ok(())
+            } else {
+                Err(format!("degraded = {v}"))
+            }
+        },
+    )
+    .await?;
     streams.truncate(16);
     gw.wait_metric("pushgate_degraded{layer=\"connections\"}", 0.0)
         .await?;

@@ -357,25 +357,13 @@ async fn unacknowledged_events_and_recovery_time_are_measured() -> Result<()> {
         5.0
     );
     ack(&client, &base, "g1", ack_body(&got[2].1), None).await?;
-    let mut unacked = f64::NAN;
-    for _ in 0..50 {
-        unacked = gw.metric("pushgate_device_unacked_events").await?;
-        if unacked == 2.0 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert_eq!(unacked, 2.0, "the stream picked up the ack");
+    // The stream picks up the ack.
+    gw.wait_metric("pushgate_device_unacked_events", 2.0)
+        .await?;
     drop(s);
-    let mut closed = f64::NAN;
-    for _ in 0..50 {
-        closed = gw.metric("pushgate_device_unacked_events").await?;
-        if closed == 0.0 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert_eq!(closed, 0.0, "a closed stream owes nothing");
+    // A closed stream owes nothing.
+    gw.wait_metric("pushgate_device_unacked_events", 0.0)
+        .await?;
     assert_eq!(
         gw.metric("pushgate_conn_recovery_seconds_count").await?,
         0.0

@@ -16,6 +16,7 @@ use proptest::prelude::*;
 use pushgate_e2e::gateway::{config_file, redis_pair, GatewayProcess};
 use pushgate_e2e::redis::RedisServer;
 use pushgate_e2e::sse_client::{Opened, SseClient};
+use pushgate_e2e::wait::elapse;
 use reqwest::StatusCode;
 use serde_json::json;
 
@@ -194,7 +195,11 @@ async fn run(fleet: Vec<GatewayProcess>, ops: &[Op]) -> Result<()> {
                     Ok(())
                 }
                 Op::Wait { ms } => {
-                    tokio::time::sleep(Duration::from_millis(ms)).await;
+                    elapse(
+                        "a generated pause (TTLs run out in some)",
+                        Duration::from_millis(ms),
+                    )
+                    .await;
                     Ok(())
                 }
                 Op::Restart { which } => w.restart(which).await,
@@ -203,7 +208,7 @@ async fn run(fleet: Vec<GatewayProcess>, ops: &[Op]) -> Result<()> {
         step.await.with_context(|| format!("step {n}: {op:?}"))?;
     }
     // Settle: every command has expired by now; the device comes back once more.
-    tokio::time::sleep(Duration::from_millis(TTL_MS + 200)).await;
+    elapse("every TTL to run out", Duration::from_millis(TTL_MS + 200)).await;
     w.stream = None;
     w.connect(0).await?;
 

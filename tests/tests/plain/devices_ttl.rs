@@ -128,7 +128,7 @@ async fn commands_expire(
         (100_000..=120_000).contains(&ttl),
         "high tier default: {ttl} ms"
     );
-    tokio::time::sleep(Duration::from_millis(2_100)).await;
+    elapse("the 1 s TTLs to run out", Duration::from_millis(2_100)).await;
 
     // The device comes back without a cursor: told first, then only what is alive.
     let mut s = SseClient::connect(&client, &sub.url(&path), None).await?;

@@ -5,6 +5,7 @@
 //! state of its own.
 
 use pushgate_e2e::gateway::GatewayProcess;
+use pushgate_e2e::wait::{elapse_blocking, wait_until_blocking};
 use std::io::{BufRead, BufReader};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -70,9 +71,13 @@ impl Client {
     }
 
     /// Nothing more arrives for `quiet`.
-    fn silent_for(&self, quiet: Duration) {
-        if let Ok(l) = self.lines.recv_timeout(quiet) {
-            panic!("unexpected extra output: {l}");
+    /// After the process exited: its output ends (the end of the pipe is
+    /// the marker) with nothing left unread.
+    fn no_more_output(&self) {
+        match self.lines.recv_timeout(T) {
+            Ok(l) => panic!("unexpected extra output: {l}"),
+            Err(mpsc::RecvTimeoutError::Disconnected) => {}
+            Err(mpsc::RecvTimeoutError::Timeout) => panic!("its output did not end within {T:?}"),
         }
     }
 }
@@ -152,7 +157,9 @@ fn curl_scripts_publish_and_resume_across_a_restart() {
     g.restart().unwrap();
     publish_sh(&g, "news", &["four", "five"]);
     assert_eq!(sub.data(2, T), ["four", "five"]);
-    sub.silent_for(Duration::from_millis(1500));
+    // Nothing else came before a later marker: no event twice.
+    publish_sh(&g, "news", &["marker"]);
+    assert_eq!(sub.data(1, T), ["marker"]);
 }
 
 fn example(name: &str) -> PathBuf {
@@ -186,13 +193,16 @@ fn publish(g: &GatewayProcess, topic: &str, data: &[&str]) {
 /// Waits until the gateway's metric `name` reaches `want`, bounded.
 fn wait_metric(g: &GatewayProcess, name: &str, want: f64) {
     let rt = tokio::runtime::Runtime::new().unwrap();
-    for _ in 0..250 {
-        if rt.block_on(g.metric(name)).unwrap() >= want {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    panic!("{name} did not reach {want}");
+    wait_until_blocking(
+        &format!("{name} to reach {want}"),
+        Duration::from_secs(5),
+        || match rt.block_on(g.metric(name)) {
+            Ok(v) if v >= want => Ok(()),
+            Ok(v) => Err(format!("{name} = {v}")),
+            Err(e) => Err(format!("{e:#}")),
+        },
+    )
+    .unwrap();
 }
 
 /// One HTTP request from a synchronous test: status and JSON body.
@@ -242,7 +252,10 @@ fn the_device_example_keeps_no_state_and_misses_nothing_while_off() {
     assert!(call(reqwest::Method::POST, &command, "purge")
         .0
         .is_success());
-    std::thread::sleep(Duration::from_millis(1_500));
+    elapse_blocking(
+        "the 1 s TTL of the command to run out",
+        Duration::from_millis(1_500),
+    );
     let mut second = Client::spawn(device().args(["--max", "2"]));
     assert_eq!(
         second.lines(4, T),
@@ -254,17 +267,18 @@ fn the_device_example_keeps_no_state_and_misses_nothing_while_off() {
         ]
     );
     let reported = || call(reqwest::Method::GET, &shadow, "").1["state"]["reported"].clone();
-    let deadline = std::time::Instant::now() + T;
-    while reported() != serde_json::json!({"rpm":1500}) {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the device did not report its shadow"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_until_blocking("the device to report its shadow", T, || {
+        let r = reported();
+        if r == serde_json::json!({"rpm":1500}) {
+            Ok(())
+        } else {
+            Err(r.to_string())
+        }
+    })
+    .unwrap();
     let status = second.child.wait().unwrap();
     assert!(status.success(), "device exited with {status}");
-    second.silent_for(Duration::from_millis(200));
+    second.no_more_output();
 }
 
 #[test]
@@ -285,17 +299,10 @@ fn rust_examples_publish_and_resume_across_a_restart() {
     assert_eq!(sub.data(3, T), ["c", "d", "e"]);
     let mut child = sub;
     // --max 5: the subscriber exits by itself, successfully.
-    let deadline = std::time::Instant::now() + T;
-    loop {
-        if let Some(s) = child.child.try_wait().unwrap() {
-            assert!(s.success(), "subscriber exited with {s}");
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "subscriber did not exit after 5 events"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    child.silent_for(Duration::from_millis(200));
+    let s = wait_until_blocking("the subscriber to exit after 5 events", T, || {
+        child.child.try_wait().unwrap()
+    })
+    .unwrap();
+    assert!(s.success(), "subscriber exited with {s}");
+    child.no_more_output();
 }

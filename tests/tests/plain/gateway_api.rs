@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use pushgate_e2e::gateway::{publish, GatewayProcess};
 use pushgate_e2e::sse_client::{Opened, SseClient};
+use pushgate_e2e::wait::wait_until;
 
 const T: Duration = Duration::from_secs(10);
 
@@ -169,19 +170,23 @@ async fn trimmed_history_is_announced_with_reset() {
         ids.push(publish(&c, &base, "trim", &i.to_string()).await.unwrap().id);
     }
     // Trimming runs in the background; wait (bounded) until it has.
-    let mut first = None;
-    for _ in 0..100 {
-        let mut s = SseClient::connect(&c, &gw.url("/v1/stream?topic=trim"), Some("earliest"))
-            .await
-            .unwrap();
-        let ev = s.next(T).await.unwrap().unwrap();
-        if ev.data == "8" {
-            first = Some(ev);
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert!(first.is_some(), "retention never trimmed to 3 events");
+    wait_until(
+        "retention to trim to 3 events",
+        Duration::from_secs(10),
+        || async {
+            let mut s = SseClient::connect(&c, &gw.url("/v1/stream?topic=trim"), Some("earliest"))
+                .await
+                .unwrap();
+            let ev = s.next(T).await.unwrap().unwrap();
+            if ev.data == "8" {
+                Ok(())
+            } else {
+                Err(format!("first event {}", ev.data))
+            }
+        },
+    )
+    .await
+    .unwrap();
     let mut s = SseClient::connect(&c, &gw.url("/v1/stream?topic=trim"), Some(&ids[1]))
         .await
         .unwrap();

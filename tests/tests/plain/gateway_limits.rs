@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use pushgate_e2e::gateway::{publish, GatewayProcess};
 use pushgate_e2e::sse_client::{Opened, SseClient};
+use pushgate_e2e::wait::wait_until;
 
 async fn json_error(
     resp: reqwest::Response,
@@ -127,19 +128,24 @@ async fn request_limits_give_clear_errors() {
     assert_eq!(h["x-pushgate-refused"], "max_connections");
     refused_for_now(&c, &gw.url("/v1/stream?topic=t"), None, "max_connections").await;
     drop(open.pop());
-    let mut reopened = false;
-    for _ in 0..100 {
-        if let Opened::Stream(s) = SseClient::open(&c, &gw.url("/v1/stream?topic=t"), None)
-            .await
-            .unwrap()
-        {
-            open.push(*s);
-            reopened = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    assert!(reopened, "a freed slot is usable again");
+    // A refusal for now is a 200 stream too: only one without it counts.
+    let s = wait_until(
+        "a freed slot to be usable again",
+        Duration::from_secs(5),
+        || async {
+            match SseClient::open(&c, &gw.url("/v1/stream?topic=t"), None)
+                .await
+                .unwrap()
+            {
+                Opened::Stream(s) if s.refusal().is_none() => Ok(*s),
+                Opened::Stream(s) => Err(format!("refused for now: {:?}", s.refusal())),
+                Opened::Refused(status, body) => Err(format!("{status}: {body}")),
+            }
+        },
+    )
+    .await
+    .unwrap();
+    open.push(s);
     assert!(
         gw.metric("pushgate_streams_rejected_total{reason=\"max_connections\"}")
             .await
@@ -233,16 +239,12 @@ async fn a_refusal_keeps_the_clients_last_event_id_and_it_resumes_exactly() {
     assert!(again.retry().is_some(), "but a retry");
     drop(s);
     // Freed: the same cursor resumes with exactly what was missed.
-    let mut resumed = None;
-    for _ in 0..100 {
+    let mut r = wait_until("the slot to come back", Duration::from_secs(5), || async {
         let r = SseClient::connect(&c, &url, Some(&cursor)).await.unwrap();
-        if r.refusal().is_none() {
-            resumed = Some(r);
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    let mut r = resumed.expect("the slot came back");
+        r.refusal().is_none().then_some(r)
+    })
+    .await
+    .unwrap();
     assert_eq!(
         r.next(Duration::from_secs(5)).await.unwrap().unwrap().data,
         "k2"
@@ -283,20 +285,12 @@ async fn connect_disconnect_cycles_leak_nothing() {
             }
         }
     };
-    let settle = || async {
-        for _ in 0..300 {
-            if gw.metric("pushgate_connections").await.unwrap() == 0.0 {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        panic!("connections gauge did not return to 0");
-    };
+    let settle = || gw.wait_metric("pushgate_connections", 0.0);
     cycle(25).await; // 500 cycles of warm-up: pools, caches, allocator arenas
-    settle().await;
+    settle().await.unwrap();
     let heap_before = gw.metric("pushgate_heap_bytes").await.unwrap();
     cycle(150).await; // 3,000 cycles
-    settle().await;
+    settle().await.unwrap();
     let heap_after = gw.metric("pushgate_heap_bytes").await.unwrap();
     assert!(heap_before > 0.0, "heap_bytes is reported");
     let growth = heap_after - heap_before;

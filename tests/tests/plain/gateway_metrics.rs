@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use pushgate_e2e::gateway::{metric_value, publish, GatewayProcess};
 use pushgate_e2e::sse_client::SseClient;
+use pushgate_e2e::wait::wait_until;
 
 const T: Duration = Duration::from_secs(10);
 const H1_OPEN: &str = "pushgate_streams{protocol=\"http1\"}";
@@ -26,16 +27,7 @@ impl Delta {
 }
 
 async fn wait_metric(gw: &GatewayProcess, name: &str, want: f64) {
-    for _ in 0..300 {
-        if gw.metric(name).await.unwrap() == want {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    panic!(
-        "{name} never reached {want} (is {})",
-        gw.metric(name).await.unwrap()
-    );
+    gw.wait_metric(name, want).await.unwrap();
 }
 
 #[tokio::test]
@@ -100,14 +92,19 @@ async fn stream_publish_and_resume_metrics_move() {
     // Runtime and heap gauges are live samples.
     drop(r);
     wait_metric(&gw, "pushgate_connections", 0.0).await;
-    let mut lags = Vec::new();
-    for _ in 0..20 {
-        lags.push(gw.metric("pushgate_event_loop_lag_seconds").await.unwrap());
-        if lags.iter().any(|l| *l != lags[0]) {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    }
+    let lags = std::cell::RefCell::new(Vec::new());
+    let _ = wait_until(
+        "the lag probe to sample again",
+        Duration::from_secs(6),
+        || async {
+            let lag = gw.metric("pushgate_event_loop_lag_seconds").await.unwrap();
+            let mut lags = lags.borrow_mut();
+            lags.push(lag);
+            lags.iter().any(|l| *l != lags[0])
+        },
+    )
+    .await;
+    let lags = lags.into_inner();
     assert!(lags.iter().all(|l| (0.0..1.0).contains(l)), "{lags:?}");
     assert!(
         lags.iter().any(|l| *l != lags[0]),

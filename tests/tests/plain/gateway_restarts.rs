@@ -5,6 +5,7 @@ use std::time::Duration;
 use pushgate_e2e::gateway::GatewayProcess;
 use pushgate_e2e::sse_client::{Opened, SseClient};
 use pushgate_e2e::subscriber::{assert_exactly_once, follow, publish_reliably};
+use pushgate_e2e::wait::wait_until;
 
 #[tokio::test]
 async fn kill_9_loses_no_acknowledged_event() {
@@ -77,18 +78,13 @@ async fn rolling_restart_loses_and_duplicates_nothing() {
         )));
     }
     // Let every subscriber attach before the first publish.
-    for _ in 0..200 {
-        if gw.metric("pushgate_connections").await.unwrap() as usize == subscribers {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    assert_eq!(
-        gw.metric("pushgate_connections").await.unwrap() as usize,
-        subscribers
-    );
+    gw.wait_metric("pushgate_connections", subscribers as f64)
+        .await
+        .unwrap();
+    let published = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let publisher = {
         let (c, bases) = (c.clone(), vec![base.clone()]);
+        let published = published.clone();
         tokio::spawn(async move {
             for i in 0..n {
                 publish_reliably(
@@ -101,39 +97,49 @@ async fn rolling_restart_loses_and_duplicates_nothing() {
                 )
                 .await
                 .unwrap();
+                published.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 tokio::time::sleep(Duration::from_millis(5)).await;
             }
         })
     };
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The restart comes in the middle of the publishing.
+    wait_until(
+        "a tenth of the events to be published",
+        Duration::from_secs(30),
+        || async { published.load(std::sync::atomic::Ordering::Relaxed) >= n / 10 },
+    )
+    .await
+    .unwrap();
     gw.sigterm();
     // While draining: not ready, and new streams are refused.
-    let mut saw_draining = false;
-    for _ in 0..100 {
-        if let Ok(r) = c.get(gw.url("/readyz")).send().await {
-            if r.status() == 503 {
-                saw_draining = true;
-                match SseClient::open(&c, &gw.url("/v1/stream?topic=roll"), None).await {
-                    // An EventSource is told to retry with a 200, never an error.
-                    Ok(Opened::Stream(s)) => assert_eq!(
-                        s.refusal(),
-                        Some("draining"),
-                        "a draining gateway accepted a new stream"
-                    ),
-                    Ok(Opened::Refused(status, body)) => panic!("{status}: {body}"),
-                    Err(_) => {} // already gone
-                }
-                if let Ok(r) = c.get(gw.url("/v1/stream?topic=roll")).send().await {
-                    assert_eq!(r.status(), 503, "other clients get the JSON 503");
-                    let body = r.text().await.unwrap_or_default();
-                    assert!(body.contains("\"code\":\"draining\""), "{body}");
-                }
-                break;
+    wait_until(
+        "/readyz to report draining",
+        Duration::from_secs(10),
+        || async {
+            match c.get(gw.url("/readyz")).send().await {
+                Ok(r) if r.status() == 503 => Ok(()),
+                Ok(r) => Err(format!("/readyz {}", r.status())),
+                Err(e) => Err(e.to_string()),
             }
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
+        },
+    )
+    .await
+    .unwrap();
+    match SseClient::open(&c, &gw.url("/v1/stream?topic=roll"), None).await {
+        // An EventSource is told to retry with a 200, never an error.
+        Ok(Opened::Stream(s)) => assert_eq!(
+            s.refusal(),
+            Some("draining"),
+            "a draining gateway accepted a new stream"
+        ),
+        Ok(Opened::Refused(status, body)) => panic!("{status}: {body}"),
+        Err(_) => {} // already gone
     }
-    assert!(saw_draining, "/readyz never reported draining");
+    if let Ok(r) = c.get(gw.url("/v1/stream?topic=roll")).send().await {
+        assert_eq!(r.status(), 503, "other clients get the JSON 503");
+        let body = r.text().await.unwrap_or_default();
+        assert!(body.contains("\"code\":\"draining\""), "{body}");
+    }
     let status = gw.wait_exit(Duration::from_secs(10)).unwrap();
     assert!(status.success(), "drained gateway exits cleanly: {status}");
     gw.restart().unwrap();

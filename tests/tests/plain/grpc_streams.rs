@@ -10,6 +10,7 @@ use anyhow::Result;
 use pushgate_e2e::gateway::{hs256_key, mint_token, publish, GatewayProcess};
 use pushgate_e2e::grpc::{GrpcClient, Grpcurl};
 use pushgate_e2e::sse_client::SseClient;
+use pushgate_e2e::wait::wait_until;
 use tonic::Code;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
@@ -192,12 +193,11 @@ async fn auth_errors_and_drain_refusals_are_grpc_codes() -> Result<()> {
     // Draining: new streams are refused with UNAVAILABLE and a retry-after;
     // the open one ends within the drain window, UNAVAILABLE too.
     gw.sigterm();
-    let refused = tokio::time::timeout(T, async {
-        loop {
-            match grpc.subscribe(&["a/1"], "").await {
-                Err(e) if e.code() == Code::Unavailable => return e,
-                _ => tokio::time::sleep(Duration::from_millis(50)).await,
-            }
+    let refused = wait_until("the drain to refuse new calls", T, || async {
+        match grpc.subscribe(&["a/1"], "").await {
+            Err(e) if e.code() == Code::Unavailable => Ok(e),
+            Err(e) => Err(format!("{e}")),
+            Ok(_) => Err("a new stream was accepted".to_owned()),
         }
     })
     .await?;

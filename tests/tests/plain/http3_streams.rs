@@ -11,6 +11,7 @@ use anyhow::Result;
 use pushgate_e2e::gateway::{binary, hs256_key, mint_token, publish, GatewayProcess};
 use pushgate_e2e::h3_client::H3Client;
 use pushgate_e2e::pki::TestCa;
+use pushgate_e2e::wait::wait_until;
 
 const T: Duration = Duration::from_secs(10);
 
@@ -142,16 +143,16 @@ async fn auth_and_refusals_over_h3_are_the_tcp_ones() -> Result<()> {
     // Draining: an EventSource-style request gets the 200 with only
     // `retry:` (never an error status), the open stream goes on for now.
     gw.sigterm();
-    let refused = tokio::time::timeout(T, async {
-        loop {
-            let r = h3.stream("topic=a/1", None, &auth).await?;
-            if r.headers.get("x-pushgate-refused").is_some() {
-                return Ok::<_, anyhow::Error>(r);
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
+    // One connection, asked again and again: a lock lends it to each try.
+    let h3 = tokio::sync::Mutex::new(&mut h3);
+    let refused = wait_until("the drain to refuse new streams", T, || async {
+        match h3.lock().await.stream("topic=a/1", None, &auth).await {
+            Ok(r) if r.headers.get("x-pushgate-refused").is_some() => Ok(r),
+            Ok(r) => Err(format!("{} without a refusal", r.status)),
+            Err(e) => Err(format!("{e:#}")),
         }
     })
-    .await??;
+    .await?;
     assert_eq!(refused.status, 200);
     assert_eq!(refused.headers["x-pushgate-refused"], "draining");
     Ok(())

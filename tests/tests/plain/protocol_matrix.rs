@@ -14,6 +14,7 @@ use pushgate_e2e::grpc::{GrpcClient, GrpcStream};
 use pushgate_e2e::h3_client::{H3Client, H3Response};
 use pushgate_e2e::pki::TestCa;
 use pushgate_e2e::sse_client::{Opened, SseClient};
+use pushgate_e2e::wait::wait_until;
 use tonic::Code;
 
 const T: Duration = Duration::from_secs(10);
@@ -420,14 +421,14 @@ async fn the_four_protocols_share_auth_limits_and_resume() -> Result<()> {
     // Draining: an EventSource-style request gets the 200 with only
     // `retry:`, a gRPC call UNAVAILABLE with retry-after.
     m.gw.sigterm();
-    tokio::time::timeout(T, async {
-        while m.refused(Proto::H1, "a/1", true).await?.code != "draining" {
-            tokio::time::sleep(Duration::from_millis(50)).await;
+    wait_until("the drain to begin", T, || async {
+        match m.refused(Proto::H1, "a/1", true).await {
+            Ok(r) if r.code == "draining" => Ok(()),
+            Ok(r) => Err(r.code),
+            Err(e) => Err(format!("{e:#}")),
         }
-        Ok::<_, anyhow::Error>(())
     })
-    .await
-    .context("the drain never began")??;
+    .await?;
     for p in Proto::ALL {
         let want = match p {
             Proto::Grpc => refused("draining", "Unavailable"),

@@ -9,6 +9,7 @@ use pushgate_e2e::gateway::{publish, GatewayProcess};
 use pushgate_e2e::redis::RedisServer;
 use pushgate_e2e::sse_client::SseClient;
 use pushgate_e2e::subscriber::{follow, follow_to_marker, publish_reliably};
+use pushgate_e2e::wait::{elapse, wait_until};
 
 const T: Duration = Duration::from_secs(10);
 
@@ -41,16 +42,18 @@ async fn total_connections(gws: &[GatewayProcess]) -> usize {
 }
 
 async fn wait_connections(gws: &[GatewayProcess], want: usize) {
-    for _ in 0..500 {
-        if total_connections(gws).await == want {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    panic!(
-        "expected {want} open streams, have {}",
-        total_connections(gws).await
-    );
+    wait_until(
+        &format!("{want} open streams"),
+        Duration::from_secs(10),
+        || async {
+            match total_connections(gws).await {
+                n if n == want => Ok(()),
+                n => Err(format!("{n} open")),
+            }
+        },
+    )
+    .await
+    .unwrap();
 }
 
 /// Groups `t<k>-<n>` payloads by topic, keeping arrival order.
@@ -241,27 +244,23 @@ async fn redis_restart_fails_publishes_with_503_and_loses_nothing_acknowledged()
         refused >= 15,
         "publishes during the outage fail with 503 ({refused} of 20)"
     );
-    let mut unready = false;
-    for _ in 0..200 {
-        if c.get(gws[1].url("/readyz")).send().await.unwrap().status() == 503 {
-            unready = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    assert!(unready, "/readyz goes 503 while Redis is down");
+    wait_until(
+        "/readyz to go 503 while Redis is down",
+        Duration::from_secs(5),
+        || async { c.get(gws[1].url("/readyz")).send().await.unwrap().status() == 503 },
+    )
+    .await
+    .unwrap();
     assert!(gws[0].metric("pushgate_store_errors_total").await.unwrap() > errors_before);
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    elapse("the outage to last a while", Duration::from_millis(500)).await;
     redis.resume().unwrap();
-    let mut recovered = false;
-    for _ in 0..300 {
-        if c.get(gws[0].url("/readyz")).send().await.unwrap().status() == 200 {
-            recovered = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    assert!(recovered, "readiness returns with Redis");
+    wait_until(
+        "readiness to return with Redis",
+        Duration::from_secs(10),
+        || async { c.get(gws[0].url("/readyz")).send().await.unwrap().status() == 200 },
+    )
+    .await
+    .unwrap();
     // Publish on the *other* replica now, so live fan-out across replicas is exercised after recovery.
     for (d, status) in publish_some(50, c.clone(), bases[1].clone()).await {
         assert_eq!(status, 201, "{d}");
@@ -313,8 +312,10 @@ async fn killing_a_replica_loses_nothing() {
         )));
     }
     wait_connections(&gws, 12).await;
+    let published = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let publisher = {
         let (c, base) = (c.clone(), vec![bases[0].clone()]);
+        let published = published.clone();
         tokio::spawn(async move {
             for i in 0..n {
                 publish_reliably(
@@ -327,11 +328,19 @@ async fn killing_a_replica_loses_nothing() {
                 )
                 .await
                 .unwrap();
+                published.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 tokio::time::sleep(Duration::from_millis(3)).await;
             }
         })
     };
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The crash comes in the middle of the publishing.
+    wait_until(
+        "a tenth of the events to be published",
+        Duration::from_secs(30),
+        || async { published.load(std::sync::atomic::Ordering::Relaxed) >= n / 10 },
+    )
+    .await
+    .unwrap();
     gws[2].kill9();
     publisher.await.unwrap();
     let want: Vec<String> = (0..n).map(|i| format!("c{i:04}")).collect();

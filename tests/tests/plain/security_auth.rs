@@ -10,6 +10,7 @@ use anyhow::Result;
 use base64::Engine;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use pushgate_e2e::gateway::{binary, mint_token, GatewayProcess};
+use pushgate_e2e::wait::wait_until;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
@@ -572,8 +573,20 @@ async fn tokens_never_reach_the_logs() -> Result<()> {
         .send()
         .await?;
     assert_eq!(resp.status(), StatusCode::CREATED);
-    // Let the request lines be written, then stop the process and read everything.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The publish's request line (the last request) is in the log: stop the
+    // process and read everything.
+    wait_until(
+        "the publish's request line in the log",
+        Duration::from_secs(10),
+        || {
+            lines.extend(rx.try_iter());
+            let done = lines
+                .iter()
+                .any(|l| l.contains("\"message\":\"request\"") && l.contains("\"status\":201"));
+            async move { done }
+        },
+    )
+    .await?;
     child.kill()?;
     child.wait()?;
     reader.join().unwrap();
