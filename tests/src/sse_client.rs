@@ -1,11 +1,13 @@
-//! A small SSE client for tests: reqwest for HTTP, the gateway's own
-//! WHATWG parser for the stream.
+//! A small SSE client for tests: reqwest for HTTP, and for the stream the
+//! parser of `tests/sse`, written from the WHATWG rules independently of the
+//! gateway's (so an encoder bug and a parser bug cannot cancel out).
 
 use std::collections::VecDeque;
 use std::time::Duration;
 
 use anyhow::{bail, Result};
-use pushgate::sse::{Parser, SseEvent};
+pub use pushgate_test_sse::Event as SseEvent;
+use pushgate_test_sse::Parser;
 
 /// One open stream.
 pub struct SseClient {

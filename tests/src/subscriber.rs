@@ -4,8 +4,8 @@
 
 use std::time::Duration;
 
+use crate::sse_client::SseEvent;
 use anyhow::{bail, Result};
-use pushgate::sse::SseEvent;
 use tokio::time::Instant;
 
 use crate::sse_client::{Opened, SseClient};

@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{bail, Result};
-use pushgate::sse::SseEvent;
 use pushgate_e2e::gateway::{mint_token, publish, GatewayProcess};
+use pushgate_e2e::sse_client::SseEvent;
 use pushgate_e2e::sse_client::{Opened, SseClient};
 use pushgate_e2e::wait::wait_until;
 use reqwest::StatusCode;

@@ -7,10 +7,11 @@
 use std::time::Duration;
 
 use anyhow::{bail, Result};
-use pushgate::sse::SseEvent;
 use pushgate_e2e::gateway::{config_file, redis_pair, GatewayProcess};
 use pushgate_e2e::redis::RedisServer;
 use pushgate_e2e::sse_client::SseClient;
+use pushgate_e2e::sse_client::SseEvent;
+use pushgate_e2e::wait::elapse;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
