@@ -96,6 +96,26 @@ impl SseClient {
         }
     }
 
+    /// Every event up to and including the `message` whose data is
+    /// `marker` (a marker published after what is awaited: anything that
+    /// should not have come shows up before it); fails if the stream ends or
+    /// stays silent for `timeout` first.
+    pub async fn until(&mut self, marker: &str, timeout: Duration) -> Result<Vec<SseEvent>> {
+        let mut seen = Vec::new();
+        loop {
+            match self.next(timeout).await? {
+                Some(e) => {
+                    let done = e.event_type == "message" && e.data == marker;
+                    seen.push(e);
+                    if done {
+                        return Ok(seen);
+                    }
+                }
+                None => bail!("stream ended before {marker}; saw {seen:?}"),
+            }
+        }
+    }
+
     /// Reads until the stream has given an id (its first block always does).
     pub async fn await_id(&mut self, timeout: Duration) -> Result<String> {
         let deadline = tokio::time::Instant::now() + timeout;

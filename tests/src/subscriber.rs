@@ -135,17 +135,17 @@ pub async fn publish_reliably(
             let base = bases[i % bases.len()].clone();
             i += 1;
             async move {
-                let r = client
-                    .post(format!("{base}/v1/topics/{topic}/events"))
-                    .header("idempotency-key", key)
-                    .body(data.to_owned())
-                    .timeout(Duration::from_secs(5))
-                    .send()
+                let opts = crate::gateway::PublishOptions {
+                    idempotency_key: Some(key),
+                    timeout: Some(Duration::from_secs(5)),
+                    ..Default::default()
+                };
+                let (status, body) = crate::gateway::publish_raw(client, &base, topic, data, opts)
                     .await
-                    .map_err(|e| e.to_string())?;
-                let status = r.status();
+                    .map_err(|e| format!("{e:#}"))?;
                 if status == 201 {
-                    let v: serde_json::Value = r.json().await.map_err(|e| e.to_string())?;
+                    let v: serde_json::Value =
+                        serde_json::from_str(&body).map_err(|e| e.to_string())?;
                     return Ok(Ok(v["seq"].as_u64().unwrap_or(0)));
                 }
                 if status.is_client_error() && status != 429 {

@@ -10,6 +10,7 @@ use std::time::Duration;
 use pushgate_e2e::browser::{Browser, Site};
 use pushgate_e2e::gateway::{publish, GatewayProcess};
 use pushgate_e2e::pki::TestCa;
+use pushgate_e2e::process::run_ok;
 
 const PAGE: &str = include_str!("../../browser/quic.html");
 const T: Duration = Duration::from_secs(60);
@@ -20,20 +21,11 @@ fn spki_sha256(cert_pem: &str) -> String {
     let dir = tempfile::tempdir().unwrap();
     let cert = dir.path().join("leaf.pem");
     std::fs::write(&cert, cert_pem).unwrap();
-    let out = Command::new("sh")
-        .arg("-c")
-        .arg(format!(
-            "openssl x509 -in {} -pubkey -noout | openssl pkey -pubin -outform der \
+    let out = run_ok(Command::new("sh").arg("-c").arg(format!(
+        "openssl x509 -in {} -pubkey -noout | openssl pkey -pubin -outform der \
              | openssl dgst -sha256 -binary | openssl base64 -A",
-            cert.display()
-        ))
-        .output()
-        .expect("run openssl");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+        cert.display()
+    )));
     String::from_utf8(out.stdout).unwrap().trim().to_owned()
 }
 

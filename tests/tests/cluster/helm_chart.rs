@@ -4,7 +4,9 @@
 //! RBAC equal to `operator/deploy/rbac.yaml`, and monitoring objects that
 //! only name metrics the binaries really export.
 
+use pushgate_e2e::cluster::repo;
 use pushgate_e2e::controlplane::bin_dir;
+use pushgate_e2e::process::run_ok;
 use serde_yaml::Value;
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -12,10 +14,6 @@ use std::process::{Command, Output};
 use std::sync::OnceLock;
 
 const KUBE_VERSION: &str = "v1.34.4";
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
 
 fn chart() -> PathBuf {
     repo().join("charts/pushgate")
@@ -118,15 +116,7 @@ fn packaged_chart_carries_the_top_level_crds() {
         "helm package",
     );
     let tgz = dir.path().join("pushgate-0.1.0.tgz");
-    let out = Command::new("tar")
-        .args(["xzf", &tgz.display().to_string(), "-C", &d])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    run_ok(Command::new("tar").args(["xzf", &tgz.display().to_string(), "-C", &d]));
     let listing = |p: &Path| -> Vec<String> {
         let mut v: Vec<String> = std::fs::read_dir(p)
             .unwrap()

@@ -9,18 +9,15 @@ use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Service};
 use kube::Api;
 use operator::crd::PushGateway;
+use pushgate_e2e::cluster::repo;
 use pushgate_e2e::controlplane::{ControlPlane, OperatorOptions, OperatorProcess};
+use pushgate_e2e::process::run_ok;
 use pushgate_e2e::wait::wait_until;
-use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
 const WAIT: Duration = Duration::from_secs(45);
 const RELEASE: &str = "pg";
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
 
 fn helm(cp: &ControlPlane, args: &[&str]) -> String {
     let out = Command::new(cp.bin().join("helm"))
@@ -365,26 +362,21 @@ fn rendered_chart_passes_server_side_dry_run() {
     let cp = ControlPlane::shared();
     let ns = cp.namespace("render").unwrap();
     let chart = repo().join("charts/pushgate").display().to_string();
-    let out = Command::new(cp.bin().join("helm"))
-        .args([
-            "template",
-            "dry",
-            &chart,
-            "--namespace",
-            &ns,
-            "--include-crds",
-        ])
-        .args(["--kube-version", "v1.34.4"])
-        .args([
-            "--set",
-            "grafanaDashboard.enabled=true,prometheusAdapterRules.enabled=true",
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let out = run_ok(
+        Command::new(cp.bin().join("helm"))
+            .args([
+                "template",
+                "dry",
+                &chart,
+                "--namespace",
+                &ns,
+                "--include-crds",
+            ])
+            .args(["--kube-version", "v1.34.4"])
+            .args([
+                "--set",
+                "grafanaDashboard.enabled=true,prometheusAdapterRules.enabled=true",
+            ]),
     );
     let manifest = String::from_utf8(out.stdout).unwrap();
     assert!(manifest.contains("kind: CustomResourceDefinition"));

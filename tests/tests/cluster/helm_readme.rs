@@ -6,14 +6,10 @@
 //! provisioner here) and the operator process (kwok pods run nothing), which
 //! runs with the token of the chart's ServiceAccount.
 
+use pushgate_e2e::cluster::repo;
 use pushgate_e2e::cluster::{readme_step, README_KUBERNETES};
 use pushgate_e2e::controlplane::{ControlPlane, OperatorOptions, OperatorProcess};
-use std::path::{Path, PathBuf};
 use std::process::Command;
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
 
 fn step(n: u32) -> Vec<String> {
     readme_step(README_KUBERNETES, n)

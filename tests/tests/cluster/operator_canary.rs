@@ -27,12 +27,6 @@ const WAIT: Duration = Duration::from_secs(30);
 /// Subscribers, each with its own trace id.
 const N: usize = 1000;
 
-async fn served(gw: &GatewayProcess, track: &str) -> usize {
-    gw.metric(&format!("pushgate_streams_by_track{{track=\"{track}\"}}"))
-        .await
-        .unwrap() as usize
-}
-
 fn table_of(cm: &ConfigMap) -> RoutingTable {
     let yaml = &cm.data.as_ref().unwrap()["routing.yaml"];
     RoutingTable::from_yaml(yaml).unwrap_or_else(|e| panic!("gateway rejects {yaml:?}: {e}"))
@@ -189,8 +183,8 @@ async fn operator_weight_patches_move_exactly_the_hashed_streams_with_zero_loss(
             WAIT,
             || async {
                 let (s, k) = (
-                    served(&stable, "stable").await,
-                    served(&canary, "canary").await,
+                    stable.streams_on_track("stable").await,
+                    canary.streams_on_track("canary").await,
                 );
                 if s == N - want_canary && k == want_canary {
                     Ok(())

@@ -8,6 +8,7 @@ use std::process::Command;
 
 use pushgate_e2e::cluster::repo;
 use pushgate_e2e::controlplane::bin_dir;
+use pushgate_e2e::process::run_ok;
 use serde_json::Value;
 
 /// The final stage of a Dockerfile: its `FROM` and its instructions.
@@ -96,17 +97,12 @@ fn images_sh_builds_what_the_dockerfiles_describe() {
     // layout, not the code, is under test.
     let bins = pushgate_e2e::gateway::binary().parent().unwrap().to_owned();
     let pause = bin_dir().unwrap().join("pause");
-    let run = Command::new("bash")
-        .arg(repo().join("tests/cluster/images.sh"))
-        .arg(out.path())
-        .arg(&bins)
-        .env("PUSHGATE_PAUSE_BIN", &pause)
-        .output()
-        .unwrap();
-    assert!(
-        run.status.success(),
-        "{}",
-        String::from_utf8_lossy(&run.stderr)
+    let run = run_ok(
+        Command::new("bash")
+            .arg(repo().join("tests/cluster/images.sh"))
+            .arg(out.path())
+            .arg(&bins)
+            .env("PUSHGATE_PAUSE_BIN", &pause),
     );
     let listed = String::from_utf8(run.stdout).unwrap();
 

@@ -14,7 +14,9 @@ use std::time::{Duration, Instant};
 use pushgate::routing::{bucket, track_of, Track};
 use pushgate_e2e::cluster::{readme_step, run_lines, Cluster, README_KUBERNETES};
 use pushgate_e2e::controlplane::ControlPlane;
+use pushgate_e2e::gateway::{publish, publish_json, PublishOptions};
 use pushgate_e2e::pki::TestCa;
+use pushgate_e2e::process::run_ok;
 use pushgate_e2e::redis::RedisServer;
 use pushgate_e2e::sse_client::{Opened, SseClient};
 use pushgate_e2e::subscriber::{follow_to_marker, Ticker, TracedFleet};
@@ -326,13 +328,7 @@ async fn readme_install_runs_the_operator_and_a_gateway_in_real_pods() {
     // Through the Service's ClusterIP: publish, then resume from earliest.
     let base = service_url(cp, "default", "minimal");
     let c = http();
-    let r = c
-        .post(format!("{base}/v1/topics/pods/events"))
-        .body("via ClusterIP")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 201);
+    publish(&c, &base, "pods", "via ClusterIP").await.unwrap();
     let url = format!("{base}/v1/stream?topic=pods");
     let Opened::Stream(mut s) = SseClient::open(&c, &url, Some("earliest")).await.unwrap() else {
         panic!("stream refused")
@@ -671,14 +667,15 @@ async fn tls_and_tokens_hold_through_the_service() {
         secret,
         &["--sub", "t1", "--subscribe", "t", "--publish", "t"],
     );
-    let r = c
-        .post(format!("{base}/v1/topics/t/events"))
-        .bearer_auth(&token)
-        .body("secret")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 201, "{:?}", r.text().await);
+    publish_json(
+        &c,
+        &base,
+        "t",
+        "secret",
+        PublishOptions::token(Some(&token)),
+    )
+    .await
+    .unwrap();
     let headers = [("authorization".to_owned(), format!("Bearer {token}"))];
     let url = format!("{base}/v1/stream?topic=t");
     let Opened::Stream(mut s) = SseClient::open_with(&c, &url, Some("earliest"), &headers)
@@ -770,24 +767,12 @@ async fn a_real_pod_serves_http3_through_a_udp_service_port() {
     client.close().await;
 }
 
-/// `pushgate token` from the release build the images were made of.
+/// `pushgate token` with `secret` as the key.
 fn mint(secret: &str, args: &[&str]) -> String {
     let dir = tempfile::tempdir().unwrap();
     let key = dir.path().join("key");
     std::fs::write(&key, secret).unwrap();
-    let out = std::process::Command::new(pushgate_e2e::gateway::binary())
-        .arg("token")
-        .arg("--key-file")
-        .arg(&key)
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+    pushgate_e2e::gateway::mint_token(&key, args).unwrap()
 }
 
 #[tokio::test]
@@ -942,13 +927,7 @@ async fn an_auto_breaker_on_a_real_pod_shows_in_the_status_and_takes_new_marks_l
     .unwrap();
     open.push(admitted);
     // Every stream opened along the way is still live.
-    let r = c
-        .post(format!("{base}/v1/topics/breaker/events"))
-        .body("still here")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 201);
+    publish(&c, &base, "breaker", "still here").await.unwrap();
     for s in &mut open {
         let ev = s.next(Duration::from_secs(10)).await.unwrap().unwrap();
         assert_eq!(ev.data, "still here");
@@ -960,27 +939,22 @@ async fn an_auto_breaker_on_a_real_pod_shows_in_the_status_and_takes_new_marks_l
 fn chart_adapter_rules(cp: &ControlPlane) -> String {
     let chart = concat!(env!("CARGO_MANIFEST_DIR"), "/../charts/pushgate");
     let home = std::env::temp_dir().join("pushgate-helm-config");
-    let out = std::process::Command::new(cp.bin().join("helm"))
-        .args([
-            "template",
-            "pushgate",
-            chart,
-            "--set",
-            "prometheusAdapterRules.enabled=true",
-            "--show-only",
-            "templates/prometheus-adapter-rules.yaml",
-            // Offline, helm assumes v1.20, below the chart's kubeVersion.
-            "--kube-version",
-            "v1.34.4",
-        ])
-        .env("HELM_CONFIG_HOME", &home)
-        .env("HELM_CACHE_HOME", &home)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let out = run_ok(
+        std::process::Command::new(cp.bin().join("helm"))
+            .args([
+                "template",
+                "pushgate",
+                chart,
+                "--set",
+                "prometheusAdapterRules.enabled=true",
+                "--show-only",
+                "templates/prometheus-adapter-rules.yaml",
+                // Offline, helm assumes v1.20, below the chart's kubeVersion.
+                "--kube-version",
+                "v1.34.4",
+            ])
+            .env("HELM_CONFIG_HOME", &home)
+            .env("HELM_CACHE_HOME", &home),
     );
     let cm: Value = serde_yaml::from_slice(&out.stdout).unwrap();
     cm["data"]["config.yaml"].as_str().unwrap().to_owned()

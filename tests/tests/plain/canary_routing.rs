@@ -28,12 +28,6 @@ fn write_table(path: &std::path::Path, weight_bp: u16) {
     std::fs::rename(&tmp, path).unwrap();
 }
 
-async fn served(gw: &GatewayProcess, track: &str) -> usize {
-    gw.metric(&format!("pushgate_streams_by_track{{track=\"{track}\"}}"))
-        .await
-        .unwrap() as usize
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn weight_changes_move_only_the_moved_buckets_with_zero_loss() {
     let redis = RedisServer::start().unwrap();
@@ -102,8 +96,8 @@ async fn weight_changes_move_only_the_moved_buckets_with_zero_loss() {
             Duration::from_secs(10),
             || async {
                 let (s, k) = (
-                    served(&stable, "stable").await,
-                    served(&canary, "canary").await,
+                    stable.streams_on_track("stable").await,
+                    canary.streams_on_track("canary").await,
                 );
                 if s == n - want_canary && k == want_canary {
                     Ok(())
@@ -345,7 +339,7 @@ async fn forged_peer_headers_are_refused_and_tables_must_agree() {
     };
     assert_eq!(s.refusal(), None);
     assert_eq!(s.headers()["x-pushgate-track"], "canary");
-    assert_eq!(served(&canary, "canary").await, 1);
+    assert_eq!(canary.streams_on_track("canary").await, 1);
     drop(s);
 
     // The canary is gone: its streams are refused for now, not served on
@@ -365,7 +359,7 @@ async fn forged_peer_headers_are_refused_and_tables_must_agree() {
         .await
         .unwrap();
     assert_eq!(resp.status(), 503, "other clients get the JSON form");
-    assert_eq!(served(&stable, "stable").await, 0);
+    assert_eq!(stable.streams_on_track("stable").await, 0);
     let m = stable.metrics().await.unwrap();
     for reason in ["proxy_unauthenticated", "peer_unreachable"] {
         let n = pushgate_e2e::gateway::metric_value(

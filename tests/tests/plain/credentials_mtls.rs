@@ -4,11 +4,10 @@
 //! certificate that expires mid-stream ends the stream; a rotated CA bundle
 //! is used for new handshakes without a restart.
 
-use std::path::Path;
 use std::time::{Duration, SystemTime};
 
 use anyhow::{bail, Result};
-use pushgate_e2e::gateway::{publish, GatewayProcess};
+use pushgate_e2e::gateway::{publish, replace_file, GatewayProcess};
 use pushgate_e2e::pki::{Leaf, TestCa};
 use pushgate_e2e::sse_client::{Opened, SseClient};
 use pushgate_e2e::wait::wait_until;
@@ -25,14 +24,6 @@ auth:
     - identity: "ops-*"
       publish: ["devices/**"]
 "#;
-
-/// Replaces a file the way a Secret volume does: write aside, rename.
-fn replace(path: &Path, content: &str) -> Result<()> {
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, content)?;
-    std::fs::rename(&tmp, path)?;
-    Ok(())
-}
 
 /// A gateway on HTTPS whose clients must (or may) show a certificate from `devices`.
 struct Setup {
@@ -229,7 +220,7 @@ async fn a_rotated_client_ca_bundle_is_used_without_a_restart() -> Result<()> {
         &next_ca.client_leaf("sensor-1", SystemTime::now() + Duration::from_secs(3600))?,
     ))?;
     assert!(s.stream(&rotated, "devices/sensor-1/state").await.is_err());
-    replace(&s.dir.path().join("clients.pem"), &next_ca.pem)?;
+    replace_file(&s.dir.path().join("clients.pem"), &next_ca.pem)?;
     wait_until(
         "the new CA to be picked up",
         Duration::from_secs(10),

@@ -8,7 +8,7 @@
 use std::time::Duration;
 
 use anyhow::{bail, Result};
-use pushgate_e2e::gateway::{config_file, GatewayProcess};
+use pushgate_e2e::gateway::{config_file, publish_raw, GatewayProcess, PublishOptions};
 use pushgate_e2e::redis::RedisServer;
 use pushgate_e2e::sse_client::{Opened, SseClient};
 use pushgate_e2e::wait::{holds_for, wait_until};
@@ -25,35 +25,26 @@ async fn publish(
     data: &str,
     q: &str,
 ) -> Result<bool> {
-    let resp = client
-        .post(format!("{base}/v1/topics/{topic}/events{q}"))
-        .timeout(Duration::from_secs(10))
-        .body(data.to_owned())
-        .send()
-        .await?;
-    match resp.status() {
-        StatusCode::CREATED => Ok(true),
-        StatusCode::SERVICE_UNAVAILABLE => Ok(false),
-        s => bail!("publish answered {s}: {}", resp.text().await?),
+    let opts = PublishOptions {
+        query: q,
+        timeout: Some(Duration::from_secs(10)),
+        ..Default::default()
+    };
+    match publish_raw(client, base, topic, data, opts).await? {
+        (StatusCode::CREATED, _) => Ok(true),
+        (StatusCode::SERVICE_UNAVAILABLE, _) => Ok(false),
+        (s, body) => bail!("publish answered {s}: {body}"),
     }
 }
 
 /// Reads data events until `marker`; returns them.
 async fn until(s: &mut SseClient, marker: &str) -> Result<Vec<String>> {
-    let mut seen = Vec::new();
-    loop {
-        match s.next(T).await? {
-            Some(e) if e.event_type == "message" => {
-                let done = e.data == marker;
-                seen.push(e.data);
-                if done {
-                    return Ok(seen);
-                }
-            }
-            Some(_) => {}
-            None => bail!("stream ended; saw {seen:?}"),
-        }
-    }
+    Ok(s.until(marker, T)
+        .await?
+        .into_iter()
+        .filter(|e| e.event_type == "message")
+        .map(|e| e.data)
+        .collect())
 }
 
 #[tokio::test]

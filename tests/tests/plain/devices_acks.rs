@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use anyhow::{bail, Result};
-use pushgate_e2e::gateway::{mint_token, redis_pair, GatewayProcess};
+use pushgate_e2e::gateway::{mint_token, publish_json, redis_pair, GatewayProcess, PublishOptions};
 use pushgate_e2e::redis::RedisServer;
 use pushgate_e2e::sse_client::{Opened, SseClient};
 use reqwest::StatusCode;
@@ -26,22 +26,9 @@ async fn publish_range(
 ) -> Result<Vec<String>> {
     let mut ids = Vec::new();
     for i in from..=to {
-        let mut req = client
-            .post(format!("{base}/v1/topics/{topic}/events"))
-            .body(format!("e{i}"));
-        if let Some(t) = token {
-            req = req.bearer_auth(t);
-        }
-        let resp = req.send().await?;
-        if resp.status() != StatusCode::CREATED {
-            bail!("publish answered {}", resp.status());
-        }
-        ids.push(
-            resp.json::<Value>().await?["id"]
-                .as_str()
-                .unwrap()
-                .to_owned(),
-        );
+        let data = format!("e{i}");
+        let ack = publish_json(client, base, topic, &data, PublishOptions::token(token)).await?;
+        ids.push(ack["id"].as_str().unwrap().to_owned());
     }
     Ok(ids)
 }
@@ -90,27 +77,22 @@ async fn resume_without_cursor(
     token: Option<&str>,
 ) -> Result<Vec<String>> {
     let mut s = open(client, &format!("{stream_base}{path}"), None, token).await?;
-    let mut req = client
-        .post(format!("{publish_base}/v1/topics/{topic}/events"))
-        .body(marker.to_owned());
-    if let Some(t) = token {
-        req = req.bearer_auth(t);
-    }
-    assert_eq!(req.send().await?.status(), StatusCode::CREATED);
+    publish_json(
+        client,
+        publish_base,
+        topic,
+        marker,
+        PublishOptions::token(token),
+    )
+    .await?;
     let mut seen = Vec::new();
-    loop {
-        match s.next(T).await? {
-            Some(e) if e.event_type == "message" => {
-                let done = e.data == marker;
-                seen.push(e.data);
-                if done {
-                    return Ok(seen);
-                }
-            }
-            Some(e) => bail!("unexpected `{}` event: {}", e.event_type, e.data),
-            None => bail!("stream ended before the marker; saw {seen:?}"),
+    for e in s.until(marker, T).await? {
+        if e.event_type != "message" {
+            bail!("unexpected `{}` event: {}", e.event_type, e.data);
         }
+        seen.push(e.data);
     }
+    Ok(seen)
 }
 
 async fn ack(

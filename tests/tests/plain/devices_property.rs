@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use proptest::prelude::*;
-use pushgate_e2e::gateway::{config_file, redis_pair, GatewayProcess};
+use pushgate_e2e::gateway::{config_file, publish_query, redis_pair, GatewayProcess};
 use pushgate_e2e::redis::RedisServer;
 use pushgate_e2e::sse_client::{Opened, SseClient};
 use pushgate_e2e::wait::elapse;
@@ -76,15 +76,8 @@ impl World {
         } else {
             String::new()
         };
-        let resp = self
-            .client
-            .post(self.fleet[via].url(&format!("/v1/topics/{TOPIC}/events{q}")))
-            .body(data.clone())
-            .send()
-            .await?;
-        if resp.status() != StatusCode::CREATED {
-            bail!("publish answered {}", resp.status());
-        }
+        let base = self.fleet[via].url("");
+        publish_query(&self.client, &base, TOPIC, &data, &q).await?;
         self.published.push((data, ttl));
         Ok(())
     }

@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use anyhow::{bail, Result};
-use pushgate_e2e::gateway::{config_file, mint_token, redis_pair, GatewayProcess};
+use pushgate_e2e::gateway::{config_file, mint_token, publish, redis_pair, GatewayProcess};
 use pushgate_e2e::redis::RedisServer;
 use pushgate_e2e::sse_client::SseClient;
 use reqwest::StatusCode;
@@ -240,15 +240,7 @@ async fn delivery(a: &GatewayProcess, b: &GatewayProcess, device: &str, topic: &
         )
     );
     // It acks a data event, so it resumes from there later.
-    let resp = client
-        .post(format!("{pa}/v1/topics/{topic}/events"))
-        .body("e0")
-        .send()
-        .await?;
-    let id = resp.json::<Value>().await?["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let id = publish(&client, &pa, topic, "e0").await?.id;
     assert_eq!(next(&mut s).await?, ("message".to_owned(), json!("e0")));
     client
         .post(format!("{pa}/v1/devices/{device}/ack"))
@@ -269,12 +261,7 @@ async fn delivery(a: &GatewayProcess, b: &GatewayProcess, device: &str, topic: &
     let (_, doc, _) = patch(&client, &pa, device, want, None, None).await?;
     assert_eq!(doc["version"], 3);
     for e in ["e1", "e2"] {
-        client
-            .post(format!("{pa}/v1/topics/{topic}/events"))
-            .body(e)
-            .send()
-            .await?
-            .error_for_status()?;
+        publish(&client, &pa, topic, e).await?;
     }
     let mut s = open(&client, &b.url(&path)).await?;
     assert_eq!(

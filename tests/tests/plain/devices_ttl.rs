@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use anyhow::{bail, Result};
-use pushgate_e2e::gateway::{config_file, redis_pair, GatewayProcess};
+use pushgate_e2e::gateway::{config_file, publish_query, redis_pair, GatewayProcess};
 use pushgate_e2e::redis::RedisServer;
 use pushgate_e2e::sse_client::SseClient;
 use pushgate_e2e::sse_client::SseEvent;
@@ -22,42 +22,6 @@ const LOSS: &str = "pushgate_messages_expired_unacked_total";
 /// while the test runs.
 fn fast_trim() -> Result<tempfile::NamedTempFile> {
     config_file("retention:\n  trim_interval: 200ms\n")
-}
-
-/// Publishes `data` with the query `q` (e.g. `ttl=1s`); returns the reply.
-async fn publish(
-    client: &reqwest::Client,
-    base: &str,
-    topic: &str,
-    data: &str,
-    q: &str,
-) -> Result<Value> {
-    let resp = client
-        .post(format!("{base}/v1/topics/{topic}/events?{q}"))
-        .body(data.to_owned())
-        .send()
-        .await?;
-    if resp.status() != StatusCode::CREATED {
-        bail!("publish answered {}: {}", resp.status(), resp.text().await?);
-    }
-    Ok(resp.json().await?)
-}
-
-/// Every event up to and including the message `marker`.
-async fn until(s: &mut SseClient, marker: &str) -> Result<Vec<SseEvent>> {
-    let mut seen = Vec::new();
-    loop {
-        match s.next(T).await? {
-            Some(e) => {
-                let done = e.event_type == "message" && e.data == marker;
-                seen.push(e);
-                if done {
-                    return Ok(seen);
-                }
-            }
-            None => bail!("stream ended before {marker}"),
-        }
-    }
 }
 
 /// What a resume showed: `(type, data)` of each event.
@@ -103,17 +67,17 @@ async fn commands_expire(
     // Online: a command with a TTL is delivered live at once; the device acks it.
     let mut s = SseClient::connect(&client, &sub.url(&path), None).await?;
     s.await_id(T).await?;
-    let first = publish(&client, &pubs.url(""), topic, "c1", "ttl=1s&priority=high").await?;
+    let first = publish_query(&client, &pubs.url(""), topic, "c1", "ttl=1s&priority=high").await?;
     assert!(first["expires_at_ms"].as_u64().is_some(), "{first}");
-    let got = until(&mut s, "c1").await?;
+    let got = s.until("c1", T).await?;
     assert_eq!(shown(&got), [msg("c1")]);
     ack(&client, &pubs.url(""), device, &got[0].id).await?;
     drop(s);
 
     // Offline: two commands expire, one event has no TTL, one takes the
     // high tier's default (2 minutes).
-    publish(&client, &pubs.url(""), topic, "c2", "ttl=1s").await?;
-    publish(
+    publish_query(&client, &pubs.url(""), topic, "c2", "ttl=1s").await?;
+    publish_query(
         &client,
         &pubs.url(""),
         topic,
@@ -121,9 +85,9 @@ async fn commands_expire(
         "ttl=1000ms&priority=high",
     )
     .await?;
-    let plain = publish(&client, &pubs.url(""), topic, "p4", "").await?;
+    let plain = publish_query(&client, &pubs.url(""), topic, "p4", "").await?;
     assert!(plain.get("expires_at_ms").is_none(), "{plain}");
-    let tier = publish(&client, &pubs.url(""), topic, "t5", "priority=high").await?;
+    let tier = publish_query(&client, &pubs.url(""), topic, "t5", "priority=high").await?;
     let ttl = tier["expires_at_ms"].as_u64().unwrap() as i64 - now_ms();
     assert!(
         (100_000..=120_000).contains(&ttl),
@@ -133,8 +97,8 @@ async fn commands_expire(
 
     // The device comes back without a cursor: told first, then only what is alive.
     let mut s = SseClient::connect(&client, &sub.url(&path), None).await?;
-    publish(&client, &pubs.url(""), topic, "m1", "").await?;
-    let got = until(&mut s, "m1").await?;
+    publish_query(&client, &pubs.url(""), topic, "m1", "").await?;
+    let got = s.until("m1", T).await?;
     assert_eq!(
         shown(&got),
         [expired(topic, 2), msg("p4"), msg("t5"), msg("m1")]
@@ -148,8 +112,8 @@ async fn commands_expire(
 
     // Again without acking: told again, but the loss is not counted twice.
     let mut s = SseClient::connect(&client, &sub.url(&path), None).await?;
-    publish(&client, &pubs.url(""), topic, "m2", "").await?;
-    let got = until(&mut s, "m2").await?;
+    publish_query(&client, &pubs.url(""), topic, "m2", "").await?;
+    let got = s.until("m2", T).await?;
     assert_eq!(
         shown(&got),
         [
@@ -175,7 +139,7 @@ async fn commands_expire(
         Some(&got_id(&first)),
     )
     .await?;
-    let got = until(&mut s, "m2").await?;
+    let got = s.until("m2", T).await?;
     assert_eq!(
         shown(&got),
         [
@@ -218,7 +182,7 @@ async fn expired_commands_are_never_replayed_and_counted_once_embedded() -> Resu
         None,
     )
     .await?;
-    let got = until(&mut s, "m2").await?;
+    let got = s.until("m2", T).await?;
     assert_eq!(got[0].event_type, "expired");
     assert_eq!(
         gw.metric(LOSS).await?,

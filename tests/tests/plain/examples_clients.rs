@@ -4,18 +4,16 @@
 //! print every event exactly once; the device example does so keeping no
 //! state of its own.
 
+use pushgate_e2e::cluster::repo;
 use pushgate_e2e::gateway::GatewayProcess;
+use pushgate_e2e::process::run_ok;
 use pushgate_e2e::wait::{elapse_blocking, wait_until_blocking};
 use std::io::{BufRead, BufReader};
 use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
 
 /// A client process in its own process group (scripts spawn curl), whose
 /// stdout lines arrive on a channel; the whole group is killed on drop.
@@ -90,17 +88,6 @@ impl Drop for Client {
         }
         let _ = self.child.wait();
     }
-}
-
-/// Runs a client to its end; fails with its stderr unless it succeeds.
-fn run_ok(cmd: &mut Command) -> std::process::Output {
-    let out = cmd.output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
 }
 
 fn publish_sh(g: &GatewayProcess, topic: &str, data: &[&str]) {

@@ -26,10 +26,6 @@ impl Delta {
     }
 }
 
-async fn wait_metric(gw: &GatewayProcess, name: &str, want: f64) {
-    gw.wait_metric(name, want).await.unwrap();
-}
-
 #[tokio::test]
 async fn stream_publish_and_resume_metrics_move() {
     let gw = GatewayProcess::start(&["--metrics-listen", "127.0.0.1:0"]).unwrap();
@@ -40,7 +36,7 @@ async fn stream_publish_and_resume_metrics_move() {
     let mut s = SseClient::connect(&c, &gw.url("/v1/stream?topic=m"), None)
         .await
         .unwrap();
-    wait_metric(&gw, "pushgate_connections", 1.0).await;
+    gw.wait_metric("pushgate_connections", 1.0).await.unwrap();
     assert_eq!(gw.metric(H1_OPEN).await.unwrap(), 1.0);
     assert_eq!(
         d.of(&gw, "pushgate_streams_opened_total{protocol=\"http1\"}")
@@ -60,7 +56,7 @@ async fn stream_publish_and_resume_metrics_move() {
     assert_eq!(d.of(&gw, H1_DELIVERED).await, 1.0);
     assert_eq!(d.of(&gw, "pushgate_events_replayed_total").await, 0.0);
     drop(s);
-    wait_metric(&gw, "pushgate_connections", 0.0).await;
+    gw.wait_metric("pushgate_connections", 0.0).await.unwrap();
     assert_eq!(gw.metric(H1_OPEN).await.unwrap(), 0.0);
 
     publish(&c, &base, "m", "two").await.unwrap();
@@ -91,7 +87,7 @@ async fn stream_publish_and_resume_metrics_move() {
 
     // Runtime and heap gauges are live samples.
     drop(r);
-    wait_metric(&gw, "pushgate_connections", 0.0).await;
+    gw.wait_metric("pushgate_connections", 0.0).await.unwrap();
     let lags = std::cell::RefCell::new(Vec::new());
     let _ = wait_until(
         "the lag probe to sample again",

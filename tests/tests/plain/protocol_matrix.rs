@@ -9,7 +9,7 @@
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
-use pushgate_e2e::gateway::{hs256_key, mint_token, GatewayProcess};
+use pushgate_e2e::gateway::{hs256_key, mint_token, publish_json, GatewayProcess, PublishOptions};
 use pushgate_e2e::grpc::{GrpcClient, GrpcStream};
 use pushgate_e2e::h3_client::{H3Client, H3Response};
 use pushgate_e2e::pki::TestCa;
@@ -276,16 +276,8 @@ impl Matrix {
     }
 
     async fn publish(&self, topic: &str, data: &str) -> Result<()> {
-        let r = self
-            .publisher
-            .post(format!("{}/v1/topics/{topic}/events", self.base()))
-            .bearer_auth(&self.token)
-            .body(data.to_owned())
-            .send()
-            .await?;
-        if r.status() != 201 {
-            bail!("publish: {} {}", r.status(), r.text().await?);
-        }
+        let opts = PublishOptions::token(Some(&self.token));
+        publish_json(&self.publisher, &self.base(), topic, data, opts).await?;
         Ok(())
     }
 

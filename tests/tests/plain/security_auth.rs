@@ -9,7 +9,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use anyhow::Result;
 use base64::Engine;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
-use pushgate_e2e::gateway::{binary, mint_token, GatewayProcess};
+use pushgate_e2e::gateway::{binary, mint_token, publish_raw, GatewayProcess, PublishOptions};
+use pushgate_e2e::process::run_ok;
 use pushgate_e2e::wait::wait_until;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
@@ -93,14 +94,9 @@ async fn publish(
     topic: &str,
     token: Option<&str>,
 ) -> Result<(StatusCode, Value)> {
-    let mut req = c
-        .post(gw.url(&format!("/v1/topics/{topic}/events")))
-        .body("x");
-    if let Some(t) = token {
-        req = req.bearer_auth(t);
-    }
-    let resp = req.send().await?;
-    Ok((resp.status(), resp.json().await?))
+    let (status, body) =
+        publish_raw(c, &gw.url(""), topic, "x", PublishOptions::token(token)).await?;
+    Ok((status, serde_json::from_str(&body)?))
 }
 
 /// The body of every refusal is one of exactly two, whatever check failed.
@@ -434,15 +430,7 @@ async fn rs256_keys_from_openssl_and_confusion_with_the_public_key() -> Result<(
     let private = dir.path().join("rsa.key");
     let public = dir.path().join("rsa.pub");
     let openssl = |args: &[&str]| {
-        let out = std::process::Command::new("openssl")
-            .args(args)
-            .output()
-            .expect("openssl");
-        assert!(
-            out.status.success(),
-            "openssl {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        run_ok(std::process::Command::new("openssl").args(args));
     };
     openssl(&[
         "genpkey",

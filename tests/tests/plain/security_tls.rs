@@ -6,18 +6,10 @@ use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{bail, Result};
-use pushgate_e2e::gateway::{publish, GatewayProcess};
+use pushgate_e2e::gateway::{publish, replace_file, GatewayProcess};
 use pushgate_e2e::pki::TestCa;
 use pushgate_e2e::sse_client::SseClient;
 use pushgate_e2e::wait::{holds_for, wait_until};
-
-/// Replaces a file the way a Secret volume or cert-manager does: write aside, rename.
-fn replace(path: &Path, content: &str) -> Result<()> {
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, content)?;
-    std::fs::rename(&tmp, path)?;
-    Ok(())
-}
 
 fn client(ca: &TestCa, gw: &GatewayProcess, http1: bool) -> Result<reqwest::Client> {
     let mut b = reqwest::Client::builder()
@@ -113,7 +105,7 @@ async fn rotated_certificate_is_served_without_restart_and_streams_survive() -> 
     // A half-done rotation (new key, old certificate) is not taken.
     let next = ca.leaf("generation-2")?;
     let second = next.der;
-    replace(&dir.path().join("tls.key"), &next.key_pem)?;
+    replace_file(&dir.path().join("tls.key"), &next.key_pem)?;
     // Nothing marks "not reloaded": watch a bounded window.
     holds_for(
         "the first certificate served while only the key changed",
@@ -130,7 +122,7 @@ async fn rotated_certificate_is_served_without_restart_and_streams_survive() -> 
         },
     )
     .await?;
-    replace(&dir.path().join("tls.crt"), &next.cert_pem)?;
+    replace_file(&dir.path().join("tls.crt"), &next.cert_pem)?;
 
     wait_until(
         "the rotated certificate to be served",
