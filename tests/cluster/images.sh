@@ -4,7 +4,7 @@
 # operator/Dockerfile (distroless/cc-debian12:nonroot): the binary under
 # /usr/local/bin, the glibc/libgcc libraries it links, CA certificates,
 # /etc/passwd with nonroot (65532), /tmp, no shell. Also the sandbox ("pause")
-# image of the test node. tests/tests/cluster_images.rs checks that each
+# image of the test node. tests/tests/node/cluster_images.rs checks that each
 # Dockerfile and this script describe the same image.
 #
 # Usage: bash tests/cluster/images.sh OUT_DIR [BIN_DIR]

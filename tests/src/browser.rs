@@ -10,7 +10,7 @@ use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const CHROMIUM: &str = "/usr/bin/chromium";
 
@@ -139,18 +139,19 @@ impl Browser {
         timeout: Duration,
         done: impl Fn(&serde_json::Value) -> bool,
     ) -> serde_json::Value {
-        let deadline = Instant::now() + timeout;
-        let mut last = None;
-        while Instant::now() < deadline {
-            if let Some(s) = self.page_state(url_part).await {
-                if done(&s) {
-                    return s;
+        let last = std::cell::RefCell::new(None);
+        let r = crate::wait::wait_until(what, timeout, || async {
+            match self.page_state(url_part).await {
+                Some(s) if done(&s) => Some(s),
+                Some(s) => {
+                    *last.borrow_mut() = Some(s);
+                    None
                 }
-                last = Some(s);
+                None => None,
             }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        panic!("page never reached: {what}; last state {last:?}");
+        })
+        .await;
+        r.unwrap_or_else(|e| panic!("page never reached: {e}; last state {:?}", last.borrow()))
     }
 }
 

@@ -1,9 +1,10 @@
 //! Real kube-apiserver + etcd (+ controller-manager, scheduler, kwok) on loopback.
 //!
 //! Binaries come from `tests/controlplane/build.sh` (Go-built, cached under
-//! `$HOME/.cache/pushgate-k8s`). One control plane is shared by all tests of a
-//! test binary ([`ControlPlane::shared`]); tests isolate themselves with a
-//! unique namespace each ([`ControlPlane::namespace`]).
+//! `$HOME/.cache/pushgate-k8s`). One control plane is shared by the
+//! namespace-scoped tests of a test binary ([`ControlPlane::shared`]); they
+//! isolate themselves with a unique namespace each ([`ControlPlane::namespace`]).
+//! Tests that act on every namespace take a [`ControlPlane::dedicated`] one.
 
 use anyhow::{bail, Context as _};
 use std::io::{Read, Write};
@@ -19,7 +20,9 @@ mod operator;
 mod util;
 
 pub use operator::{operator_binary, OperatorOptions, OperatorProcess};
-pub use util::{eventually, free_port, http_get, wait_until};
+pub use util::{free_port, http_get};
+
+use crate::wait::wait_until_blocking;
 
 use certs::make_certs;
 use util::{run, tail};
@@ -80,28 +83,63 @@ fn etcd_healthy(port: u16) -> bool {
     body.contains("\"health\":\"true\"")
 }
 
-static SHARED: OnceLock<Result<ControlPlane, String>> = OnceLock::new();
+type Slot = OnceLock<Result<ControlPlane, String>>;
 
-extern "C" fn shutdown_shared() {
-    if let Some(Ok(cp)) = SHARED.get() {
-        cp.shutdown();
+/// The control planes of this process by key, each started on first use.
+/// Test files are modules of a few test binaries, so one process holds
+/// tests that used to have a control plane each.
+static SLOTS: Mutex<Vec<(&'static str, &'static Slot)>> = Mutex::new(Vec::new());
+
+extern "C" fn shutdown_all() {
+    let slots = SLOTS.lock().unwrap_or_else(|e| e.into_inner());
+    for (_, slot) in slots.iter() {
+        if let Some(Ok(cp)) = slot.get() {
+            cp.shutdown();
+        }
     }
 }
 
+fn slot(key: &'static str) -> &'static Slot {
+    let mut slots = SLOTS.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some((_, s)) = slots.iter().find(|(k, _)| *k == key) {
+        return s;
+    }
+    if slots.is_empty() {
+        // Statics are never dropped; atexit runs when the test harness exits.
+        // SAFETY: registering a plain extern "C" fn has no preconditions.
+        unsafe { libc::atexit(shutdown_all) };
+    }
+    let s: &'static Slot = Box::leak(Box::default());
+    slots.push((key, s));
+    s
+}
+
 impl ControlPlane {
-    /// The control plane of this test binary, started on first use and torn
-    /// down when the process exits.
+    /// The control plane shared by the namespace-scoped tests of this test
+    /// binary, started on first use and torn down when the process exits.
+    /// Each test takes its own namespace ([`ControlPlane::namespace`]).
     pub fn shared() -> &'static ControlPlane {
-        let cp = SHARED.get_or_init(|| {
-            let cp = ControlPlane::start().map_err(|e| format!("{e:#}"));
-            // Statics are never dropped; atexit runs when the test harness exits.
-            // SAFETY: registering a plain extern "C" fn has no preconditions.
-            unsafe { libc::atexit(shutdown_shared) };
-            cp
-        });
+        Self::keyed("shared")
+    }
+
+    /// A control plane of its own for a test that acts on the whole cluster
+    /// (an operator watching all namespaces would reconcile every other
+    /// test's PushGateways, and theirs would fight over its own). Started on
+    /// first use of `key`, torn down when the process exits.
+    pub fn dedicated(key: &'static str) -> &'static ControlPlane {
+        assert_ne!(
+            key, "shared",
+            "the shared control plane is ControlPlane::shared()"
+        );
+        Self::keyed(key)
+    }
+
+    fn keyed(key: &'static str) -> &'static ControlPlane {
+        // Started outside the list's lock: two keys may start at once.
+        let cp = slot(key).get_or_init(|| ControlPlane::start().map_err(|e| format!("{e:#}")));
         match cp {
             Ok(cp) => cp,
-            Err(e) => panic!("control plane failed to start: {e}"),
+            Err(e) => panic!("control plane {key:?} failed to start: {e}"),
         }
     }
 
@@ -301,7 +339,7 @@ impl ControlPlane {
         mut check: impl FnMut() -> bool,
     ) -> anyhow::Result<()> {
         let mut dead = None;
-        let r = wait_until(what, timeout, || {
+        let r = wait_until_blocking(what, timeout, || {
             for (name, child) in self.children.lock().unwrap().iter_mut() {
                 if let Ok(Some(status)) = child.try_wait() {
                     dead = Some((name.clone(), status));
@@ -483,15 +521,12 @@ impl ControlPlane {
     fn wait_established(&self, crds: &[&str]) -> anyhow::Result<()> {
         let mut args = vec!["wait", "--for=condition=Established", "--timeout=30s"];
         args.extend_from_slice(crds);
-        let mut last = None;
-        for _ in 0..20 {
-            match self.kubectl(&args) {
-                Ok(_) => return Ok(()),
-                Err(e) => last = Some(e),
-            }
-            std::thread::sleep(std::time::Duration::from_millis(250));
-        }
-        Err(last.expect("tried at least once"))
+        wait_until_blocking(
+            &format!("{crds:?} to be Established"),
+            Duration::from_secs(60),
+            || self.kubectl(&args).map_err(|e| format!("{e:#}")),
+        )
+        .map(drop)
     }
 
     /// Applies the committed CRD and waits until it is served (idempotent).

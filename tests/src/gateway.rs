@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 
@@ -194,18 +194,16 @@ impl GatewayProcess {
 
     /// Waits for the process to exit by itself, bounded.
     pub fn wait_exit(&mut self, timeout: Duration) -> Result<ExitStatus> {
-        let deadline = Instant::now() + timeout;
         let child = self.child.as_mut().context("not running")?;
-        loop {
-            if let Some(status) = child.try_wait()? {
-                self.child = None;
-                return Ok(status);
-            }
-            if Instant::now() > deadline {
-                bail!("gateway did not exit within {timeout:?}");
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        let status =
+            crate::wait::wait_until_blocking(&format!("{} to exit", self.name), timeout, || {
+                child
+                    .try_wait()
+                    .map_err(|e| e.to_string())
+                    .and_then(|s| s.ok_or_else(|| "still running".to_owned()))
+            })?;
+        self.child = None;
+        Ok(status)
     }
 
     /// Starts again on the same address and data directory with these
@@ -218,20 +216,21 @@ impl GatewayProcess {
         self.restart()
     }
 
-    /// Starts again on the same address and data directory.
+    /// Starts again on the same address and data directory (retried while
+    /// the old process's port is not free yet, bounded).
     pub fn restart(&mut self) -> Result<()> {
         self.kill9();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            match self.spawn() {
-                Ok(()) => return Ok(()),
-                Err(e) if Instant::now() < deadline => {
+        let name = self.name.clone();
+        crate::wait::wait_until_blocking(
+            &format!("{name} to start again"),
+            Duration::from_secs(10),
+            || {
+                self.spawn().map_err(|e| {
                     eprintln!("restart retry: {e:#}");
-                    std::thread::sleep(Duration::from_millis(100));
-                }
-                Err(e) => return Err(e),
-            }
-        }
+                    format!("{e:#}")
+                })
+            },
+        )
     }
 
     /// The `/metrics` text.
@@ -249,17 +248,27 @@ impl GatewayProcess {
         Ok(metric_value(&self.metrics().await?, name))
     }
 
+    /// Streams this process serves on `track` (`stable` or `canary`).
+    pub async fn streams_on_track(&self, track: &str) -> usize {
+        self.metric(&format!("pushgate_streams_by_track{{track=\"{track}\"}}"))
+            .await
+            .unwrap() as usize
+    }
+
     /// Polls a metric until it equals `want` (bounded: 15 s).
     pub async fn wait_metric(&self, name: &str, want: f64) -> Result<()> {
-        let mut last = f64::NAN;
-        for _ in 0..300 {
-            last = self.metric(name).await?;
-            if last == want {
-                return Ok(());
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        bail!("{name} stayed {last}, not {want}")
+        crate::wait::wait_until(
+            &format!("{name} to be {want}"),
+            Duration::from_secs(15),
+            || async {
+                match self.metric(name).await {
+                    Ok(v) if v == want => Ok(()),
+                    Ok(v) => Err(format!("{name} = {v}")),
+                    Err(e) => Err(format!("{e:#}")),
+                }
+            },
+        )
+        .await
     }
 }
 
@@ -341,6 +350,92 @@ pub struct Published {
     pub seq: u64,
 }
 
+/// What a publish carries besides its topic and data; all optional.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct PublishOptions<'a> {
+    /// Query string, with or without its `?` (`ttl=1s&priority=high`).
+    pub query: &'a str,
+    /// Bearer token.
+    pub token: Option<&'a str>,
+    /// `Idempotency-Key` header.
+    pub idempotency_key: Option<&'a str>,
+    /// Time limit of the request.
+    pub timeout: Option<Duration>,
+}
+
+impl<'a> PublishOptions<'a> {
+    /// Only a query string.
+    pub fn query(query: &'a str) -> Self {
+        PublishOptions {
+            query,
+            ..Default::default()
+        }
+    }
+
+    /// Only a bearer token (or none).
+    pub fn token(token: Option<&'a str>) -> Self {
+        PublishOptions {
+            token,
+            ..Default::default()
+        }
+    }
+}
+
+/// `POST {base}/v1/topics/{topic}/events` as answered: status and body,
+/// whatever they are.
+pub async fn publish_raw(
+    client: &reqwest::Client,
+    base: &str,
+    topic: &str,
+    data: &str,
+    opts: PublishOptions<'_>,
+) -> Result<(reqwest::StatusCode, String)> {
+    let mut url = format!("{base}/v1/topics/{topic}/events");
+    let query = opts.query.trim_start_matches('?');
+    if !query.is_empty() {
+        url = format!("{url}?{query}");
+    }
+    let mut req = client.post(url).body(data.to_owned());
+    if let Some(t) = opts.token {
+        req = req.bearer_auth(t);
+    }
+    if let Some(k) = opts.idempotency_key {
+        req = req.header("idempotency-key", k);
+    }
+    if let Some(t) = opts.timeout {
+        req = req.timeout(t);
+    }
+    let resp = req.send().await?;
+    Ok((resp.status(), resp.text().await?))
+}
+
+/// Publishes with `opts`; fails unless 201; the acknowledgement as JSON.
+pub async fn publish_json(
+    client: &reqwest::Client,
+    base: &str,
+    topic: &str,
+    data: &str,
+    opts: PublishOptions<'_>,
+) -> Result<serde_json::Value> {
+    let (status, text) = publish_raw(client, base, topic, data, opts).await?;
+    if status != reqwest::StatusCode::CREATED {
+        bail!("publish to {topic} answered {status}: {text}");
+    }
+    Ok(serde_json::from_str(&text)?)
+}
+
+/// Publishes with a query string (`ttl=1s`, `priority=high`, …); fails
+/// unless 201; the acknowledgement as JSON.
+pub async fn publish_query(
+    client: &reqwest::Client,
+    base: &str,
+    topic: &str,
+    data: &str,
+    query: &str,
+) -> Result<serde_json::Value> {
+    publish_json(client, base, topic, data, PublishOptions::query(query)).await
+}
+
 /// `POST {base}/v1/topics/{topic}/events`; fails unless 201.
 pub async fn publish(
     client: &reqwest::Client,
@@ -348,15 +443,16 @@ pub async fn publish(
     topic: &str,
     data: &str,
 ) -> Result<Published> {
-    let resp = client
-        .post(format!("{base}/v1/topics/{topic}/events"))
-        .body(data.to_owned())
-        .send()
-        .await?;
-    let status = resp.status();
-    let text = resp.text().await?;
-    if status != reqwest::StatusCode::CREATED {
-        bail!("publish to {topic} answered {status}: {text}");
-    }
-    Ok(serde_json::from_str(&text)?)
+    let ack = publish_json(client, base, topic, data, PublishOptions::default()).await?;
+    Ok(serde_json::from_value(ack)?)
+}
+
+/// Replaces `path` with `content` the way a Secret volume or a deploy
+/// tool does: a new file renamed over the old one, so a watcher never
+/// reads half of it.
+pub fn replace_file(path: &Path, content: &str) -> Result<()> {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, content)?;
+    std::fs::rename(&tmp, path)?;
+    Ok(())
 }

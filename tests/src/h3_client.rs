@@ -5,9 +5,10 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::sse_client::SseEvent;
 use anyhow::{bail, Context, Result};
 use bytes::{Buf, Bytes};
-use pushgate::edges::sse::{Parser, SseEvent};
+use pushgate_test_sse::Parser;
 
 type SendRequest = h3::client::SendRequest<h3_quinn::OpenStreams, Bytes>;
 type RequestStream = h3::client::RequestStream<h3_quinn::BidiStream<Bytes>, Bytes>;

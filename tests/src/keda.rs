@@ -12,9 +12,10 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 
-use crate::controlplane::{eventually, free_port, ControlPlane};
+use crate::controlplane::{free_port, ControlPlane};
 use crate::metrics::{drop_api_service, serve_api_service, spawn, tails, NODE_IP};
 use crate::pki::TestCa;
+use crate::wait::wait_until;
 
 /// The API group KEDA's adapter serves.
 const GROUP: &str = "external.metrics.k8s.io";
@@ -97,7 +98,7 @@ impl Keda {
         };
         let c = reqwest::Client::new();
         let healthz = format!("http://127.0.0.1:{probes}/healthz");
-        eventually("KEDA operator healthy", Duration::from_secs(60), || async {
+        wait_until("KEDA operator healthy", Duration::from_secs(60), || async {
             match c.get(&healthz).send().await {
                 Ok(r) if r.status().is_success() => Ok(()),
                 Ok(r) => Err(r.status().to_string()),

@@ -10,6 +10,8 @@ pub mod h3_client;
 pub mod keda;
 pub mod metrics;
 pub mod pki;
+pub mod process;
 pub mod redis;
 pub mod sse_client;
 pub mod subscriber;
+pub mod wait;

@@ -15,7 +15,8 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 
-use crate::controlplane::{eventually, free_port, ControlPlane};
+use crate::controlplane::{free_port, ControlPlane};
+use crate::wait::wait_until;
 
 /// The node's bridge address: pods and the API server both reach it.
 pub const NODE_IP: Ipv4Addr = Ipv4Addr::new(10, 244, 0, 1);
@@ -76,7 +77,7 @@ pub(crate) async fn serve_api_service(
     );
     cp.kubectl_stdin(&["apply", "-f", "-"], &objects)?;
     let name = format!("v1beta1.{group}");
-    eventually(
+    wait_until(
         &format!("{group} served"),
         Duration::from_secs(90),
         || async {
@@ -189,7 +190,7 @@ impl MetricsStack {
         };
         let c = reqwest::Client::new();
         let ready = format!("{}/-/ready", stack.prometheus_url);
-        eventually("Prometheus ready", Duration::from_secs(60), || async {
+        wait_until("Prometheus ready", Duration::from_secs(60), || async {
             match c.get(&ready).send().await {
                 Ok(r) if r.status().is_success() => Ok(()),
                 Ok(r) => Err(r.status().to_string()),

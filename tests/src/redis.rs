@@ -3,10 +3,9 @@
 //! on drop. Installs Debian's `redis-server` if it is missing (as root), or
 //! fails loudly.
 
-use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 
@@ -45,9 +44,11 @@ fn redis_binary() -> Result<PathBuf> {
     }
 }
 
+/// A free loopback port other than 6379, never handed out twice in this
+/// process (many tests of one binary start servers at once).
 fn free_port() -> Result<u16> {
     for _ in 0..50 {
-        let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        let port = crate::controlplane::free_port();
         if port != 6379 {
             return Ok(port);
         }
@@ -115,19 +116,11 @@ impl RedisServer {
             .spawn()
             .with_context(|| format!("spawn {}", bin.display()))?;
         self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            if self.ping() {
-                return Ok(());
-            }
-            if Instant::now() > deadline {
-                bail!(
-                    "redis-server on port {} did not answer PING within 20 s",
-                    self.port
-                );
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        crate::wait::wait_until_blocking(
+            &format!("redis-server on port {} to answer PING", self.port),
+            Duration::from_secs(20),
+            || self.ping(),
+        )
     }
 
     /// Freezes the server (SIGSTOP): connections stay open, nothing is
@@ -178,12 +171,13 @@ impl RedisServer {
             unsafe {
                 libc::kill(c.id() as i32, libc::SIGTERM);
             }
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while Instant::now() < deadline {
-                if let Ok(Some(_)) = c.try_wait() {
-                    return;
-                }
-                std::thread::sleep(Duration::from_millis(20));
+            let exited = crate::wait::wait_until_blocking(
+                "redis-server to exit after SIGTERM",
+                Duration::from_secs(10),
+                || matches!(c.try_wait(), Ok(Some(_))),
+            );
+            if exited.is_ok() {
+                return;
             }
             let _ = c.kill();
             let _ = c.wait();

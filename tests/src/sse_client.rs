@@ -1,11 +1,13 @@
-//! A small SSE client for tests: reqwest for HTTP, the gateway's own
-//! WHATWG parser for the stream.
+//! A small SSE client for tests: reqwest for HTTP, and for the stream the
+//! parser of `tests/sse`, written from the WHATWG rules independently of the
+//! gateway's (so an encoder bug and a parser bug cannot cancel out).
 
 use std::collections::VecDeque;
 use std::time::Duration;
 
 use anyhow::{bail, Result};
-use pushgate::edges::sse::{Parser, SseEvent};
+pub use pushgate_test_sse::Event as SseEvent;
+use pushgate_test_sse::Parser;
 
 /// One open stream.
 pub struct SseClient {
@@ -90,6 +92,26 @@ impl SseClient {
                 Err(_) => bail!("no event within {timeout:?}"),
                 Ok(Ok(Some(chunk))) => self.queue.extend(self.parser.feed(&chunk)),
                 Ok(Ok(None)) | Ok(Err(_)) => self.ended = true,
+            }
+        }
+    }
+
+    /// Every event up to and including the `message` whose data is
+    /// `marker` (a marker published after what is awaited: anything that
+    /// should not have come shows up before it); fails if the stream ends or
+    /// stays silent for `timeout` first.
+    pub async fn until(&mut self, marker: &str, timeout: Duration) -> Result<Vec<SseEvent>> {
+        let mut seen = Vec::new();
+        loop {
+            match self.next(timeout).await? {
+                Some(e) => {
+                    let done = e.event_type == "message" && e.data == marker;
+                    seen.push(e);
+                    if done {
+                        return Ok(seen);
+                    }
+                }
+                None => bail!("stream ended before {marker}; saw {seen:?}"),
             }
         }
     }

@@ -4,8 +4,8 @@
 
 use std::time::Duration;
 
+use crate::sse_client::SseEvent;
 use anyhow::{bail, Result};
-use pushgate::edges::sse::SseEvent;
 use tokio::time::Instant;
 
 use crate::sse_client::{Opened, SseClient};
@@ -127,32 +127,37 @@ pub async fn publish_reliably(
     key: &str,
     deadline: Duration,
 ) -> Result<u64> {
-    let end = Instant::now() + deadline;
     let mut i = 0;
-    loop {
-        let base = &bases[i % bases.len()];
-        i += 1;
-        let resp = client
-            .post(format!("{base}/v1/topics/{topic}/events"))
-            .header("idempotency-key", key)
-            .body(data.to_owned())
-            .timeout(Duration::from_secs(5))
-            .send()
-            .await;
-        if let Ok(r) = resp {
-            if r.status() == 201 {
-                let v: serde_json::Value = r.json().await?;
-                return Ok(v["seq"].as_u64().unwrap_or(0));
+    let outcome = crate::wait::wait_until(
+        &format!("publish of {key} to be acknowledged"),
+        deadline,
+        || {
+            let base = bases[i % bases.len()].clone();
+            i += 1;
+            async move {
+                let opts = crate::gateway::PublishOptions {
+                    idempotency_key: Some(key),
+                    timeout: Some(Duration::from_secs(5)),
+                    ..Default::default()
+                };
+                let (status, body) = crate::gateway::publish_raw(client, &base, topic, data, opts)
+                    .await
+                    .map_err(|e| format!("{e:#}"))?;
+                if status == 201 {
+                    let v: serde_json::Value =
+                        serde_json::from_str(&body).map_err(|e| e.to_string())?;
+                    return Ok(Ok(v["seq"].as_u64().unwrap_or(0)));
+                }
+                if status.is_client_error() && status != 429 {
+                    // Final: stop retrying.
+                    return Ok(Err(format!("publish refused: {status}")));
+                }
+                Err(format!("{base} answered {status}"))
             }
-            if r.status().is_client_error() && r.status() != 429 {
-                bail!("publish refused: {}", r.status());
-            }
-        }
-        if Instant::now() > end {
-            bail!("publish of {key} not acknowledged within {deadline:?}");
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+        },
+    )
+    .await?;
+    outcome.map_err(anyhow::Error::msg)
 }
 
 /// Asserts that `seen` holds, per topic, exactly `data` in order, each once.
@@ -330,6 +335,44 @@ impl TracedFleet {
         }
     }
 
+    /// Waits (bounded) until, after the weight moved from `from_bp` to
+    /// `to_bp`, every subscriber whose bucket changed owner has reconnected
+    /// and every one is served by the track its bucket now belongs to. Then
+    /// [`Self::assert_moved_exactly`] checks that no other one was closed.
+    pub async fn wait_moved(
+        &self,
+        buckets: &[u16],
+        before: &[usize],
+        from_bp: u16,
+        to_bp: u16,
+        timeout: Duration,
+    ) -> Result<()> {
+        use pushgate::routing::track_of;
+        crate::wait::wait_until(
+            &format!("the moved subscribers to reconnect at {to_bp} bp"),
+            timeout,
+            || async {
+                let pending = self
+                    .states
+                    .iter()
+                    .enumerate()
+                    .filter(|(i, st)| {
+                        let st = st.lock().unwrap();
+                        let moved = track_of(buckets[*i], from_bp) != track_of(buckets[*i], to_bp);
+                        (moved && st.connections <= before[*i])
+                            || st.served_by.as_deref()
+                                != Some(track_of(buckets[*i], to_bp).as_str())
+                    })
+                    .count();
+                match pending {
+                    0 => Ok(()),
+                    k => Err(format!("{k} not there yet")),
+                }
+            },
+        )
+        .await
+    }
+
     /// How many have opened exactly one stream so far.
     pub fn connected_once(&self) -> usize {
         self.states
@@ -341,7 +384,7 @@ impl TracedFleet {
     /// Waits (bounded) until every subscriber has opened exactly one stream.
     pub async fn wait_connected_once(&self, timeout: Duration) -> Result<()> {
         let n = self.states.len();
-        crate::controlplane::eventually("every subscriber connected once", timeout, || async {
+        crate::wait::wait_until("every subscriber connected once", timeout, || async {
             match self.connected_once() {
                 k if k == n => Ok(()),
                 k => Err(format!("{k}/{n}")),
@@ -368,6 +411,7 @@ impl TracedFleet {
 /// gateway restarting under it loses and duplicates nothing).
 pub struct Ticker {
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    acked: std::sync::Arc<std::sync::atomic::AtomicUsize>,
     task: tokio::task::JoinHandle<Vec<String>>,
 }
 
@@ -380,7 +424,8 @@ impl Ticker {
         every: Duration,
     ) -> Ticker {
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let (c, flag) = (client.clone(), stop.clone());
+        let acked = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let (c, flag, count) = (client.clone(), stop.clone(), acked.clone());
         let task = tokio::spawn(async move {
             let mut sent = Vec::new();
             while !flag.load(std::sync::atomic::Ordering::Relaxed) {
@@ -390,11 +435,34 @@ impl Ticker {
                     .await
                     .unwrap();
                 sent.push(d);
+                count.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 tokio::time::sleep(every).await;
             }
             sent
         });
-        Ticker { stop, task }
+        Ticker { stop, acked, task }
+    }
+
+    /// How many events have been acknowledged so far.
+    pub fn acked(&self) -> usize {
+        self.acked.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Waits (bounded) until `n` more events than now have been
+    /// acknowledged: the publishing goes on through whatever just happened.
+    pub async fn wait_more(&self, n: usize, timeout: Duration) -> Result<()> {
+        let want = self.acked() + n;
+        crate::wait::wait_until(
+            &format!("{n} more acknowledged publishes"),
+            timeout,
+            || async {
+                match self.acked() {
+                    k if k >= want => Ok(()),
+                    k => Err(format!("{k} of {want}")),
+                }
+            },
+        )
+        .await
     }
 
     /// Stops, then publishes `END`; returns everything it published, `END` last.

@@ -214,7 +214,7 @@ enum Mode {
         #[arg(long)]
         seconds: f64,
     },
-    /// Time the stream parser per event (this crate's and pushgate's own).
+    /// Time the stream parser per event (this crate's and the WHATWG one of tests/sse).
     ParseBench {
         #[arg(long, default_value_t = 1_000_000)]
         events: usize,
@@ -482,9 +482,9 @@ fn parse_bench(events: usize) -> Summary {
         }
         sum
     });
-    let (gateway, n2) = time(&mut || {
+    let (whatwg, n2) = time(&mut || {
         let mut d = pushgate_load::parse::Dechunker::new();
-        let mut p = pushgate::edges::sse::Parser::new();
+        let mut p = pushgate_test_sse::Parser::new();
         let mut sum = 0u64;
         for piece in wire.chunks(4096) {
             d.feed(piece, |b| {
@@ -503,6 +503,6 @@ fn parse_bench(events: usize) -> Summary {
     Summary::ParseBench(ParseBench {
         events,
         ns_per_event_load_parser: ours,
-        ns_per_event_pushgate_sse_parser: gateway,
+        ns_per_event_whatwg_parser: whatwg,
     })
 }

@@ -3,7 +3,7 @@
 //! and only copy what spans two reads, so one event costs a few memchr calls.
 //!
 //! The SSE reader is deliberately smaller than the WHATWG algorithm (the
-//! gateway's own `pushgate::edges::sse::Parser` is the exact one): it understands
+//! exact one, for checking, is `pushgate_test_sse::Parser` in `tests/sse`): it understands
 //! `data:`, `id:`, `retry:` and comments, `\n` and `\r\n` line ends, and
 //! hands over only the first `data:` line of an event, which is all the load
 //! payloads (`SEQ TIMESTAMP padding`) use.

@@ -142,12 +142,12 @@ pub struct Storm {
     pub server_cpu_s: f64,
 }
 
-/// `parse-bench`: the load tool's own SSE reader against the gateway's parser.
+/// `parse-bench`: the load tool's own SSE reader against the full WHATWG parser of `tests/sse`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ParseBench {
     pub events: usize,
     pub ns_per_event_load_parser: f64,
-    pub ns_per_event_pushgate_sse_parser: f64,
+    pub ns_per_event_whatwg_parser: f64,
 }
 
 #[cfg(test)]

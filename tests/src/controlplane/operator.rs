@@ -1,7 +1,8 @@
 //! The real `pushgate-operator` binary as a child process.
 
-use super::util::{free_port, http_get, tail, wait_until};
+use super::util::{free_port, http_get, tail};
 use super::ControlPlane;
+use crate::wait::wait_until_blocking;
 use anyhow::{bail, Context as _};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -146,7 +147,7 @@ impl OperatorProcess {
             log,
         };
         let mut exited = None;
-        let r = wait_until("operator /healthz", Duration::from_secs(20), || {
+        let r = wait_until_blocking("operator /healthz", Duration::from_secs(20), || {
             if let Ok(Some(s)) = op.child.try_wait() {
                 exited = Some(s);
                 return true;
@@ -180,7 +181,7 @@ impl OperatorProcess {
     where
         K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
     {
-        super::util::eventually(name, Duration::from_secs(30), || async {
+        crate::wait::wait_until(name, Duration::from_secs(30), || async {
             api.get_opt(name)
                 .await
                 .map_err(|e| e.to_string())?
@@ -224,7 +225,7 @@ impl OperatorProcess {
         let pid = self.child.id() as libc::pid_t;
         // SAFETY: signalling our own child by pid.
         unsafe { libc::kill(pid, libc::SIGTERM) };
-        wait_until(
+        wait_until_blocking(
             "operator to exit after SIGTERM",
             Duration::from_secs(15),
             || !self.running(),

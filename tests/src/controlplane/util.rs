@@ -5,7 +5,7 @@ use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::Path;
 use std::process::{Command, Output};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// A loopback port that was free a moment ago.
 pub fn free_port() -> u16 {
@@ -40,22 +40,6 @@ pub(super) fn tail(path: &Path) -> String {
     lines[lines.len().saturating_sub(25)..].join("\n")
 }
 
-/// Polls `check` every 200ms until it returns true or `timeout` passes.
-pub fn wait_until(
-    what: &str,
-    timeout: Duration,
-    mut check: impl FnMut() -> bool,
-) -> anyhow::Result<()> {
-    let deadline = Instant::now() + timeout;
-    while Instant::now() < deadline {
-        if check() {
-            return Ok(());
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    bail!("timed out after {timeout:?} waiting for {what}")
-}
-
 /// Minimal blocking HTTP/1.0 GET on loopback; `None` on any failure.
 pub fn http_get(port: u16, path: &str) -> Option<String> {
     let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
@@ -66,23 +50,4 @@ pub fn http_get(port: u16, path: &str) -> Option<String> {
     let (head, body) = resp.split_once("\r\n\r\n")?;
     let status = head.lines().next()?.split_whitespace().nth(1)?;
     (status == "200").then(|| body.to_string())
-}
-
-/// Polls an async check every 250ms until it yields `Some`, or fails after
-/// `timeout` with `what` and the last observation in the message.
-pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> anyhow::Result<T>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<T, String>>,
-{
-    let deadline = tokio::time::Instant::now() + timeout;
-    let mut last = String::from("never checked");
-    while tokio::time::Instant::now() < deadline {
-        match check().await {
-            Ok(v) => return Ok(v),
-            Err(why) => last = why,
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-    bail!("timed out after {timeout:?} waiting for {what}; last seen: {last}")
 }

@@ -1,0 +1,161 @@
+//! Crashes and rolling restarts of the real binary lose and duplicate nothing.
+
+use std::time::Duration;
+
+use pushgate_e2e::gateway::GatewayProcess;
+use pushgate_e2e::sse_client::{Opened, SseClient};
+use pushgate_e2e::subscriber::{assert_exactly_once, follow, publish_reliably};
+use pushgate_e2e::wait::wait_until;
+
+#[tokio::test]
+async fn kill_9_loses_no_acknowledged_event() {
+    let mut gw = GatewayProcess::start(&[]).unwrap();
+    let c = reqwest::Client::new();
+    let bases = vec![gw.url("")];
+    let n = 400;
+    let mut tasks = Vec::new();
+    for w in 0..8 {
+        let (c, bases) = (c.clone(), bases.clone());
+        tasks.push(tokio::spawn(async move {
+            for i in (w..n).step_by(8) {
+                let key = format!("k{i}");
+                publish_reliably(
+                    &c,
+                    &bases,
+                    "durable",
+                    &format!("e{i:04}"),
+                    &key,
+                    Duration::from_secs(20),
+                )
+                .await
+                .unwrap();
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    gw.kill9();
+    gw.restart().unwrap();
+    let seen = follow(
+        c,
+        vec![gw.url("")],
+        "/v1/stream?topic=durable".into(),
+        Some("earliest".into()),
+        n,
+        Duration::from_secs(30),
+    )
+    .await
+    .unwrap();
+    let mut got: Vec<String> = seen.events.iter().map(|e| e.data.clone()).collect();
+    got.sort();
+    let want: Vec<String> = (0..n).map(|i| format!("e{i:04}")).collect();
+    assert_eq!(got, want, "every acknowledged event, exactly once");
+}
+
+#[tokio::test]
+async fn rolling_restart_loses_and_duplicates_nothing() {
+    let mut gw = GatewayProcess::start(&["--drain-window", "1500ms", "--retry", "200ms"]).unwrap();
+    let c = reqwest::Client::new();
+    let base = gw.url("");
+    let n = 300;
+    let subscribers = 20;
+    let mut subs = Vec::new();
+    for i in 0..subscribers {
+        // Half on one topic, half on a multi-topic stream.
+        let q = if i % 2 == 0 {
+            "/v1/stream?topic=roll"
+        } else {
+            "/v1/stream?topic=roll&topic=other"
+        };
+        subs.push(tokio::spawn(follow(
+            c.clone(),
+            vec![base.clone()],
+            q.into(),
+            None,
+            n,
+            Duration::from_secs(60),
+        )));
+    }
+    // Let every subscriber attach before the first publish.
+    gw.wait_metric("pushgate_connections", subscribers as f64)
+        .await
+        .unwrap();
+    let published = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let publisher = {
+        let (c, bases) = (c.clone(), vec![base.clone()]);
+        let published = published.clone();
+        tokio::spawn(async move {
+            for i in 0..n {
+                publish_reliably(
+                    &c,
+                    &bases,
+                    "roll",
+                    &format!("r{i:04}"),
+                    &format!("r{i}"),
+                    Duration::from_secs(30),
+                )
+                .await
+                .unwrap();
+                published.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+    };
+    // The restart comes in the middle of the publishing.
+    wait_until(
+        "a tenth of the events to be published",
+        Duration::from_secs(30),
+        || async { published.load(std::sync::atomic::Ordering::Relaxed) >= n / 10 },
+    )
+    .await
+    .unwrap();
+    gw.sigterm();
+    // While draining: not ready, and new streams are refused.
+    wait_until(
+        "/readyz to report draining",
+        Duration::from_secs(10),
+        || async {
+            match c.get(gw.url("/readyz")).send().await {
+                Ok(r) if r.status() == 503 => Ok(()),
+                Ok(r) => Err(format!("/readyz {}", r.status())),
+                Err(e) => Err(e.to_string()),
+            }
+        },
+    )
+    .await
+    .unwrap();
+    match SseClient::open(&c, &gw.url("/v1/stream?topic=roll"), None).await {
+        // An EventSource is told to retry with a 200, never an error.
+        Ok(Opened::Stream(s)) => assert_eq!(
+            s.refusal(),
+            Some("draining"),
+            "a draining gateway accepted a new stream"
+        ),
+        Ok(Opened::Refused(status, body)) => panic!("{status}: {body}"),
+        Err(_) => {} // already gone
+    }
+    if let Ok(r) = c.get(gw.url("/v1/stream?topic=roll")).send().await {
+        assert_eq!(r.status(), 503, "other clients get the JSON 503");
+        let body = r.text().await.unwrap_or_default();
+        assert!(body.contains("\"code\":\"draining\""), "{body}");
+    }
+    let status = gw.wait_exit(Duration::from_secs(10)).unwrap();
+    assert!(status.success(), "drained gateway exits cleanly: {status}");
+    gw.restart().unwrap();
+    publisher.await.unwrap();
+    let want: Vec<String> = (0..n).map(|i| format!("r{i:04}")).collect();
+    let mut reconnected = 0;
+    for s in subs {
+        let seen = s.await.unwrap().unwrap();
+        assert_exactly_once(&seen.events, &want);
+        assert!(seen.resets.is_empty(), "no history was cut");
+        if seen.connections > 1 {
+            reconnected += 1;
+        }
+    }
+    assert_eq!(
+        reconnected, subscribers,
+        "every subscriber went through the restart"
+    );
+}

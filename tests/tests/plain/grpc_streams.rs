@@ -1,0 +1,326 @@
+//! gRPC against the real binary (`--grpc true`): a tonic subscriber is cut
+//! by a restart and resumes with its last id, every event once; its ids
+//! work as `Last-Event-ID` on SSE and SSE ids work as its `last_event_id`;
+//! auth, refusals while draining and errors are the HTTP API's, as gRPC
+//! codes; health follows readiness and reflection lists the services.
+
+use std::time::Duration;
+
+use anyhow::Result;
+use pushgate_e2e::gateway::{hs256_key, mint_token, publish, GatewayProcess};
+use pushgate_e2e::grpc::{GrpcClient, Grpcurl};
+use pushgate_e2e::sse_client::SseClient;
+use pushgate_e2e::wait::wait_until;
+use tonic::Code;
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::health_client::HealthClient;
+use tonic_health::pb::HealthCheckRequest;
+
+const T: Duration = Duration::from_secs(10);
+
+fn data(range: std::ops::RangeInclusive<u32>) -> Vec<String> {
+    range.map(|i| format!("e{i}")).collect()
+}
+
+#[tokio::test]
+async fn a_grpc_subscriber_resumes_across_a_restart_and_shares_cursors_with_sse() -> Result<()> {
+    let mut gw = GatewayProcess::start(&[
+        "--grpc",
+        "true",
+        "--drain-window",
+        "300ms",
+        "--retry",
+        "200ms",
+    ])?;
+    let grpc = GrpcClient::new(gw.addr)?;
+    let mut stream = grpc.subscribe(&["g/1"], "").await?;
+    stream.await_id(T).await?;
+
+    let mut acks = Vec::new();
+    for d in data(1..=10) {
+        acks.push(grpc.publish("g/1", &d).await?);
+    }
+    let got = stream.take(10, T).await?;
+    assert_eq!(
+        got.iter().map(|e| e.data.clone()).collect::<Vec<_>>(),
+        data(1..=10)
+    );
+    for (ev, ack) in got.iter().zip(&acks) {
+        assert_eq!((ev.topic.as_str(), ev.seq), ("g/1", ack.seq));
+        assert_eq!(ev.id, ack.id, "an event's id is its publish id");
+    }
+    assert_eq!(
+        acks.iter().map(|a| a.seq).collect::<Vec<_>>(),
+        (1..=10).collect::<Vec<_>>()
+    );
+
+    // SIGTERM: the stream ends within the drain window with UNAVAILABLE.
+    gw.sigterm();
+    assert_eq!(stream.end(T).await?, Code::Unavailable);
+    gw.wait_exit(T)?;
+    gw.restart()?;
+    let http = reqwest::Client::new();
+    let base = gw.url("");
+    for d in data(11..=20) {
+        publish(&http, &base, "g/1", &d).await?;
+    }
+    let grpc = GrpcClient::new(gw.addr)?;
+    let mut resumed = grpc.subscribe(&["g/1"], &stream.last_id).await?;
+    let got = resumed.take(10, T).await?;
+    assert_eq!(
+        got.iter().map(|e| e.data.clone()).collect::<Vec<_>>(),
+        data(11..=20)
+    );
+    assert_eq!(
+        got.iter().map(|e| e.seq).collect::<Vec<_>>(),
+        (11..=20).collect::<Vec<_>>()
+    );
+
+    // A gRPC id as Last-Event-ID: SSE continues right after e5.
+    let url = gw.url("/v1/stream?topic=g/1");
+    let mut sse = SseClient::connect(&http, &url, Some(&acks[4].id)).await?;
+    let mut sse_ids = Vec::new();
+    for want in data(6..=20) {
+        let ev = sse.next(T).await?.expect("stream open");
+        assert_eq!(ev.data, want);
+        sse_ids.push(ev.id);
+    }
+    // An SSE id as last_event_id: gRPC continues right after e12, and the
+    // next live event follows e20 with nothing between.
+    let mut from_sse = grpc.subscribe(&["g/1"], &sse_ids[6]).await?;
+    let got = from_sse.take(8, T).await?;
+    assert_eq!(
+        got.iter().map(|e| e.data.clone()).collect::<Vec<_>>(),
+        data(13..=20)
+    );
+    grpc.publish("g/1", "e21").await?;
+    assert_eq!(from_sse.take(1, T).await?[0].data, "e21");
+    assert_eq!(resumed.take(1, T).await?[0].data, "e21");
+    assert_eq!(sse.next(T).await?.expect("stream open").data, "e21");
+    Ok(())
+}
+
+#[tokio::test]
+async fn multi_topic_events_name_their_topic_and_seq() -> Result<()> {
+    let gw = GatewayProcess::start(&["--grpc", "true"])?;
+    let grpc = GrpcClient::new(gw.addr)?;
+    for (t, d) in [("m/a", "a1"), ("m/b", "b1"), ("m/a", "a2")] {
+        grpc.publish(t, d).await?;
+    }
+    let mut s = grpc.subscribe(&["m/a", "m/b"], "earliest").await?;
+    let got = s.take(3, T).await?;
+    let seen: Vec<(String, u64, String)> =
+        got.into_iter().map(|e| (e.topic, e.seq, e.data)).collect();
+    let mut by_topic = seen.clone();
+    by_topic.sort();
+    assert_eq!(
+        by_topic,
+        [
+            ("m/a".into(), 1, "a1".into()),
+            ("m/a".into(), 2, "a2".into()),
+            ("m/b".into(), 1, "b1".into())
+        ]
+    );
+    // Live, after the replay.
+    grpc.publish("m/b", "b2").await?;
+    let live = s.take(1, T).await?.remove(0);
+    assert_eq!(
+        (live.topic.as_str(), live.seq, live.data.as_str()),
+        ("m/b", 2, "b2")
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn auth_errors_and_drain_refusals_are_grpc_codes() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let key = hs256_key(dir.path())?;
+    let mut gw = GatewayProcess::start(&[
+        "--grpc",
+        "true",
+        "--auth-key-file",
+        key.to_str().unwrap(),
+        "--drain-window",
+        "5s",
+    ])?;
+    let token = mint_token(
+        &key,
+        &[
+            "--sub",
+            "dev-1",
+            "--subscribe",
+            "a/**",
+            "--publish",
+            "a/1",
+            "--ttl",
+            "5m",
+        ],
+    )?;
+    let anon = GrpcClient::new(gw.addr)?;
+    let grpc = anon.with_token(&token);
+
+    let e = anon.subscribe(&["a/1"], "").await.err().expect("no token");
+    assert_eq!(e.code(), Code::Unauthenticated, "{e:?}");
+    assert_eq!(e.metadata().get("pushgate-code").unwrap(), "unauthorized");
+    let e = grpc
+        .subscribe(&["b/1"], "")
+        .await
+        .err()
+        .expect("another topic");
+    assert_eq!(e.code(), Code::PermissionDenied, "{e:?}");
+    let e = grpc
+        .publish("a/2", "x")
+        .await
+        .expect_err("not a publish grant");
+    assert_eq!(e.code(), Code::PermissionDenied, "{e:?}");
+    let e = anon.publish("a/1", "x").await.expect_err("no token");
+    assert_eq!(e.code(), Code::Unauthenticated, "{e:?}");
+    let e = grpc
+        .subscribe(&["a/1"], "not-a-cursor")
+        .await
+        .err()
+        .expect("bad cursor");
+    assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
+    assert_eq!(e.metadata().get("pushgate-code").unwrap(), "bad_cursor");
+    let e = grpc.subscribe(&[], "").await.err().expect("no topic");
+    assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
+
+    let mut open = grpc.subscribe(&["a/1"], "").await?;
+    open.await_id(T).await?;
+    let ack = grpc.publish("a/1", "kept").await?;
+    assert_eq!(open.take(1, T).await?[0].id, ack.id);
+
+    // Draining: new streams are refused with UNAVAILABLE and a retry-after;
+    // the open one ends within the drain window, UNAVAILABLE too.
+    gw.sigterm();
+    let refused = wait_until("the drain to refuse new calls", T, || async {
+        match grpc.subscribe(&["a/1"], "").await {
+            Err(e) if e.code() == Code::Unavailable => Ok(e),
+            Err(e) => Err(format!("{e}")),
+            Ok(_) => Err("a new stream was accepted".to_owned()),
+        }
+    })
+    .await?;
+    assert!(
+        refused.metadata().get("retry-after").is_some(),
+        "{refused:?}"
+    );
+    assert_eq!(refused.metadata().get("pushgate-code").unwrap(), "draining");
+    assert_eq!(open.end(T).await?, Code::Unavailable);
+    gw.wait_exit(T)?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn health_follows_readiness_and_reflection_lists_the_services() -> Result<()> {
+    use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
+    use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
+    use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
+    use tonic_reflection::pb::v1::ServerReflectionRequest;
+
+    let gw = GatewayProcess::start(&["--grpc", "true", "--drain-window", "5s"])?;
+    let grpc = GrpcClient::new(gw.addr)?;
+    let mut health = HealthClient::new(grpc.channel());
+    let status = |service: &str| HealthCheckRequest {
+        service: service.into(),
+    };
+    for service in ["", "pushgate.v1.Pushgate"] {
+        let got = health.check(status(service)).await?.into_inner().status;
+        assert_eq!(got, ServingStatus::Serving as i32, "{service:?}");
+    }
+
+    let mut reflection = ServerReflectionClient::new(grpc.channel());
+    let list = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
+    let mut answers = reflection
+        .server_reflection_info(futures_util::stream::iter([list]))
+        .await?
+        .into_inner();
+    let answer = answers.message().await?.expect("one answer");
+    let Some(MessageResponse::ListServicesResponse(services)) = answer.message_response else {
+        panic!("not a service list: {answer:?}");
+    };
+    let mut names: Vec<String> = services.service.into_iter().map(|s| s.name).collect();
+    names.sort();
+    assert!(
+        names.contains(&"pushgate.v1.Pushgate".to_owned()),
+        "{names:?}"
+    );
+    assert!(
+        names.contains(&"grpc.health.v1.Health".to_owned()),
+        "{names:?}"
+    );
+
+    // Draining: the health service turns NOT_SERVING, as /readyz turns 503.
+    gw.sigterm();
+    let mut watch = health.watch(status("")).await?.into_inner();
+    tokio::time::timeout(T, async {
+        while let Some(r) = watch.message().await? {
+            if r.status == ServingStatus::NotServing as i32 {
+                return Ok::<_, tonic::Status>(());
+            }
+        }
+        Err(tonic::Status::unknown("watch ended while serving"))
+    })
+    .await??;
+    Ok(())
+}
+
+#[tokio::test]
+async fn grpcurl_subscribes_through_reflection_and_resumes_after_a_restart() -> Result<()> {
+    let mut gw = GatewayProcess::start(&["--grpc", "true"])?;
+    let http = reqwest::Client::new();
+    let mut sub = Grpcurl::subscribe(gw.addr, &["o/1"], "")?;
+    // Its first message is the marker with the cursor it attached at.
+    let marker = sub.next(T).await?.expect("grpcurl prints the first marker");
+    assert!(
+        marker["id"].is_string() && marker.get("data").is_none(),
+        "{marker}"
+    );
+    for d in data(1..=5) {
+        publish(&http, &gw.url(""), "o/1", &d).await?;
+    }
+    let mut last = String::new();
+    for want in data(1..=5) {
+        let ev = sub.next(T).await?.expect("an event");
+        assert_eq!(
+            (ev["data"].as_str(), ev["topic"].as_str()),
+            (Some(want.as_str()), Some("o/1"))
+        );
+        last = ev["id"].as_str().expect("an id").to_owned();
+    }
+    gw.kill9();
+    assert!(
+        sub.next(T).await?.is_none(),
+        "grpcurl ends with the connection"
+    );
+    let said = sub.stderr(T).await?;
+    assert!(said.contains("Code: Unavailable"), "grpcurl said: {said}");
+    gw.restart()?;
+    for d in data(6..=10) {
+        publish(&http, &gw.url(""), "o/1", &d).await?;
+    }
+    let mut resumed = Grpcurl::subscribe(gw.addr, &["o/1"], &last)?;
+    let mut got = Vec::new();
+    while got.len() < 5 {
+        let ev = resumed.next(T).await?.expect("an event");
+        if let Some(d) = ev["data"].as_str() {
+            got.push(d.to_owned());
+        }
+    }
+    assert_eq!(got, data(6..=10), "exactly the events after its last id");
+    Ok(())
+}
+
+#[tokio::test]
+async fn grpc_is_off_unless_enabled() -> Result<()> {
+    let gw = GatewayProcess::start(&[])?;
+    let e = GrpcClient::new(gw.addr)?
+        .publish("off/1", "x")
+        .await
+        .expect_err("no gRPC service");
+    assert_eq!(e.code(), Code::Unimplemented, "{e:?}");
+    Ok(())
+}
