@@ -420,7 +420,7 @@ fn exported_metrics() -> BTreeSet<String> {
             .map(str::to_owned)
             .collect()
     };
-    let gw = std::fs::read_to_string(repo().join("gateway/src/metrics.rs")).unwrap();
+    let gw = std::fs::read_to_string(repo().join("gateway/src/ops/metrics.rs")).unwrap();
     for n in lit(&gw) {
         let n = format!("pushgate_{n}");
         for s in ["_bucket", "_sum", "_count"] {
