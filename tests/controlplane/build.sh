@@ -45,6 +45,32 @@ have() { [ -x "$bin/$1" ]; }
 stamp() { date +%s; }
 t_all=$(stamp)
 
+# Each step reports where its time went: fetching modules (go get, go mod
+# tidy, and a `go build -n` / `go install -n` pass, which downloads every
+# module the build needs and compiles nothing), then compiling and linking.
+# The summary at the end repeats every step's line.
+times="$(mktemp)"
+trap 'rm -f "$times" "$times".*' EXIT
+# go_phased STEP go build|install ARGS...: the fetch pass, then the build,
+# whose seconds done_step adds up. Callers use it as `... || fail`, where
+# errexit is off: every failure returns explicitly.
+go_phased() {
+  local step=$1 t1 plan="$work/$1.plan"
+  shift
+  "$1" "$2" -n "${@:3}" >"$plan" 2>&1 || { tail -n 40 "$plan" >&2; return 1; }
+  rm -f "$plan"
+  t1=$(stamp)
+  "$@" || return 1
+  echo $(( $(stamp) - t1 )) >> "$times.$step"
+}
+# done_step STEP START: the step's wall time, split.
+done_step() {
+  local total=$(( $(stamp) - $2 )) compile=0
+  [ -f "$times.$1" ] && compile=$(awk '{ s += $1 } END { print s }' "$times.$1")
+  printf '%-20s %5ds: modules %4ds, compile and link %4ds\n' "$1" "$total" \
+    $(( total - compile )) "$compile" | tee -a "$times" | sed 's/^/    /'
+}
+
 # --- etcd: wrapper module around etcdmain.Main --------------------------------
 if ! have etcd; then
   echo "==> building etcd $ETCD_VERSION"
@@ -54,9 +80,9 @@ if ! have etcd; then
     go mod init pushgate.dev/controlplane/etcd >/dev/null 2>&1
     go get "go.etcd.io/etcd/server/v3@$ETCD_VERSION"
     go mod tidy
-    go build -trimpath -ldflags "-s -w" -o "$bin/etcd" .
+    go_phased etcd go build -trimpath -ldflags "-s -w" -o "$bin/etcd" .
   ) || fail "etcd build"
-  echo "    etcd built in $(( $(stamp) - t ))s"
+  done_step etcd "$t"
 fi
 
 # --- Kubernetes components: wrapper module replacing every staging module -----
@@ -106,18 +132,18 @@ GO
     done
     pkgs=()
     for c in "${missing[@]}"; do pkgs+=("k8s.io/kubernetes/cmd/$c"); done
-    go build -trimpath -tags selinux,notest -ldflags "$ld" -o "$bin/" "${pkgs[@]}"
+    go_phased kubernetes go build -trimpath -tags selinux,notest -ldflags "$ld" -o "$bin/" "${pkgs[@]}"
   ) || fail "kubernetes build (${missing[*]})"
-  echo "    ${missing[*]} built in $(( $(stamp) - t ))s"
+  done_step kubernetes "$t"
 fi
 
 # --- kwok: fake kubelet, no replace directives ---------------------------------
 if ! have kwok; then
   echo "==> building kwok $KWOK_VERSION"
   t=$(stamp)
-  GOBIN="$bin" GOFLAGS= go install -trimpath -ldflags "-s -w" "sigs.k8s.io/kwok/cmd/kwok@$KWOK_VERSION" \
-    || fail "kwok build"
-  echo "    kwok built in $(( $(stamp) - t ))s"
+  GOBIN="$bin" GOFLAGS= go_phased kwok go install -trimpath -ldflags "-s -w" \
+    "sigs.k8s.io/kwok/cmd/kwok@$KWOK_VERSION" || fail "kwok build"
+  done_step kwok "$t"
 fi
 
 # --- helm: chart tests (lint/template/install); no replace directives ----------
@@ -125,19 +151,20 @@ if ! have helm; then
   echo "==> building helm $HELM_VERSION"
   t=$(stamp)
   hv="helm.sh/helm/v3/internal/version"
-  GOBIN="$bin" GOFLAGS= go install -trimpath \
+  GOBIN="$bin" GOFLAGS= go_phased helm go install -trimpath \
     -ldflags "-s -w -X $hv.version=$HELM_VERSION -X $hv.gitTreeState=clean" \
     "helm.sh/helm/v3/cmd/helm@$HELM_VERSION" || fail "helm build"
-  echo "    helm built in $(( $(stamp) - t ))s"
+  done_step helm "$t"
 fi
 
 # --- grpcurl: a generic gRPC client (reflection), no replace directives -------
 if ! have grpcurl; then
   echo "==> building grpcurl $GRPCURL_VERSION"
   t=$(stamp)
-  GOBIN="$bin" GOFLAGS= go install -trimpath -ldflags "-s -w -X main.version=$GRPCURL_VERSION" \
+  GOBIN="$bin" GOFLAGS= go_phased grpcurl go install -trimpath \
+    -ldflags "-s -w -X main.version=$GRPCURL_VERSION" \
     "github.com/fullstorydev/grpcurl/cmd/grpcurl@$GRPCURL_VERSION" || fail "grpcurl build"
-  echo "    grpcurl built in $(( $(stamp) - t ))s"
+  done_step grpcurl "$t"
 fi
 
 # --- promcheck: Prometheus' rule/PromQL validation for the chart's alerts -----
@@ -149,9 +176,9 @@ if ! have promcheck; then
     go mod init pushgate.dev/controlplane/promcheck >/dev/null 2>&1
     go get "github.com/prometheus/prometheus@$PROMETHEUS_VERSION"
     go mod tidy
-    go build -trimpath -ldflags "-s -w" -o "$bin/promcheck" .
+    go_phased promcheck go build -trimpath -ldflags "-s -w" -o "$bin/promcheck" .
   ) || fail "promcheck build"
-  echo "    promcheck built in $(( $(stamp) - t ))s"
+  done_step promcheck "$t"
 fi
 
 # --- the real node: CNI plugins, CoreDNS, a pause binary ------------------------
@@ -160,11 +187,11 @@ if ! [ -x "$bin/cni/bridge" ] || ! [ -x "$bin/cni/portmap" ]; then
   t=$(stamp)
   m="github.com/containernetworking/plugins/plugins"
   mkdir -p "$bin/cni"
-  GOBIN="$bin/cni" GOFLAGS= go install -trimpath -ldflags "-s -w" \
+  GOBIN="$bin/cni" GOFLAGS= go_phased cni go install -trimpath -ldflags "-s -w" \
     "$m/main/bridge@$CNI_PLUGINS_VERSION" "$m/ipam/host-local@$CNI_PLUGINS_VERSION" \
     "$m/main/loopback@$CNI_PLUGINS_VERSION" "$m/meta/portmap@$CNI_PLUGINS_VERSION" \
     || fail "CNI plugins build"
-  echo "    CNI plugins built in $(( $(stamp) - t ))s"
+  done_step cni "$t"
 fi
 for tool in coredns pause; do
   have "$tool" && continue
@@ -175,9 +202,9 @@ for tool in coredns pause; do
     go mod init "pushgate.dev/controlplane/$tool" >/dev/null 2>&1
     if [ "$tool" = coredns ]; then go get "github.com/coredns/coredns@$COREDNS_VERSION"; fi
     go mod tidy
-    go build -trimpath -ldflags "-s -w" -o "$bin/$tool" .
+    go_phased "$tool" go build -trimpath -ldflags "-s -w" -o "$bin/$tool" .
   ) || fail "$tool build"
-  echo "    $tool built in $(( $(stamp) - t ))s"
+  done_step "$tool" "$t"
 done
 
 # --- kwok stages: pod/node lifecycles from the same pinned module ------------
@@ -210,11 +237,11 @@ if ! have prometheus; then
     go mod init pushgate.dev/controlplane/prometheus >/dev/null 2>&1
     go get "github.com/prometheus/prometheus/cmd/prometheus@$PROMETHEUS_VERSION"
     pv="github.com/prometheus/common/version"
-    go build -trimpath -tags remove_all_sd,enable_kubernetes_sd \
+    go_phased prometheus go build -trimpath -tags remove_all_sd,enable_kubernetes_sd \
       -ldflags "-s -w -X $pv.Version=$PROMETHEUS_RELEASE" \
       -o "$bin/prometheus" github.com/prometheus/prometheus/cmd/prometheus
   ) || fail "prometheus build"
-  echo "    prometheus built in $(( $(stamp) - t ))s"
+  done_step prometheus "$t"
 fi
 if ! have prometheus-adapter; then
   echo "==> building prometheus-adapter $PROMETHEUS_ADAPTER_VERSION"
@@ -223,9 +250,10 @@ if ! have prometheus-adapter; then
   ( cd "$d"
     go mod init pushgate.dev/controlplane/prometheus-adapter >/dev/null 2>&1
     go get "sigs.k8s.io/prometheus-adapter/cmd/adapter@$PROMETHEUS_ADAPTER_VERSION"
-    go build -trimpath -ldflags "-s -w" -o "$bin/prometheus-adapter" sigs.k8s.io/prometheus-adapter/cmd/adapter
+    go_phased prometheus-adapter go build -trimpath -ldflags "-s -w" \
+      -o "$bin/prometheus-adapter" sigs.k8s.io/prometheus-adapter/cmd/adapter
   ) || fail "prometheus-adapter build"
-  echo "    prometheus-adapter built in $(( $(stamp) - t ))s"
+  done_step prometheus-adapter "$t"
 fi
 
 # --- KEDA: its CRDs, operator and metrics adapter ----------------------------
@@ -234,7 +262,9 @@ fi
 # module itself, with its own go.mod and go.sum.
 keda_src="$GOMODCACHE/github.com/kedacore/keda/v2@$KEDA_VERSION"
 if [ ! -d "$keda_src" ]; then
+  t=$(stamp)
   GOFLAGS= go mod download "github.com/kedacore/keda/v2@$KEDA_VERSION" || fail "downloading KEDA $KEDA_VERSION"
+  done_step keda-source "$t"
 fi
 keda_crds="$cache/$K8S_VERSION/keda-crds"
 if [ ! -s "$keda_crds/keda.sh_triggerauthentications.yaml" ]; then
@@ -248,16 +278,21 @@ if ! have keda-operator || ! have keda-adapter; then
   t=$(stamp)
   d="$work/keda"; rm -rf "$d"; cp -r "$keda_src" "$d"; chmod -R u+w "$d"
   ( cd "$d"
-    go build -trimpath -ldflags "-s -w" -o "$bin/keda-operator" ./cmd/operator
-    go build -trimpath -ldflags "-s -w" -o "$bin/keda-adapter" ./cmd/adapter
+    go_phased keda go build -trimpath -ldflags "-s -w" -o "$bin/keda-operator" ./cmd/operator
+    go_phased keda go build -trimpath -ldflags "-s -w" -o "$bin/keda-adapter" ./cmd/adapter
   ) || fail "KEDA build"
   rm -rf "$d"
-  echo "    KEDA built in $(( $(stamp) - t ))s"
+  done_step keda "$t"
 fi
 
 for c in etcd "${k8s_cmds[@]}" kwok helm grpcurl promcheck prometheus prometheus-adapter keda-operator keda-adapter coredns pause cni/bridge cni/host-local cni/loopback cni/portmap; do
   have "$c" || fail "$bin/$c missing after build"
 done
-echo "==> control plane ready in $(( $(stamp) - t_all ))s:"
+echo "==> control plane ready in $(( $(stamp) - t_all ))s"
+if [ -s "$times" ]; then
+  echo "==> steps built by this run:"
+  sed 's/^/    /' "$times"
+fi
+echo "==> binaries:"
 ( cd "$bin" && ls -l etcd "${k8s_cmds[@]}" kwok helm grpcurl promcheck prometheus prometheus-adapter keda-operator keda-adapter coredns pause cni/* | awk '{printf "    %-26s %6.1f MiB\n", $9, $5/1048576}' )
 echo "$bin"
