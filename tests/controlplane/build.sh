@@ -12,7 +12,7 @@ K8S_VERSION="v1.34.4"
 ETCD_VERSION="v3.6.16"
 KWOK_VERSION="v0.8.0"
 HELM_VERSION="v3.21.4"
-PROMETHEUS_VERSION="v0.316.0"   # the Go module of Prometheus v3.x, for promcheck
+PROMETHEUS_VERSION="v0.316.0"   # the Go module of Prometheus v3.x: the server and promcheck
 CNI_PLUGINS_VERSION="v1.10.0"   # bridge, host-local, loopback, portmap for the real node
 COREDNS_VERSION="v1.15.0"       # cluster DNS of the real node
 KEDA_VERSION="v2.21.0"          # KEDA: its CRDs, operator and metrics adapter
@@ -167,20 +167,6 @@ if ! have grpcurl; then
   done_step grpcurl "$t"
 fi
 
-# --- promcheck: Prometheus' rule/PromQL validation for the chart's alerts -----
-if ! have promcheck; then
-  echo "==> building promcheck (prometheus $PROMETHEUS_VERSION)"
-  t=$(stamp)
-  d="$work/promcheck"; rm -rf "$d"; mkdir -p "$d"; cp "$here/promcheck/main.go" "$d/"
-  ( cd "$d"
-    go mod init pushgate.dev/controlplane/promcheck >/dev/null 2>&1
-    go get "github.com/prometheus/prometheus@$PROMETHEUS_VERSION"
-    go mod tidy
-    go_phased promcheck go build -trimpath -ldflags "-s -w" -o "$bin/promcheck" .
-  ) || fail "promcheck build"
-  done_step promcheck "$t"
-fi
-
 # --- the real node: CNI plugins, CoreDNS, a pause binary ------------------------
 if ! [ -x "$bin/cni/bridge" ] || ! [ -x "$bin/cni/portmap" ]; then
   echo "==> building CNI plugins $CNI_PLUGINS_VERSION"
@@ -223,24 +209,30 @@ if [ ! -s "$stages" ]; then
   mv "$tmp" "$stages"
 fi
 
-# --- Prometheus and prometheus-adapter: the metrics the HPAs read ------------
+# --- Prometheus and promcheck, prometheus-adapter: the metrics the HPAs read --
 # The server is built without its web UI (that needs the builtinassets tag and
 # an npm build); its HTTP API, /-/ready and /-/healthy are all the tests use.
 # Of the service discoveries only Kubernetes is compiled in (Prometheus' own
 # build tags), which keeps the cloud SDKs out of a cold build.
+# promcheck (Prometheus' rule and PromQL parsers for the chart's alerts and
+# queries, tests/controlplane/promcheck/main.go) is a package of the same
+# wrapper module, built by the same `go build` with the same tags: the
+# Prometheus packages it shares with the server compile once.
 # Neither go.mod has replace or exclude directives a wrapper module would miss.
-if ! have prometheus; then
-  echo "==> building prometheus $PROMETHEUS_RELEASE ($PROMETHEUS_VERSION)"
+if ! have prometheus || ! have promcheck; then
+  echo "==> building prometheus $PROMETHEUS_RELEASE ($PROMETHEUS_VERSION) and promcheck"
   t=$(stamp)
-  d="$work/prometheus"; rm -rf "$d"; mkdir -p "$d"
+  d="$work/prometheus"; rm -rf "$d"; mkdir -p "$d/promcheck"
+  cp "$here/promcheck/main.go" "$d/promcheck/"
   ( cd "$d"
     go mod init pushgate.dev/controlplane/prometheus >/dev/null 2>&1
     go get "github.com/prometheus/prometheus/cmd/prometheus@$PROMETHEUS_VERSION"
     pv="github.com/prometheus/common/version"
+    # Two main packages and -o DIR/: the binaries are named prometheus and promcheck.
     go_phased prometheus go build -trimpath -tags remove_all_sd,enable_kubernetes_sd \
       -ldflags "-s -w -X $pv.Version=$PROMETHEUS_RELEASE" \
-      -o "$bin/prometheus" github.com/prometheus/prometheus/cmd/prometheus
-  ) || fail "prometheus build"
+      -o "$bin/" github.com/prometheus/prometheus/cmd/prometheus ./promcheck
+  ) || fail "prometheus and promcheck build"
   done_step prometheus "$t"
 fi
 if ! have prometheus-adapter; then
@@ -278,8 +270,12 @@ if ! have keda-operator || ! have keda-adapter; then
   t=$(stamp)
   d="$work/keda"; rm -rf "$d"; cp -r "$keda_src" "$d"; chmod -R u+w "$d"
   ( cd "$d"
-    go_phased keda go build -trimpath -ldflags "-s -w" -o "$bin/keda-operator" ./cmd/operator
-    go_phased keda go build -trimpath -ldflags "-s -w" -o "$bin/keda-adapter" ./cmd/adapter
+    # One `go build` of both commands (named after their directories), so
+    # the two links overlap with what is left to compile.
+    mkdir -p out
+    go_phased keda go build -trimpath -ldflags "-s -w" -o "$d/out/" ./cmd/operator ./cmd/adapter
+    mv out/operator "$bin/keda-operator"
+    mv out/adapter "$bin/keda-adapter"
   ) || fail "KEDA build"
   rm -rf "$d"
   done_step keda "$t"
