@@ -18,7 +18,6 @@ COREDNS_VERSION="v1.15.0"       # cluster DNS of the real node
 KEDA_VERSION="v2.21.0"          # KEDA: its CRDs, operator and metrics adapter
 PROMETHEUS_RELEASE="3.16.0"     # the release PROMETHEUS_VERSION is, for the server's version string
 PROMETHEUS_ADAPTER_VERSION="v0.12.0"  # served by the proxy but not listed: exact version only
-GRPCURL_VERSION="v1.9.4"        # an outside gRPC client for the gateway's gRPC tests
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 cache="${PUSHGATE_K8S_CACHE:-$HOME/.cache/pushgate-k8s}"
@@ -157,16 +156,6 @@ if ! have helm; then
   done_step helm "$t"
 fi
 
-# --- grpcurl: a generic gRPC client (reflection), no replace directives -------
-if ! have grpcurl; then
-  echo "==> building grpcurl $GRPCURL_VERSION"
-  t=$(stamp)
-  GOBIN="$bin" GOFLAGS= go_phased grpcurl go install -trimpath \
-    -ldflags "-s -w -X main.version=$GRPCURL_VERSION" \
-    "github.com/fullstorydev/grpcurl/cmd/grpcurl@$GRPCURL_VERSION" || fail "grpcurl build"
-  done_step grpcurl "$t"
-fi
-
 # --- the real node: CNI plugins, CoreDNS, a pause binary ------------------------
 if ! [ -x "$bin/cni/bridge" ] || ! [ -x "$bin/cni/portmap" ]; then
   echo "==> building CNI plugins $CNI_PLUGINS_VERSION"
@@ -281,7 +270,7 @@ if ! have keda-operator || ! have keda-adapter; then
   done_step keda "$t"
 fi
 
-for c in etcd "${k8s_cmds[@]}" kwok helm grpcurl promcheck prometheus prometheus-adapter keda-operator keda-adapter coredns pause cni/bridge cni/host-local cni/loopback cni/portmap; do
+for c in etcd "${k8s_cmds[@]}" kwok helm promcheck prometheus prometheus-adapter keda-operator keda-adapter coredns pause cni/bridge cni/host-local cni/loopback cni/portmap; do
   have "$c" || fail "$bin/$c missing after build"
 done
 echo "==> control plane ready in $(( $(stamp) - t_all ))s"
@@ -290,5 +279,5 @@ if [ -s "$times" ]; then
   sed 's/^/    /' "$times"
 fi
 echo "==> binaries:"
-( cd "$bin" && ls -l etcd "${k8s_cmds[@]}" kwok helm grpcurl promcheck prometheus prometheus-adapter keda-operator keda-adapter coredns pause cni/* | awk '{printf "    %-26s %6.1f MiB\n", $9, $5/1048576}' )
+( cd "$bin" && ls -l etcd "${k8s_cmds[@]}" kwok helm promcheck prometheus prometheus-adapter keda-operator keda-adapter coredns pause cni/* | awk '{printf "    %-26s %6.1f MiB\n", $9, $5/1048576}' )
 echo "$bin"

@@ -1,8 +1,11 @@
 //! A gRPC client of a gateway (tonic, HTTP/2 prior knowledge on its API
 //! port): subscribe and publish with an optional bearer token, health and
-//! reflection.
+//! reflection; and an outside one, gRPC's Python implementation driven
+//! through reflection alone (`tests/grpc-client/`).
 
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
@@ -190,68 +193,96 @@ impl GrpcStream {
     }
 }
 
-/// `grpcurl` (built by `tests/controlplane/build.sh`) subscribing through
-/// reflection alone, as an outside client would: its JSON output read back
-/// as events. Killed on drop.
-pub struct Grpcurl {
-    child: tokio::process::Child,
-    out: tokio::process::ChildStdout,
-    buf: String,
+/// The Python of the outside client's virtual environment, made (once per
+/// machine, pinned packages) by `tests/grpc-client/setup.sh`.
+pub fn grpcio_python() -> Result<PathBuf> {
+    static PYTHON: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    PYTHON
+        .get_or_init(|| {
+            let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("grpc-client/setup.sh");
+            let out = std::process::Command::new("bash")
+                .arg(&script)
+                .stderr(std::process::Stdio::inherit())
+                .output()
+                .map_err(|e| format!("running {}: {e}", script.display()))?;
+            let stdout = String::from_utf8_lossy(&out.stdout);
+            let python = PathBuf::from(stdout.lines().last().unwrap_or_default().trim());
+            if !out.status.success() || !python.is_file() {
+                return Err(format!(
+                    "{} failed ({}): run it and fix the error it prints",
+                    script.display(),
+                    out.status
+                ));
+            }
+            Ok(python)
+        })
+        .clone()
+        .map_err(anyhow::Error::msg)
 }
 
-impl Grpcurl {
-    /// Runs `grpcurl -plaintext -d {topics, last_event_id} ADDR pushgate.v1.Pushgate/Subscribe`.
-    pub fn subscribe(addr: SocketAddr, topics: &[&str], last_event_id: &str) -> Result<Grpcurl> {
-        let bin = crate::controlplane::bin_dir()?.join("grpcurl");
+/// An outside client: gRPC's Python implementation (grpcio) running
+/// `tests/grpc-client/subscribe.py`, which knows the API only through the
+/// gateway's reflection service, as grpcurl would. Its JSON lines are read
+/// back as events. Killed on drop.
+pub struct GrpcioSubscriber {
+    child: tokio::process::Child,
+    out: tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStdout>>,
+}
+
+impl GrpcioSubscriber {
+    /// Runs `subscribe.py ADDR pushgate.v1.Pushgate/Subscribe {topics, last_event_id}`.
+    pub fn subscribe(
+        addr: SocketAddr,
+        topics: &[&str],
+        last_event_id: &str,
+    ) -> Result<GrpcioSubscriber> {
+        use tokio::io::AsyncBufReadExt;
+        let python = grpcio_python()?;
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("grpc-client/subscribe.py");
         let req = serde_json::json!({ "topics": topics, "last_event_id": last_event_id });
-        let mut child = tokio::process::Command::new(&bin)
-            .args(["-plaintext", "-d", &req.to_string(), &addr.to_string()])
+        let mut child = tokio::process::Command::new(&python)
+            .arg(&script)
+            .arg(addr.to_string())
             .arg("pushgate.v1.Pushgate/Subscribe")
+            .arg(req.to_string())
+            .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped())
             .kill_on_drop(true)
             .spawn()
-            .with_context(|| format!("run {}", bin.display()))?;
-        let out = child.stdout.take().context("grpcurl stdout")?;
-        Ok(Grpcurl {
+            .with_context(|| format!("run {} {}", python.display(), script.display()))?;
+        let out = child.stdout.take().context("subscribe.py stdout")?;
+        Ok(GrpcioSubscriber {
             child,
-            out,
-            buf: String::new(),
+            out: tokio::io::BufReader::new(out).lines(),
         })
     }
 
-    /// The next JSON message grpcurl printed; `None` once it exited.
+    /// The next message it printed (one JSON object a line); `None` once it exited.
     pub async fn next(&mut self, timeout: Duration) -> Result<Option<serde_json::Value>> {
-        use tokio::io::AsyncReadExt;
-        let deadline = tokio::time::Instant::now() + timeout;
-        loop {
-            let mut it =
-                serde_json::Deserializer::from_str(&self.buf).into_iter::<serde_json::Value>();
-            if let Some(Ok(v)) = it.next() {
-                let used = it.byte_offset();
-                self.buf.drain(..used);
-                return Ok(Some(v));
-            }
-            let mut chunk = [0u8; 4096];
-            let n = tokio::time::timeout_at(deadline, self.out.read(&mut chunk))
-                .await
-                .context("grpcurl printed nothing within the timeout")??;
-            if n == 0 {
-                return Ok(None);
-            }
-            self.buf.push_str(std::str::from_utf8(&chunk[..n])?);
+        let line = tokio::time::timeout(timeout, self.out.next_line())
+            .await
+            .context("subscribe.py printed nothing within the timeout")??;
+        match line {
+            Some(l) => Ok(Some(
+                serde_json::from_str(&l).with_context(|| format!("not JSON: {l}"))?,
+            )),
+            None => Ok(None),
         }
     }
 
-    /// Waits for grpcurl to exit; returns what it said on stderr.
-    pub async fn stderr(mut self, timeout: Duration) -> Result<String> {
+    /// Waits for it to exit; returns its exit code and what it said on stderr.
+    pub async fn exit(mut self, timeout: Duration) -> Result<(Option<i32>, String)> {
         use tokio::io::AsyncReadExt;
         let mut err = String::new();
         if let Some(mut e) = self.child.stderr.take() {
             tokio::time::timeout(timeout, e.read_to_string(&mut err))
                 .await
-                .context("grpcurl did not exit")??;
+                .context("subscribe.py did not close stderr")??;
         }
-        Ok(err)
+        let status = tokio::time::timeout(timeout, self.child.wait())
+            .await
+            .context("subscribe.py did not exit")??;
+        Ok((status.code(), err))
     }
 }

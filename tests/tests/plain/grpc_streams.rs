@@ -2,13 +2,15 @@
 //! by a restart and resumes with its last id, every event once; its ids
 //! work as `Last-Event-ID` on SSE and SSE ids work as its `last_event_id`;
 //! auth, refusals while draining and errors are the HTTP API's, as gRPC
-//! codes; health follows readiness and reflection lists the services.
+//! codes; health follows readiness and reflection lists the services; an
+//! outside client (gRPC's Python implementation, through reflection only)
+//! subscribes, is cut by `kill -9` and resumes with its last id.
 
 use std::time::Duration;
 
 use anyhow::Result;
 use pushgate_e2e::gateway::{hs256_key, mint_token, publish, GatewayProcess};
-use pushgate_e2e::grpc::{GrpcClient, Grpcurl};
+use pushgate_e2e::grpc::{GrpcClient, GrpcioSubscriber};
 use pushgate_e2e::sse_client::SseClient;
 use pushgate_e2e::wait::wait_until;
 use tonic::Code;
@@ -268,49 +270,108 @@ async fn health_follows_readiness_and_reflection_lists_the_services() -> Result<
     Ok(())
 }
 
+/// `(id, topic, seq, event_type, data)` of a message.
+type Fields<'a> = (
+    String,
+    Option<&'a str>,
+    Option<&'a str>,
+    Option<&'a str>,
+    Option<&'a str>,
+);
+
+/// One line of the outside client, proto3 JSON as any generic client prints
+/// it (`seq`, a uint64, as a string; default values left out).
+fn fields(v: &serde_json::Value) -> Fields<'_> {
+    (
+        v["id"]
+            .as_str()
+            .expect("every message has an id")
+            .to_owned(),
+        v["topic"].as_str(),
+        v["seq"].as_str(),
+        v["event_type"].as_str(),
+        v["data"].as_str(),
+    )
+}
+
 #[tokio::test]
-async fn grpcurl_subscribes_through_reflection_and_resumes_after_a_restart() -> Result<()> {
+async fn an_outside_client_subscribes_through_reflection_and_resumes_after_kill_9() -> Result<()> {
+    // gRPC's Python implementation, knowing the API only from reflection.
     let mut gw = GatewayProcess::start(&["--grpc", "true"])?;
     let http = reqwest::Client::new();
-    let mut sub = Grpcurl::subscribe(gw.addr, &["o/1"], "")?;
+    let mut sub = GrpcioSubscriber::subscribe(gw.addr, &["o/1"], "")?;
     // Its first message is the marker with the cursor it attached at.
-    let marker = sub.next(T).await?.expect("grpcurl prints the first marker");
-    assert!(
-        marker["id"].is_string() && marker.get("data").is_none(),
-        "{marker}"
-    );
+    let marker = sub
+        .next(T)
+        .await?
+        .expect("the client prints the first marker");
+    let (_, topic, _, event_type, body) = fields(&marker);
+    assert_eq!((topic, event_type, body), (None, None, None), "{marker}");
+    let mut acks = Vec::new();
     for d in data(1..=5) {
-        publish(&http, &gw.url(""), "o/1", &d).await?;
+        acks.push(publish(&http, &gw.url(""), "o/1", &d).await?);
     }
-    let mut last = String::new();
-    for want in data(1..=5) {
+    for (want, ack) in data(1..=5).iter().zip(&acks) {
         let ev = sub.next(T).await?.expect("an event");
+        let seq = ack.seq.to_string();
         assert_eq!(
-            (ev["data"].as_str(), ev["topic"].as_str()),
-            (Some(want.as_str()), Some("o/1"))
+            fields(&ev),
+            (
+                ack.id.clone(),
+                Some("o/1"),
+                Some(seq.as_str()),
+                Some("message"),
+                Some(want.as_str())
+            ),
+            "an event's id is its publish id"
         );
-        last = ev["id"].as_str().expect("an id").to_owned();
     }
+    let last = acks.last().expect("five acks").id.clone();
     gw.kill9();
     assert!(
         sub.next(T).await?.is_none(),
-        "grpcurl ends with the connection"
+        "the client's stream ends with the connection"
     );
-    let said = sub.stderr(T).await?;
-    assert!(said.contains("Code: Unavailable"), "grpcurl said: {said}");
+    let (code, said) = sub.exit(T).await?;
+    assert!(
+        said.contains("Code: UNAVAILABLE"),
+        "the client said: {said}"
+    );
+    assert_eq!(code, Some(64 + Code::Unavailable as i32), "{said}");
+
     gw.restart()?;
+    let mut missed = Vec::new();
     for d in data(6..=10) {
-        publish(&http, &gw.url(""), "o/1", &d).await?;
+        missed.push(publish(&http, &gw.url(""), "o/1", &d).await?);
     }
-    let mut resumed = Grpcurl::subscribe(gw.addr, &["o/1"], &last)?;
+    let mut resumed = GrpcioSubscriber::subscribe(gw.addr, &["o/1"], &last)?;
     let mut got = Vec::new();
     while got.len() < 5 {
         let ev = resumed.next(T).await?.expect("an event");
-        if let Some(d) = ev["data"].as_str() {
-            got.push(d.to_owned());
+        let (id, _, _, _, body) = fields(&ev);
+        if let Some(d) = body {
+            got.push((id, d.to_owned()));
         }
     }
-    assert_eq!(got, data(6..=10), "exactly the events after its last id");
+    assert_eq!(
+        got,
+        missed
+            .iter()
+            .zip(data(6..=10))
+            .map(|(a, d)| (a.id.clone(), d))
+            .collect::<Vec<_>>(),
+        "exactly the events after its last id, with their publish ids"
+    );
+    // Then the live one, and nothing between.
+    let live = publish(&http, &gw.url(""), "o/1", "e11").await?;
+    loop {
+        let ev = resumed.next(T).await?.expect("the live event");
+        let (id, _, _, _, body) = fields(&ev);
+        if let Some(d) = body {
+            assert_eq!((id, d), (live.id.clone(), "e11"), "{ev}");
+            break;
+        }
+    }
     Ok(())
 }
 
