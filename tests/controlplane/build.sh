@@ -137,6 +137,13 @@ GO
 fi
 
 # --- kwok: fake kubelet, no replace directives ---------------------------------
+# Still needed beside the real node: the control-plane tests read pod
+# readiness back through the operator and the Deployment controller (a
+# PushGateway's Ready and readyReplicas, the canary's weight, which the
+# operator applies only once canary pods are ready, `helm install`'s
+# available operator Deployment, the README's `rollout status` and
+# `kubectl wait`). Without a kubelet those pods stay Pending; the real node
+# is one per machine and kept for what must run.
 if ! have kwok; then
   echo "==> building kwok $KWOK_VERSION"
   t=$(stamp)
