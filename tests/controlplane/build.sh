@@ -62,12 +62,31 @@ go_phased() {
   "$@" || return 1
   echo $(( $(stamp) - t1 )) >> "$times.$step"
 }
-# done_step STEP START: the step's wall time, split.
+# cpu_ms: sets cpu to the CPU time (user + system, ms) of every process this
+# script has waited for. Wall times depend on whatever else shares the
+# cores; CPU time much less. `times` runs in this shell (in a subshell it
+# would see none of them), into a file.
+cpu=0
+cpu_ms() {
+  local u s um us sm ss
+  times > "$times.cpu"
+  { read -r _ _; read -r u s; } < "$times.cpu"
+  u=${u%s} s=${s%s}
+  um=${u%%m*} us=${u#*m} sm=${s%%m*} ss=${s#*m}
+  cpu=$(( (um + sm) * 60000 + 10#${us/./} + 10#${ss/./} ))
+}
+cpu_ms
+cpu_mark=$cpu
+# done_step STEP START: the step's wall time, split, and the CPU time
+# since the previous step.
 done_step() {
   local total=$(( $(stamp) - $2 )) compile=0
   [ -f "$times.$1" ] && compile=$(awk '{ s += $1 } END { print s }' "$times.$1")
-  printf '%-20s %5ds: modules %4ds, compile and link %4ds\n' "$1" "$total" \
-    $(( total - compile )) "$compile" | tee -a "$times" | sed 's/^/    /'
+  cpu_ms
+  printf '%-20s %5ds: modules %4ds, compile and link %4ds; CPU %5ds\n' "$1" "$total" \
+    $(( total - compile )) "$compile" $(( (cpu - cpu_mark) / 1000 )) \
+    | tee -a "$times" | sed 's/^/    /'
+  cpu_mark=$cpu
 }
 
 # --- etcd: wrapper module around etcdmain.Main --------------------------------
@@ -280,7 +299,8 @@ fi
 for c in etcd "${k8s_cmds[@]}" kwok helm promcheck prometheus prometheus-adapter keda-operator keda-adapter coredns pause cni/bridge cni/host-local cni/loopback cni/portmap; do
   have "$c" || fail "$bin/$c missing after build"
 done
-echo "==> control plane ready in $(( $(stamp) - t_all ))s"
+cpu_ms
+echo "==> control plane ready in $(( $(stamp) - t_all ))s (CPU $(( cpu / 1000 ))s)"
 if [ -s "$times" ]; then
   echo "==> steps built by this run:"
   sed 's/^/    /' "$times"
