@@ -160,6 +160,47 @@ pub async fn publish_reliably(
     outcome.map_err(anyhow::Error::msg)
 }
 
+/// Publishes `n` events to `topic` one after another, each retried through
+/// `bases` until acknowledged (`{prefix}{i:04}` as data, `{prefix}{i}` as
+/// idempotency key), pausing `pace` between them; resolves once a tenth are
+/// acknowledged, so that a scenario can break something mid-way, and hands
+/// back the task that publishes the rest.
+pub async fn publish_in_background(
+    client: &reqwest::Client,
+    bases: Vec<String>,
+    topic: &'static str,
+    (prefix, n, pace): (&'static str, usize, Duration),
+    deadline: Duration,
+) -> Result<tokio::task::JoinHandle<()>> {
+    let published = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let task = {
+        let (c, published) = (client.clone(), published.clone());
+        tokio::spawn(async move {
+            for i in 0..n {
+                publish_reliably(
+                    &c,
+                    &bases,
+                    topic,
+                    &format!("{prefix}{i:04}"),
+                    &format!("{prefix}{i}"),
+                    deadline,
+                )
+                .await
+                .unwrap();
+                published.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                tokio::time::sleep(pace).await;
+            }
+        })
+    };
+    crate::wait::wait_until(
+        "a tenth of the events to be published",
+        Duration::from_secs(30),
+        || async { published.load(std::sync::atomic::Ordering::Relaxed) >= n / 10 },
+    )
+    .await?;
+    Ok(task)
+}
+
 /// Asserts that `seen` holds, per topic, exactly `data` in order, each once.
 pub fn assert_exactly_once(seen: &[SseEvent], want: &[String]) {
     let got: Vec<&str> = seen.iter().map(|e| e.data.as_str()).collect();

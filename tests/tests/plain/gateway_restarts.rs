@@ -4,7 +4,9 @@ use std::time::Duration;
 
 use pushgate_e2e::gateway::GatewayProcess;
 use pushgate_e2e::sse_client::{Opened, SseClient};
-use pushgate_e2e::subscriber::{assert_exactly_once, follow, publish_reliably};
+use pushgate_e2e::subscriber::{
+    assert_exactly_once, follow, publish_in_background, publish_reliably,
+};
 use pushgate_e2e::wait::wait_until;
 
 #[tokio::test]
@@ -81,32 +83,13 @@ async fn rolling_restart_loses_and_duplicates_nothing() {
     gw.wait_metric("pushgate_connections", subscribers as f64)
         .await
         .unwrap();
-    let published = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let publisher = {
-        let (c, bases) = (c.clone(), vec![base.clone()]);
-        let published = published.clone();
-        tokio::spawn(async move {
-            for i in 0..n {
-                publish_reliably(
-                    &c,
-                    &bases,
-                    "roll",
-                    &format!("r{i:04}"),
-                    &format!("r{i}"),
-                    Duration::from_secs(30),
-                )
-                .await
-                .unwrap();
-                published.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                tokio::time::sleep(Duration::from_millis(5)).await;
-            }
-        })
-    };
     // The restart comes in the middle of the publishing.
-    wait_until(
-        "a tenth of the events to be published",
+    let publisher = publish_in_background(
+        &c,
+        vec![base.clone()],
+        "roll",
+        ("r", n, Duration::from_millis(5)),
         Duration::from_secs(30),
-        || async { published.load(std::sync::atomic::Ordering::Relaxed) >= n / 10 },
     )
     .await
     .unwrap();

@@ -8,7 +8,7 @@ use std::time::Duration;
 use pushgate_e2e::gateway::{publish, GatewayProcess};
 use pushgate_e2e::redis::RedisServer;
 use pushgate_e2e::sse_client::SseClient;
-use pushgate_e2e::subscriber::{follow, follow_to_marker, publish_reliably};
+use pushgate_e2e::subscriber::{follow, follow_to_marker, publish_in_background, publish_reliably};
 use pushgate_e2e::wait::{elapse, wait_until};
 
 const T: Duration = Duration::from_secs(10);
@@ -312,32 +312,13 @@ async fn killing_a_replica_loses_nothing() {
         )));
     }
     wait_connections(&gws, 12).await;
-    let published = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let publisher = {
-        let (c, base) = (c.clone(), vec![bases[0].clone()]);
-        let published = published.clone();
-        tokio::spawn(async move {
-            for i in 0..n {
-                publish_reliably(
-                    &c,
-                    &base,
-                    "crash",
-                    &format!("c{i:04}"),
-                    &format!("c{i}"),
-                    Duration::from_secs(20),
-                )
-                .await
-                .unwrap();
-                published.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                tokio::time::sleep(Duration::from_millis(3)).await;
-            }
-        })
-    };
     // The crash comes in the middle of the publishing.
-    wait_until(
-        "a tenth of the events to be published",
-        Duration::from_secs(30),
-        || async { published.load(std::sync::atomic::Ordering::Relaxed) >= n / 10 },
+    let publisher = publish_in_background(
+        &c,
+        vec![bases[0].clone()],
+        "crash",
+        ("c", n, Duration::from_millis(3)),
+        Duration::from_secs(20),
     )
     .await
     .unwrap();
