@@ -59,6 +59,11 @@ enum Parsed {
 }
 
 fn parse(bytes: &[u8]) -> Parsed {
+    match stream_line(bytes) {
+        None => return Parsed::Partial,
+        Some(false) => return Parsed::Hyper,
+        Some(true) => {}
+    }
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut req = httparse::Request::new(&mut headers);
     match req.parse(bytes) {
@@ -69,6 +74,22 @@ fn parse(bytes: &[u8]) -> Parsed {
         },
         Err(_) => Parsed::Hyper,
     }
+}
+
+/// Whether the request line starts `GET /v1/stream` followed by `?` or a
+/// space; `None` until enough bytes have come to tell. Anything else (a
+/// publish, a probe) goes to hyper from its first bytes, so its head is
+/// parsed once, by hyper.
+fn stream_line(bytes: &[u8]) -> Option<bool> {
+    let want = b"GET ".iter().chain(STREAM_PATH.as_bytes());
+    let mut n = 0;
+    for (i, w) in want.enumerate() {
+        if *bytes.get(i)? != *w {
+            return Some(false);
+        }
+        n = i + 1;
+    }
+    Some(matches!(bytes.get(n)?, b'?' | b' '))
 }
 
 /// The request as hyper would hand it to the router, if it is a plain
@@ -131,6 +152,12 @@ mod tests {
         let ok = b"GET /v1/stream?topic=a HTTP/1.1\r\nHost: x\r\nConnection: keep-alive\r\n\r\n";
         assert_eq!(kind(ok), "stream");
         assert_eq!(kind(&ok[..20]), "partial");
+        assert_eq!(kind(b"GE"), "partial");
+        assert_eq!(kind(b"GET /v1/stream"), "partial");
+        // Decided from the first bytes: hyper alone parses these heads.
+        assert_eq!(kind(b"PO"), "hyper");
+        assert_eq!(kind(b"GET /v1/streamz"), "hyper");
+        assert_eq!(kind(b"\r\nGET /v1/stream?topic=a HTTP/1.1\r\n\r\n"), "hyper");
         for other in [
             &b"POST /v1/stream?topic=a HTTP/1.1\r\nHost: x\r\n\r\n"[..],
             b"GET /v1/streams HTTP/1.1\r\nHost: x\r\n\r\n",
