@@ -202,6 +202,7 @@ mod tests {
             data: Arc::from(""),
             expires_ms: None,
             priority: Default::default(),
+            id: Default::default(),
         }
     }
 

@@ -14,7 +14,6 @@ use tokio_util::sync::CancellationToken;
 
 use crate::auth::pattern::TopicPattern;
 use crate::config::Backpressure;
-use crate::core::cursor::Cursor;
 use crate::core::hash::fnv1a32;
 use crate::core::position::{Seq, StreamPos};
 use crate::core::queue::{self, TrySendError};
@@ -52,8 +51,7 @@ impl Frame {
         let mut buf = BytesMut::with_capacity(event.data.len() + 64);
         sse::write_body(&mut buf, event.event_type.as_deref(), &event.data);
         let body_len = buf.len();
-        let id = Cursor::single(&event.topic, event.epoch, event.seq, event.ts_ms).encode();
-        sse::write_id_and_end(&mut buf, &id);
+        sse::write_id_and_end(&mut buf, event.id());
         Arc::new(Frame {
             event,
             policy,
@@ -72,11 +70,9 @@ impl Frame {
         self.bytes.slice(..self.body_len)
     }
 
-    /// The single-topic cursor, as encoded once in [`Frame::single`].
+    /// The single-topic cursor, encoded once with the event ([`StoredEvent::id`]).
     pub fn single_id(&self) -> &str {
-        // Between `id: ` and the closing `\n\n`, written by `with_policy`.
-        let id = &self.bytes[self.body_len + 4..self.bytes.len() - 2];
-        std::str::from_utf8(id).expect("a cursor is ASCII")
+        self.event.id()
     }
 }
 
@@ -445,6 +441,7 @@ mod tests {
             data: Arc::from("d"),
             expires_ms: None,
             priority: Default::default(),
+            id: Default::default(),
         })
     }
 

@@ -20,6 +20,7 @@ use super::{
 };
 use super::{sqlite_acks, sqlite_shadow};
 use crate::config::{FsyncPolicy, Retention};
+use crate::core::cursor::Cursor;
 use crate::core::device::{Acked, DeviceId};
 use crate::core::position::{Epoch, Seq};
 use crate::core::tier::Priority;
@@ -239,6 +240,7 @@ impl Store for EmbeddedStore {
                     data: Arc::from(r.get::<_, String>(3)?),
                     expires_ms: r.get(4)?,
                     priority: Priority::from_code(r.get(5)?),
+                    id: Default::default(),
                 }))
             })?;
             let out = rows.collect::<rusqlite::Result<Vec<_>>>()?;
@@ -542,6 +544,7 @@ impl Writer {
                             .optional()?;
                         if let Some((epoch, seq, ts_ms)) = found {
                             acks.push(Ack {
+                                id: Cursor::single(&ev.topic, epoch, seq, ts_ms).encode().into(),
                                 topic: ev.topic.clone(),
                                 epoch,
                                 seq,
@@ -572,7 +575,7 @@ impl Writer {
                     if let Some(key) = &key {
                         put_idem.execute(params![key, ev.topic.as_str(), epoch, seq, ts as i64])?;
                     }
-                    live.push(Arc::new(StoredEvent {
+                    let stored = Arc::new(StoredEvent {
                         topic: ev.topic.clone(),
                         epoch,
                         seq,
@@ -581,8 +584,12 @@ impl Writer {
                         data: ev.data.clone(),
                         expires_ms,
                         priority: ev.priority,
-                    }));
+                        id: Default::default(),
+                    });
+                    let id = stored.id().clone();
+                    live.push(stored);
                     acks.push(Ack {
+                        id,
                         topic: ev.topic.clone(),
                         epoch,
                         seq,

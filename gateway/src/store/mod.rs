@@ -12,11 +12,12 @@ mod redis_shadow;
 mod sqlite_acks;
 mod sqlite_shadow;
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use async_trait::async_trait;
 
 use crate::config::Retention;
+use crate::core::cursor::Cursor;
 use crate::core::device::{Acked, DeviceId};
 use crate::core::position::{Epoch, Seq};
 use crate::core::tier::Priority;
@@ -108,9 +109,35 @@ pub struct StoredEvent {
     pub expires_ms: Option<u64>,
     /// Its tier.
     pub priority: Priority,
+    /// Its single-topic cursor; left `Default`, it is made from the fields
+    /// above when first asked for ([`StoredEvent::id`]).
+    pub id: CursorText,
 }
 
+/// An event's single-topic cursor, encoded the first time it is asked for
+/// and shared from then on (by its frame, by its publisher's answer). It
+/// follows from the event's other fields, so it plays no part in equality.
+#[derive(Debug, Clone, Default)]
+pub struct CursorText(OnceLock<Arc<str>>);
+
+impl PartialEq for CursorText {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl Eq for CursorText {}
+
 impl StoredEvent {
+    /// Its single-topic cursor, encoded once.
+    pub fn id(&self) -> &Arc<str> {
+        self.id.0.get_or_init(|| {
+            Cursor::single(&self.topic, self.epoch, self.seq, self.ts_ms)
+                .encode()
+                .into()
+        })
+    }
+
     /// Whether it may no longer be delivered from history at `now_ms`.
     pub fn is_expired(&self, now_ms: u64) -> bool {
         crate::core::tier::is_expired(self.expires_ms, now_ms)
@@ -120,6 +147,8 @@ impl StoredEvent {
 /// What a publisher is told once its event is durable.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Ack {
+    /// Its single-topic cursor (a fresh event's, shared with its stored event).
+    pub id: Arc<str>,
     /// Its topic.
     pub topic: Topic,
     /// Epoch it was stored in.

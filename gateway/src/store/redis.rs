@@ -207,6 +207,7 @@ impl RedisStore {
                 data: ev.data.clone(),
                 expires_ms,
                 priority: ev.priority,
+                id: Default::default(),
             });
             // A retried publish re-announces its event to the other replicas:
             // if the first attempt stored it but failed before announcing,
@@ -239,10 +240,12 @@ impl RedisStore {
                 live.arg("p").arg(ev.priority.code());
             }
             live.ignore();
+            let id = stored.id().clone();
             if !duplicate {
                 (self.opts.sink)(stored);
             }
             acks.push(Ack {
+                id,
                 topic: topic.clone(),
                 epoch,
                 seq,
@@ -406,6 +409,7 @@ fn stored_from(topic: &Topic, epoch: Epoch, seq: Seq, f: &Fields) -> StoredEvent
         priority: field(f, "p")
             .and_then(|v| v.parse().ok())
             .map_or(Priority::Normal, Priority::from_code),
+        id: Default::default(),
     }
 }
 

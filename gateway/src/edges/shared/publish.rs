@@ -10,7 +10,6 @@ use std::time::Duration;
 use bytes::Bytes;
 
 use crate::auth::{Access, Identity};
-use crate::core::cursor::Cursor;
 use crate::core::tier::{self, Priority};
 use crate::core::topic::Topic;
 use crate::edges::shared::error::{ApiError, ErrorCode};
@@ -91,7 +90,7 @@ pub struct Published {
 impl From<&Ack> for Published {
     fn from(a: &Ack) -> Self {
         Published {
-            id: Cursor::single(&a.topic, a.epoch, a.seq, a.ts_ms).encode(),
+            id: a.id.to_string(),
             topic: a.topic.clone(),
             seq: a.seq.get(),
             expires_at_ms: a.expires_ms,
