@@ -6,7 +6,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
@@ -38,6 +38,9 @@ pub struct Frame {
     pub policy: Backpressure,
     bytes: Bytes,
     body_len: usize,
+    /// The single-topic block in an edge's other encoding (gRPC's message),
+    /// made by the first stream that needs it.
+    other: OnceLock<Bytes>,
 }
 
 impl Frame {
@@ -57,6 +60,7 @@ impl Frame {
             policy,
             bytes: buf.freeze(),
             body_len,
+            other: OnceLock::new(),
         })
     }
 
@@ -68,6 +72,13 @@ impl Frame {
     /// The `event:`/`data:` lines only.
     pub fn body(&self) -> Bytes {
         self.bytes.slice(..self.body_len)
+    }
+
+    /// The single-topic block in an edge's other encoding: `encode` runs for
+    /// the first stream that asks, every later one shares its bytes (so an
+    /// event is encoded once per encoding, not once per subscriber).
+    pub fn other_encoding(&self, encode: impl FnOnce(&Frame) -> Bytes) -> Bytes {
+        self.other.get_or_init(|| encode(self)).clone()
     }
 
     /// The single-topic cursor, encoded once with the event ([`StoredEvent::id`]).

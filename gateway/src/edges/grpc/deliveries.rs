@@ -3,53 +3,98 @@
 //! shadow, credential end) with no topic; a cursor that moves on its own as
 //! a marker with only `id`; heartbeats as nothing (HTTP/2 keeps the call
 //! alive). The stream ends with the status that tells the client what to do.
+//!
+//! An event on a single-topic stream carries the event's own cursor, so
+//! its message is the same for every such stream: it is encoded for the
+//! first and shared with the rest ([`Frame::other_encoding`]).
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{ready, Context, Poll};
 
 use futures_util::{Stream, StreamExt};
 use tonic::Status;
 
+use super::codec::Encoded;
 use super::proto::Event;
-use crate::engine::delivery::{credential_event_type, Delivery, End, DEFAULT_EVENT, SHADOW_EVENT};
+use crate::engine::delivery::{
+    credential_event_type, Delivery, End, DEFAULT_EVENT, RESET_EVENT, SHADOW_EVENT,
+};
+use crate::engine::fanout::Frame;
 use crate::engine::stream::Deliveries;
 
-/// The cursor the client was last given.
-#[derive(Default)]
-struct Encoder {
-    id: String,
+/// The cursor the client was last given: an event's own (kept as its frame,
+/// so following a single-topic stream copies no text) or one of the stream's.
+enum Given {
+    None,
+    Frame(Arc<Frame>),
+    Own(String),
+}
+
+impl Given {
+    fn as_str(&self) -> &str {
+        match self {
+            Given::None => "",
+            Given::Frame(f) => f.single_id(),
+            Given::Own(id) => id,
+        }
+    }
 }
 
 /// What one delivery becomes: a message, and whether the call then ends.
 enum Out {
-    Message(Event),
+    Message(Encoded),
     Nothing,
-    Ended(Status, Option<Event>),
+    Ended(Status, Option<Encoded>),
+}
+
+/// A single-topic event's message, the same on every stream.
+fn shared_event(frame: &Frame) -> bytes::Bytes {
+    Encoded::from(&event_message(frame, frame.single_id().to_owned())).0
+}
+
+fn event_message(frame: &Frame, id: String) -> Event {
+    let ev = &frame.event;
+    Event {
+        id,
+        topic: ev.topic.as_str().to_owned(),
+        seq: ev.seq.get(),
+        event_type: ev.event_type.as_deref().unwrap_or(DEFAULT_EVENT).to_owned(),
+        data: as_read(&ev.data),
+    }
+}
+
+/// The encoding state of one stream.
+struct Encoder {
+    given: Given,
 }
 
 impl Encoder {
     /// A message that carries the cursor in force.
-    fn gateway(&self, event_type: &str, data: String) -> Event {
-        Event {
-            id: self.id.clone(),
+    fn gateway(&self, event_type: &str, data: String) -> Encoded {
+        Encoded::from(&Event {
+            id: self.given.as_str().to_owned(),
             event_type: event_type.to_owned(),
             data,
             ..Event::default()
-        }
+        })
     }
 
     /// Records `id` as the client's position; false if it already was.
-    fn advance(&mut self, id: &str) -> bool {
-        if id.is_empty() || id == self.id {
+    fn advance(&mut self, id: String) -> bool {
+        if id.is_empty() || id == self.given.as_str() {
             return false;
         }
-        id.clone_into(&mut self.id);
+        self.given = Given::Own(id);
         true
     }
 
-    fn marker(&mut self, id: &str) -> Out {
+    fn marker(&mut self, id: String) -> Out {
         if self.advance(id) {
-            Out::Message(Event {
-                id: id.to_owned(),
+            Out::Message(Encoded::from(&Event {
+                id: self.given.as_str().to_owned(),
                 ..Event::default()
-            })
+            }))
         } else {
             Out::Nothing
         }
@@ -57,26 +102,27 @@ impl Encoder {
 
     fn encode(&mut self, d: Delivery) -> Out {
         match d {
-            Delivery::Start { id, .. } | Delivery::Position { id } => self.marker(&id),
-            Delivery::Event { frame, id } => {
-                let id = id.unwrap_or_else(|| frame.single_id().to_owned());
-                self.advance(&id);
-                let ev = &frame.event;
-                Out::Message(Event {
-                    id,
-                    topic: ev.topic.as_str().to_owned(),
-                    seq: ev.seq.get(),
-                    event_type: ev.event_type.as_deref().unwrap_or(DEFAULT_EVENT).to_owned(),
-                    data: as_read(&ev.data),
-                })
+            Delivery::Start { id, .. } | Delivery::Position { id } => self.marker(id),
+            Delivery::Event { frame, id: None } => {
+                let message = Encoded(frame.other_encoding(shared_event));
+                self.given = Given::Frame(frame);
+                Out::Message(message)
+            }
+            Delivery::Event {
+                frame,
+                id: Some(id),
+            } => {
+                let message = Encoded::from(&event_message(&frame, id.clone()));
+                self.advance(id);
+                Out::Message(message)
             }
             Delivery::Reset { data, id } => {
-                self.advance(&id);
-                Out::Message(self.gateway(crate::engine::delivery::RESET_EVENT, data))
+                self.advance(id);
+                Out::Message(self.gateway(RESET_EVENT, data))
             }
             Delivery::Shadow { data, id } => {
                 if let Some(id) = id {
-                    self.advance(&id);
+                    self.advance(id);
                 }
                 Out::Message(self.gateway(SHADOW_EVENT, as_read(&data)))
             }
@@ -116,22 +162,51 @@ pub fn credential_ended() -> Status {
 }
 
 /// The messages of a subscription, ended by a status.
-pub fn encode(mut deliveries: Deliveries) -> impl Stream<Item = Result<Event, Status>> + Send {
-    let mut encoder = Encoder::default();
-    async_stream::stream! {
-        while let Some(d) = deliveries.next().await {
-            match encoder.encode(d) {
-                Out::Message(m) => yield Ok(m),
+pub struct Messages {
+    deliveries: Deliveries,
+    encoder: Encoder,
+    /// The status still to send after the last message, or `None` once sent.
+    end: Option<Status>,
+    ended: bool,
+}
+
+/// Encodes `deliveries` as they come.
+pub fn encode(deliveries: Deliveries) -> Messages {
+    Messages {
+        deliveries,
+        encoder: Encoder { given: Given::None },
+        end: None,
+        ended: false,
+    }
+}
+
+impl Stream for Messages {
+    type Item = Result<Encoded, Status>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = &mut *self;
+        if this.ended {
+            return Poll::Ready(this.end.take().map(Err));
+        }
+        loop {
+            let Some(d) = ready!(this.deliveries.poll_next_unpin(cx)) else {
+                this.ended = true;
+                return Poll::Ready(Some(Err(closed())));
+            };
+            match this.encoder.encode(d) {
+                Out::Message(m) => return Poll::Ready(Some(Ok(m))),
                 Out::Nothing => {}
                 Out::Ended(status, last) => {
-                    if let Some(m) = last {
-                        yield Ok(m);
-                    }
-                    yield Err(status);
-                    return;
+                    this.ended = true;
+                    return Poll::Ready(Some(match last {
+                        Some(m) => {
+                            this.end = Some(status);
+                            Ok(m)
+                        }
+                        None => Err(status),
+                    }));
                 }
             }
         }
-        yield Err(closed());
     }
 }

@@ -6,6 +6,8 @@ use axum::body::Body;
 use futures_util::{Stream, StreamExt};
 use tonic::Status;
 
+use super::codec::Encoded;
+use super::deliveries;
 use super::proto::Event;
 use crate::core::cursor::Cursor;
 use crate::core::topic::Topic;
@@ -84,7 +86,7 @@ impl Reader {
 
 /// The events of an SSE body, ended by the status that tells the client
 /// what to do next.
-pub fn read(body: Body, topics: &[String]) -> impl Stream<Item = Result<Event, Status>> + Send {
+pub fn read(body: Body, topics: &[String]) -> impl Stream<Item = Result<Encoded, Status>> + Send {
     let mut reader = Reader::new(topics);
     async_stream::stream! {
         let mut parser = Parser::new();
@@ -97,17 +99,13 @@ pub fn read(body: Body, topics: &[String]) -> impl Stream<Item = Result<Event, S
                     ev.event_type.as_str(),
                     delivery::EXPIRED_TOKEN_EVENT | delivery::EXPIRED_CERTIFICATE_EVENT
                 );
-                yield Ok(reader.event(ev));
+                yield Ok(Encoded::from(&reader.event(ev)));
             }
             if let Some(marker) = reader.marker(parser.last_event_id()) {
-                yield Ok(marker);
+                yield Ok(Encoded::from(&marker));
             }
         }
-        yield Err(if credential_ended {
-            Status::unauthenticated("the credential ended: subscribe again with a fresh one and the last id")
-        } else {
-            Status::unavailable("the gateway closed the stream: subscribe again with the last id")
-        });
+        yield Err(if credential_ended { deliveries::credential_ended() } else { deliveries::closed() });
     }
 }
 

@@ -7,6 +7,7 @@
 //! into events (`events`).
 
 mod call;
+pub mod codec;
 mod deliveries;
 mod events;
 
@@ -32,7 +33,11 @@ use call::status;
 
 /// The generated messages, server and client of `proto/pushgate/v1/pushgate.proto`.
 pub mod proto {
+    // Generated code builds every codec with `Default::default()`, ours too.
+    #![allow(clippy::default_constructed_unit_structs)]
     tonic::include_proto!("pushgate.v1");
+    // The server, declared in build.rs.
+    include!(concat!(env!("OUT_DIR"), "/pushgate.v1.Pushgate.rs"));
 
     /// The encoded descriptor set, served by reflection.
     pub const DESCRIPTOR: &[u8] = tonic::include_file_descriptor_set!("pushgate_v1_descriptor");
@@ -62,7 +67,7 @@ impl Service {
 
 #[tonic::async_trait]
 impl Pushgate for Service {
-    type SubscribeStream = Pin<Box<dyn Stream<Item = Result<proto::Event, Status>> + Send>>;
+    type SubscribeStream = Pin<Box<dyn Stream<Item = Result<codec::Encoded, Status>> + Send>>;
 
     async fn subscribe(
         &self,
