@@ -483,6 +483,21 @@ mod tests {
         assert!(fa.single().starts_with(&fa.body()));
     }
 
+    #[test]
+    fn another_encoding_is_made_once_and_shared() {
+        let frame = Frame::new(ev(&Topic::parse("t").unwrap(), 1));
+        let mut runs = 0;
+        let first = frame.other_encoding(|f| {
+            runs += 1;
+            Bytes::from(f.single_id().to_owned())
+        });
+        let again = frame.other_encoding(|_| unreachable!("encoded once"));
+        assert_eq!((runs, first.as_ptr()), (1, again.as_ptr()));
+        assert_eq!(&first[..], frame.single_id().as_bytes());
+        // The cursor text is the one the SSE block carries.
+        assert!(frame.single().ends_with(format!("id: {}\n\n", frame.single_id()).as_bytes()));
+    }
+
     #[tokio::test]
     async fn full_queue_kicks_only_the_slow_one() {
         let metrics = Metrics::new();
