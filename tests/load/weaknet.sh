@@ -25,7 +25,8 @@
 # Knobs: QUICK, REPEAT (runs per case, median reported; 3), SUBS ("100 2000"),
 # LINKS ("clean impaired"; "clean" alone compares the protocols' CPU cost),
 # PROFILE (1: sample the gateway with `perf record` during each case and print
-# where its CPU time goes, by crate, to stderr and PROFILE_OUT),
+# where its CPU time goes, by crate, to stderr and PROFILE_OUT; "syscalls":
+# count the gateway's system calls by kind instead),
 # RATE (events/s, 10), DURATION (s of publishing, 20), DELAY_MS (50), LOSS
 # (0.05), PORT (8443), OUT (docs/BENCHMARKS.md), RESULTS_OUT.
 # Benchmarks measure and report; they assert nothing about time. Needs root
@@ -60,7 +61,7 @@ if ! command -v jq >/dev/null || ! command -v curl >/dev/null || ! command -v pi
     echo "installing jq, curl, iputils-ping" >&2
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq jq curl iputils-ping >/dev/null
 fi
-[ "$PROFILE" = 1 ] && { command -v perf >/dev/null || { echo "PROFILE=1 needs perf (apt-get install linux-perf)" >&2; exit 1; }; }
+[ "$PROFILE" != 0 ] && { command -v perf >/dev/null || { echo "PROFILE=1 needs perf (apt-get install linux-perf)" >&2; exit 1; }; }
 for tool in ip iptables openssl jq ping curl; do
     command -v "$tool" >/dev/null || { echo "weaknet.sh needs $tool" >&2; exit 1; }
 done
@@ -184,10 +185,31 @@ profile_by_crate() {
         | sort -rn | head -n 15
 }
 
+# Waits (at most 150 s) until the gateway holds no stream and no QUIC
+# connection of the case before, so that none of their work (heartbeats,
+# QUIC timers and retransmissions to a client that is gone) is counted
+# against the next case.
+settle() {
+    local m
+    for _ in $(seq 1 300); do
+        m=$(ip netns exec "$CL" curl -s --cacert "$TMP/ca.crt" "https://$CTRL_GW:$PORT/metrics" || true)
+        if echo "$m" | awk '$1 == "pushgate_connections" || $1 == "pushgate_quic_connections" { found++; n += $2 }
+                            END { exit !(found == 2 && n == 0) }'; then
+            return 0
+        fi
+        sleep 0.5
+    done
+    echo "the gateway still holds streams of the case before; measuring anyway" >&2
+}
+
 run_case() {
     local link=$1 subs=$2 proto=$3 run=$4 perf_pid=''
+    settle
     if [ "$PROFILE" = 1 ]; then
         perf record -q -e cpu-clock -F 499 -p "$GW_PID" -o "$TMP/perf.data" 2>>"$TMP/perf.log" &
+        perf_pid=$!
+    elif [ "$PROFILE" = syscalls ]; then
+        perf stat -x, -e 'syscalls:sys_enter_*' -p "$GW_PID" -o "$TMP/perf.stat" 2>>"$TMP/perf.log" &
         perf_pid=$!
     fi
     ip netns exec "$CL" "$BIN/pushgate-load" --case "weaknet" --netns-target --ca-file "$TMP/ca.crt" \
@@ -199,8 +221,14 @@ run_case() {
         | jq -c --arg link "$link" '. + {link:$link}' | tee -a "$RESULTS" >&2 || true
     if [ -n "$perf_pid" ]; then
         kill -INT "$perf_pid"; wait "$perf_pid" 2>/dev/null || true
-        { echo "gateway CPU by crate, $link $subs $proto #$run:"; profile_by_crate "$TMP/perf.data"; } \
-            | tee -a "$PROFILE_OUT" >&2
+        if [ "$PROFILE" = 1 ]; then
+            { echo "gateway CPU by crate, $link $subs $proto #$run:"; profile_by_crate "$TMP/perf.data"; } \
+                | tee -a "$PROFILE_OUT" >&2
+        else
+            { echo "gateway system calls, $link $subs $proto #$run (whole case: opens, publishing and drain):"
+              awk -F, '$1 + 0 > 0 { sub(/syscalls:sys_enter_/, "", $3); printf "%12d  %s\n", $1, $3 }' "$TMP/perf.stat" \
+                | sort -rn | head -n 12; } | tee -a "$PROFILE_OUT" >&2
+        fi
     fi
 }
 

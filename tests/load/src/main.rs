@@ -273,7 +273,11 @@ fn main() -> anyhow::Result<()> {
             .enable_all()
             .build()?
     };
-    let out = rt.block_on(run(cli.mode))?;
+    let out = rt.block_on(async {
+        let out = run(cli.mode).await;
+        pushgate_load::quic::close_all(std::time::Duration::from_secs(5)).await;
+        out
+    })?;
     if let Some(summary) = out {
         let command = cli.case.is_some().then(|| {
             let args: Vec<String> = std::env::args().skip(1).collect();

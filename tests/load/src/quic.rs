@@ -38,6 +38,16 @@ fn endpoint(t: &Template) -> anyhow::Result<quinn::Endpoint> {
     Ok(pool[NEXT.fetch_add(1, Ordering::Relaxed) % pool.len()].clone())
 }
 
+/// Lets every connection's close reach the server (bounded by `limit`)
+/// before the process exits: a client that vanishes leaves the server
+/// holding its connections, and their streams, until the idle timeout, and
+/// that work would be counted against whatever is measured next.
+pub async fn close_all(limit: std::time::Duration) {
+    let Some(pool) = POOL.get() else { return };
+    let idle = futures_util::future::join_all(pool.iter().map(|e| e.wait_idle()));
+    let _ = tokio::time::timeout(limit, idle).await;
+}
+
 /// Opens one SSE stream over HTTP/3 and feeds its body bytes to `on_data`
 /// until it ends. `opened` runs once the 200 head arrived.
 pub async fn stream_h3(
