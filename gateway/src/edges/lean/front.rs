@@ -157,7 +157,10 @@ mod tests {
         // Decided from the first bytes: hyper alone parses these heads.
         assert_eq!(kind(b"PO"), "hyper");
         assert_eq!(kind(b"GET /v1/streamz"), "hyper");
-        assert_eq!(kind(b"\r\nGET /v1/stream?topic=a HTTP/1.1\r\n\r\n"), "hyper");
+        assert_eq!(
+            kind(b"\r\nGET /v1/stream?topic=a HTTP/1.1\r\n\r\n"),
+            "hyper"
+        );
         for other in [
             &b"POST /v1/stream?topic=a HTTP/1.1\r\nHost: x\r\n\r\n"[..],
             b"GET /v1/streams HTTP/1.1\r\nHost: x\r\n\r\n",
