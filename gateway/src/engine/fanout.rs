@@ -495,7 +495,9 @@ mod tests {
         assert_eq!((runs, first.as_ptr()), (1, again.as_ptr()));
         assert_eq!(&first[..], frame.single_id().as_bytes());
         // The cursor text is the one the SSE block carries.
-        assert!(frame.single().ends_with(format!("id: {}\n\n", frame.single_id()).as_bytes()));
+        assert!(frame
+            .single()
+            .ends_with(format!("id: {}\n\n", frame.single_id()).as_bytes()));
     }
 
     #[tokio::test]
