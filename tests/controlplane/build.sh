@@ -266,7 +266,9 @@ fi
 # --- KEDA: its CRDs, operator and metrics adapter ----------------------------
 # KEDA's go.mod has replace and exclude directives, which a wrapper module
 # (or `go install pkg@version`) would not apply: build inside a copy of the
-# module itself, with its own go.mod and go.sum.
+# module itself, with its own go.mod and go.sum, trimmed to the triggers the
+# tests use (every other scaler and its client library would be compiled
+# and linked for nothing).
 keda_src="$GOMODCACHE/github.com/kedacore/keda/v2@$KEDA_VERSION"
 if [ ! -d "$keda_src" ]; then
   t=$(stamp)
@@ -284,6 +286,9 @@ if ! have keda-operator || ! have keda-adapter; then
   echo "==> building KEDA $KEDA_VERSION (operator, metrics adapter)"
   t=$(stamp)
   d="$work/keda"; rm -rf "$d"; cp -r "$keda_src" "$d"; chmod -R u+w "$d"
+  # Only the triggers the tests use (and what they need): keda/trim.sh.
+  bash "$here/keda/trim.sh" "$d" prometheus cpu memory external external-push external-mock \
+    || fail "trimming KEDA's scalers"
   ( cd "$d"
     # One `go build` of both commands (named after their directories), so
     # the two links overlap with what is left to compile.
