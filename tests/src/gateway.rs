@@ -10,6 +10,12 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 
+/// Streams a gateway has opened over HTTP/1.1. A stream counts once it is
+/// registered for live events and its start is fixed, so an event published
+/// after the count includes it reaches it; the `pushgate_connections` gauge
+/// counts a stream from admission, before that.
+pub const OPENED_HTTP1: &str = "pushgate_streams_opened_total{protocol=\"http1\"}";
+
 /// Path of the `pushgate` binary built by `cargo test` (next to the test
 /// executables' parent directory), or `$PUSHGATE_BIN`.
 pub fn binary() -> PathBuf {

@@ -8,7 +8,7 @@
 use std::time::Duration;
 
 use pushgate_e2e::browser::{Browser, Site};
-use pushgate_e2e::gateway::{publish, GatewayProcess};
+use pushgate_e2e::gateway::{publish, GatewayProcess, OPENED_HTTP1};
 use pushgate_e2e::pki::TestCa;
 
 const PAGE: &str = include_str!("../../browser/sources.html");
@@ -227,8 +227,9 @@ async fn event_sources_refused_by_the_connections_switch_get_in_once_it_flips_ba
         )
         .await;
     assert_eq!(g.metric("pushgate_connections").await.unwrap(), 0.0);
+    let opened = g.metric(OPENED_HTTP1).await.unwrap();
     write_table("off");
-    g.wait_metric("pushgate_connections", 5.0).await.unwrap();
+    g.wait_metric(OPENED_HTTP1, opened + 5.0).await.unwrap();
     let http = reqwest::Client::new();
     for i in 1..=5 {
         publish(&http, &base, "switch", &format!("e{i}"))

@@ -5,7 +5,7 @@
 //! state of its own.
 
 use pushgate_e2e::cluster::repo;
-use pushgate_e2e::gateway::GatewayProcess;
+use pushgate_e2e::gateway::{GatewayProcess, OPENED_HTTP1};
 use pushgate_e2e::process::run_ok;
 use pushgate_e2e::wait::{elapse_blocking, wait_until_blocking};
 use std::io::{BufRead, BufReader};
@@ -223,7 +223,7 @@ fn the_device_example_keeps_no_state_and_misses_nothing_while_off() {
         cmd
     };
     let first = Client::spawn(&mut device());
-    wait_metric(&g, "pushgate_connections", 1.0);
+    wait_metric(&g, OPENED_HTTP1, 1.0);
     publish(&g, "devices/pump-7", &["start", "rpm=900"]);
     assert_eq!(first.data(2, T), ["start", "rpm=900"]);
     wait_metric(&g, "pushgate_device_acks_total", 2.0);

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use pushgate_e2e::gateway::GatewayProcess;
+use pushgate_e2e::gateway::{GatewayProcess, OPENED_HTTP1};
 use pushgate_e2e::sse_client::{Opened, SseClient};
 use pushgate_e2e::subscriber::{
     assert_exactly_once, follow, publish_in_background, publish_reliably,
@@ -80,7 +80,7 @@ async fn rolling_restart_loses_and_duplicates_nothing() {
         )));
     }
     // Let every subscriber attach before the first publish.
-    gw.wait_metric("pushgate_connections", subscribers as f64)
+    gw.wait_metric(OPENED_HTTP1, subscribers as f64)
         .await
         .unwrap();
     // The restart comes in the middle of the publishing.

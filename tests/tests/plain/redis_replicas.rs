@@ -5,7 +5,7 @@
 use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
 
-use pushgate_e2e::gateway::{publish, GatewayProcess};
+use pushgate_e2e::gateway::{publish, GatewayProcess, OPENED_HTTP1};
 use pushgate_e2e::redis::RedisServer;
 use pushgate_e2e::sse_client::SseClient;
 use pushgate_e2e::subscriber::{follow, follow_to_marker, publish_in_background, publish_reliably};
@@ -33,22 +33,23 @@ fn replicas(redis: &RedisServer, n: usize) -> Vec<GatewayProcess> {
         .collect()
 }
 
-async fn total_connections(gws: &[GatewayProcess]) -> usize {
+/// Streams the replicas have opened (see [`OPENED_HTTP1`]).
+async fn total_opened(gws: &[GatewayProcess]) -> usize {
     let mut n = 0;
     for g in gws {
-        n += g.metric("pushgate_connections").await.unwrap_or(0.0) as usize;
+        n += g.metric(OPENED_HTTP1).await.unwrap_or(0.0) as usize;
     }
     n
 }
 
-async fn wait_connections(gws: &[GatewayProcess], want: usize) {
+async fn wait_opened(gws: &[GatewayProcess], want: usize) {
     wait_until(
-        &format!("{want} open streams"),
+        &format!("{want} opened streams"),
         Duration::from_secs(10),
         || async {
-            match total_connections(gws).await {
+            match total_opened(gws).await {
                 n if n == want => Ok(()),
-                n => Err(format!("{n} open")),
+                n => Err(format!("{n} opened")),
             }
         },
     )
@@ -95,7 +96,7 @@ async fn three_replicas_deliver_every_event_exactly_once_in_order() {
             panic!("stream ended early after {} events", got.len());
         }));
     }
-    wait_connections(&gws, subscribers).await;
+    wait_opened(&gws, subscribers).await;
     let mut published: BTreeMap<String, Vec<String>> = BTreeMap::new();
     let base0 = gws[0].url("");
     for n in 0..400 {
@@ -206,7 +207,7 @@ async fn redis_restart_fails_publishes_with_503_and_loses_nothing_acknowledged()
             Duration::from_secs(90),
         )));
     }
-    wait_connections(&gws, 10).await;
+    wait_opened(&gws, 10).await;
     let mut acked = Vec::new();
     let mut attempted = HashSet::new();
     let mut refused = 0;
@@ -311,7 +312,7 @@ async fn killing_a_replica_loses_nothing() {
             Duration::from_secs(90),
         )));
     }
-    wait_connections(&gws, 12).await;
+    wait_opened(&gws, 12).await;
     // The crash comes in the middle of the publishing.
     let publisher = publish_in_background(
         &c,
