@@ -9,6 +9,7 @@ pub mod grpc;
 pub mod http;
 pub mod http3;
 pub mod lean;
+pub mod on_wake;
 pub mod server;
 pub mod shared;
 pub mod sse;

@@ -31,6 +31,7 @@ use crate::edges::api::api_router;
 use crate::edges::http::ops_router;
 use crate::edges::http3::Http3;
 use crate::edges::lean::{Lean, Outcome, Respond};
+use crate::edges::on_wake::OnWake;
 use crate::edges::shared::conn::ConnInfo;
 use crate::edges::tcp::{Admit, Busy, Closed, Conn, Edge, EdgeConfig, Listener};
 use crate::edges::tls::Tls;
@@ -280,13 +281,28 @@ async fn connection(
             }
         }
     };
-    let stream = tokio::select! {
-        r = run => r,
-        _ = conn.kill.cancelled() => None,
-        why = conn.watchdog() => {
-            tracing::debug!(%peer, reason = ?why, "connection closed by the edge");
-            None
+    // The kill switch and the deadlines are polled only when they fire:
+    // this task wakes for every delivery of an HTTP/2 stream.
+    let ended = OnWake::new(async {
+        tokio::select! {
+            _ = conn.kill.cancelled() => None,
+            why = conn.watchdog() => Some(why),
         }
+    });
+    let stream = {
+        let (mut run, mut ended) = (std::pin::pin!(run), std::pin::pin!(ended));
+        std::future::poll_fn(|cx| {
+            if let Poll::Ready(r) = run.as_mut().poll(cx) {
+                return Poll::Ready(r);
+            }
+            ended.as_mut().poll_woken(cx).map(|why| {
+                if let Some(why) = why {
+                    tracing::debug!(%peer, reason = ?why, "connection closed by the edge");
+                }
+                None
+            })
+        })
+        .await
     };
     if let Some((r, watcher)) = stream {
         spawn_stream(r, peer, conn, s, watcher);
@@ -391,13 +407,39 @@ async fn drive<I>(
         .builder
         .serve_connection_with_upgrades(TokioIo::new(io), TowerToHyperService::new(svc))
         .into_owned();
-    if let Err(e) = watcher.watch(served).await {
+    let served = std::pin::pin!(served);
+    let stop_conn = |c: Pin<&mut _>| auto::UpgradeableConnection::graceful_shutdown(c);
+    if let Err(e) = graceful(served, &s.stop, watcher, stop_conn).await {
         if e.downcast_ref::<hyper::Error>()
             .is_some_and(hyper::Error::is_parse_too_large)
         {
             conn.closed_by_protocol(Closed::HeaderTooLarge);
         }
     }
+}
+
+/// Serves `conn` until it ends; once the server stops, `stop_conn` asks it
+/// to finish what is in flight and close. `watcher` lives as long as the
+/// connection: the server's shutdown waits for every watcher to go. The
+/// stop signal is polled only when it fires (see [`OnWake`]), not on every
+/// wake-up of the connection.
+async fn graceful<C: Future>(
+    mut conn: Pin<&mut C>,
+    stop: &CancellationToken,
+    watcher: Watcher,
+    stop_conn: impl Fn(Pin<&mut C>),
+) -> C::Output {
+    let _watching = watcher;
+    let mut stopped = std::pin::pin!(OnWake::new(stop.cancelled()));
+    let mut stopping = false;
+    std::future::poll_fn(|cx| {
+        if !stopping && stopped.as_mut().poll_woken(cx).is_ready() {
+            stopping = true;
+            stop_conn(conn.as_mut());
+        }
+        conn.as_mut().poll(cx)
+    })
+    .await
 }
 
 /// A response body that keeps its request "in flight" on the connection
