@@ -42,6 +42,7 @@ SUBS=${SUBS:-100 2000}
 LINKS=${LINKS:-clean impaired}
 PROFILE=${PROFILE:-0}
 PROFILE_OUT=${PROFILE_OUT:-/dev/null}
+PERF_DATA_DIR=${PERF_DATA_DIR:-}   # PROFILE=1: keep each case's perf.data here, for perf report
 RATE=${RATE:-10}
 DURATION=${DURATION:-20}
 if [ "$QUICK" = 1 ]; then
@@ -51,7 +52,7 @@ DELAY_MS=${DELAY_MS:-50}
 LOSS=${LOSS:-0.05}
 PORT=${PORT:-8443}
 OUT=${OUT:-docs/BENCHMARKS.md}
-PROTOS="h1 h2 h3 grpc"
+PROTOS=${PROTOS:-h1 h2 h3 grpc}
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
 BIN=$CARGO_TARGET_DIR/release
 GW=pgwn-gw CL=pgwn-cl
@@ -224,6 +225,7 @@ run_case() {
         if [ "$PROFILE" = 1 ]; then
             { echo "gateway CPU by crate, $link $subs $proto #$run:"; profile_by_crate "$TMP/perf.data"; } \
                 | tee -a "$PROFILE_OUT" >&2
+            [ -n "$PERF_DATA_DIR" ] && cp "$TMP/perf.data" "$PERF_DATA_DIR/$link-$subs-$proto-$run.perf.data"
         else
             { echo "gateway system calls, $link $subs $proto #$run (whole case: opens, publishing and drain):"
               awk -F, '$1 + 0 > 0 { sub(/syscalls:sys_enter_/, "", $3); printf "%12d  %s\n", $1, $3 }' "$TMP/perf.stat" \
