@@ -225,7 +225,10 @@ run_case() {
         if [ "$PROFILE" = 1 ]; then
             { echo "gateway CPU by crate, $link $subs $proto #$run:"; profile_by_crate "$TMP/perf.data"; } \
                 | tee -a "$PROFILE_OUT" >&2
-            [ -n "$PERF_DATA_DIR" ] && cp "$TMP/perf.data" "$PERF_DATA_DIR/$link-$subs-$proto-$run.perf.data"
+            if [ -n "$PERF_DATA_DIR" ]; then
+                mkdir -p "$PERF_DATA_DIR"
+                cp "$TMP/perf.data" "$PERF_DATA_DIR/$link-$subs-$proto-$run.perf.data"
+            fi
         else
             { echo "gateway system calls, $link $subs $proto #$run (whole case: opens, publishing and drain):"
               awk -F, '$1 + 0 > 0 { sub(/syscalls:sys_enter_/, "", $3); printf "%12d  %s\n", $1, $3 }' "$TMP/perf.stat" \
