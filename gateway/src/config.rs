@@ -10,8 +10,8 @@ use std::time::Duration;
 
 pub use pushgate_contract::config::{
     AuthConfig, Backpressure, BackpressureRule, CertIdentity, ClientAuth, Config, CorsConfig,
-    Delivery, EdgeConfig, FsyncPolicy, KeyAlgorithm, Limits, LogFormat, RedisSettings, Retention,
-    StoreKind, Tiers, TlsConfig, MAX_TTL,
+    Delivery, EdgeConfig, FsyncPolicy, KeyAlgorithm, Limits, LogFormat, ProxyRange, RedisSettings,
+    Retention, StoreKind, Tiers, TlsConfig, MAX_TTL,
 };
 use pushgate_contract::names::env;
 use pushgate_contract::routing::Track;
@@ -102,9 +102,18 @@ pub struct Overrides {
     /// New streams accepted per second [default: 2000]
     #[arg(long, env = env::ACCEPT_RATE, value_name = "PER_SEC")]
     pub accept_rate: Option<u32>,
-    /// Events per second per publisher address [default: 5000]
+    /// Events per second per publisher: token `sub` or certificate identity, else client address [default: 5000]
     #[arg(long, env = env::PUBLISH_RATE, value_name = "PER_SEC")]
     pub publish_rate: Option<u32>,
+    /// Streams one token `sub` or certificate identity may hold open; 0 = no limit [default: 100]
+    #[arg(long, env = env::MAX_STREAMS_PER_IDENTITY, value_name = "N")]
+    pub max_streams_per_identity: Option<usize>,
+    /// Streams one client address may hold open without a credential; 0 = no limit [default: 0]
+    #[arg(long, env = env::MAX_STREAMS_PER_ADDRESS, value_name = "N")]
+    pub max_streams_per_address: Option<usize>,
+    /// Proxies whose X-Forwarded-For names the client: comma-separated CIDRs or addresses [default: none]
+    #[arg(long, env = env::TRUSTED_PROXIES, value_name = "CIDR,...", value_delimiter = ',')]
+    pub trusted_proxies: Option<Vec<ProxyRange>>,
     /// A new connection must send a complete request head within this [default: 10s]
     #[arg(long, env = env::HEADER_READ_TIMEOUT, value_parser = humantime::parse_duration, value_name = "DURATION")]
     pub header_read_timeout: Option<Duration>,
@@ -311,6 +320,15 @@ impl Overrides {
         set(&mut c.limits.max_connections, &o.max_connections);
         set(&mut c.limits.accept_rate, &o.accept_rate);
         set(&mut c.limits.publish_rate, &o.publish_rate);
+        set(
+            &mut c.limits.max_streams_per_identity,
+            &o.max_streams_per_identity,
+        );
+        set(
+            &mut c.limits.max_streams_per_address,
+            &o.max_streams_per_address,
+        );
+        set(&mut c.limits.trusted_proxies, &o.trusted_proxies);
     }
 }
 

@@ -190,6 +190,25 @@ pub fn gateway_config(
         set(&mut lim.accept_rate, l.accept_rate);
         set(&mut lim.publish_rate, l.publish_rate);
         set(
+            &mut lim.max_streams_per_identity,
+            l.max_streams_per_identity.map(|n| n as usize),
+        );
+        set(
+            &mut lim.max_streams_per_address,
+            l.max_streams_per_address.map(|n| n as usize),
+        );
+        if let Some(list) = &l.trusted_proxies {
+            lim.trusted_proxies = list
+                .iter()
+                .map(|r| {
+                    r.parse().map_err(|message| SpecError {
+                        field: "spec.limits.trustedProxies",
+                        message,
+                    })
+                })
+                .collect::<Result<_, _>>()?;
+        }
+        set(
             &mut lim.max_shadow_bytes,
             l.max_shadow_bytes.map(|n| n as usize),
         );
@@ -224,6 +243,30 @@ pub fn render_with(
 mod tests {
     use super::*;
     use crate::crd::{DeliverySpec, RedisStore, SecretKeyRef, StoreSpec};
+
+    #[test]
+    fn client_limits_render_and_a_bad_proxy_range_names_its_field() {
+        let spec = |proxies: &[&str]| PushGatewaySpec {
+            limits: Some(crate::crd::LimitsSpec {
+                max_streams_per_identity: Some(20),
+                max_streams_per_address: Some(5),
+                trusted_proxies: Some(proxies.iter().map(|p| p.to_string()).collect()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let yaml = render(&spec(&["10.0.0.0/8", "fd00::1"])).unwrap();
+        assert!(
+            yaml.contains(
+                "limits:\n  max_streams_per_identity: 20\n  max_streams_per_address: 5\n  \
+                 trusted_proxies:\n  - 10.0.0.0/8\n  - fd00::1/128\n"
+            ),
+            "{yaml}"
+        );
+        let err = render(&spec(&["10.0.0.0/8", "ingress"])).unwrap_err();
+        assert_eq!(err.field, "spec.limits.trustedProxies");
+        assert!(err.message.contains("\"ingress\""), "{err}");
+    }
 
     #[test]
     fn minimal_spec_renders_only_fixed_keys() {

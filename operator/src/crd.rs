@@ -511,9 +511,25 @@ pub struct LimitsSpec {
     /// New streams accepted per second.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub accept_rate: Option<u32>,
-    /// Publishes accepted per second.
+    /// Publishes accepted per second per publisher: its token `sub` or
+    /// certificate identity, or without a credential its client address.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub publish_rate: Option<u32>,
+    /// Streams one token `sub` or certificate identity may hold open per
+    /// pod (gateway default 100); 0: no limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_streams_per_identity: Option<u32>,
+    /// Streams one client address may hold open per pod without a
+    /// credential (gateway default 0: no limit).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_streams_per_address: Option<u32>,
+    /// Proxies in front of the gateway (ingress controllers, load
+    /// balancers) whose `X-Forwarded-For` names the client: CIDR ranges or
+    /// single addresses. Without them, every client behind a proxy shares
+    /// the proxy's address in the per-address limits.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 64))]
+    pub trusted_proxies: Option<Vec<String>>,
     /// Largest device shadow document (and shadow patch), in bytes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 64))]

@@ -5,7 +5,7 @@
 //! [`Config::to_overlay_yaml`], which writes only what differs from the
 //! defaults, so that the gateway's own defaults apply to the rest.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -570,8 +570,21 @@ pub struct Limits {
     pub max_connections: usize,
     /// New streams accepted per second (burst: the same number).
     pub accept_rate: u32,
-    /// Events per second one publisher (client address) may publish (burst: the same number).
+    /// Events per second one publisher may publish (burst: the same number).
+    /// A publisher is the token's `sub` or the client certificate's identity,
+    /// and before auth (auth off, or anonymous) the client address.
     pub publish_rate: u32,
+    /// Streams one identity (token `sub` or certificate identity) may hold
+    /// open at once on this gateway; 0: no limit.
+    pub max_streams_per_identity: usize,
+    /// Streams one client address may hold open at once without a
+    /// credential (auth off, or anonymous); 0: no limit. Behind a proxy,
+    /// set `trusted_proxies` first, or every client shares the proxy's.
+    pub max_streams_per_address: usize,
+    /// Peers whose `X-Forwarded-For` names the client address (ingress
+    /// controllers, load balancers): CIDR ranges or single addresses. A
+    /// request from anywhere else is keyed on its peer address.
+    pub trusted_proxies: Vec<ProxyRange>,
     /// Largest device shadow document, and largest shadow patch (bytes).
     pub max_shadow_bytes: usize,
 }
@@ -586,8 +599,61 @@ impl Default for Limits {
             max_connections: 10_000,
             accept_rate: 2_000,
             publish_rate: 5_000,
+            max_streams_per_identity: 100,
+            max_streams_per_address: 0,
+            trusted_proxies: Vec::new(),
             max_shadow_bytes: 16 * 1024,
         }
+    }
+}
+
+/// An address range of trusted proxies: `10.0.0.0/8`, `fd00::/8`, or one
+/// address (`10.0.0.7`, a /32 or /128). Written and read as that text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProxyRange(ipnet::IpNet);
+
+impl ProxyRange {
+    /// Whether `ip` is in the range; an IPv4-mapped IPv6 address (a
+    /// dual-stack socket's view of an IPv4 peer) counts as its IPv4 address.
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        self.0.contains(&ip.to_canonical())
+    }
+}
+
+impl std::str::FromStr for ProxyRange {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let s = s.trim();
+        let net = if s.contains('/') {
+            s.parse::<ipnet::IpNet>().map_err(|_| {
+                format!("trusted proxy {s:?} is not an address range like 10.0.0.0/8 or fd00::/8")
+            })?
+        } else {
+            s.parse::<IpAddr>()
+                .map(ipnet::IpNet::from)
+                .map_err(|_| format!("trusted proxy {s:?} is not an address or a CIDR range"))?
+        };
+        Ok(ProxyRange(net.trunc()))
+    }
+}
+
+impl std::fmt::Display for ProxyRange {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl Serialize for ProxyRange {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for ProxyRange {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        text.parse().map_err(serde::de::Error::custom)
     }
 }
 

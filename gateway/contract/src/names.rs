@@ -66,6 +66,12 @@ pub mod env {
     pub const ACCEPT_RATE: &str = "PUSHGATE_ACCEPT_RATE";
     /// `--publish-rate`.
     pub const PUBLISH_RATE: &str = "PUSHGATE_PUBLISH_RATE";
+    /// `--max-streams-per-identity`.
+    pub const MAX_STREAMS_PER_IDENTITY: &str = "PUSHGATE_MAX_STREAMS_PER_IDENTITY";
+    /// `--max-streams-per-address`.
+    pub const MAX_STREAMS_PER_ADDRESS: &str = "PUSHGATE_MAX_STREAMS_PER_ADDRESS";
+    /// `--trusted-proxies`.
+    pub const TRUSTED_PROXIES: &str = "PUSHGATE_TRUSTED_PROXIES";
     /// `--header-read-timeout`.
     pub const HEADER_READ_TIMEOUT: &str = "PUSHGATE_HEADER_READ_TIMEOUT";
     /// `--idle-timeout`.

@@ -19,6 +19,7 @@ pub mod keyset;
 pub mod lifetime;
 pub mod pattern;
 
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -27,6 +28,7 @@ use jsonwebtoken::Validation;
 use tokio_util::sync::CancellationToken;
 
 use crate::core::device::DeviceId;
+use crate::core::limits::ClientKey;
 use crate::core::topic::Topic;
 use certs::{CertGrants, PeerCert};
 pub use claims::{Claims, Grants, MintRequest};
@@ -90,6 +92,15 @@ impl Identity {
     /// Whether this is an admin token (`"admin": true`).
     pub fn is_admin(&self) -> bool {
         matches!(self, Identity::Client(g) if g.admin)
+    }
+
+    /// Whom per-client limits count this caller as, at client address
+    /// `addr`: its credential's identity, or without one the address.
+    pub fn client_key(&self, addr: IpAddr) -> ClientKey {
+        match self {
+            Identity::Client(g) => ClientKey::Identity(Arc::from(g.client_id.as_str())),
+            _ => ClientKey::Address(addr),
+        }
     }
 
     /// How long the caller's credential counts, if it has one.

@@ -1,9 +1,11 @@
 //! Token-bucket rate limits: one global bucket (new streams per second) and
-//! one bucket per publisher key, sharded so publishers do not contend.
+//! one bucket per publisher key, sharded so publishers do not contend; and
+//! caps on what one key holds at once (open streams per client).
 
 use std::collections::HashMap;
 use std::hash::Hash;
-use std::sync::Mutex;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 const SHARDS: usize = 16;
@@ -79,10 +81,7 @@ impl<K: Hash + Eq + Clone> KeyedRateLimit<K> {
 
     /// Takes `n` tokens for `key`, or returns how long to wait.
     pub fn try_take(&self, key: &K, n: u32) -> Result<(), Duration> {
-        use std::hash::{BuildHasher, RandomState};
-        static HASHER: std::sync::OnceLock<RandomState> = std::sync::OnceLock::new();
-        let h = HASHER.get_or_init(RandomState::new).hash_one(key) as usize;
-        let mut shard = self.shards[h % SHARDS]
+        let mut shard = self.shards[shard_of(key)]
             .lock()
             .unwrap_or_else(|p| p.into_inner());
         let now = Instant::now();
@@ -98,6 +97,92 @@ impl<K: Hash + Eq + Clone> KeyedRateLimit<K> {
             at: now,
         });
         bucket.take(f64::from(n), self.rate, self.burst, now)
+    }
+}
+
+/// The shard of `key`, with a per-process random hash so that no client
+/// can aim all of its keys at one shard.
+fn shard_of<K: Hash>(key: &K) -> usize {
+    use std::hash::{BuildHasher, RandomState};
+    static HASHER: std::sync::OnceLock<RandomState> = std::sync::OnceLock::new();
+    HASHER.get_or_init(RandomState::new).hash_one(key) as usize % SHARDS
+}
+
+/// Whom a per-client limit counts: a credential, or before auth the
+/// client address. Two tokens behind one proxy are two clients; one token
+/// on many addresses is one.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum ClientKey {
+    /// A token's `sub` or a client certificate's identity.
+    Identity(Arc<str>),
+    /// The client address: the peer's, or the one a trusted proxy names.
+    Address(IpAddr),
+}
+
+/// How many things each key holds at once (open streams per client),
+/// capped per key. Keys holding nothing are forgotten, so the map is as
+/// large as the set of clients holding something.
+pub struct KeyedSlots<K> {
+    max: usize,
+    shards: Box<[Mutex<HashMap<K, usize>>]>,
+}
+
+/// One thing held under a key of [`KeyedSlots`]; dropping it gives it back.
+pub struct Held<K: Hash + Eq> {
+    slots: Arc<KeyedSlots<K>>,
+    key: K,
+}
+
+impl<K: Hash + Eq + Clone> KeyedSlots<K> {
+    /// At most `max` (at least 1) held per key.
+    pub fn new(max: usize) -> Arc<Self> {
+        Arc::new(KeyedSlots {
+            max: max.max(1),
+            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+        })
+    }
+
+    /// The cap per key.
+    pub fn max(&self) -> usize {
+        self.max
+    }
+
+    /// Holds one more under `key`, or `None` if it already holds the cap.
+    pub fn try_hold(self: &Arc<Self>, key: K) -> Option<Held<K>> {
+        let mut shard = self.shards[shard_of(&key)]
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        let held = shard.entry(key.clone()).or_insert(0);
+        if *held >= self.max {
+            return None;
+        }
+        *held += 1;
+        Some(Held {
+            slots: self.clone(),
+            key,
+        })
+    }
+
+    /// How many `key` holds now.
+    pub fn held(&self, key: &K) -> usize {
+        let shard = self.shards[shard_of(key)]
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        shard.get(key).copied().unwrap_or(0)
+    }
+}
+
+impl<K: Hash + Eq> Drop for Held<K> {
+    fn drop(&mut self) {
+        let mut shard = self.slots.shards[shard_of(&self.key)]
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = shard.get_mut(&self.key) {
+            *n -= 1;
+            if *n == 0 {
+                shard.remove(&self.key);
+            }
+        }
     }
 }
 
@@ -131,5 +216,25 @@ mod tests {
         assert!(l.try_take(&"a", 1).is_err());
         assert!(l.try_take(&"b", 1).is_ok());
         assert!(l.try_take(&"c", 4).is_err(), "more than a burst never fits");
+    }
+
+    #[test]
+    fn a_key_holds_at_most_its_cap_and_gets_slots_back() {
+        let slots = KeyedSlots::new(2);
+        let a1 = slots.try_hold("a").unwrap();
+        let a2 = slots.try_hold("a").unwrap();
+        assert!(slots.try_hold("a").is_none(), "a third is over the cap");
+        let b = slots.try_hold("b").expect("another key has its own cap");
+        drop(a1);
+        assert_eq!(slots.held(&"a"), 1);
+        let a3 = slots
+            .try_hold("a")
+            .expect("a slot given back is free again");
+        drop((a2, a3, b));
+        assert_eq!(slots.held(&"a"), 0);
+        assert!(
+            slots.shards.iter().all(|s| s.lock().unwrap().is_empty()),
+            "keys holding nothing are forgotten"
+        );
     }
 }

@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
-use prometheus::{IntCounterVec, IntGauge};
+use prometheus::{IntCounter, IntCounterVec, IntGauge};
 use tokio::sync::Notify;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -83,6 +83,8 @@ pub struct EdgeMetrics {
     pub cap: [IntGauge; 2],
     /// Connections closed by the edge (`tcp_connections_closed_total{reason}`).
     pub closed: IntCounterVec,
+    /// Connections refused at the cap (`limit_refusals_total{layer="tcp"}`).
+    pub refused: IntCounter,
 }
 
 struct Budget {
@@ -166,6 +168,7 @@ impl Edge {
                 let Some((_, victim)) = lock(&b.idle).pop_first() else {
                     b.open.fetch_sub(1, Ordering::AcqRel);
                     self.count(Closed::OverCapacity);
+                    self.metrics.refused.inc();
                     return Admit::Full;
                 };
                 // A stale entry (its connection is gone already) frees nothing.
@@ -339,6 +342,7 @@ mod tests {
                 open: [g("a"), g("b")],
                 cap: [g("c"), g("d")],
                 closed: IntCounterVec::new(Opts::new("e", "e"), &["reason"]).unwrap(),
+                refused: IntCounter::new("f", "f").unwrap(),
             },
         )
     }

@@ -8,8 +8,10 @@ use std::time::Duration;
 
 use prometheus::IntGauge;
 
+use crate::core::limits::{ClientKey, Held};
 use crate::core::protocol::Protocol;
 use crate::engine::node::Node;
+use crate::ops::metrics::LimitLayer;
 
 /// Why a new stream was turned away for now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -20,6 +22,10 @@ pub enum RefuseReason {
     MaxConnections,
     /// More new streams per second than `limits.accept_rate`.
     AcceptRate,
+    /// The identity holds `limits.max_streams_per_identity` streams here.
+    IdentityStreams,
+    /// The client address holds `limits.max_streams_per_address` streams here.
+    AddressStreams,
     /// The store did not answer.
     Store,
     /// The other canary track could not be reached.
@@ -41,6 +47,8 @@ impl RefuseReason {
             RefuseReason::Draining => "draining",
             RefuseReason::MaxConnections => "max_connections",
             RefuseReason::AcceptRate => "accept_rate",
+            RefuseReason::IdentityStreams => "identity_streams",
+            RefuseReason::AddressStreams => "address_streams",
             RefuseReason::Store => "store",
             RefuseReason::PeerUnreachable => "peer_unreachable",
             RefuseReason::RouteChanged => "route_changed",
@@ -49,11 +57,27 @@ impl RefuseReason {
         }
     }
 
+    /// The limit layer that refused, for the limits among the reasons.
+    fn layer(self) -> Option<LimitLayer> {
+        match self {
+            RefuseReason::MaxConnections | RefuseReason::AcceptRate => Some(LimitLayer::Streams),
+            RefuseReason::IdentityStreams => Some(LimitLayer::IdentityStreams),
+            RefuseReason::AddressStreams => Some(LimitLayer::AddressStreams),
+            _ => None,
+        }
+    }
+
     fn message(self) -> &'static str {
         match self {
             RefuseReason::Draining => "gateway is shutting down; reconnect",
             RefuseReason::MaxConnections => "too many open streams",
             RefuseReason::AcceptRate => "too many new streams per second",
+            RefuseReason::IdentityStreams => {
+                "this credential holds as many open streams as it may; close one first"
+            }
+            RefuseReason::AddressStreams => {
+                "this address holds as many open streams as it may without a credential"
+            }
             RefuseReason::Store => "store is unreachable",
             RefuseReason::PeerUnreachable => "the track serving this stream is unreachable",
             RefuseReason::RouteChanged => "routing is changing; reconnect",
@@ -82,12 +106,16 @@ impl Refusal {
 }
 
 impl Node {
-    /// Counts a refusal in `streams_rejected_total{reason}` and builds it.
+    /// Counts a refusal in `streams_rejected_total{reason}` (and a limit's
+    /// in `limit_refusals_total{layer}`) and builds it.
     pub fn refuse(&self, reason: RefuseReason) -> Refusal {
         self.metrics
             .streams_rejected_total
             .with_label_values(&[reason.label()])
             .inc();
+        if let Some(layer) = reason.layer() {
+            self.metrics.refused(layer).inc();
+        }
         Refusal {
             reason,
             message: reason.message().to_owned(),
@@ -103,6 +131,8 @@ pub struct StreamSlot {
     node: Arc<Node>,
     protocol: Protocol,
     open: IntGauge,
+    /// The stream's place in its client's allowance, given back with it.
+    _client: Option<Held<ClientKey>>,
 }
 
 impl StreamSlot {
@@ -119,9 +149,15 @@ impl Drop for StreamSlot {
     }
 }
 
-/// Admits a new stream, or says why not now: draining first (it is checked
-/// without taking anything), then a slot, then an accept-rate token.
-pub fn admit(node: &Arc<Node>, protocol: Protocol) -> Result<StreamSlot, Refusal> {
+/// Admits a new stream of `client` (`None`: a stream another track
+/// proxied, whose client that track counted), or says why not now:
+/// draining first (it is checked without taking anything), then the
+/// client's own allowance, then a slot, then an accept-rate token.
+pub fn admit(
+    node: &Arc<Node>,
+    protocol: Protocol,
+    client: Option<ClientKey>,
+) -> Result<StreamSlot, Refusal> {
     if node.is_draining() {
         return Err(node.refuse(RefuseReason::Draining));
     }
@@ -132,6 +168,19 @@ pub fn admit(node: &Arc<Node>, protocol: Protocol) -> Result<StreamSlot, Refusal
     {
         return Err(node.refuse(RefuseReason::Degraded));
     }
+    let held = match client {
+        Some(key) => {
+            let (slots, reason) = match key {
+                ClientKey::Identity(_) => (&node.identity_streams, RefuseReason::IdentityStreams),
+                ClientKey::Address(_) => (&node.address_streams, RefuseReason::AddressStreams),
+            };
+            match slots {
+                Some(slots) => Some(slots.try_hold(key).ok_or_else(|| node.refuse(reason))?),
+                None => None,
+            }
+        }
+        None => None,
+    };
     let gauge = &node.metrics.connections;
     gauge.inc();
     let open = node.metrics.streams.with_label_values(&[protocol.as_str()]);
@@ -140,6 +189,7 @@ pub fn admit(node: &Arc<Node>, protocol: Protocol) -> Result<StreamSlot, Refusal
         node: node.clone(),
         protocol,
         open,
+        _client: held,
     };
     if gauge.get() as usize > node.config.limits.max_connections {
         return Err(node.refuse(RefuseReason::MaxConnections));

@@ -1,7 +1,6 @@
 //! The gateway node: owns the store, the hub, metrics, limits and the drain
 //! state, and runs their background tasks. HTTP handlers only talk to it.
 
-use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -10,11 +9,11 @@ use rand::Rng;
 use tokio::sync::watch;
 
 use crate::config::{Config, StoreKind};
-use crate::core::limits::{KeyedRateLimit, RateLimit};
+use crate::core::limits::{ClientKey, KeyedRateLimit, KeyedSlots, RateLimit};
 use crate::core::position::Epoch;
 use crate::core::topic::Topic;
 use crate::engine::fanout::Hub;
-use crate::ops::metrics::Metrics;
+use crate::ops::metrics::{LimitLayer, Metrics};
 use crate::store::embedded::EmbeddedStore;
 use crate::store::redis::RedisStore;
 use crate::store::{Ack, NewEvent, Store, StoreError, StoreOptions};
@@ -27,6 +26,11 @@ pub fn jitter_ms(base: Duration) -> u64 {
 }
 
 /// The configured backpressure rules, their patterns parsed.
+/// A cap of `max` per key, or none for 0.
+fn slots(max: usize) -> Option<Arc<KeyedSlots<ClientKey>>> {
+    (max > 0).then(|| KeyedSlots::new(max))
+}
+
 fn backpressure_rules(
     rules: &[crate::config::BackpressureRule],
 ) -> anyhow::Result<
@@ -68,7 +72,11 @@ pub struct Node {
     /// New streams per second.
     pub(super) accept_rate: RateLimit,
     /// Events per second per publisher.
-    pub(super) publish_rate: KeyedRateLimit<IpAddr>,
+    pub(super) publish_rate: KeyedRateLimit<ClientKey>,
+    /// Open streams per identity (`None`: no limit).
+    pub(super) identity_streams: Option<Arc<KeyedSlots<ClientKey>>>,
+    /// Open streams per client address without a credential (`None`: no limit).
+    pub(super) address_streams: Option<Arc<KeyedSlots<ClientKey>>>,
     draining: watch::Sender<Option<Instant>>,
     store_ok: AtomicBool,
     /// Token checks (open when not configured).
@@ -142,6 +150,8 @@ impl Node {
             degrade,
             accept_rate: RateLimit::new(config.limits.accept_rate),
             publish_rate: KeyedRateLimit::new(config.limits.publish_rate),
+            identity_streams: slots(config.limits.max_streams_per_identity),
+            address_streams: slots(config.limits.max_streams_per_address),
             config,
             store,
             hub,
@@ -232,9 +242,15 @@ impl Node {
     }
 
     /// Takes `n` events from `publisher`'s rate budget; how long to wait if
-    /// it is spent.
-    pub fn take_publish_rate(&self, publisher: IpAddr, n: u32) -> Result<(), Duration> {
-        self.publish_rate.try_take(&publisher, n)
+    /// it is spent (counted in `limit_refusals_total`).
+    pub fn take_publish_rate(&self, publisher: &ClientKey, n: u32) -> Result<(), Duration> {
+        self.publish_rate.try_take(publisher, n).inspect_err(|_| {
+            let layer = match publisher {
+                ClientKey::Identity(_) => LimitLayer::IdentityPublish,
+                ClientKey::Address(_) => LimitLayer::AddressPublish,
+            };
+            self.metrics.refused(layer).inc();
+        })
     }
 
     /// Liveness and readiness: ready unless draining or the store is unreachable.

@@ -89,6 +89,50 @@ pub struct Metrics {
     pub quic_connection_limit: IntGauge,
     /// QUIC connections refused or closed by the HTTP/3 listener, by reason.
     pub quic_connections_closed_total: IntCounterVec,
+    /// Requests refused by a limit, by the limit's layer ([`LimitLayer`]).
+    pub limit_refusals_total: IntCounterVec,
+}
+
+/// The layers of limits a request can be refused at, from the socket in:
+/// the label of `limit_refusals_total{layer}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LimitLayer {
+    /// The API port's open TCP connections.
+    Tcp,
+    /// The process's streams: `max_connections` and `accept_rate`.
+    Streams,
+    /// Open streams of one identity (`max_streams_per_identity`).
+    IdentityStreams,
+    /// Open streams of one client address (`max_streams_per_address`).
+    AddressStreams,
+    /// Publishes of one identity (`publish_rate`).
+    IdentityPublish,
+    /// Publishes of one client address before auth (`publish_rate`).
+    AddressPublish,
+}
+
+impl LimitLayer {
+    /// Every layer, each exported at zero from the start.
+    pub const ALL: [LimitLayer; 6] = [
+        LimitLayer::Tcp,
+        LimitLayer::Streams,
+        LimitLayer::IdentityStreams,
+        LimitLayer::AddressStreams,
+        LimitLayer::IdentityPublish,
+        LimitLayer::AddressPublish,
+    ];
+
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LimitLayer::Tcp => "tcp",
+            LimitLayer::Streams => "streams",
+            LimitLayer::IdentityStreams => "identity_streams",
+            LimitLayer::AddressStreams => "address_streams",
+            LimitLayer::IdentityPublish => "identity_publish",
+            LimitLayer::AddressPublish => "address_publish",
+        }
+    }
 }
 
 fn register<T: prometheus::core::Collector + Clone + 'static>(r: &Registry, m: T) -> T {
@@ -253,6 +297,11 @@ impl Metrics {
                 "QUIC connections refused or closed by the HTTP/3 listener, by reason",
                 "reason",
             ),
+            limit_refusals_total: counter_vec(
+                "limit_refusals_total",
+                "Requests refused by a limit, by layer: tcp, streams (per process), identity_streams, address_streams, identity_publish, address_publish",
+                "layer",
+            ),
             streams_ended_by_credential_total: counter_vec(
                 "streams_ended_by_credential_total",
                 "Streams ended because their token expired, its key was removed or the client certificate expired",
@@ -269,6 +318,9 @@ impl Metrics {
             m.streams_opened_total.with_label_values(&[p.as_str()]);
             m.events_delivered_total.with_label_values(&[p.as_str()]);
         }
+        for layer in LimitLayer::ALL {
+            m.limit_refusals_total.with_label_values(&[layer.as_str()]);
+        }
         // Every reason is exported from the start, at zero.
         for why in crate::auth::lifetime::Ended::ALL {
             m.streams_ended_by_credential_total
@@ -284,7 +336,14 @@ impl Metrics {
             open: by(&self.tcp_connections),
             cap: by(&self.tcp_connection_limit),
             closed: self.tcp_connections_closed_total.clone(),
+            refused: self.refused(LimitLayer::Tcp),
         }
+    }
+
+    /// The counter of refusals at `layer`.
+    pub fn refused(&self, layer: LimitLayer) -> IntCounter {
+        self.limit_refusals_total
+            .with_label_values(&[layer.as_str()])
     }
 
     /// The text exposition format.

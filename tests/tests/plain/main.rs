@@ -22,6 +22,7 @@ mod gateway_restarts;
 mod gateway_wire;
 mod grpc_streams;
 mod http3_streams;
+mod limits_identity;
 mod protocol_matrix;
 mod redis_replicas;
 mod redis_store;

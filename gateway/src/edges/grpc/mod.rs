@@ -24,6 +24,7 @@ use tonic_health::ServingStatus;
 
 use crate::auth::Identity;
 use crate::core::protocol::Protocol;
+use crate::edges::shared::client;
 use crate::edges::shared::conn::ConnInfo;
 use crate::edges::shared::error::ApiError;
 use crate::edges::shared::publish::{self as flow, parse_topic, PublishAsk, Published};
@@ -93,6 +94,7 @@ impl Pushgate for Service {
         let origin = Origin {
             who,
             protocol: Protocol::Grpc,
+            client: client::of(node, &conn, &headers),
             conn: conn.kill,
             headers: &headers,
             uri: &uri,
@@ -135,7 +137,8 @@ impl Pushgate for Service {
             idempotency_key: (!msg.idempotency_key.is_empty())
                 .then_some(msg.idempotency_key.as_str()),
         };
-        let prepared = flow::prepare(node, &who, conn.peer.ip(), ask).map_err(status)?;
+        let client = client::of(node, &conn, &headers);
+        let prepared = flow::prepare(node, &who, client, ask).map_err(status)?;
         let limit = node.config().limits.max_body_bytes;
         if msg.data.len() > limit {
             return Err(status(flow::too_large(limit)));

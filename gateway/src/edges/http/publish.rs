@@ -15,6 +15,7 @@ use super::caller::Caller;
 use super::{query_pairs, ConnInfo};
 use crate::auth::Access;
 use crate::core::tier;
+use crate::edges::shared::client;
 use crate::edges::shared::error::{ApiError, ErrorCode};
 use crate::edges::shared::publish::{
     self as flow, idempotency_key, parse_event_type, parse_priority, parse_topic, parse_ttl,
@@ -73,7 +74,8 @@ pub async fn publish_one(
             .get("idempotency-key")
             .map(|v| v.to_str().unwrap_or("")),
     };
-    let prepared = flow::prepare(&node, &who, conn.peer.ip(), ask)?;
+    let client = client::of(&node, &conn, &headers);
+    let prepared = flow::prepare(&node, &who, client, ask)?;
     let data = flow::utf8(read_body(body, node.config().limits.max_body_bytes).await?)?;
     let ack = flow::commit(&node, prepared, data).await?;
     Ok(created(&Published::from(&ack), ack.duplicate))
@@ -102,6 +104,7 @@ pub async fn publish_batch(
     State(node): State<Arc<Node>>,
     Extension(conn): Extension<ConnInfo>,
     Caller(who): Caller,
+    headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
     let limits = &node.config().limits;
@@ -154,7 +157,8 @@ pub async fn publish_batch(
     }
     node.auth()
         .authorize(&who, Access::Publish, batch.iter().map(|e| &e.topic))?;
-    flow::check_rate(&node, conn.peer.ip(), batch.len())?;
+    let client = client::of(&node, &conn, &headers);
+    flow::check_rate(&node, &who, client, batch.len())?;
     let acks = node
         .publish(batch)
         .await

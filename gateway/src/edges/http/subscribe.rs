@@ -11,6 +11,7 @@ use axum::Extension;
 use super::caller::Caller;
 use super::{query_pairs, refusal, ConnInfo};
 use crate::core::protocol::Protocol;
+use crate::edges::shared::client;
 use crate::edges::shared::error::{ApiError, ErrorCode};
 use crate::edges::shared::publish::parse_topic;
 use crate::edges::shared::subscribe::{self, Failure, Opened, Origin, StreamAsk};
@@ -102,6 +103,7 @@ async fn open(
     let origin = Origin {
         who,
         protocol,
+        client: client::of(node, &conn, headers),
         conn: conn.kill,
         headers,
         uri,

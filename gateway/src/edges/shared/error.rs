@@ -69,6 +69,9 @@ pub enum ErrorCode {
     BatchTooLarge,
     /// A publisher over `limits.publish_rate`.
     RateLimited,
+    /// A client holding `limits.max_streams_per_identity` or
+    /// `limits.max_streams_per_address` streams already.
+    StreamLimit,
     /// More than `limits.max_connections` streams.
     Overloaded,
     /// More than `limits.accept_rate` new streams per second.
@@ -118,6 +121,7 @@ impl ErrorCode {
             BodyTooLarge => "body_too_large",
             BatchTooLarge => "batch_too_large",
             RateLimited => "rate_limited",
+            StreamLimit => "stream_limit",
             Overloaded => "overloaded",
             AcceptRateLimited => "accept_rate_limited",
             Draining => "draining",
@@ -144,7 +148,7 @@ impl ErrorCode {
             NotFound => StatusCode::NOT_FOUND,
             NotAcceptable => StatusCode::NOT_ACCEPTABLE,
             BodyTooLarge | BatchTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
-            RateLimited => StatusCode::TOO_MANY_REQUESTS,
+            RateLimited | StreamLimit => StatusCode::TOO_MANY_REQUESTS,
             Overloaded | AcceptRateLimited | Draining | StoreUnavailable | PeerUnreachable
             | RouteChanged | ProxyUnauthenticated | Degraded => StatusCode::SERVICE_UNAVAILABLE,
         }
@@ -210,7 +214,8 @@ impl From<AuthError> for ApiError {
 
 impl From<Refusal> for ApiError {
     /// The form of a refusal for clients that did not ask for an event
-    /// stream: 503 with `Retry-After`.
+    /// stream: 503 with `Retry-After` (429 for a client over its own
+    /// stream limit).
     fn from(r: Refusal) -> Self {
         let secs = r.retry_after_secs();
         ApiError::new(refusal_code(r.reason), r.message).with_retry_after(secs)
@@ -223,6 +228,7 @@ fn refusal_code(r: RefuseReason) -> ErrorCode {
         RefuseReason::Draining => ErrorCode::Draining,
         RefuseReason::MaxConnections => ErrorCode::Overloaded,
         RefuseReason::AcceptRate => ErrorCode::AcceptRateLimited,
+        RefuseReason::IdentityStreams | RefuseReason::AddressStreams => ErrorCode::StreamLimit,
         RefuseReason::Store => ErrorCode::StoreUnavailable,
         RefuseReason::PeerUnreachable => ErrorCode::PeerUnreachable,
         RefuseReason::RouteChanged => ErrorCode::RouteChanged,

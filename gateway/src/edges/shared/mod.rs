@@ -2,6 +2,7 @@
 //! list and its status codes, and the flows of publishing and of opening a
 //! stream.
 
+pub mod client;
 pub mod conn;
 pub mod error;
 pub mod publish;

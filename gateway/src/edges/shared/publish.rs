@@ -56,9 +56,11 @@ pub fn store_failed(node: &Node, e: StoreError) -> ApiError {
     ApiError::store(e, node.retry_after_secs())
 }
 
-/// Takes `n` events from the publisher's rate budget (429 beyond).
-pub fn check_rate(node: &Node, publisher: IpAddr, n: usize) -> Result<(), ApiError> {
-    node.take_publish_rate(publisher, n.min(u32::MAX as usize) as u32)
+/// Takes `n` events from the rate budget of `who` publishing from client
+/// address `client` (429 beyond): its identity's, or without a credential
+/// its address's.
+pub fn check_rate(node: &Node, who: &Identity, client: IpAddr, n: usize) -> Result<(), ApiError> {
+    node.take_publish_rate(&who.client_key(client), n.min(u32::MAX as usize) as u32)
         .map_err(|wait| {
             ApiError::new(ErrorCode::RateLimited, "publish rate limit exceeded")
                 .with_retry_after(wait.as_secs_f64().ceil() as u64)
@@ -118,11 +120,12 @@ pub struct Prepared {
     idempotency_key: Option<IdempotencyKey>,
 }
 
-/// Checks `ask` for `who`, publishing from `publisher`, before its data is read.
+/// Checks `ask` for `who`, publishing from client address `client`,
+/// before its data is read.
 pub fn prepare(
     node: &Node,
     who: &Identity,
-    publisher: IpAddr,
+    client: IpAddr,
     ask: PublishAsk<'_>,
 ) -> Result<Prepared, ApiError> {
     let topic = parse_topic(ask.topic)?;
@@ -137,7 +140,7 @@ pub fn prepare(
         }
     }
     let idempotency_key = ask.idempotency_key.map(idempotency_key).transpose()?;
-    check_rate(node, publisher, 1)?;
+    check_rate(node, who, client, 1)?;
     Ok(Prepared {
         topic,
         event_type,

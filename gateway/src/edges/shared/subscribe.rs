@@ -3,6 +3,7 @@
 //! the other track. Edges parse their own request into [`StreamAsk`] and
 //! encode what comes back; none of them holds a copy of this.
 
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use axum::body::Body;
@@ -83,6 +84,8 @@ pub struct Origin<'a> {
     pub who: Identity,
     /// The protocol it came over.
     pub protocol: Protocol,
+    /// The client address (`edges::shared::client`).
+    pub client: IpAddr,
     /// Closes the caller's connection (a slow consumer that stops reading).
     pub conn: CancellationToken,
     /// Request headers: routing keys, the peer proxy's proof.
@@ -157,6 +160,7 @@ pub async fn open(node: &Arc<Node>, origin: Origin<'_>, ask: StreamAsk) -> Resul
     let Origin {
         who,
         protocol,
+        client,
         conn,
         headers,
         uri,
@@ -175,7 +179,9 @@ pub async fn open(node: &Arc<Node>, origin: Origin<'_>, ask: StreamAsk) -> Resul
             .map_err(|_| node.refuse(RefuseReason::ProxyUnauthenticated))?,
         None => None,
     };
-    let slot = admission::admit(node, protocol)?;
+    // A stream another track proxied was counted against its client there.
+    let client = proxied.is_none().then(|| who.client_key(client));
+    let slot = admission::admit(node, protocol, client)?;
     let routed = routing.decide(headers, who.client_id(), proxied.is_some());
     // A proxied stream registers under the sender's table: if this pod's
     // differs (older or newer), registration fails and the client retries.
