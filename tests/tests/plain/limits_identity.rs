@@ -5,6 +5,7 @@
 //! `X-Forwarded-For` has its own budget, and a client cannot buy a fresh one
 //! by writing the header itself. Every refusal is counted by layer.
 
+use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
@@ -52,17 +53,21 @@ async fn open(
     }
 }
 
-#[tokio::test]
-async fn two_tokens_behind_one_address_each_have_a_publish_budget() -> Result<()> {
+/// A gateway with auth on (an HS256 secret) and `extra` arguments; the
+/// secret's directory (kept as long as the gateway) and its path.
+fn auth_gateway(extra: &[&str]) -> Result<(tempfile::TempDir, PathBuf, GatewayProcess)> {
     let dir = tempfile::tempdir()?;
     let key = dir.path().join("secret");
     std::fs::write(&key, SECRET)?;
-    let gw = GatewayProcess::start(&[
-        "--auth-key-file",
-        key.to_str().unwrap(),
-        "--publish-rate",
-        "3",
-    ])?;
+    let mut args = vec!["--auth-key-file", key.to_str().unwrap()];
+    args.extend_from_slice(extra);
+    let gw = GatewayProcess::start(&args)?;
+    Ok((dir, key, gw))
+}
+
+#[tokio::test]
+async fn two_tokens_behind_one_address_each_have_a_publish_budget() -> Result<()> {
+    let (_dir, key, gw) = auth_gateway(&["--publish-rate", "3"])?;
     let a = mint_token(&key, &["--sub", "a", "--publish", "t"])?;
     let b = mint_token(&key, &["--sub", "b", "--publish", "t"])?;
     let c = reqwest::Client::new();
@@ -118,15 +123,7 @@ async fn behind_a_trusted_proxy_each_client_address_has_its_own_budget() -> Resu
 
 #[tokio::test]
 async fn one_identity_holds_at_most_its_streams_and_gets_slots_back() -> Result<()> {
-    let dir = tempfile::tempdir()?;
-    let key = dir.path().join("secret");
-    std::fs::write(&key, SECRET)?;
-    let gw = GatewayProcess::start(&[
-        "--auth-key-file",
-        key.to_str().unwrap(),
-        "--max-streams-per-identity",
-        "2",
-    ])?;
+    let (_dir, key, gw) = auth_gateway(&["--max-streams-per-identity", "2"])?;
     let a = mint_token(&key, &["--sub", "a", "--subscribe", "t"])?;
     let b = mint_token(&key, &["--sub", "b", "--subscribe", "t"])?;
     let bearer = |t: &str| format!("Bearer {t}");
@@ -174,17 +171,7 @@ async fn one_identity_holds_at_most_its_streams_and_gets_slots_back() -> Result<
 
 #[tokio::test]
 async fn an_identity_counts_its_streams_over_every_protocol() -> Result<()> {
-    let dir = tempfile::tempdir()?;
-    let key = dir.path().join("secret");
-    std::fs::write(&key, SECRET)?;
-    let gw = GatewayProcess::start(&[
-        "--auth-key-file",
-        key.to_str().unwrap(),
-        "--max-streams-per-identity",
-        "2",
-        "--grpc",
-        "true",
-    ])?;
+    let (_dir, key, gw) = auth_gateway(&["--max-streams-per-identity", "2", "--grpc", "true"])?;
     let a = mint_token(&key, &["--sub", "a", "--subscribe", "t"])?;
     let grpc = GrpcClient::new(gw.addr)?.with_token(&a);
     let mut over_grpc = grpc.subscribe(&["t"], "").await?;
