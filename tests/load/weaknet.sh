@@ -28,7 +28,10 @@
 # where its CPU time goes, by crate, to stderr and PROFILE_OUT; "syscalls":
 # count the gateway's system calls by kind instead),
 # RATE (events/s, 10), DURATION (s of publishing, 20), DELAY_MS (50), LOSS
-# (0.05), PORT (8443), OUT (docs/BENCHMARKS.md), RESULTS_OUT.
+# (0.05), PORT (8443), OUT (docs/BENCHMARKS.md), RESULTS_OUT, H3_BUFFER
+# (bytes of the QUIC socket's receive and send buffers; unset: the
+# gateway's default, 0: the kernel's). Each case records the UDP
+# RcvbufErrors and SndbufErrors of both namespaces (/proc/net/snmp) it caused.
 # Benchmarks measure and report; they assert nothing about time. Needs root
 # (namespaces, iptables, NFQUEUE); all traffic stays in the two namespaces.
 set -euo pipefail
@@ -53,6 +56,7 @@ LOSS=${LOSS:-0.05}
 PORT=${PORT:-8443}
 OUT=${OUT:-docs/BENCHMARKS.md}
 PROTOS=${PROTOS:-h1 h2 h3 grpc}
+H3_BUFFER=${H3_BUFFER:-}
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
 BIN=$CARGO_TARGET_DIR/release
 GW=pgwn-gw CL=pgwn-cl
@@ -141,8 +145,14 @@ certs() {
 
 start_gateway() {
     rm -rf "$TMP/data"
+    local config=()
+    if [ -n "$H3_BUFFER" ]; then
+        printf 'protocols:\n  http3:\n    recv_buffer_bytes: %s\n    send_buffer_bytes: %s\n' \
+            "$H3_BUFFER" "$H3_BUFFER" > "$TMP/pushgate.yaml"
+        config=(--config "$TMP/pushgate.yaml")
+    fi
     # Limits raised so the run measures delivery, not admission control.
-    ip netns exec "$GW" "$BIN/pushgate" serve --listen "0.0.0.0:$PORT" --data-dir "$TMP/data" \
+    ip netns exec "$GW" "$BIN/pushgate" serve "${config[@]}" --listen "0.0.0.0:$PORT" --data-dir "$TMP/data" \
         --tls-cert-file "$TMP/tls.crt" --tls-key-file "$TMP/tls.key" --http3 true --grpc true \
         --max-connections 19000 --accept-rate 1000000 --publish-rate 1000000000 \
         --log-level warn >>"$TMP/pushgate.log" 2>&1 &
@@ -203,9 +213,15 @@ settle() {
     echo "the gateway still holds streams of the case before; measuring anyway" >&2
 }
 
+# udp_errors NS: "RcvbufErrors SndbufErrors" of namespace NS so far.
+udp_errors() {
+    ip netns exec "$1" awk '$1 == "Udp:" && ++n == 2 { print $6, $7 }' /proc/net/snmp
+}
+
 run_case() {
-    local link=$1 subs=$2 proto=$3 run=$4 perf_pid=''
+    local link=$1 subs=$2 proto=$3 run=$4 perf_pid='' gw0 cl0 gw1 cl1 g_rcv g_snd g_rcv1 g_snd1 c_rcv c_snd c_rcv1 c_snd1
     settle
+    gw0=$(udp_errors "$GW") cl0=$(udp_errors "$CL")
     if [ "$PROFILE" = 1 ]; then
         perf record -q -e cpu-clock -F 499 -p "$GW_PID" -o "$TMP/perf.data" 2>>"$TMP/perf.log" &
         perf_pid=$!
@@ -218,8 +234,15 @@ run_case() {
         --sub-url "https://$DATA_GW:$PORT/v1/stream?topic={topic}" \
         --pub-url "https://$CTRL_GW:$PORT/v1/topics/{topic}/events" \
         --topic "wn-$link-$subs-$proto-$run" --subscribers "$subs" --rate "$RATE" \
-        --duration "$DURATION" --publishers 1 --concurrency 200 --drain 30 \
-        | jq -c --arg link "$link" '. + {link:$link}' | tee -a "$RESULTS" >&2 || true
+        --duration "$DURATION" --publishers 1 --concurrency 200 --drain 30 > "$TMP/case.json" || true
+    gw1=$(udp_errors "$GW") cl1=$(udp_errors "$CL")
+    read -r g_rcv g_snd <<<"$gw0"; read -r g_rcv1 g_snd1 <<<"$gw1"
+    read -r c_rcv c_snd <<<"$cl0"; read -r c_rcv1 c_snd1 <<<"$cl1"
+    jq -c --arg link "$link" --arg h3buf "${H3_BUFFER:-default}" \
+        --argjson gr $((g_rcv1 - g_rcv)) --argjson gs $((g_snd1 - g_snd)) \
+        --argjson cr $((c_rcv1 - c_rcv)) --argjson cs $((c_snd1 - c_snd)) \
+        '. + {link:$link, h3_buffer:$h3buf, udp_errors:{gateway:{rcvbuf:$gr,sndbuf:$gs},client:{rcvbuf:$cr,sndbuf:$cs}}}' \
+        "$TMP/case.json" | tee -a "$RESULTS" >&2 || true
     if [ -n "$perf_pid" ]; then
         kill -INT "$perf_pid"; wait "$perf_pid" 2>/dev/null || true
         if [ "$PROFILE" = 1 ]; then

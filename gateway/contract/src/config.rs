@@ -87,6 +87,12 @@ pub struct Http3Settings {
     /// hold before its stream's queue fills and the slow-consumer cut
     /// applies (quinn's default is 10 MiB).
     pub send_window_bytes: u64,
+    /// Receive buffer of the QUIC socket (`SO_RCVBUF`), shared by every
+    /// connection; 0: the kernel's default. Beyond `net.core.rmem_max` it
+    /// needs CAP_NET_ADMIN or a larger sysctl (docs/OPERATIONS.md).
+    pub recv_buffer_bytes: usize,
+    /// Send buffer of the QUIC socket (`SO_SNDBUF`); 0: the kernel's default.
+    pub send_buffer_bytes: usize,
 }
 
 impl Default for Http3Settings {
@@ -98,6 +104,8 @@ impl Default for Http3Settings {
             max_connections: 20_000,
             max_streams_per_connection: 100,
             send_window_bytes: 1024 * 1024,
+            recv_buffer_bytes: 4 * 1024 * 1024,
+            send_buffer_bytes: 4 * 1024 * 1024,
         }
     }
 }
@@ -187,6 +195,11 @@ impl Config {
         let h3 = &self.protocols.http3;
         if h3.send_window_bytes < 64 * 1024 {
             return bad("protocols.http3.send_window_bytes must be at least 65536: less stalls every stream");
+        }
+        if h3.recv_buffer_bytes > 1 << 30 || h3.send_buffer_bytes > 1 << 30 {
+            return bad(
+                "protocols.http3.recv_buffer_bytes and send_buffer_bytes must be at most 1 GiB",
+            );
         }
         if h3.enabled && !self.tls.enabled() {
             return bad(

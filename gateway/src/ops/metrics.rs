@@ -89,6 +89,8 @@ pub struct Metrics {
     pub quic_connection_limit: IntGauge,
     /// QUIC connections refused or closed by the HTTP/3 listener, by reason.
     pub quic_connections_closed_total: IntCounterVec,
+    /// The QUIC socket's buffers as the kernel granted them, by direction.
+    pub quic_socket_buffer_bytes: IntGaugeVec,
     /// Requests refused by a limit, by the limit's layer ([`LimitLayer`]).
     pub limit_refusals_total: IntCounterVec,
 }
@@ -296,6 +298,11 @@ impl Metrics {
                 "quic_connections_closed_total",
                 "QUIC connections refused or closed by the HTTP/3 listener, by reason",
                 "reason",
+            ),
+            quic_socket_buffer_bytes: gauge_vec(
+                "quic_socket_buffer_bytes",
+                "Buffers of the QUIC (HTTP/3) UDP socket as the kernel granted them (Linux reports twice the usable size), by direction: recv, send",
+                "direction",
             ),
             limit_refusals_total: counter_vec(
                 "limit_refusals_total",

@@ -8,7 +8,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use anyhow::Result;
-use pushgate_e2e::gateway::{binary, hs256_key, mint_token, publish, GatewayProcess};
+use pushgate_e2e::gateway::{binary, config_file, hs256_key, mint_token, publish, GatewayProcess};
 use pushgate_e2e::h3_client::H3Client;
 use pushgate_e2e::pki::TestCa;
 use pushgate_e2e::wait::wait_until;
@@ -175,5 +175,41 @@ fn http3_without_tls_does_not_start() -> Result<()> {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("protocols.http3 needs tls"), "{err}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn the_quic_socket_gets_the_buffers_the_config_asks_for() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let ca = TestCa::new()?;
+    let metric = |d: &str| format!("pushgate_quic_socket_buffer_bytes{{direction=\"{d}\"}}");
+    let mut granted = Vec::new();
+    for asked in [0usize, 3 << 20] {
+        let config = config_file(&format!(
+            "protocols:\n  http3:\n    recv_buffer_bytes: {asked}\n    send_buffer_bytes: {asked}\n"
+        ))?;
+        let mut args = tls_args(&ca, dir.path())?;
+        args.extend(["--config".into(), config.path().display().to_string()]);
+        // Plain HTTP metrics beside the TLS API.
+        args.extend(["--metrics-listen".into(), "127.0.0.1:0".into()]);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let gw = GatewayProcess::start(&args)?;
+        let (recv, send) = (
+            gw.metric(&metric("recv")).await?,
+            gw.metric(&metric("send")).await?,
+        );
+        granted.push((recv, send));
+    }
+    let [(default_recv, default_send), (recv, send)] = granted[..] else {
+        unreachable!()
+    };
+    assert!(default_recv > 0.0 && default_send > 0.0, "{granted:?}");
+    // These tests run as root: beyond the sysctl cap if need be (the
+    // kernel reports twice the usable size).
+    assert!(
+        recv >= (3 << 20) as f64 && send >= (3 << 20) as f64,
+        "asked for 3 MiB each, granted {granted:?}"
+    );
+    assert!(recv > default_recv, "{granted:?}");
     Ok(())
 }

@@ -5,6 +5,7 @@
 //! requests per connection and on header size.
 
 mod request;
+mod socket;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -94,8 +95,16 @@ impl Http3 {
         node.metrics()
             .quic_connection_limit
             .set(cfg.max_connections as i64);
-        let endpoint = quinn::Endpoint::server(server, addr)
+        let (socket, granted) = socket::bind(addr, cfg.recv_buffer_bytes, cfg.send_buffer_bytes)
             .map_err(|e| anyhow::anyhow!("cannot listen on udp {addr}: {e}"))?;
+        report_buffers(node, granted);
+        let endpoint = quinn::Endpoint::new(
+            quinn::EndpointConfig::default(),
+            Some(server),
+            socket,
+            Arc::new(quinn::TokioRuntime),
+        )
+        .map_err(|e| anyhow::anyhow!("cannot listen on udp {addr}: {e}"))?;
         Ok(Bound {
             addr: endpoint.local_addr()?,
             endpoint,
@@ -116,6 +125,38 @@ impl Http3 {
         self.accept.abort();
         let _ = tokio::time::timeout(grace, self.endpoint.wait_idle()).await;
         self.endpoint.close(0u32.into(), b"shutting down");
+    }
+}
+
+/// Exports the QUIC socket's buffer sizes, and warns when the kernel
+/// granted less than the configuration asks for.
+fn report_buffers(node: &Node, granted: socket::Granted) {
+    let cfg = &node.config().protocols.http3;
+    let gauge = &node.metrics().quic_socket_buffer_bytes;
+    gauge.with_label_values(&["recv"]).set(granted.recv as i64);
+    gauge.with_label_values(&["send"]).set(granted.send as i64);
+    for (what, got, asked, sysctl) in [
+        (
+            "receive",
+            granted.recv,
+            cfg.recv_buffer_bytes,
+            "net.core.rmem_max",
+        ),
+        (
+            "send",
+            granted.send,
+            cfg.send_buffer_bytes,
+            "net.core.wmem_max",
+        ),
+    ] {
+        if !socket::holds(got, asked) {
+            tracing::warn!(
+                asked,
+                granted = got,
+                "the kernel granted the QUIC socket a smaller {what} buffer than asked for: \
+                 datagrams may be dropped under fan-out; raise {sysctl} or run with CAP_NET_ADMIN"
+            );
+        }
     }
 }
 
