@@ -1,6 +1,7 @@
 //! Refusals a browser survives. A real `EventSource` in headless Chromium
 //! gives up for good on any non-200 answer, so a gateway that turns streams
-//! away (accept rate, drain, the connections degrade switch) must do it with a 200 event stream that only
+//! away (accept rate, drain, the connections degrade switch, a client over its
+//! stream limit) must do it with a 200 event stream that only
 //! says "retry in N ms". The page (`tests/browser/sources.html`) opens plain
 //! EventSources with no reopening of its own, from another origin than the
 //! gateway's, and reports what each one received.
@@ -255,6 +256,54 @@ async fn event_sources_refused_by_the_connections_switch_get_in_once_it_flips_ba
     for (i, r) in v.iter().enumerate() {
         assert_eq!(r[0], 5, "source {i}: every event exactly once ({r:?})");
         assert_eq!(r[1], 1, "source {i}: in order ({r:?})");
+        assert_eq!(r[4], 0, "source {i}: the browser never gave up ({r:?})");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn event_sources_over_their_address_limit_keep_retrying_and_never_give_up() {
+    let site = Site::serve(PAGE);
+    let g = GatewayProcess::start(&[
+        "--max-streams-per-address",
+        "2",
+        "--retry",
+        "300ms",
+        "--cors-allowed-origins",
+        &site.origin(),
+    ])
+    .unwrap();
+    let base = g.url("");
+    let page = site.url(&format!(
+        "sources.html?sources=5&topic=per-client&gateway={base}"
+    ));
+    let browser = Browser::open(&page);
+    g.wait_metric(OPENED_HTTP1, 2.0).await.unwrap();
+    // Three of the five are refused (a 200 that says when to retry) again
+    // and again while the first two hold the address's slots.
+    let s = browser
+        .wait_for(
+            "sources.html",
+            "three sources refused and retrying",
+            T,
+            |s| {
+                let v = sources(s);
+                v.len() == 5 && v.iter().filter(|r| r[2] >= 3).count() >= 3
+            },
+        )
+        .await;
+    let refused = g
+        .metric("pushgate_streams_rejected_total{reason=\"address_streams\"}")
+        .await
+        .unwrap();
+    assert_eq!(g.metric("pushgate_connections").await.unwrap(), 2.0);
+    assert_eq!(g.metric(OPENED_HTTP1).await.unwrap(), 2.0);
+    assert!(
+        refused >= 6.0,
+        "each of three refused at least twice: {refused}"
+    );
+    let v = sources(&s);
+    eprintln!("address limit: {refused} refusals: {v:?}");
+    for (i, r) in v.iter().enumerate() {
         assert_eq!(r[4], 0, "source {i}: the browser never gave up ({r:?})");
     }
 }
