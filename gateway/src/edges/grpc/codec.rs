@@ -4,7 +4,7 @@
 
 use bytes::{BufMut, Bytes};
 use prost::Message;
-use tonic::codec::{Codec, EncodeBuf, Encoder};
+use tonic::codec::{BufferSettings, Codec, EncodeBuf, Encoder};
 use tonic::Status;
 use tonic_prost::ProstDecoder;
 
@@ -39,6 +39,11 @@ impl Codec for SubscribeCodec {
     }
 }
 
+/// The call's buffer starts this small: most events are a few hundred
+/// bytes, and a larger one grows it. tonic's default (8 KiB) is held by
+/// every open stream.
+const CALL_BUFFER: usize = 1024;
+
 /// Writes an encoded message as it is.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct Copying;
@@ -50,6 +55,13 @@ impl Encoder for Copying {
     fn encode(&mut self, item: Encoded, dst: &mut EncodeBuf<'_>) -> Result<(), Status> {
         dst.put_slice(&item.0);
         Ok(())
+    }
+
+    /// Each message leaves as soon as it is encoded, as an SSE delivery
+    /// does. With tonic's default threshold (32 KiB) it would poll the
+    /// subscription once more per message, only to find it empty.
+    fn buffer_settings(&self) -> BufferSettings {
+        BufferSettings::new(CALL_BUFFER, 1)
     }
 }
 
@@ -68,5 +80,26 @@ mod tests {
         };
         let Encoded(bytes) = Encoded::from(&ev);
         assert_eq!(Event::decode(bytes).unwrap(), ev);
+    }
+
+    #[tokio::test]
+    async fn each_message_leaves_in_a_frame_of_its_own() {
+        use http_body_util::BodyExt;
+        use tonic::codec::{EncodeBody, SingleMessageCompressionOverride};
+
+        let message = |n: &str| Encoded(Bytes::from(n.as_bytes().to_vec()));
+        // Both messages are ready at once: a batching encoder would send them together.
+        let source = futures_util::stream::iter([Ok(message("one")), Ok(message("three"))]);
+        let mut body = std::pin::pin!(EncodeBody::new_server(
+            Copying,
+            source,
+            None,
+            SingleMessageCompressionOverride::default(),
+            None,
+        ));
+        let first = body.frame().await.unwrap().unwrap().into_data().unwrap();
+        assert_eq!(&first[..], b"\0\0\0\0\x03one");
+        let second = body.frame().await.unwrap().unwrap().into_data().unwrap();
+        assert_eq!(&second[..], b"\0\0\0\0\x05three");
     }
 }
