@@ -69,12 +69,19 @@ struct Serving {
     lean: bool,
     max_head: usize,
     stop: CancellationToken,
+    /// Fires when the gateway starts to drain (or stops): a connection made
+    /// before then is asked to reconnect on a fresh one once its current
+    /// responses end (HTTP/2 GOAWAY, HTTP/1.1 closes), so that the load
+    /// balancer can send its client's next request to a ready replica.
+    drain: CancellationToken,
 }
 
 impl Server {
     /// Binds the configured addresses and starts serving.
     pub async fn start(node: Arc<Node>) -> anyhow::Result<Server> {
         let stop = CancellationToken::new();
+        let drain = stop.child_token();
+        tokio::spawn(fire_on_drain(node.drain_signal(), drain.clone()));
         let cfg = &node.config().edge;
         let nofile = crate::ops::nofile::nofile_limit();
         let edge = Edge::new(cfg, nofile, node.metrics().edge());
@@ -130,6 +137,11 @@ impl Server {
             lean: cfg.lean_streams && listener == Listener::Api,
             max_head: cfg.max_header_bytes,
             stop: stop.clone(),
+            // The ops port serves probes and scrapes, never streams.
+            drain: match listener {
+                Listener::Api => drain.clone(),
+                Listener::Ops => stop.clone(),
+            },
         };
         let mut loops = vec![tokio::spawn(serve(
             api,
@@ -169,6 +181,21 @@ impl Server {
                 let _ = tokio::time::timeout(grace, graceful.shutdown()).await;
             }
         }
+    }
+}
+
+/// Cancels `drain` once the gateway drains; ends early when it stops.
+async fn fire_on_drain(
+    mut draining: tokio::sync::watch::Receiver<Option<std::time::Instant>>,
+    drain: CancellationToken,
+) {
+    tokio::select! {
+        started = draining.wait_for(Option::is_some) => {
+            if started.is_ok() {
+                drain.cancel();
+            }
+        }
+        _ = drain.cancelled() => {}
     }
 }
 
@@ -243,6 +270,13 @@ async fn connection(
     s: Serving,
     watcher: Watcher,
 ) {
+    // A connection made while the gateway drains was sent here by the
+    // network: nothing else takes its client, so it is kept until the end.
+    let closing = if s.drain.is_cancelled() {
+        s.stop.clone()
+    } else {
+        s.drain.clone()
+    };
     // The hyper and TLS paths are boxed, each in its own statement: a
     // temporary in an `.await` statement keeps its room in this future.
     let run = async {
@@ -257,25 +291,25 @@ async fn connection(
                         cert: None,
                     },
                     max_head: s.max_head,
-                    stop: &s.stop,
+                    stop: &closing,
                 };
                 match lean.serve(tcp, pre).await {
                     Outcome::Closed => None,
                     Outcome::Respond(r) => Some((r, watcher)),
                     Outcome::Hyper(io) => {
-                        let hyper = Box::pin(drive(io, peer, None, &conn, &s, watcher));
+                        let hyper = Box::pin(drive(io, peer, None, &conn, &s, &closing, watcher));
                         hyper.await;
                         None
                     }
                 }
             }
             None => {
-                let hyper = Box::pin(drive(tcp, peer, None, &conn, &s, watcher));
+                let hyper = Box::pin(drive(tcp, peer, None, &conn, &s, &closing, watcher));
                 hyper.await;
                 None
             }
             Some(acceptor) => {
-                let tls = Box::pin(tls(acceptor, tcp, peer, &conn, &s, watcher));
+                let tls = Box::pin(tls(acceptor, tcp, peer, &conn, &s, &closing, watcher));
                 tls.await;
                 None
             }
@@ -344,7 +378,11 @@ impl Future for StreamTask {
             return Poll::Pending;
         };
         let r = self.respond.take().expect("polled above");
-        if let (true, Some((peer, conn, s, watcher))) = (keep, self.next.take()) {
+        let next = self
+            .next
+            .take()
+            .filter(|(.., s, _)| !s.drain.is_cancelled());
+        if let (true, Some((peer, conn, s, watcher))) = (keep, next) {
             let (tcp, pending) = r.into_next();
             // Boxed as a trait object: connection → stream → connection.
             let next: Pin<Box<dyn Future<Output = ()> + Send>> =
@@ -361,6 +399,7 @@ async fn tls(
     peer: SocketAddr,
     conn: &Arc<Conn>,
     s: &Serving,
+    closing: &CancellationToken,
     watcher: Watcher,
 ) {
     match acceptor.accept(tcp).await {
@@ -372,7 +411,7 @@ async fn tls(
                 .and_then(|chain| chain.first())
                 .and_then(|leaf| PeerCert::parse(leaf, s.cert_identity))
                 .map(Arc::new);
-            drive(io, peer, cert, conn, s, watcher).await
+            drive(io, peer, cert, conn, s, closing, watcher).await
         }
         Err(e) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
     }
@@ -384,6 +423,7 @@ async fn drive<I>(
     cert: Option<Arc<PeerCert>>,
     conn: &Arc<Conn>,
     s: &Serving,
+    closing: &CancellationToken,
     watcher: Watcher,
 ) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
@@ -409,7 +449,7 @@ async fn drive<I>(
         .into_owned();
     let served = std::pin::pin!(served);
     let stop_conn = |c: Pin<&mut _>| auto::UpgradeableConnection::graceful_shutdown(c);
-    if let Err(e) = graceful(served, &s.stop, watcher, stop_conn).await {
+    if let Err(e) = graceful(served, closing, watcher, stop_conn).await {
         if e.downcast_ref::<hyper::Error>()
             .is_some_and(hyper::Error::is_parse_too_large)
         {

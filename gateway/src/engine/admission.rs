@@ -1,5 +1,5 @@
-//! Admission of new streams: the drain, the stream limit and the accept
-//! rate. Every refusal here is transient: the client is told when to come
+//! Admission of new streams: the stream limit and the accept rate. A
+//! draining gateway still admits: see `stream::drain_end`. Every refusal here is transient: the client is told when to come
 //! back. How it is told depends on the client and is decided at the HTTP
 //! edge (`http::refusal`), never here.
 
@@ -16,8 +16,6 @@ use crate::ops::metrics::LimitLayer;
 /// Why a new stream was turned away for now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RefuseReason {
-    /// The gateway is shutting down.
-    Draining,
     /// `limits.max_connections` streams are open.
     MaxConnections,
     /// More new streams per second than `limits.accept_rate`.
@@ -44,7 +42,6 @@ impl RefuseReason {
     /// Label of `streams_rejected_total{reason}`.
     pub fn label(self) -> &'static str {
         match self {
-            RefuseReason::Draining => "draining",
             RefuseReason::MaxConnections => "max_connections",
             RefuseReason::AcceptRate => "accept_rate",
             RefuseReason::IdentityStreams => "identity_streams",
@@ -69,7 +66,6 @@ impl RefuseReason {
 
     fn message(self) -> &'static str {
         match self {
-            RefuseReason::Draining => "gateway is shutting down; reconnect",
             RefuseReason::MaxConnections => "too many open streams",
             RefuseReason::AcceptRate => "too many new streams per second",
             RefuseReason::IdentityStreams => {
@@ -151,16 +147,12 @@ impl Drop for StreamSlot {
 
 /// Admits a new stream of `client` (`None`: a stream another track
 /// proxied, whose client that track counted), or says why not now:
-/// draining first (it is checked without taking anything), then the
-/// client's own allowance, then a slot, then an accept-rate token.
+/// the client's own allowance, then a slot, then an accept-rate token.
 pub fn admit(
     node: &Arc<Node>,
     protocol: Protocol,
     client: Option<ClientKey>,
 ) -> Result<StreamSlot, Refusal> {
-    if node.is_draining() {
-        return Err(node.refuse(RefuseReason::Draining));
-    }
     if node
         .degrade
         .flags

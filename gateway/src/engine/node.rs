@@ -263,8 +263,9 @@ impl Node {
         self.draining.borrow().is_some()
     }
 
-    /// Starts the drain: readiness goes false, new streams are refused, and
-    /// each open stream closes at a random moment within the drain window.
+    /// Starts the drain: readiness goes false, each open stream closes at a
+    /// random moment within the drain window, and a stream opened from now
+    /// on is served until the window ends.
     pub fn start_drain(&self) {
         self.draining.send_if_modified(|d| {
             if d.is_none() {

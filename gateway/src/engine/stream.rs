@@ -516,7 +516,7 @@ fn body(
         let mut drain_watch = true;
         let mut close_at: Option<Instant> = None;
         if let Some(start) = *drain.borrow_and_update() {
-            close_at = Some(drain_deadline(&node, start.into()));
+            close_at = Some(drain_end(&node, start.into()));
         }
         // One timer for the drain close, made when draining starts (not on
         // every loop turn, which cost a timer-wheel handle per delivery).
@@ -607,6 +607,17 @@ fn body(
 /// drain window, or when its route moves. Gives the ending to send.
 pub async fn farewell(node: Arc<Node>, moved: CancellationToken) -> End {
     let mut drain = node.drain_signal();
+    let started = *drain.borrow_and_update();
+    if let Some(start) = started {
+        // Held during the drain: it ends with the window, as a stream does.
+        tokio::select! {
+            _ = tokio::time::sleep_until(drain_end(&node, start.into())) => {}
+            _ = moved.cancelled() => {}
+        }
+        return End::Retry {
+            retry_ms: node.jittered_retry_ms(),
+        };
+    }
     let start = loop {
         if let Some(start) = *drain.borrow_and_update() {
             break start;
@@ -628,6 +639,15 @@ pub async fn farewell(node: Arc<Node>, moved: CancellationToken) -> End {
     End::Retry {
         retry_ms: node.jittered_retry_ms(),
     }
+}
+
+/// The end of the drain window: a stream opened while the gateway drains
+/// came on a connection made after the drain began, so nothing else took
+/// it (a single instance, or the moment before the load balancer saw
+/// readiness fall). It is served until the gateway stops, rather than
+/// refused until the process is gone.
+fn drain_end(node: &Node, start: Instant) -> Instant {
+    start + node.config.delivery.drain_window
 }
 
 /// A random moment within the drain window, so streams leave gradually.

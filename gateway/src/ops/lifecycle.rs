@@ -17,8 +17,11 @@ pub async fn shutdown_signal() {
     }
 }
 
-/// Drains: readiness false and new streams refused at once; open streams
-/// close spread over the drain window (each with a jittered `retry:`); the
+/// Drains: readiness false at once, and the connections open then are asked
+/// to reconnect on fresh ones after their current responses; open streams
+/// close spread over the drain window (each with a jittered `retry:`). A
+/// stream opened during the drain arrived on a fresh connection, so no
+/// ready replica took it: it is served until the window ends. The
 /// listeners stop when no stream is left or the window has passed.
 pub async fn drain(node: Arc<Node>, server: Server) {
     node.start_drain();

@@ -16,6 +16,7 @@ mod devices_ttl;
 mod examples_clients;
 mod gateway_api;
 mod gateway_backpressure;
+mod gateway_drain;
 mod gateway_limits;
 mod gateway_metrics;
 mod gateway_restarts;

@@ -64,8 +64,8 @@ mod tests {
 
     fn refusal() -> Refusal {
         Refusal {
-            reason: RefuseReason::Draining,
-            message: "gateway is shutting down; reconnect".into(),
+            reason: RefuseReason::MaxConnections,
+            message: "too many open streams".into(),
             retry_after: Duration::from_secs(2),
         }
     }
@@ -91,7 +91,7 @@ mod tests {
         let body = event_stream_body(&refusal(), 1234);
         assert_eq!(
             body,
-            "retry: 1234\n: refused draining: gateway is shutting down; reconnect\n\n"
+            "retry: 1234\n: refused max_connections: too many open streams\n\n"
         );
         let mut p = Parser::new();
         p.feed(b"id: kept\ndata: x\n\n");
@@ -113,7 +113,7 @@ mod tests {
         let resp = response(refusal(), false);
         assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(resp.headers()[header::RETRY_AFTER], "2");
-        assert_eq!(resp.headers()[REFUSED_HEADER], "draining");
+        assert_eq!(resp.headers()[REFUSED_HEADER], "max_connections");
         let resp = response(refusal(), true);
         assert_eq!(resp.status(), StatusCode::OK);
         assert_eq!(

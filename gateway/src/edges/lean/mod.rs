@@ -47,7 +47,7 @@ pub struct Lean<'a> {
     pub info: ConnInfo,
     /// Largest request head.
     pub max_head: usize,
-    /// The server stops accepting: an idle connection closes.
+    /// The server drains or stops: an idle connection closes.
     pub stop: &'a CancellationToken,
 }
 

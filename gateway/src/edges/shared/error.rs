@@ -225,7 +225,6 @@ impl From<Refusal> for ApiError {
 /// The code of a refusal.
 fn refusal_code(r: RefuseReason) -> ErrorCode {
     match r {
-        RefuseReason::Draining => ErrorCode::Draining,
         RefuseReason::MaxConnections => ErrorCode::Overloaded,
         RefuseReason::AcceptRate => ErrorCode::AcceptRateLimited,
         RefuseReason::IdentityStreams | RefuseReason::AddressStreams => ErrorCode::StreamLimit,
