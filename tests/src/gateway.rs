@@ -5,7 +5,8 @@ use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::mpsc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{mpsc, Arc};
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
@@ -40,6 +41,8 @@ pub struct GatewayProcess {
     args: Vec<String>,
     env: Vec<(String, String)>,
     name: String,
+    /// Log lines at WARN or ERROR, over every run of the process.
+    warnings: Arc<AtomicUsize>,
 }
 
 impl GatewayProcess {
@@ -55,6 +58,7 @@ impl GatewayProcess {
             args: args.iter().map(|s| s.to_string()).collect(),
             env: Vec::new(),
             name: "gateway".into(),
+            warnings: Arc::default(),
         };
         g.spawn()?;
         Ok(g)
@@ -86,6 +90,7 @@ impl GatewayProcess {
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
             name: name.into(),
+            warnings: Arc::default(),
         };
         g.spawn()?;
         Ok(g)
@@ -134,6 +139,7 @@ impl GatewayProcess {
         let stderr = child.stderr.take().expect("piped stderr");
         let (tx, rx) = mpsc::channel();
         let name = self.name.clone();
+        let warnings = self.warnings.clone();
         std::thread::spawn(move || {
             let mut tx = Some(tx);
             for line in BufReader::new(stderr).lines() {
@@ -148,6 +154,9 @@ impl GatewayProcess {
                     if v["level"] == "INFO" && v["message"] == "request" {
                         continue;
                     }
+                }
+                if line.contains("\"level\":\"WARN\"") || line.contains("\"level\":\"ERROR\"") {
+                    warnings.fetch_add(1, Ordering::Relaxed);
                 }
                 if std::env::var_os("PUSHGATE_TEST_LOGS").is_some()
                     || !line.contains("\"level\":\"INFO\"")
@@ -196,6 +205,11 @@ impl GatewayProcess {
                 libc::kill(pid as i32, libc::SIGTERM);
             }
         }
+    }
+
+    /// Log lines at WARN or ERROR so far, over every run of the process.
+    pub fn warnings(&self) -> usize {
+        self.warnings.load(Ordering::Relaxed)
     }
 
     /// True while the process has not exited.

@@ -6,6 +6,7 @@ pub mod cluster;
 pub mod controlplane;
 pub mod gateway;
 pub mod grpc;
+pub mod h2_raw;
 pub mod h3_client;
 pub mod keda;
 pub mod metrics;

@@ -88,6 +88,7 @@ fn probe(addr: std::net::SocketAddr, path: &str) -> Result<u16, String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flood_of_idle_and_half_sent_connections_never_starves_streams_or_probes() {
+    let _alone = crate::ALONE.lock().await;
     let g =
         GatewayProcess::start(&["--metrics-listen", "127.0.0.1:0", "--retry", "200ms"]).unwrap();
     let pid = g.pid().unwrap();
