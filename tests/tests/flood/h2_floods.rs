@@ -2,7 +2,8 @@
 //! Rapid Reset (CVE-2023-44487), a CONTINUATION flood (CVE-2024-27316),
 //! SETTINGS and PING floods, and 10,000 streams asked for on one
 //! connection. Each attack runs for a few seconds from four connections
-//! (reopened whenever the gateway closes one) while a control subscriber
+//! (reopened whenever the gateway closes one), first at about 10,000 frames
+//! per second and then as fast as they go, while a control subscriber
 //! follows a topic published at 20 events/s. Every case must leave the
 //! control stream with every event exactly once, `/healthz` answering on a
 //! fresh connection, the gateway's memory bounded and its descriptors back
@@ -155,6 +156,7 @@ impl Attack {
 struct Report {
     bytes: AtomicU64,
     batches: AtomicU64,
+    frames: AtomicU64,
     connections: AtomicU64,
     /// GOAWAY error codes the gateway sent.
     goaways: Mutex<Vec<u32>>,
@@ -163,12 +165,33 @@ struct Report {
     resets: AtomicU64,
 }
 
+/// How fast an attacker sends.
+#[derive(Clone, Copy, Debug)]
+enum Pace {
+    /// As fast as the connection takes it.
+    Full,
+    /// About this many frames per second from all attackers together (the
+    /// rate of the first look from outside: 96,400 resets in 10 s).
+    Frames(u64),
+}
+
+/// The frames in a batch, by walking their headers.
+fn frames_in(mut batch: &[u8]) -> u64 {
+    let mut n = 0;
+    while batch.len() >= 9 {
+        let len = u32::from_be_bytes([0, batch[0], batch[1], batch[2]]) as usize;
+        batch = &batch[(9 + len).min(batch.len())..];
+        n += 1;
+    }
+    n
+}
+
 /// One attacker: connects, floods until `until`, reconnects when the
 /// gateway closes the connection. A reader takes what the gateway sends,
 /// recording GOAWAYs, answering nothing.
 async fn attacker(
     addr: std::net::SocketAddr,
-    attack: Attack,
+    (attack, pace): (Attack, Pace),
     until: tokio::time::Instant,
     r: Arc<Report>,
 ) {
@@ -179,7 +202,7 @@ async fn attacker(
         r.connections.fetch_add(1, Ordering::Relaxed);
         let (mut rd, mut wr) = conn.tcp.into_split();
         let seen = r.clone();
-        let reader = tokio::spawn(async move {
+        let mut reader = tokio::spawn(async move {
             let mut head = [0u8; 9];
             loop {
                 if rd.read_exact(&mut head).await.is_err() {
@@ -205,6 +228,7 @@ async fn attacker(
             }
         });
         let mut next_id = 1;
+        let mut closed = false;
         loop {
             let batch = attack.batch(&mut next_id);
             if batch.is_empty() {
@@ -212,19 +236,34 @@ async fn attacker(
                 tokio::time::sleep_until(until).await;
                 break;
             }
+            let sent = tokio::time::Instant::now();
             match tokio::time::timeout_at(until, wr.write_all(&batch)).await {
                 Ok(Ok(())) => {
                     r.bytes.fetch_add(batch.len() as u64, Ordering::Relaxed);
                     r.batches.fetch_add(1, Ordering::Relaxed);
+                    r.frames.fetch_add(frames_in(&batch), Ordering::Relaxed);
                 }
-                Ok(Err(_)) => break, // the gateway closed it: reconnect
-                Err(_) => break,     // the phase is over
+                Ok(Err(_)) => {
+                    // The gateway closed it: reconnect.
+                    closed = true;
+                    break;
+                }
+                Err(_) => break, // the phase is over
+            }
+            if let Pace::Frames(per_s) = pace {
+                let share = (per_s / ATTACKERS as u64).max(1);
+                let due = sent + Duration::from_secs_f64(frames_in(&batch) as f64 / share as f64);
+                tokio::time::sleep_until(due.min(until)).await;
             }
             if tokio::time::Instant::now() >= until {
                 break;
             }
         }
         drop(wr);
+        if closed {
+            // Let the reader take the gateway's last frames (its GOAWAY).
+            let _ = tokio::time::timeout(Duration::from_secs(1), &mut reader).await;
+        }
         reader.abort();
     }
 }
@@ -264,7 +303,11 @@ async fn control_reader(sub: &mut SseClient, n: u64) -> Vec<f64> {
 }
 
 /// One phase: the control stream for `ATTACK`, with `attack` or without.
-async fn phase(gw: &GatewayProcess, sub: &mut SseClient, attack: Option<Attack>) -> Vec<f64> {
+async fn phase(
+    gw: &GatewayProcess,
+    sub: &mut SseClient,
+    attack: Option<(Attack, Pace)>,
+) -> Vec<f64> {
     let n = RATE * ATTACK.as_secs();
     let pid = gw.pid().expect("running");
     let fds_before = fds(pid);
@@ -298,15 +341,16 @@ async fn phase(gw: &GatewayProcess, sub: &mut SseClient, attack: Option<Attack>)
     let (cpu1, rss1) = usage(pid);
     let rss_peak = rss_peak.max(rss1);
     let (p50, p99) = (percentile(&mut lat, 50.0), percentile(&mut lat, 99.0));
-    let name = attack.map_or("baseline".to_owned(), |a| format!("{a:?}"));
+    let name = attack.map_or("baseline".to_owned(), |(a, p)| format!("{a:?} {p:?}"));
     let goaways = report.goaways.lock().unwrap().clone();
     let mut codes = goaways.clone();
     codes.sort_unstable();
     codes.dedup();
     println!(
-        "{name}: {:.1} MB sent in {} batches over {} connections; GOAWAYs {} (codes {codes:?}); \
+        "{name}: {} frames, {:.1} MB sent in {} batches over {} connections; GOAWAYs {} (codes {codes:?}); \
          responses {}, resets {}; gateway CPU {:.2} s, RSS {rss0:.1} → peak {rss_peak:.1} → {rss1:.1} MiB; \
          control p50 {p50:.1} ms, p99 {p99:.1} ms; {} warnings logged",
+        report.frames.load(Ordering::Relaxed),
         report.bytes.load(Ordering::Relaxed) as f64 / 1e6,
         report.batches.load(Ordering::Relaxed),
         report.connections.load(Ordering::Relaxed),
@@ -359,13 +403,15 @@ async fn http2_floods_leave_the_control_stream_and_the_gateway_whole() {
     .unwrap();
     sub.await_id(Duration::from_secs(10)).await.unwrap();
     phase(&gw, &mut sub, None).await;
-    for attack in [
-        Attack::RapidReset,
-        Attack::Continuation,
-        Attack::Settings,
-        Attack::Ping,
-        Attack::ManyStreams,
-    ] {
-        phase(&gw, &mut sub, Some(attack)).await;
+    for pace in [Pace::Frames(10_000), Pace::Full] {
+        for attack in [
+            Attack::RapidReset,
+            Attack::Continuation,
+            Attack::Settings,
+            Attack::Ping,
+            Attack::ManyStreams,
+        ] {
+            phase(&gw, &mut sub, Some((attack, pace))).await;
+        }
     }
 }
