@@ -695,6 +695,10 @@ pub struct EdgeConfig {
     /// Serve plain HTTP/1.1 streams on the lean path (no hyper connection
     /// per stream, same bytes on the wire); false hands every request to hyper.
     pub lean_streams: bool,
+    /// HTTP/2 control frames (SETTINGS, PING, PRIORITY, RST_STREAM) a
+    /// connection may send per second, as many in a burst; a connection
+    /// over it is closed. 0 means no budget.
+    pub max_control_frames_per_s: u32,
 }
 
 impl Default for EdgeConfig {
@@ -707,6 +711,7 @@ impl Default for EdgeConfig {
             fd_reserve: 512,
             max_ops_connections: 64,
             lean_streams: true,
+            max_control_frames_per_s: 1000,
         }
     }
 }

@@ -5,6 +5,7 @@
 //! gRPC, QUIC carries HTTP/3.
 
 pub mod api;
+pub mod frame_budget;
 pub mod grpc;
 pub mod http;
 pub mod http3;

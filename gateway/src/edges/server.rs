@@ -28,6 +28,7 @@ use tower::ServiceExt;
 
 use crate::auth::certs::{CertIdentity, PeerCert};
 use crate::edges::api::api_router;
+use crate::edges::frame_budget::Budgeted;
 use crate::edges::http::ops_router;
 use crate::edges::http3::Http3;
 use crate::edges::lean::{Lean, Outcome, Respond};
@@ -68,6 +69,8 @@ struct Serving {
     /// Plain HTTP/1.1 streams take the lean path.
     lean: bool,
     max_head: usize,
+    /// HTTP/2 control frames per second a connection may send.
+    max_control_frames: u32,
     stop: CancellationToken,
     /// Fires when the gateway starts to drain (or stops): a connection made
     /// before then is asked to reconnect on a fresh one once its current
@@ -124,7 +127,7 @@ impl Server {
             node.clone(),
             h3.as_ref().map(|b| advertised.unwrap_or(b.addr.port())),
         );
-        let http3 = h3.map(|b| b.serve(router.clone(), stop.clone()));
+        let http3 = h3.map(|b| b.serve(router.clone(), stop.clone(), drain.clone()));
         let tls = tls.map(|t| t.acceptor);
         let builder = Arc::new(builder(cfg));
         let serving = |router, listener, tls| Serving {
@@ -136,6 +139,7 @@ impl Server {
             cert_identity: node.config().auth.certificate_identity,
             lean: cfg.lean_streams && listener == Listener::Api,
             max_head: cfg.max_header_bytes,
+            max_control_frames: cfg.max_control_frames_per_s,
             stop: stop.clone(),
             // The ops port serves probes and scrapes, never streams.
             drain: match listener {
@@ -433,6 +437,7 @@ async fn drive<I>(
         kill: conn.kill.clone(),
         cert,
     };
+    let io = Budgeted::new(io, s.max_control_frames, conn.clone());
     let (router, c) = (s.router.clone(), conn.clone());
     let svc = tower::service_fn(move |mut req: axum::http::Request<Incoming>| {
         let busy = c.begin();

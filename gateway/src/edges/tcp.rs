@@ -60,6 +60,8 @@ pub enum Closed {
     OverCapacity,
     /// The request head was too large (hyper answered 431).
     HeaderTooLarge,
+    /// More HTTP/2 control frames than `edge.max_control_frames_per_s`.
+    ControlFlood,
 }
 
 impl Closed {
@@ -70,6 +72,7 @@ impl Closed {
             Closed::Evicted => "evicted",
             Closed::OverCapacity => "over_capacity",
             Closed::HeaderTooLarge => "header_too_large",
+            Closed::ControlFlood => "control_flood",
         }
     }
 }

@@ -1,6 +1,7 @@
 //! HTTP/2 floods against a real gateway process, from raw frames (`h2_raw`):
 //! Rapid Reset (CVE-2023-44487), a CONTINUATION flood (CVE-2024-27316),
-//! SETTINGS and PING floods, and 10,000 streams asked for on one
+//! SETTINGS and PING floods (cut by the gateway's budget of control frames
+//! per connection, `edges/frame_budget.rs`), and 10,000 streams asked for on one
 //! connection. Each attack runs for a few seconds from four connections
 //! (reopened whenever the gateway closes one), first at about 10,000 frames
 //! per second and then as fast as they go, while a control subscriber
@@ -27,6 +28,8 @@ const ATTACK: Duration = Duration::from_secs(5);
 const ATTACKERS: usize = 4;
 /// Control events per second.
 const RATE: u64 = 20;
+/// Connections the control-frame budget closed.
+const CUT: &str = "pushgate_tcp_connections_closed_total{reason=\"control_flood\"}";
 /// Growth of the gateway's RSS during one attack that fails the test.
 const MAX_RSS_GROWTH_MIB: f64 = 128.0;
 
@@ -411,7 +414,16 @@ async fn http2_floods_leave_the_control_stream_and_the_gateway_whole() {
             Attack::Ping,
             Attack::ManyStreams,
         ] {
+            let cut = gw.metric(CUT).await.unwrap_or(0.0);
             phase(&gw, &mut sub, Some((attack, pace))).await;
+            if matches!(attack, Attack::Settings | Attack::Ping) {
+                // Both paces send more than the default budget of 1,000/s per connection.
+                let now = gw.metric(CUT).await.unwrap_or(0.0);
+                assert!(
+                    now > cut,
+                    "{attack:?} {pace:?}: no connection cut by the control-frame budget"
+                );
+            }
         }
     }
 }
