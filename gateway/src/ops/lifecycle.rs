@@ -18,7 +18,8 @@ pub async fn shutdown_signal() {
 }
 
 /// Drains: readiness false at once, and the connections open then are asked
-/// to reconnect on fresh ones after their current responses; open streams
+/// to reconnect on fresh ones after their current responses (HTTP/2 and
+/// HTTP/3 GOAWAY, HTTP/1.1 close); open streams
 /// close spread over the drain window (each with a jittered `retry:`). A
 /// stream opened during the drain arrived on a fresh connection, so no
 /// ready replica took it: it is served until the window ends. The

@@ -140,8 +140,9 @@ async fn auth_and_drain_over_h3_are_the_tcp_ones() -> Result<()> {
     assert_eq!(h3.publish("a/1", "kept", &auth).await?.0, 201);
     assert_eq!(open.next(T).await?.expect("open").data, "kept");
 
-    // Draining: a stream opened now is served, as on TCP, and ends with
-    // the open one by the end of the window.
+    // Draining: the connection open at the drain takes no new request (it
+    // got a GOAWAY); a stream opened on a fresh one is served, as on TCP,
+    // and ends with the open one by the end of the window.
     gw.sigterm();
     let tcp = https(&ca, &gw)?;
     let base = format!("https://localhost:{}", gw.addr.port());
@@ -153,11 +154,16 @@ async fn auth_and_drain_over_h3_are_the_tcp_ones() -> Result<()> {
         }
     })
     .await?;
-    let mut late = h3.stream("topic=a/1", None, &auth).await?;
+    assert!(
+        h3.stream("topic=a/1", None, &auth).await.is_err(),
+        "the connection open at the drain took a new request"
+    );
+    let mut fresh = H3Client::connect(gw.addr, &ca.pem).await?;
+    let mut late = fresh.stream("topic=a/1", None, &auth).await?;
     assert_eq!(late.status, 200);
     assert!(late.headers.get("x-pushgate-refused").is_none());
     late.await_id(T).await?;
-    assert_eq!(h3.publish("a/1", "late", &auth).await?.0, 201);
+    assert_eq!(fresh.publish("a/1", "late", &auth).await?.0, 201);
     assert_eq!(late.next(T).await?.expect("open").data, "late");
     // The open one ends at its moment in the window, the late one at its end.
     for s in [&mut open, &mut late] {

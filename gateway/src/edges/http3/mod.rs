@@ -32,6 +32,10 @@ struct Serving {
     open: IntGauge,
     closed: IntCounterVec,
     max_connections: usize,
+    /// Fires when the gateway starts to drain: a connection made before
+    /// then gets a GOAWAY, so its client's next request goes out on a
+    /// fresh connection (see `edges::server`).
+    drain: CancellationToken,
 }
 
 /// The running QUIC listener.
@@ -51,10 +55,12 @@ pub struct Bound {
 }
 
 impl Bound {
-    /// Serves `router` until `stop`.
-    pub fn serve(self, router: Router, stop: CancellationToken) -> Http3 {
+    /// Serves `router` until `stop`; connections open when `drain` fires
+    /// are sent away (GOAWAY) once their requests end.
+    pub fn serve(self, router: Router, stop: CancellationToken, drain: CancellationToken) -> Http3 {
         let serving = Serving {
             router,
+            drain,
             ..self.serving
         };
         tracing::info!(addr = %self.addr, max_connections = serving.max_connections, "HTTP/3 listening");
@@ -116,6 +122,7 @@ impl Http3 {
                 open: node.metrics().quic_connections.clone(),
                 closed: node.metrics().quic_connections_closed_total.clone(),
                 max_connections: cfg.max_connections,
+                drain: CancellationToken::new(),
             },
         })
     }
@@ -242,12 +249,22 @@ async fn connection(incoming: quinn::Incoming, s: Serving, _slot: Slot) {
             return;
         }
     };
+    // A connection made during the drain was sent here by the network: kept.
+    let mut going = (!s.drain.is_cancelled()).then(|| s.drain.clone());
     loop {
         let resolver = tokio::select! {
             // A slow consumer's kill switch ends the whole connection, as on TCP.
             _ = kill.cancelled() => {
                 s.closed("slow_consumer");
                 break;
+            }
+            _ = async { going.as_ref().expect("guarded").cancelled().await }, if going.is_some() => {
+                going = None;
+                // No request after the last one accepted; those go on.
+                if let Err(e) = h3.shutdown(0).await {
+                    tracing::debug!(%peer, error = %e, "HTTP/3 GOAWAY not sent");
+                }
+                continue;
             }
             r = h3.accept() => match r {
                 Ok(Some(r)) => r,
