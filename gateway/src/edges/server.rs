@@ -34,6 +34,7 @@ use crate::edges::http3::Http3;
 use crate::edges::lean::{Lean, Outcome, Respond};
 use crate::edges::on_wake::OnWake;
 use crate::edges::shared::conn::ConnInfo;
+use crate::edges::shared::drain::Drain;
 use crate::edges::tcp::{Admit, Busy, Closed, Conn, Edge, EdgeConfig, Listener};
 use crate::edges::tls::Tls;
 use crate::engine::node::Node;
@@ -72,19 +73,18 @@ struct Serving {
     /// HTTP/2 control frames per second a connection may send.
     max_control_frames: u32,
     stop: CancellationToken,
-    /// Fires when the gateway starts to drain (or stops): a connection made
-    /// before then is asked to reconnect on a fresh one once its current
-    /// responses end (HTTP/2 GOAWAY, HTTP/1.1 closes), so that the load
-    /// balancer can send its client's next request to a ready replica.
-    drain: CancellationToken,
+    /// A connection made before the drain is asked to reconnect on a fresh
+    /// one once its current responses end (HTTP/2 GOAWAY, HTTP/1.1 closes),
+    /// so that the load balancer can send its client's next request to a
+    /// ready replica. `None` on the ops port, which serves no streams.
+    drain: Option<Drain>,
 }
 
 impl Server {
     /// Binds the configured addresses and starts serving.
     pub async fn start(node: Arc<Node>) -> anyhow::Result<Server> {
         let stop = CancellationToken::new();
-        let drain = stop.child_token();
-        tokio::spawn(fire_on_drain(node.drain_signal(), drain.clone()));
+        let drain = Drain::new(&node, &stop);
         let cfg = &node.config().edge;
         let nofile = crate::ops::nofile::nofile_limit();
         let edge = Edge::new(cfg, nofile, node.metrics().edge());
@@ -141,11 +141,7 @@ impl Server {
             max_head: cfg.max_header_bytes,
             max_control_frames: cfg.max_control_frames_per_s,
             stop: stop.clone(),
-            // The ops port serves probes and scrapes, never streams.
-            drain: match listener {
-                Listener::Api => drain.clone(),
-                Listener::Ops => stop.clone(),
-            },
+            drain: (listener == Listener::Api).then(|| drain.clone()),
         };
         let mut loops = vec![tokio::spawn(serve(
             api,
@@ -185,21 +181,6 @@ impl Server {
                 let _ = tokio::time::timeout(grace, graceful.shutdown()).await;
             }
         }
-    }
-}
-
-/// Cancels `drain` once the gateway drains; ends early when it stops.
-async fn fire_on_drain(
-    mut draining: tokio::sync::watch::Receiver<Option<std::time::Instant>>,
-    drain: CancellationToken,
-) {
-    tokio::select! {
-        started = draining.wait_for(Option::is_some) => {
-            if started.is_ok() {
-                drain.cancel();
-            }
-        }
-        _ = drain.cancelled() => {}
     }
 }
 
@@ -276,11 +257,11 @@ async fn connection(
 ) {
     // A connection made while the gateway drains was sent here by the
     // network: nothing else takes its client, so it is kept until the end.
-    let closing = if s.drain.is_cancelled() {
-        s.stop.clone()
-    } else {
-        s.drain.clone()
-    };
+    let closing = s
+        .drain
+        .as_ref()
+        .and_then(Drain::sends_away)
+        .unwrap_or_else(|| s.stop.clone());
     // The hyper and TLS paths are boxed, each in its own statement: a
     // temporary in an `.await` statement keeps its room in this future.
     let run = async {
@@ -385,7 +366,7 @@ impl Future for StreamTask {
         let next = self
             .next
             .take()
-            .filter(|(.., s, _)| !s.drain.is_cancelled());
+            .filter(|(.., s, _)| !s.drain.as_ref().is_some_and(Drain::began));
         if let (true, Some((peer, conn, s, watcher))) = (keep, next) {
             let (tcp, pending) = r.into_next();
             // Boxed as a trait object: connection → stream → connection.

@@ -415,9 +415,9 @@ async fn the_four_protocols_share_auth_limits_and_resume() -> Result<()> {
     // one) was sent here although the gateway is unready, so nothing else
     // would take it: every protocol serves it until the window ends.
     m.gw.sigterm();
-    let fresh = https(&m.ca, &m.gw, Proto::H1)?;
+    let probe = https(&m.ca, &m.gw, Proto::H1)?;
     wait_until("the drain to begin", T, || async {
-        match fresh.get(format!("{}/readyz", m.base())).send().await {
+        match probe.get(format!("{}/readyz", m.base())).send().await {
             Ok(r) if r.status() == 503 => Ok(()),
             Ok(r) => Err(format!("/readyz {}", r.status())),
             Err(e) => Err(e.to_string()),
@@ -428,6 +428,8 @@ async fn the_four_protocols_share_auth_limits_and_resume() -> Result<()> {
     for p in Proto::ALL {
         late.push((p, m.subscribe(p, "a/1", None).await?));
     }
+    // A client of its own: the probe's connection predates the drain.
+    let fresh = https(&m.ca, &m.gw, Proto::H1)?;
     let opts = PublishOptions::token(Some(&m.token));
     publish_json(&fresh, &m.base(), "a/1", "late", opts).await?;
     for (p, s) in &mut late {

@@ -18,6 +18,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::auth::certs::{CertIdentity, PeerCert};
 use crate::edges::shared::conn::ConnInfo;
+use crate::edges::shared::drain::Drain;
 use crate::engine::node::Node;
 
 /// What every connection of the listener shares.
@@ -32,10 +33,10 @@ struct Serving {
     open: IntGauge,
     closed: IntCounterVec,
     max_connections: usize,
-    /// Fires when the gateway starts to drain: a connection made before
-    /// then gets a GOAWAY, so its client's next request goes out on a
-    /// fresh connection (see `edges::server`).
-    drain: CancellationToken,
+    /// A connection made before the drain gets a GOAWAY when it begins, so
+    /// its client's next request goes out on a fresh connection; `None`
+    /// until serving.
+    drain: Option<Drain>,
 }
 
 /// The running QUIC listener.
@@ -57,10 +58,10 @@ pub struct Bound {
 impl Bound {
     /// Serves `router` until `stop`; connections open when `drain` fires
     /// are sent away (GOAWAY) once their requests end.
-    pub fn serve(self, router: Router, stop: CancellationToken, drain: CancellationToken) -> Http3 {
+    pub fn serve(self, router: Router, stop: CancellationToken, drain: Drain) -> Http3 {
         let serving = Serving {
             router,
-            drain,
+            drain: Some(drain),
             ..self.serving
         };
         tracing::info!(addr = %self.addr, max_connections = serving.max_connections, "HTTP/3 listening");
@@ -122,7 +123,7 @@ impl Http3 {
                 open: node.metrics().quic_connections.clone(),
                 closed: node.metrics().quic_connections_closed_total.clone(),
                 max_connections: cfg.max_connections,
-                drain: CancellationToken::new(),
+                drain: None,
             },
         })
     }
@@ -250,7 +251,7 @@ async fn connection(incoming: quinn::Incoming, s: Serving, _slot: Slot) {
         }
     };
     // A connection made during the drain was sent here by the network: kept.
-    let mut going = (!s.drain.is_cancelled()).then(|| s.drain.clone());
+    let mut going = s.drain.as_ref().and_then(Drain::sends_away);
     loop {
         let resolver = tokio::select! {
             // A slow consumer's kill switch ends the whole connection, as on TCP.

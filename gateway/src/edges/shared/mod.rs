@@ -4,6 +4,7 @@
 
 pub mod client;
 pub mod conn;
+pub mod drain;
 pub mod error;
 pub mod publish;
 pub mod subscribe;
