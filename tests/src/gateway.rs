@@ -483,3 +483,16 @@ pub fn replace_file(path: &Path, content: &str) -> Result<()> {
     std::fs::rename(&tmp, path)?;
     Ok(())
 }
+
+/// Waits (bounded) until `GET {base}/readyz` through `client` answers 503:
+/// the gateway has begun to drain.
+pub async fn wait_draining(client: &reqwest::Client, base: &str, within: Duration) -> Result<()> {
+    crate::wait::wait_until("/readyz to report draining", within, || async {
+        match client.get(format!("{base}/readyz")).send().await {
+            Ok(r) if r.status() == 503 => Ok(()),
+            Ok(r) => Err(format!("/readyz {}", r.status())),
+            Err(e) => Err(e.to_string()),
+        }
+    })
+    .await
+}

@@ -19,12 +19,7 @@ use pushgate_e2e::gateway::{metric_value, publish, GatewayProcess};
 use pushgate_e2e::sse_client::SseClient;
 use pushgate_e2e::wait::{elapse, wait_until};
 
-/// Descriptors the process `pid` holds open.
-fn fds(pid: u32) -> usize {
-    std::fs::read_dir(format!("/proc/{pid}/fd"))
-        .map(|d| d.count())
-        .unwrap_or(0)
-}
+use crate::fds;
 
 /// One flood process; killed on drop.
 struct Flood(Child);

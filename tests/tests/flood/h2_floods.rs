@@ -20,6 +20,8 @@ use pushgate_e2e::gateway::{publish, GatewayProcess};
 use pushgate_e2e::h2_raw::{self, frame, H2Conn};
 use pushgate_e2e::sse_client::SseClient;
 use pushgate_e2e::wait::wait_until;
+
+use crate::fds;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// How long each attack runs.
@@ -51,12 +53,6 @@ fn usage(pid: u32) -> (f64, f64) {
         .and_then(|v| v.parse().ok())
         .expect("VmRSS");
     (cpu, rss_kib / 1024.0)
-}
-
-fn fds(pid: u32) -> usize {
-    std::fs::read_dir(format!("/proc/{pid}/fd"))
-        .map(|d| d.count())
-        .unwrap_or(0)
 }
 
 fn now_us() -> u64 {

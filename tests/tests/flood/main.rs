@@ -10,3 +10,10 @@ mod h2_floods;
 /// Held by a test that loads the machine, so that two such tests never run
 /// at once (the figures they print would be each other's).
 static ALONE: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// Descriptors the process `pid` holds open.
+fn fds(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|d| d.count())
+        .unwrap_or(0)
+}

@@ -2,12 +2,11 @@
 
 use std::time::Duration;
 
-use pushgate_e2e::gateway::{GatewayProcess, OPENED_HTTP1};
+use pushgate_e2e::gateway::{wait_draining, GatewayProcess, OPENED_HTTP1};
 use pushgate_e2e::sse_client::{Opened, SseClient};
 use pushgate_e2e::subscriber::{
     assert_exactly_once, follow, publish_in_background, publish_reliably,
 };
-use pushgate_e2e::wait::wait_until;
 
 #[tokio::test]
 async fn kill_9_loses_no_acknowledged_event() {
@@ -96,19 +95,9 @@ async fn rolling_restart_loses_and_duplicates_nothing() {
     .unwrap();
     gw.sigterm();
     // While draining: not ready, but a new stream is served until the window ends.
-    wait_until(
-        "/readyz to report draining",
-        Duration::from_secs(10),
-        || async {
-            match c.get(gw.url("/readyz")).send().await {
-                Ok(r) if r.status() == 503 => Ok(()),
-                Ok(r) => Err(format!("/readyz {}", r.status())),
-                Err(e) => Err(e.to_string()),
-            }
-        },
-    )
-    .await
-    .unwrap();
+    wait_draining(&c, &base, Duration::from_secs(10))
+        .await
+        .unwrap();
     // A fresh connection (a client pool of its own) came here although the
     // gateway is unready: nothing else would take it.
     let fresh = reqwest::Client::new();

@@ -9,10 +9,9 @@
 use std::time::Duration;
 
 use anyhow::Result;
-use pushgate_e2e::gateway::{hs256_key, mint_token, publish, GatewayProcess};
+use pushgate_e2e::gateway::{hs256_key, mint_token, publish, wait_draining, GatewayProcess};
 use pushgate_e2e::grpc::{GrpcClient, GrpcioSubscriber};
 use pushgate_e2e::sse_client::SseClient;
-use pushgate_e2e::wait::wait_until;
 use tonic::Code;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
@@ -198,14 +197,7 @@ async fn auth_errors_are_grpc_codes_and_a_drain_serves_calls_until_it_ends() -> 
     // it, and it is served until the window ends, then ends the same way.
     gw.sigterm();
     let http = reqwest::Client::new();
-    wait_until("/readyz to report draining", T, || async {
-        match http.get(gw.url("/readyz")).send().await {
-            Ok(r) if r.status() == 503 => Ok(()),
-            Ok(r) => Err(format!("/readyz {}", r.status())),
-            Err(e) => Err(e.to_string()),
-        }
-    })
-    .await?;
+    wait_draining(&http, &gw.url(""), T).await?;
     let fresh = GrpcClient::new(gw.addr)?.with_token(&token);
     let mut late = fresh.subscribe(&["a/1"], "").await?;
     late.await_id(T).await?;

@@ -8,7 +8,9 @@ use std::path::Path;
 use std::time::Duration;
 
 use anyhow::Result;
-use pushgate_e2e::gateway::{binary, config_file, hs256_key, mint_token, publish, GatewayProcess};
+use pushgate_e2e::gateway::{
+    binary, config_file, hs256_key, mint_token, publish, wait_draining, GatewayProcess,
+};
 use pushgate_e2e::h3_client::H3Client;
 use pushgate_e2e::pki::TestCa;
 use pushgate_e2e::wait::wait_until;
@@ -146,14 +148,7 @@ async fn auth_and_drain_over_h3_are_the_tcp_ones() -> Result<()> {
     gw.sigterm();
     let tcp = https(&ca, &gw)?;
     let base = format!("https://localhost:{}", gw.addr.port());
-    wait_until("/readyz to report draining", T, || async {
-        match tcp.get(format!("{base}/readyz")).send().await {
-            Ok(r) if r.status() == 503 => Ok(()),
-            Ok(r) => Err(format!("/readyz {}", r.status())),
-            Err(e) => Err(e.to_string()),
-        }
-    })
-    .await?;
+    wait_draining(&tcp, &base, T).await?;
     // The GOAWAY leaves a moment after readiness falls: a request that
     // beats it is still served, one after it is not.
     let h3 = tokio::sync::Mutex::new(&mut h3);

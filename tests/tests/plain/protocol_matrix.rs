@@ -10,12 +10,13 @@
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
-use pushgate_e2e::gateway::{hs256_key, mint_token, publish_json, GatewayProcess, PublishOptions};
+use pushgate_e2e::gateway::{
+    hs256_key, mint_token, publish_json, wait_draining, GatewayProcess, PublishOptions,
+};
 use pushgate_e2e::grpc::{GrpcClient, GrpcStream};
 use pushgate_e2e::h3_client::{H3Client, H3Response};
 use pushgate_e2e::pki::TestCa;
 use pushgate_e2e::sse_client::{Opened, SseClient};
-use pushgate_e2e::wait::wait_until;
 use tonic::Code;
 
 const T: Duration = Duration::from_secs(10);
@@ -416,14 +417,7 @@ async fn the_four_protocols_share_auth_limits_and_resume() -> Result<()> {
     // would take it: every protocol serves it until the window ends.
     m.gw.sigterm();
     let probe = https(&m.ca, &m.gw, Proto::H1)?;
-    wait_until("the drain to begin", T, || async {
-        match probe.get(format!("{}/readyz", m.base())).send().await {
-            Ok(r) if r.status() == 503 => Ok(()),
-            Ok(r) => Err(format!("/readyz {}", r.status())),
-            Err(e) => Err(e.to_string()),
-        }
-    })
-    .await?;
+    wait_draining(&probe, &m.base(), T).await?;
     let mut late = Vec::new();
     for p in Proto::ALL {
         late.push((p, m.subscribe(p, "a/1", None).await?));
