@@ -386,3 +386,37 @@ async fn grpc_is_off_unless_enabled() -> Result<()> {
     assert_eq!(e.code(), Code::Unimplemented, "{e:?}");
     Ok(())
 }
+
+#[tokio::test]
+async fn grpc_messages_at_and_over_the_size_limit() -> Result<()> {
+    let gw = GatewayProcess::start(&["--grpc", "true", "--max-body-bytes", "65536"])?;
+    let grpc = GrpcClient::new(gw.addr)?;
+    let mut sub = grpc.subscribe(&["big/1"], "").await?;
+    sub.await_id(T).await?;
+    // At the limit: stored and delivered whole.
+    let at = "x".repeat(65536);
+    grpc.publish("big/1", &at).await?;
+    assert_eq!(sub.take(1, T).await?[0].data.len(), 65536);
+    // One byte over: the API's own refusal.
+    let e = grpc
+        .publish("big/1", &"x".repeat(65537))
+        .await
+        .expect_err("over the limit");
+    assert_eq!(e.code(), Code::ResourceExhausted, "{e:?}");
+    assert_eq!(e.metadata().get("pushgate-code").unwrap(), "body_too_large");
+    // Far over (1 MiB, which tonic's default limit of 4 MiB would read
+    // whole): refused from its length prefix, before it is read.
+    let e = grpc
+        .publish("big/1", &"x".repeat(1 << 20))
+        .await
+        .expect_err("far over the limit");
+    assert_eq!(e.code(), Code::OutOfRange, "{e:?}");
+    // The connection, the stream and the gateway go on.
+    let ack = grpc.publish("big/1", "small").await?;
+    let next = sub.take(1, T).await?;
+    assert_eq!(
+        (next[0].id.as_str(), next[0].data.as_str()),
+        (ack.id.as_str(), "small")
+    );
+    Ok(())
+}

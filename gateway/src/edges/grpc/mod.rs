@@ -46,6 +46,10 @@ pub mod proto {
 
 use proto::pushgate_server::{Pushgate, PushgateServer};
 
+/// What a `Publish` message may carry besides its data: topic, event type,
+/// TTL, priority and idempotency key are each far smaller.
+const MESSAGE_OVERHEAD: usize = 16 * 1024;
+
 /// How often the health service re-reads readiness.
 const HEALTH_POLL: Duration = Duration::from_millis(500);
 
@@ -159,7 +163,10 @@ impl Pushgate for Service {
 
 /// Adds the gRPC services to `api`.
 pub fn mount(api: Router, node: &Arc<Node>) -> Router {
-    let pushgate = PushgateServer::new(Service { node: node.clone() });
+    // A message far over the body limit is refused from its length prefix,
+    // before it is read (tonic's default would buffer up to 4 MiB of it).
+    let pushgate = PushgateServer::new(Service { node: node.clone() })
+        .max_decoding_message_size(node.config().limits.max_body_bytes + MESSAGE_OVERHEAD);
     let (reporter, health) = tonic_health::server::health_reporter();
     tokio::spawn(report_health(reporter, Arc::downgrade(node)));
     let reflection = tonic_reflection::server::Builder::configure()
