@@ -1,7 +1,8 @@
 //! Admission of new streams: the stream limit and the accept rate. A
-//! draining gateway still admits: see `stream::drain_end`. Every refusal here is transient: the client is told when to come
-//! back. How it is told depends on the client and is decided at the HTTP
-//! edge (`http::refusal`), never here.
+//! draining gateway still admits (see `stream::drain_end`). Every refusal
+//! here is transient: the client is told when to come back. How it is
+//! told depends on the client and is decided at the HTTP edge
+//! (`http::refusal`), never here.
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -608,32 +608,26 @@ fn body(
 pub async fn farewell(node: Arc<Node>, moved: CancellationToken) -> End {
     let mut drain = node.drain_signal();
     let started = *drain.borrow_and_update();
-    if let Some(start) = started {
-        // Held during the drain: it ends with the window, as a stream does.
-        tokio::select! {
-            _ = tokio::time::sleep_until(drain_end(&node, start.into())) => {}
-            _ = moved.cancelled() => {}
-        }
-        return End::Retry {
-            retry_ms: node.jittered_retry_ms(),
-        };
-    }
-    let start = loop {
-        if let Some(start) = *drain.borrow_and_update() {
-            break start;
-        }
-        tokio::select! {
-            changed = drain.changed() => {
-                if changed.is_err() {
-                    moved.cancelled().await;
-                    return End::Retry { retry_ms: node.jittered_retry_ms() };
-                }
+    // Held during the drain, it ends with the window, as a stream does.
+    let close_at = match started {
+        Some(start) => drain_end(&node, start.into()),
+        None => loop {
+            if let Some(start) = *drain.borrow_and_update() {
+                break drain_deadline(&node, start.into());
             }
-            _ = moved.cancelled() => return End::Retry { retry_ms: node.jittered_retry_ms() },
-        }
+            tokio::select! {
+                changed = drain.changed() => {
+                    if changed.is_err() {
+                        moved.cancelled().await;
+                        return End::Retry { retry_ms: node.jittered_retry_ms() };
+                    }
+                }
+                _ = moved.cancelled() => return End::Retry { retry_ms: node.jittered_retry_ms() },
+            }
+        },
     };
     tokio::select! {
-        _ = tokio::time::sleep_until(drain_deadline(&node, start.into())) => {}
+        _ = tokio::time::sleep_until(close_at) => {}
         _ = moved.cancelled() => {}
     }
     End::Retry {
